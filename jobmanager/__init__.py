@@ -1,0 +1,22 @@
+"""Job Manager: run, watch and fix background jobs from notebooks, a dashboard and a CLI."""
+
+__version__ = "0.1.0"
+
+from .context import Cancelled, TaskContext  # noqa: E402
+from .errors import (  # noqa: E402
+    BadParams,
+    HomeError,
+    InvalidState,
+    JobManagerError,
+    NotFound,
+    PermissionDenied,
+    Timeout,
+)
+from .jobtypes import JobType, job_type  # noqa: E402
+from .models import Job, NewTask, Task  # noqa: E402
+from .service import JobManager  # noqa: E402
+
+__all__ = [
+    "BadParams", "Cancelled", "HomeError", "InvalidState", "Job", "JobManager", "JobManagerError", "JobType",
+    "NewTask", "NotFound", "PermissionDenied", "Task", "TaskContext", "Timeout", "job_type",
+]

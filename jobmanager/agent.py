@@ -1,0 +1,174 @@
+"""An agent: one Huey consumer process, plus heartbeats and recovery of lost agents.
+
+Huey acknowledges a message when it dequeues it and never re-delivers it if the
+consumer dies (coleifer/huey#844, #598), so recovery comes from the store: every
+heartbeat, each agent looks for agents silent for 3 intervals; the one whose
+conditional UPDATE marks an agent lost requeues (or fails) that agent's tasks.
+A sweep re-sends the messages of runnable tasks the queue does not hold (a
+queue write lost in a crash between the store commit and the enqueue).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from . import __version__, jobtypes
+from .home import Home
+from .logcapture import FORMAT, router
+from .models import Recovery
+from .queue import Queue, set_handler
+from .runner import Runner
+from .store import JobStore, open_store
+
+log = logging.getLogger("jobmanager.agent")
+
+#: re-send messages of tasks queued longer than this that the queue does not hold
+SWEEP_MIN_AGE_S = 5.0
+SWEEP_EVERY_S = 30.0
+
+
+@dataclass
+class Polling:
+    """How idle workers poll the queue (Huey consumer's -d, -m, -b).
+
+    Huey's defaults (0.1 s growing to 10 s) leave an idle agent seconds late; these
+    keep submit-to-start in tens of milliseconds. ``benchmarks/latency.py`` measures
+    the latency and the idle CPU it costs.
+    """
+
+    initial_delay: float = 0.005
+    max_delay: float = 0.05
+    backoff: float = 1.15
+
+
+class Agent:
+    def __init__(
+        self,
+        home: Home,
+        *,
+        name: str | None = None,
+        workers: int = 2,
+        worker_type: str = "thread",
+        imports: tuple[str, ...] = (),
+        interval: float | None = None,
+        polling: Polling | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.home = home
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.name = name or f"{self.host}-{self.pid}"
+        self.workers = workers
+        self.worker_type = worker_type
+        self.imports = tuple(home.imports) + tuple(imports)
+        self.interval = interval or home.heartbeat_interval
+        self.polling = polling or Polling()
+        self.shutdown_timeout = shutdown_timeout
+        self._stop = threading.Event()
+        self._last_sweep = 0.0
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Everything before the consumer starts; errors here are the user's (exit 2)."""
+        jobtypes.discover(self.imports)
+        self.store: JobStore = open_store(self.home)
+        self.queue = Queue(self.home)
+        recovery = self.store.register_agent({
+            "name": self.name, "host": self.host, "pid": self.pid, "workers": self.workers,
+            "worker_type": self.worker_type, "version": __version__, "queues": ["default"],
+            "interval": self.interval, "log_path": self.home.relative(self.home.agent_log(self.name)),
+        })
+        self._setup_logging()
+        self.runner = Runner(self.home, self.store, self.queue, self.name)
+        set_handler(self.runner)
+        self._apply(recovery)
+        self.recover()
+        self.sweep(min_age=0.0)
+
+    def run(self) -> None:
+        """Run until SIGINT/SIGTERM (graceful: running tasks get ``shutdown_timeout`` to end)."""
+        consumer = self.queue.huey.create_consumer(
+            workers=self.workers, worker_type=self.worker_type, periodic=False,
+            initial_delay=self.polling.initial_delay, max_delay=self.polling.max_delay,
+            backoff=self.polling.backoff, shutdown_timeout=self.shutdown_timeout,
+            graceful_signal="TERM",
+        )
+        # Both SIGINT (Ctrl-C) and SIGTERM stop gracefully; Huey's second signal interrupts.
+        consumer._signal_actions[signal.SIGINT] = (False, True)
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        log.info("agent %s started: %s %s workers, heartbeat every %.1f s, job types: %s",
+                 self.name, self.workers, self.worker_type, self.interval, ", ".join(jobtypes.registered()))
+        try:
+            consumer.run()
+        finally:
+            self._stop.set()
+            beat.join(timeout=self.interval + 1)
+            recovery = self.store.agent_stopped(self.name, self.pid)
+            self._apply(recovery)
+            log.info("agent %s stopped", self.name)
+
+    # -- heartbeat, recovery, sweep ---------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        proc = psutil.Process()
+        proc.cpu_percent(None)
+        while not self._stop.wait(self.interval):
+            try:
+                stats = self.runner.counters.snapshot()
+                stats["cpu_percent"] = proc.cpu_percent(None)
+                stats["rss_bytes"] = proc.memory_info().rss
+                command = self.store.heartbeat(self.name, self.pid, stats)
+                if command == "stop":
+                    log.warning("stop requested; shutting down gracefully")
+                    os.kill(self.pid, signal.SIGTERM)
+                    return
+                self.recover()
+                if time.monotonic() - self._last_sweep >= SWEEP_EVERY_S:
+                    self.sweep(min_age=SWEEP_MIN_AGE_S)
+            except Exception:  # a heartbeat must never kill the agent; the next one retries
+                log.exception("heartbeat failed")
+
+    def recover(self) -> Recovery:
+        recovery = self.store.recover_lost(self.name)
+        for name in recovery.lost:
+            log.warning("agent %s is lost; recovered its work (%d tasks requeued)", name, len(recovery.dispatches))
+        self._apply(recovery)
+        return recovery
+
+    def sweep(self, min_age: float = SWEEP_MIN_AGE_S) -> int:
+        """Re-send messages for runnable tasks the queue does not hold; returns how many."""
+        self._last_sweep = time.monotonic()
+        dispatches, finals = self.store.queue_targets(queued_before=time.time() - min_age)
+        pending_runs, pending_finals = self.queue.pending()
+        missing = [d for d in dispatches if (d.task_id, d.dispatch) not in pending_runs]
+        missing_finals = [j for j in finals if j not in pending_finals]
+        if missing or missing_finals:
+            log.warning("sweep: re-sending %d task messages and %d finishing steps the queue did not hold",
+                        len(missing), len(missing_finals))
+            self.queue.send(missing)
+            self.queue.send_finalize(missing_finals)
+        return len(missing) + len(missing_finals)
+
+    def _apply(self, recovery: Recovery) -> None:
+        self.queue.send(recovery.dispatches)
+        self.queue.send_finalize(recovery.finalize)
+
+    def _setup_logging(self) -> None:
+        path = self.home.agent_log(self.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        capturing = router()
+        formatter = logging.Formatter(FORMAT)
+        for handler in (logging.FileHandler(path, encoding="utf-8"), logging.StreamHandler(sys.stderr)):
+            handler.setFormatter(formatter)
+            handler.addFilter(lambda record: not capturing.is_capturing(record.thread))
+            logging.getLogger().addHandler(handler)
+        logging.getLogger("huey").setLevel(logging.WARNING)

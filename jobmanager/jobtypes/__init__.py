@@ -1,0 +1,112 @@
+"""Job types: a registry filled by the ``@job_type`` decorator.
+
+A job type is a class with a pydantic ``Params`` model, a ``plan`` that turns
+parameters into tasks, a ``run`` for one task, and optionally a ``finish`` run
+once after all tasks are over (e.g. merging PDFs). Types are discovered from
+the ``jobmanager.job_types`` entry points and from modules named with
+``--import`` (or ``imports`` in the home's configuration).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pydantic
+
+from ..errors import BadParams
+from ..models import NewTask
+
+if TYPE_CHECKING:
+    from ..context import TaskContext
+
+ENTRY_POINT_GROUP = "jobmanager.job_types"
+
+
+class JobType:
+    """Base class of job types. Subclass, set ``Params``, and decorate with @job_type."""
+
+    #: registered name, set by the decorator
+    name: str = ""
+    #: automatic retries of a failed task (attempts = 1 + retries)
+    retries: int = 0
+    #: the parameters, validated before anything is stored
+    Params: type[pydantic.BaseModel] = pydantic.BaseModel
+
+    def plan(self, params: pydantic.BaseModel) -> list[NewTask]:
+        """The tasks of a job with these parameters (at least one)."""
+        return [NewTask("task", {})]
+
+    def run(self, ctx: "TaskContext", params: pydantic.BaseModel, task: dict[str, Any]) -> None:
+        """Run one task. Raise to fail it; check ``ctx.cancelled()`` in long loops."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_finish(cls) -> bool:
+        return cls.finish is not JobType.finish
+
+    def finish(self, ctx: "TaskContext", params: pydantic.BaseModel) -> None:
+        """Optional: run once all tasks are over (only if at least one succeeded)."""
+
+
+_REGISTRY: dict[str, type[JobType]] = {}
+_LOCK = threading.Lock()
+_DISCOVERED = False
+
+T = TypeVar("T", bound=type[JobType])
+
+
+def job_type(name: str) -> Callable[[T], T]:
+    """Register a job type class under ``name``."""
+
+    def register(cls: T) -> T:
+        if not (isinstance(cls, type) and issubclass(cls, JobType)):
+            raise TypeError("@job_type decorates a JobType subclass")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def discover(imports: list[str] | tuple[str, ...] = ()) -> None:
+    """Load entry-point job types (once) and import the named modules."""
+    global _DISCOVERED
+    with _LOCK:
+        if not _DISCOVERED:
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                ep.load()
+            _DISCOVERED = True
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise BadParams(f"cannot import job type module {module!r}: {exc}") from None
+
+
+def registered() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> JobType:
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        known = ", ".join(registered()) or "none"
+        raise BadParams(f"unknown job type {name!r} (known: {known})")
+    return cls()
+
+
+def validate(jt: JobType, params: dict[str, Any]) -> pydantic.BaseModel:
+    """Parameters checked against the type's model; one readable line on error."""
+    if not isinstance(params, dict):
+        raise BadParams(f"parameters for {jt.name} must be a JSON object, not {type(params).__name__}")
+    try:
+        return jt.Params.model_validate(params)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
+        )
+        raise BadParams(f"bad parameters for {jt.name}: {problems}") from None

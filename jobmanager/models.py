@@ -1,0 +1,122 @@
+"""Plain records passed between the store, the service and its clients."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class NewTask:
+    """A task as a job type plans it: a display name and its own parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    id: int
+    job_id: int
+    seq: int
+    name: str
+    params: dict[str, Any]
+    state: str
+    attempts: int
+    max_attempts: int
+    dispatch: int
+    agent: str | None
+    progress_done: float | None
+    progress_total: float | None
+    cancel_requested: bool
+    error: str | None
+    traceback: str | None
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Job:
+    id: int
+    type: str
+    name: str
+    params: dict[str, Any]
+    owner: str
+    case: str | None
+    priority: int
+    state: str
+    retries: int
+    has_finish: bool
+    finisher: str | None
+    tasks_total: int
+    tasks_succeeded: int
+    tasks_failed: int
+    tasks_cancelled: int
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    progress: float = 0.0
+    tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def tasks_done(self) -> int:
+        """Tasks that are over, whatever their result."""
+        return self.tasks_succeeded + self.tasks_failed + self.tasks_cancelled
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks_done"] = self.tasks_done
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A queue message to send: run task ``task_id`` if its dispatch is still ``dispatch``.
+
+    The counter makes messages idempotent: every re-enqueue bumps it, so an older
+    copy of the message still sitting in the queue is recognised as stale and dropped.
+    """
+
+    task_id: int
+    dispatch: int
+    priority: int = 0
+
+
+@dataclass
+class Claim:
+    """What an agent gets when it wins a task: the task and its job."""
+
+    task: Task
+    job: Job
+
+
+@dataclass
+class Outcome:
+    """What the store decided when a task ended.
+
+    ``retry`` is a message to enqueue (the task failed with attempts left);
+    ``finalize`` says this agent won the job's finishing step and must run it now.
+    """
+
+    recorded: bool = True
+    retry: Dispatch | None = None
+    finalize: bool = False
+    job_state: str | None = None
+
+
+@dataclass
+class Recovery:
+    """What a sweep of lost agents decided: agents marked lost, messages to resend."""
+
+    lost: list[str] = field(default_factory=list)
+    dispatches: list[Dispatch] = field(default_factory=list)
+    finalize: list[int] = field(default_factory=list)

@@ -1,0 +1,107 @@
+"""The queue: Huey carries only ids; the store holds the truth.
+
+Two Huey tasks exist: ``jm.run(task_id, dispatch)`` runs one task if its
+dispatch counter still matches, and ``jm.finalize(job_id)`` runs a job's
+finishing step when the agent that should have run it was lost. What they do
+is installed by the agent process (:func:`set_handler`); a process that only
+submits never executes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from huey import SqliteHuey
+from huey.api import Huey
+from huey.storage import SqliteStorage
+
+from .errors import HomeError
+from .home import Home
+from .models import Dispatch
+
+QUEUE_NAME = "jobmanager"
+
+
+class Handler(Protocol):
+    def run(self, task_id: int, dispatch: int) -> None: ...
+    def finalize(self, job_id: int) -> None: ...
+
+
+_HANDLER: Handler | None = None
+
+
+def set_handler(handler: Handler | None) -> None:
+    """Install what the queue's tasks do in this (agent) process."""
+    global _HANDLER
+    _HANDLER = handler
+
+
+def _handler() -> Handler:
+    if _HANDLER is None:
+        raise RuntimeError("this process is not a Job Manager agent")
+    return _HANDLER
+
+
+class Queue:
+    """The Huey instance of a home, with the two tasks registered."""
+
+    def __init__(self, home: Home) -> None:
+        url = home.queue_url
+        if url != "sqlite":
+            raise HomeError(f"unsupported queue {url!r}: this version supports 'sqlite'")
+        self.huey: Huey = SqliteHuey(
+            name=QUEUE_NAME, filename=str(home.queue_path), results=False, utc=True, timeout=30,
+        )
+
+        @self.huey.task(name="jm.run")
+        def run(task_id: int, dispatch: int) -> None:
+            _handler().run(task_id, dispatch)
+
+        @self.huey.task(name="jm.finalize")
+        def finalize(job_id: int) -> None:
+            _handler().finalize(job_id)
+
+        self._run: Callable[..., Any] = run
+        self._finalize: Callable[..., Any] = finalize
+
+    def send(self, dispatches: Iterable[Dispatch]) -> None:
+        """Enqueue run messages; on SQLite all of them in one transaction."""
+        items = list(dispatches)
+        if not items:
+            return
+        messages = [
+            (self.huey.serialize_task(self._run.s(d.task_id, d.dispatch, priority=d.priority)), d.priority)
+            for d in items
+        ]
+        storage = self.huey.storage
+        if isinstance(storage, SqliteStorage):
+            with storage.db(commit=True) as curs:
+                curs.executemany(
+                    "insert into task (queue, data, priority) values (?, ?, ?)",
+                    [(storage.name, storage.to_blob(data), prio or 0) for data, prio in messages],
+                )
+        else:  # pragma: no cover - other Huey storages
+            for data, prio in messages:
+                storage.enqueue(data, prio)
+
+    def send_finalize(self, job_ids: Iterable[int]) -> None:
+        for job_id in job_ids:
+            self.huey.enqueue(self._finalize.s(job_id, priority=1_000_000))
+
+    def pending(self) -> tuple[set[tuple[int, int]], set[int]]:
+        """What the queue holds now: run messages as (task_id, dispatch), finalize job ids."""
+        runs: set[tuple[int, int]] = set()
+        finals: set[int] = set()
+        for task in self.huey.pending():
+            if task.name == "jm.run":
+                runs.add((int(task.args[0]), int(task.args[1])))
+            elif task.name == "jm.finalize":
+                finals.add(int(task.args[0]))
+        return runs, finals
+
+    def size(self) -> int:
+        return int(self.huey.pending_count())
+
+    def close(self) -> None:
+        self.huey.storage.close()

@@ -1,0 +1,274 @@
+"""The service: the one door to a Job Manager.
+
+Notebooks, the CLI and the dashboard are thin clients of :class:`JobManager`.
+Every method acts as the user the object was opened for and passes through
+:meth:`JobManager._allow` before doing anything, so permission checks have one
+place to live whatever interface called.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import jobtypes
+from .errors import BadParams, NotFound, Timeout
+from .home import Home
+from .models import Job
+from .queue import Queue
+from .states import FINISHED, JOB_STATES, tab_states
+from .store import JobStore, open_store
+
+JOB_COLUMNS = [
+    "id", "name", "type", "state", "progress", "owner", "case", "priority", "tasks_total",
+    "tasks_succeeded", "tasks_failed", "tasks_cancelled", "created_at", "started_at", "finished_at", "error",
+]
+
+
+def _ts(value: float | None) -> pd.Timestamp | None:
+    return None if value is None else pd.Timestamp(value, unit="s", tz="UTC")
+
+
+class JobManager:
+    """Open a home and act in it as ``user``.
+
+    >>> jm = JobManager("~/jobs")
+    >>> job_id = jm.submit("sleep", {"tasks": 3, "seconds": 1})
+    >>> jm.wait(job_id).state
+    'completed'
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | Home | None = None, *, user: str | None = None,
+                 imports: tuple[str, ...] = ()) -> None:
+        self.home = home if isinstance(home, Home) else Home.open(home)
+        self.user = user or os.environ.get("JOBMANAGER_USER") or getpass.getuser()
+        self.store: JobStore = open_store(self.home)
+        self._imports = tuple(self.home.imports) + tuple(imports)
+        self._queue: Queue | None = None
+
+    @classmethod
+    def init(cls, home: str | os.PathLike[str] | None, *, user: str | None = None) -> "JobManager":
+        """Create a home (or reuse one) and open it."""
+        h = Home.create(home)
+        open_store(h, create=True).close()
+        Queue(h).close()
+        return cls(h, user=user)
+
+    @property
+    def queue(self) -> Queue:
+        if self._queue is None:
+            self._queue = Queue(self.home)
+        return self._queue
+
+    def close(self) -> None:
+        self.store.close()
+        if self._queue is not None:
+            self._queue.close()
+
+    def __enter__(self) -> "JobManager":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"JobManager({str(self.home.path)!r}, user={self.user!r})"
+
+    # -- permissions -------------------------------------------------------------------------
+    def _allow(self, action: str, job: Job | None = None) -> None:
+        """The single permission check every method passes through.
+
+        Until users and groups exist every local user may do everything; the
+        permissions issue fills this in (and the audit trail) without touching callers.
+        """
+
+    # -- submitting ----------------------------------------------------------------------------
+    def job_types(self) -> list[str]:
+        jobtypes.discover(self._imports)
+        return jobtypes.registered()
+
+    def submit(
+        self,
+        type: str,
+        params: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        priority: int = 0,
+        case: str | None = None,
+        retries: int | None = None,
+    ) -> int:
+        """Validate, plan and store a job; returns its id once it is committed.
+
+        The queue messages are sent after the commit. If this process dies in
+        between, an agent's sweep re-sends them: the store is the truth.
+        """
+        self._allow("submit")
+        jobtypes.discover(self._imports)
+        jt = jobtypes.get(type)
+        model = jobtypes.validate(jt, params or {})
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise BadParams(f"priority must be a whole number, not {priority!r}")
+        if retries is not None and (not isinstance(retries, int) or retries < 0):
+            raise BadParams(f"retries must be a whole number >= 0, not {retries!r}")
+        tasks = jt.plan(model)
+        if not tasks:
+            raise BadParams(f"{type}: these parameters plan no tasks")
+        job_id, dispatches = self.store.create_job(
+            type=type, name=name or f"{type} job", params=model.model_dump(mode="json"), owner=self.user,
+            case=case, priority=priority, retries=jt.retries if retries is None else retries,
+            has_finish=jt.has_finish(), tasks=tasks, actor=self.user,
+        )
+        self.queue.send(dispatches)
+        return job_id
+
+    # -- reading ---------------------------------------------------------------------------------
+    def job(self, job_id: int) -> Job:
+        """One job with its tasks."""
+        job = self.store.get_job(int(job_id), with_tasks=True)
+        self._allow("view", job)
+        return job
+
+    def jobs(
+        self,
+        *,
+        tab: str | None = None,
+        state: str | None = None,
+        type: str | None = None,
+        owner: str | None = None,
+        case: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> pd.DataFrame:
+        """Jobs newest first, as a DataFrame (timestamps in UTC)."""
+        self._allow("view")
+        states: tuple[str, ...] | None = tab_states(tab) if tab else None
+        if state is not None:
+            if state not in JOB_STATES:
+                raise BadParams(f"unknown state {state!r}: choose one of {', '.join(JOB_STATES)}")
+            states = (state,) if states is None or state in states else ("__none__",)
+        rows = self.store.list_jobs(states=states, type=type, owner=owner, case=case, limit=limit, offset=offset)
+        df = pd.DataFrame([j.to_dict() for j in rows], columns=[*JOB_COLUMNS])
+        for col in ("created_at", "started_at", "finished_at"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        return df
+
+    def tasks(self, job_id: int) -> pd.DataFrame:
+        job = self.job(job_id)
+        df = pd.DataFrame([t.to_dict() for t in job.tasks])
+        for col in ("queued_at", "started_at", "finished_at"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        return df
+
+    def events(self, job_id: int) -> pd.DataFrame:
+        self.job(job_id)
+        df = pd.DataFrame(self.store.events(int(job_id)))
+        if not df.empty:
+            df["at"] = pd.to_datetime(df["at"], unit="s", utc=True)
+        return df
+
+    def agents(self) -> pd.DataFrame:
+        """Agents with a derived ``status``: busy, idle, lost, offline."""
+        self._allow("view_agents")
+        now = time.time()
+        rows = []
+        for a in self.store.list_agents():
+            age = now - a["heartbeat_at"]
+            status = a["state"]
+            if status == "online":
+                if age > 3 * a["interval"]:
+                    status = "lost"
+                else:
+                    status = "busy" if a["current_tasks"] else "idle"
+            rows.append({
+                "name": a["name"], "status": status, "host": a["host"], "pid": a["pid"],
+                "workers": a["workers"], "busy": len(a["current_tasks"]), "worker_type": a["worker_type"],
+                "heartbeat_age_s": round(age, 1), "current_tasks": a["current_tasks"], "done": a["done"],
+                "failed": a["failed"], "cpu_percent": a["cpu_percent"], "rss_mb":
+                None if a["rss_bytes"] is None else round(a["rss_bytes"] / 2**20, 1),
+                "started_at": _ts(a["started_at"]), "uptime_s": round((a["stopped_at"] or now) - a["started_at"]),
+                "version": a["version"], "log_path": a["log_path"],
+            })
+        return pd.DataFrame(rows, columns=[
+            "name", "status", "host", "pid", "workers", "busy", "worker_type", "heartbeat_age_s",
+            "current_tasks", "done", "failed", "cpu_percent", "rss_mb", "started_at", "uptime_s", "version",
+            "log_path",
+        ])
+
+    def log(self, job_id: int, task: int | None = None) -> str:
+        """A task's log, or the job's: every task log in order, then the finishing step's."""
+        job = self.job(job_id)
+        self._allow("download_log", job)
+        if task is not None:
+            if not any(t.seq == task for t in job.tasks):
+                raise NotFound(f"job {job_id} has no task {task}")
+            paths = [self.home.task_log(job.id, task)]
+        else:
+            paths = [self.home.task_log(job.id, t.seq) for t in job.tasks] + [self.home.task_log(job.id, None)]
+        parts = []
+        for path in paths:
+            if path.is_file():
+                parts.append(path.read_text(encoding="utf-8", errors="replace"))
+        return "".join(parts)
+
+    def log_files(self, job_id: int) -> list[Path]:
+        job = self.job(job_id)
+        self._allow("download_log", job)
+        paths = [self.home.task_log(job.id, t.seq) for t in job.tasks] + [self.home.task_log(job.id, None)]
+        return [p for p in paths if p.is_file()]
+
+    def artifacts(self, job_id: int) -> pd.DataFrame:
+        job = self.job(job_id)
+        self._allow("download_output", job)
+        return pd.DataFrame(self.store.artifacts(job.id),
+                            columns=["id", "job_id", "task_id", "name", "path", "media_type", "size", "created_at"])
+
+    def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.05) -> Job:
+        """Block until the job is finished; raises Timeout after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.state in FINISHED:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"job {job_id} is still {job.state} after {timeout:g} s")
+            time.sleep(poll)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def pause(self, job_id: int) -> None:
+        """No new task of the job starts; running ones finish."""
+        self._allow("manage", self.store.get_job(int(job_id)))
+        self.store.pause_job(int(job_id), self.user)
+
+    def resume(self, job_id: int) -> None:
+        self._allow("manage", self.store.get_job(int(job_id)))
+        self.queue.send(self.store.resume_job(int(job_id), self.user))
+
+    def cancel(self, job_id: int) -> None:
+        """Queued tasks never run; running tasks are asked to stop (``ctx.cancelled()``)."""
+        self._allow("manage", self.store.get_job(int(job_id)))
+        self.store.cancel_job(int(job_id), self.user)
+
+    def retry(self, job_id: int, task: int | None = None) -> None:
+        """Re-queue the failed tasks of a finished job, or the one task ``task``."""
+        self._allow("retry", self.store.get_job(int(job_id)))
+        dispatches, refinish = self.store.retry_job(int(job_id), self.user, task)
+        self.queue.send(dispatches)
+        if refinish:
+            self.queue.send_finalize([int(job_id)])
+
+    def set_priority(self, job_id: int, priority: int) -> None:
+        """Higher runs first; applies to the job's tasks that have not started."""
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise BadParams(f"priority must be a whole number, not {priority!r}")
+        self._allow("manage", self.store.get_job(int(job_id)))
+        self.queue.send(self.store.set_priority(int(job_id), priority, self.user))
+
+    def stop_agent(self, name: str) -> None:
+        """Ask an agent to stop gracefully (it finishes its running tasks)."""
+        self._allow("manage_agents")
+        self.store.request_agent(name, "stop", self.user)

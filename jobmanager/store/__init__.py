@@ -1,0 +1,20 @@
+"""The job store: one contract (:class:`JobStore`), one module per backend."""
+
+from __future__ import annotations
+
+from ..errors import HomeError
+from ..home import Home
+from .base import SCHEMA_VERSION, JobStore
+
+__all__ = ["JobStore", "SCHEMA_VERSION", "open_store"]
+
+
+def open_store(home: Home, *, create: bool = False) -> JobStore:
+    """The store the home's configuration names (``sqlite`` is the default)."""
+    url = home.store_url
+    if url == "sqlite" or url.startswith("sqlite:"):
+        from .sqlite import SQLiteStore
+
+        path = home.store_path if url == "sqlite" else url.removeprefix("sqlite:///")
+        return SQLiteStore(path, create=create)
+    raise HomeError(f"unsupported store {url!r}: this version supports 'sqlite'")

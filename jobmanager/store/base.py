@@ -1,0 +1,188 @@
+"""The job store contract.
+
+The store is the only code that writes job, task, agent, event and artifact rows.
+Every state transition is one short transaction whose conditional UPDATE
+(``... WHERE state = 'running' AND agent = ?``) decides who wins, so two processes
+racing can never both succeed. Backends (SQLite now, PostgreSQL later) fill in
+these methods; ``tests/test_store_contract.py`` runs the same suite on each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
+
+SCHEMA_VERSION = 1
+
+
+class JobStore:
+    """Base class: every method documents the contract and raises NotImplementedError."""
+
+    # -- schema ------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Create the schema if missing; refuse a foreign or newer database (HomeError)."""
+        raise NotImplementedError
+
+    def schema_version(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- jobs --------------------------------------------------------------------------
+    def create_job(
+        self,
+        *,
+        type: str,
+        name: str,
+        params: dict[str, Any],
+        owner: str,
+        case: str | None,
+        priority: int,
+        retries: int,
+        has_finish: bool,
+        tasks: list[NewTask],
+        actor: str,
+    ) -> tuple[int, list[Dispatch]]:
+        """Insert a queued job and its queued tasks in one transaction.
+
+        Returns the job id and the queue messages to send once it is committed.
+        """
+        raise NotImplementedError
+
+    def get_job(self, job_id: int, *, with_tasks: bool = False) -> Job:
+        """One job (NotFound if missing); ``progress`` includes in-task progress."""
+        raise NotImplementedError
+
+    def get_tasks(self, job_id: int) -> list[Task]:
+        raise NotImplementedError
+
+    def list_jobs(
+        self,
+        *,
+        states: tuple[str, ...] | None = None,
+        type: str | None = None,
+        owner: str | None = None,
+        case: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Newest first; every filter is a bound parameter."""
+        raise NotImplementedError
+
+    def events(self, job_id: int) -> list[dict[str, Any]]:
+        """A job's transitions in order (``at``, ``kind``, ``from_state``, ``to_state``...)."""
+        raise NotImplementedError
+
+    # -- what agents do with tasks -------------------------------------------------------
+    def claim_task(self, task_id: int, dispatch: int, agent: str) -> Claim | None:
+        """Move a queued task to running for ``agent``, counting an attempt.
+
+        Returns None (and changes nothing) when the message is stale: the task is
+        not runnable any more, its dispatch counter moved on, or its job is paused
+        or cancelled. Moves a queued job to running.
+        """
+        raise NotImplementedError
+
+    def report_progress(self, task_id: int, agent: str, done: float, total: float | None) -> bool:
+        """Record in-task progress; returns True when the task was asked to stop."""
+        raise NotImplementedError
+
+    def cancel_requested(self, task_id: int) -> bool:
+        raise NotImplementedError
+
+    def finish_task(
+        self,
+        task_id: int,
+        agent: str,
+        state: str,
+        *,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> Outcome:
+        """End a running task (succeeded, failed or cancelled) held by ``agent``.
+
+        A failure with attempts left becomes ``retrying`` with a new dispatch to
+        send. When it was the job's last unfinished task, the job is settled in the
+        same transaction: given its final state, or, for a job type with a
+        finishing step, handed to this agent (``Outcome.finalize``).
+        """
+        raise NotImplementedError
+
+    def begin_finalize(self, job_id: int, agent: str) -> Job | None:
+        """Claim a job's finishing step (for a resent finalize message)."""
+        raise NotImplementedError
+
+    def end_finalize(self, job_id: int, agent: str, error: str | None) -> str | None:
+        """Give the job its final state after its finishing step; returns that state."""
+        raise NotImplementedError
+
+    def queue_targets(self, queued_before: float | None = None) -> tuple[list[Dispatch], list[int]]:
+        """What should be in the queue now (for the agents' sweep).
+
+        The run messages of runnable tasks queued before ``queued_before``, and the
+        ids of jobs whose finishing step is due but held by no agent.
+        """
+        raise NotImplementedError
+
+    # -- user actions ---------------------------------------------------------------------
+    def pause_job(self, job_id: int, actor: str) -> None:
+        raise NotImplementedError
+
+    def resume_job(self, job_id: int, actor: str) -> list[Dispatch]:
+        raise NotImplementedError
+
+    def cancel_job(self, job_id: int, actor: str) -> None:
+        """Cancel queued tasks at once and ask running ones to stop."""
+        raise NotImplementedError
+
+    def retry_job(self, job_id: int, actor: str, seq: int | None = None) -> tuple[list[Dispatch], bool]:
+        """Re-queue the failed tasks of a finished job (or task ``seq``).
+
+        Returns the messages to send, and whether the finishing step must be resent
+        (a job whose tasks all succeeded but whose finishing step failed).
+        """
+        raise NotImplementedError
+
+    def set_priority(self, job_id: int, priority: int, actor: str) -> list[Dispatch]:
+        raise NotImplementedError
+
+    # -- agents ----------------------------------------------------------------------------
+    def register_agent(self, info: dict[str, Any]) -> Recovery:
+        """Register (or re-register) an agent as online.
+
+        Refuses (InvalidState) a name held by a live agent; a previous incarnation
+        that died is recovered first, and its messages are returned.
+        """
+        raise NotImplementedError
+
+    def heartbeat(self, name: str, pid: int, stats: dict[str, Any]) -> str | None:
+        """Record a heartbeat; returns a command the agent must obey ('stop'), if any."""
+        raise NotImplementedError
+
+    def agent_stopped(self, name: str, pid: int) -> Recovery:
+        """Mark an agent offline and hand its unfinished work back to the queue."""
+        raise NotImplementedError
+
+    def recover_lost(self, by_agent: str, now: float | None = None) -> Recovery:
+        """Mark agents silent for 3 intervals lost and requeue or fail their tasks.
+
+        Exactly one caller wins each lost agent, whoever else looks at once.
+        """
+        raise NotImplementedError
+
+    def request_agent(self, name: str, command: str | None, actor: str) -> None:
+        raise NotImplementedError
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    # -- artifacts --------------------------------------------------------------------------
+    def add_artifact(
+        self, job_id: int, task_id: int | None, name: str, path: str, media_type: str, size: int
+    ) -> None:
+        raise NotImplementedError
+
+    def artifacts(self, job_id: int) -> list[dict[str, Any]]:
+        raise NotImplementedError

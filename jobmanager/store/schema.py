@@ -1,0 +1,114 @@
+"""The store's tables, version 1, in SQLite's dialect.
+
+Timestamps are seconds since the epoch (UTC) as REAL; JSON columns hold TEXT.
+The ``meta`` table carries the schema version from the first day so later
+versions can migrate forward.
+"""
+
+from __future__ import annotations
+
+SQLITE_DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id              INTEGER PRIMARY KEY,
+    type            TEXT    NOT NULL,
+    name            TEXT    NOT NULL,
+    params          TEXT    NOT NULL,
+    owner           TEXT    NOT NULL,
+    case_id         TEXT,
+    priority        INTEGER NOT NULL DEFAULT 0,
+    state           TEXT    NOT NULL,
+    retries         INTEGER NOT NULL DEFAULT 0,
+    has_finish      INTEGER NOT NULL DEFAULT 0,
+    finisher        TEXT,
+    tasks_total     INTEGER NOT NULL,
+    tasks_succeeded INTEGER NOT NULL DEFAULT 0,
+    tasks_failed    INTEGER NOT NULL DEFAULT 0,
+    tasks_cancelled INTEGER NOT NULL DEFAULT 0,
+    error           TEXT,
+    created_at      REAL    NOT NULL,
+    started_at      REAL,
+    finished_at     REAL,
+    updated_at      REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+
+CREATE TABLE IF NOT EXISTS tasks (
+    id               INTEGER PRIMARY KEY,
+    job_id           INTEGER NOT NULL REFERENCES jobs (id),
+    seq              INTEGER NOT NULL,
+    name             TEXT    NOT NULL,
+    params           TEXT    NOT NULL,
+    state            TEXT    NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL DEFAULT 1,
+    dispatch         INTEGER NOT NULL DEFAULT 0,
+    agent            TEXT,
+    progress_done    REAL,
+    progress_total   REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error            TEXT,
+    traceback        TEXT,
+    queued_at        REAL,
+    started_at       REAL,
+    finished_at      REAL,
+    UNIQUE (job_id, seq)
+);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
+CREATE INDEX IF NOT EXISTS tasks_agent ON tasks (agent, state);
+
+CREATE TABLE IF NOT EXISTS events (
+    id         INTEGER PRIMARY KEY,
+    at         REAL    NOT NULL,
+    job_id     INTEGER,
+    task_id    INTEGER,
+    seq        INTEGER,
+    kind       TEXT    NOT NULL,
+    from_state TEXT,
+    to_state   TEXT,
+    agent      TEXT,
+    actor      TEXT,
+    message    TEXT
+);
+CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
+
+CREATE TABLE IF NOT EXISTS agents (
+    name          TEXT PRIMARY KEY,
+    host          TEXT    NOT NULL,
+    pid           INTEGER NOT NULL,
+    workers       INTEGER NOT NULL,
+    worker_type   TEXT    NOT NULL,
+    version       TEXT    NOT NULL,
+    queues        TEXT    NOT NULL,
+    state         TEXT    NOT NULL,
+    interval      REAL    NOT NULL,
+    started_at    REAL    NOT NULL,
+    heartbeat_at  REAL    NOT NULL,
+    stopped_at    REAL,
+    current_tasks TEXT    NOT NULL DEFAULT '[]',
+    done          INTEGER NOT NULL DEFAULT 0,
+    failed        INTEGER NOT NULL DEFAULT 0,
+    cpu_percent   REAL,
+    rss_bytes     INTEGER,
+    log_path      TEXT,
+    command       TEXT
+);
+
+CREATE TABLE IF NOT EXISTS artifacts (
+    id         INTEGER PRIMARY KEY,
+    job_id     INTEGER NOT NULL REFERENCES jobs (id),
+    task_id    INTEGER,
+    name       TEXT    NOT NULL,
+    path       TEXT    NOT NULL,
+    media_type TEXT    NOT NULL,
+    size       INTEGER NOT NULL,
+    created_at REAL    NOT NULL,
+    UNIQUE (job_id, name)
+);
+"""
