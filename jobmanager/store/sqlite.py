@@ -89,8 +89,8 @@ class SQLiteStore(JobStore):
 
     # -- schema ---------------------------------------------------------------------------
     def initialize(self, create: bool = True) -> None:
-        conn = self._conn()
         try:
+            conn = self._conn()
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
             raise HomeError(f"{self.path} is not a Job Manager store ({exc})") from None

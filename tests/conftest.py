@@ -1,0 +1,103 @@
+"""Fixtures: real homes in tmp_path and real agent processes started with the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from jobmanager import JobManager
+
+SUPPORT = Path(__file__).parent / "support"
+HEARTBEAT = 0.3  # seconds; an agent is lost after 3 silent intervals
+
+
+def agent_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    JobManager.init(path).close()
+    return path
+
+
+@pytest.fixture
+def jm(home: Path) -> Iterator[JobManager]:
+    manager = JobManager(home, user="tester", imports=("jm_test_types",))
+    sys.path.insert(0, str(SUPPORT))
+    yield manager
+    manager.close()
+    sys.path.remove(str(SUPPORT))
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class AgentProcess:
+    def __init__(self, home: Path, name: str, workers: int, log: Path, extra: tuple[str, ...]) -> None:
+        self.name = name
+        self.log = log
+        cmd = [sys.executable, "-m", "jobmanager", "--home", str(home), "agent", "--name", name,
+               "--workers", str(workers), "--heartbeat", str(HEARTBEAT), "--import", "jm_test_types",
+               "--shutdown-timeout", "5", *extra]
+        self.proc = subprocess.Popen(cmd, env=agent_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up runs, as in a crash."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def start_agent(home: Path, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """Start a real agent process and wait until it is online."""
+    started: list[AgentProcess] = []
+
+    def start(name: str = "a1", workers: int = 2, *extra: str, wait: bool = True) -> AgentProcess:
+        agent = AgentProcess(home, name, workers, tmp_path / f"agent-{name}-{len(started)}.log", extra)
+        started.append(agent)
+        if wait:
+            with JobManager(home) as jm:
+                def online() -> bool:
+                    if agent.proc.poll() is not None:
+                        raise AssertionError(f"agent {name} exited:\n{agent.output()}")
+                    df = jm.agents()
+                    row = df[(df.name == name) & (df.pid == agent.pid)]
+                    return not row.empty and row.iloc[0].status in ("idle", "busy")
+                wait_for(online, what=f"agent {name} online")
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()

@@ -1,0 +1,43 @@
+"""Job types used by the tests (agents load this module with --import)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from jobmanager import JobType, NewTask, TaskContext, job_type
+
+
+class MergeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    parts: list[str]
+    fail_parts: list[str] = []
+    fail_finish: bool = False
+    seconds: float = 0.0
+
+
+@job_type("merge_text")
+class MergeText(JobType):
+    """One task per part writes part-N.txt; the finishing step merges them into merged.txt."""
+
+    Params = MergeParams
+
+    def plan(self, params: MergeParams) -> list[NewTask]:  # type: ignore[override]
+        return [NewTask(f"part {p}", {"part": p}) for p in params.parts]
+
+    def run(self, ctx: TaskContext, params: MergeParams, task: dict[str, Any]) -> None:  # type: ignore[override]
+        time.sleep(params.seconds)
+        if task["part"] in params.fail_parts:
+            raise ValueError(f"cannot render part {task['part']}")
+        ctx.output_path(f"part-{task['part']}.txt").write_text(f"<{task['part']}>")
+        ctx.log.info("wrote part %s", task["part"])
+
+    def finish(self, ctx: TaskContext, params: MergeParams) -> None:  # type: ignore[override]
+        if params.fail_finish:
+            raise RuntimeError("merge failed on purpose")
+        folder = ctx.home.job_artifacts(ctx.job_id)
+        parts = [(folder / f"part-{p}.txt") for p in params.parts]
+        ctx.output_path("merged.txt").write_text("".join(p.read_text() for p in parts if p.exists()))
+        ctx.log.info("merged %d parts", len(parts))

@@ -1,0 +1,375 @@
+"""The JobStore contract, run against every backend (SQLite today).
+
+These tests drive the store directly, as agents and the service do, so each
+state transition and each race is checked without a queue in the way.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from jobmanager.errors import HomeError, InvalidState, NotFound
+from jobmanager.models import NewTask
+from jobmanager.store import JobStore
+from jobmanager.store.base import SCHEMA_VERSION
+from jobmanager.store.sqlite import SQLiteStore
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
+    return SQLiteStore(tmp_path / "store.db", create=True)
+
+
+def make_job(store: JobStore, n: int = 2, *, retries: int = 0, has_finish: bool = False, priority: int = 0):
+    job_id, dispatches = store.create_job(
+        type="sleep", name="j", params={"tasks": n}, owner="ana", case="C1", priority=priority,
+        retries=retries, has_finish=has_finish, tasks=[NewTask(f"t{i}", {"n": i}) for i in range(n)],
+        actor="ana",
+    )
+    return job_id, dispatches
+
+
+def agent_info(name: str, interval: float = 1.0, pid: int = 4242) -> dict:
+    return {"name": name, "host": "h", "pid": pid, "workers": 2, "worker_type": "thread", "version": "t",
+            "interval": interval}
+
+
+def run_all(store: JobStore, dispatches, agent: str = "a1", state: str = "succeeded"):
+    outcomes = []
+    for d in dispatches:
+        assert store.claim_task(d.task_id, d.dispatch, agent) is not None
+        outcomes.append(store.finish_task(d.task_id, agent, state, error=None if state == "succeeded" else "boom"))
+    return outcomes
+
+
+# -- schema ---------------------------------------------------------------------------------------
+def test_schema_version_recorded(store: JobStore) -> None:
+    assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_foreign_database_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE people (name TEXT)").connection.commit()
+    with pytest.raises(HomeError, match="not a Job Manager store"):
+        SQLiteStore(path)
+
+
+def test_garbage_file_refused(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(HomeError, match="not a Job Manager store"):
+        SQLiteStore(path)
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    SQLiteStore(path, create=True).close()
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(HomeError, match="newer"):
+        SQLiteStore(path)
+
+
+def test_wal_mode(store: SQLiteStore) -> None:
+    assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# -- submit and run ---------------------------------------------------------------------------------
+def test_create_job_is_queued_with_tasks(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 3, priority=5)
+    job = store.get_job(job_id, with_tasks=True)
+    assert job.state == "queued" and job.tasks_total == 3 and job.priority == 5
+    assert [t.state for t in job.tasks] == ["queued"] * 3
+    assert [d.priority for d in dispatches] == [5, 5, 5]
+    assert [e["to_state"] for e in store.events(job_id)] == ["queued"]
+
+
+def test_claim_wins_once_and_moves_job_to_running(store: JobStore) -> None:
+    job_id, (d, _) = make_job(store)
+    claim = store.claim_task(d.task_id, d.dispatch, "a1")
+    assert claim is not None and claim.task.state == "running" and claim.task.attempts == 1
+    assert claim.job.state == "running"
+    assert store.claim_task(d.task_id, d.dispatch, "a2") is None  # same message twice: dropped
+    assert store.get_job(job_id).started_at is not None
+
+
+def test_stale_dispatch_is_dropped(store: JobStore) -> None:
+    job_id, (d, _) = make_job(store)
+    assert store.claim_task(d.task_id, d.dispatch + 7, "a1") is None
+    assert store.get_job(job_id, with_tasks=True).tasks[0].state == "queued"
+
+
+def test_success_completes_job_and_records_events(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 2)
+    outcomes = run_all(store, dispatches)
+    assert outcomes[-1].job_state == "completed" and outcomes[0].job_state is None
+    job = store.get_job(job_id)
+    assert (job.state, job.tasks_succeeded, job.progress, job.finished_at is not None) == ("completed", 2, 1.0, True)
+    kinds = [(e["kind"], e["from_state"], e["to_state"]) for e in store.events(job_id)]
+    assert ("task", "queued", "running") in kinds and ("task", "running", "succeeded") in kinds
+    assert kinds[-1] == ("job", "running", "completed")
+
+
+def test_all_failed_is_failed_some_failed_is_completed_with_errors(store: JobStore) -> None:
+    job_a, da = make_job(store, 2)
+    run_all(store, da, state="failed")
+    assert store.get_job(job_a).state == "failed"
+    job_b, db = make_job(store, 2)
+    store.claim_task(db[0].task_id, 0, "a1")
+    store.finish_task(db[0].task_id, "a1", "failed", error="bad input")
+    store.claim_task(db[1].task_id, 0, "a1")
+    store.finish_task(db[1].task_id, "a1", "succeeded")
+    job = store.get_job(job_b)
+    assert job.state == "completed_with_errors"
+    assert "1 of 2 tasks failed" in job.error and "bad input" in job.error
+
+
+def test_failure_with_retries_left_becomes_retrying(store: JobStore) -> None:
+    job_id, (d,) = make_job(store, 1, retries=1)
+    store.claim_task(d.task_id, 0, "a1")
+    outcome = store.finish_task(d.task_id, "a1", "failed", error="flaky")
+    assert outcome.retry is not None and outcome.retry.dispatch == 1
+    assert store.get_tasks(job_id)[0].state == "retrying"
+    assert store.claim_task(d.task_id, 0, "a1") is None  # the old message is stale
+    store.claim_task(d.task_id, 1, "a1")
+    assert store.finish_task(d.task_id, "a1", "failed", error="flaky").retry is None
+    assert store.get_job(job_id).state == "failed"
+    assert store.get_tasks(job_id)[0].attempts == 2
+
+
+def test_finish_by_wrong_agent_is_not_recorded(store: JobStore) -> None:
+    job_id, (d,) = make_job(store, 1)
+    store.claim_task(d.task_id, 0, "a1")
+    assert store.finish_task(d.task_id, "a2", "succeeded").recorded is False
+    assert store.get_tasks(job_id)[0].state == "running"
+
+
+def test_progress_is_recorded_and_reports_cancel(store: JobStore) -> None:
+    job_id, (d, _) = make_job(store, 2)
+    store.claim_task(d.task_id, 0, "a1")
+    assert store.report_progress(d.task_id, "a1", 5, 10) is False
+    assert store.get_job(job_id).progress == pytest.approx(0.25)
+    store.cancel_job(job_id, "ana")
+    assert store.report_progress(d.task_id, "a1", 6, 10) is True
+    assert store.cancel_requested(d.task_id) is True
+
+
+# -- finishing step ------------------------------------------------------------------------------
+def test_finishing_step_handed_to_exactly_one_agent(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 2, has_finish=True)
+    outcomes = run_all(store, dispatches)
+    assert [o.finalize for o in outcomes] == [False, True]
+    assert store.get_job(job_id).state == "running"  # not final until the step ran
+    assert store.begin_finalize(job_id, "a2") is None  # already held by a1
+    assert store.end_finalize(job_id, "a2", None) is None
+    assert store.end_finalize(job_id, "a1", None) == "completed"
+    assert store.get_job(job_id).finisher is None
+
+
+def test_failing_finishing_step_fails_job_and_retry_resends_it(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 1, has_finish=True)
+    run_all(store, dispatches)
+    assert store.end_finalize(job_id, "a1", "merge broke") == "failed"
+    assert "finishing step failed: merge broke" in store.get_job(job_id).error
+    dispatches, refinish = store.retry_job(job_id, "ana")
+    assert dispatches == [] and refinish is True
+    assert store.begin_finalize(job_id, "a1") is not None
+
+
+def test_job_with_all_tasks_failed_skips_finishing_step(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 2, has_finish=True)
+    outcomes = run_all(store, dispatches, state="failed")
+    assert not any(o.finalize for o in outcomes)
+    assert store.get_job(job_id).state == "failed"
+
+
+# -- user actions --------------------------------------------------------------------------------
+def test_pause_blocks_claims_and_resume_resends(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 2)
+    store.pause_job(job_id, "ana")
+    assert store.get_job(job_id).state == "paused"
+    assert store.claim_task(dispatches[0].task_id, 0, "a1") is None
+    resent = store.resume_job(job_id, "ana")
+    assert [d.dispatch for d in resent] == [1, 1]
+    assert store.get_job(job_id).state == "queued"
+    assert store.claim_task(dispatches[0].task_id, 0, "a1") is None  # pre-pause message is stale
+    assert store.claim_task(resent[0].task_id, 1, "a1") is not None
+
+
+def test_paused_running_job_resumes_as_running(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 2)
+    store.claim_task(dispatches[0].task_id, 0, "a1")
+    store.pause_job(job_id, "ana")
+    store.finish_task(dispatches[0].task_id, "a1", "succeeded")  # running tasks finish while paused
+    assert store.get_job(job_id).state == "paused"
+    store.resume_job(job_id, "ana")
+    assert store.get_job(job_id).state == "running"
+
+
+@pytest.mark.parametrize("state_maker,action,message", [
+    ("completed", "pause", "only a queued or running job can be paused"),
+    ("queued", "resume", "only a paused job can be resumed"),
+    ("completed", "cancel", "only a job in progress can be cancelled"),
+    ("queued", "retry", "retry applies to a finished job"),
+    ("completed", "retry", "has no failed tasks"),
+    ("completed", "priority", "priority applies to jobs in progress"),
+])
+def test_actions_that_do_not_fit_the_state_are_refused(store: JobStore, state_maker, action, message) -> None:
+    job_id, dispatches = make_job(store, 1)
+    if state_maker == "completed":
+        run_all(store, dispatches)
+    before = store.get_job(job_id, with_tasks=True)
+    call = {"pause": lambda: store.pause_job(job_id, "ana"), "resume": lambda: store.resume_job(job_id, "ana"),
+            "cancel": lambda: store.cancel_job(job_id, "ana"), "retry": lambda: store.retry_job(job_id, "ana"),
+            "priority": lambda: store.set_priority(job_id, 3, "ana")}[action]
+    with pytest.raises(InvalidState, match=message):
+        call()
+    assert store.get_job(job_id, with_tasks=True) == before  # nothing changed
+
+
+def test_unknown_job_is_not_found(store: JobStore) -> None:
+    with pytest.raises(NotFound, match="no job 999"):
+        store.get_job(999)
+    with pytest.raises(NotFound):
+        store.pause_job(999, "ana")
+
+
+def test_cancel_stops_queued_and_flags_running(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 3)
+    store.claim_task(dispatches[0].task_id, 0, "a1")
+    store.cancel_job(job_id, "ana")
+    job = store.get_job(job_id, with_tasks=True)
+    assert job.state == "cancelled"
+    assert [t.state for t in job.tasks] == ["running", "cancelled", "cancelled"]
+    assert job.tasks[0].cancel_requested
+    assert store.claim_task(dispatches[1].task_id, 0, "a1") is None
+    store.finish_task(dispatches[0].task_id, "a1", "cancelled")
+    assert store.get_job(job_id).state == "cancelled"
+
+
+def test_retry_requeues_only_failed_tasks(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 3)
+    for i, d in enumerate(dispatches):
+        store.claim_task(d.task_id, 0, "a1")
+        store.finish_task(d.task_id, "a1", "failed" if i == 1 else "succeeded", error="x")
+    assert store.get_job(job_id).state == "completed_with_errors"
+    resent, refinish = store.retry_job(job_id, "ana")
+    assert [d.task_id for d in resent] == [dispatches[1].task_id] and not refinish
+    job = store.get_job(job_id, with_tasks=True)
+    assert job.state == "queued" and job.finished_at is None and job.tasks_failed == 0
+    assert [t.state for t in job.tasks] == ["succeeded", "queued", "succeeded"]
+    store.claim_task(resent[0].task_id, resent[0].dispatch, "a1")
+    assert store.finish_task(resent[0].task_id, "a1", "succeeded").job_state == "completed"
+
+
+def test_retry_one_task(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 2)
+    run_all(store, dispatches, state="failed")
+    resent, _ = store.retry_job(job_id, "ana", seq=2)
+    assert [d.task_id for d in resent] == [dispatches[1].task_id]
+    assert [t.state for t in store.get_tasks(job_id)] == ["failed", "queued"]
+    with pytest.raises(InvalidState, match="only a failed task"):
+        store.retry_job(job_id, "ana", seq=2)
+    with pytest.raises(NotFound, match="no task 9"):
+        store.retry_job(job_id, "ana", seq=9)
+
+
+def test_priority_change_makes_old_messages_stale(store: JobStore) -> None:
+    job_id, dispatches = make_job(store, 2, priority=1)
+    resent = store.set_priority(job_id, 9, "ana")
+    assert {(d.dispatch, d.priority) for d in resent} == {(1, 9)}
+    assert store.claim_task(dispatches[0].task_id, 0, "a1") is None
+    assert store.get_job(job_id).priority == 9
+
+
+def test_queue_targets_lists_runnable_tasks(store: JobStore) -> None:
+    job_a, da = make_job(store, 2)
+    job_b, _ = make_job(store, 1)
+    store.pause_job(job_b, "ana")
+    store.claim_task(da[0].task_id, 0, "a1")
+    targets, finals = store.queue_targets()
+    assert [d.task_id for d in targets] == [da[1].task_id] and finals == []
+    assert store.queue_targets(queued_before=0)[0] == []
+
+
+# -- agents and recovery ---------------------------------------------------------------------------
+def test_register_refuses_a_live_name(store: JobStore) -> None:
+    store.register_agent(agent_info("a1", pid=1))  # pid 1 is alive
+    with pytest.raises(InvalidState, match="already running"):
+        store.register_agent(agent_info("a1", pid=2))
+
+
+def test_lost_agent_tasks_are_requeued_or_failed(store: JobStore) -> None:
+    store.register_agent(agent_info("a1", interval=0.1))
+    job_a, da = make_job(store, 1, retries=1)
+    job_b, db = make_job(store, 1, retries=0)
+    store.claim_task(da[0].task_id, 0, "a1")
+    store.claim_task(db[0].task_id, 0, "a1")
+    recovery = store.recover_lost("a2", now=time.time() + 1)
+    assert recovery.lost == ["a1"]
+    assert [d.task_id for d in recovery.dispatches] == [da[0].task_id]
+    assert store.get_tasks(job_a)[0].state == "queued"
+    failed = store.get_tasks(job_b)[0]
+    assert failed.state == "failed" and "agent a1 lost" in failed.error
+    assert store.get_job(job_b).state == "failed"
+    assert store.list_agents()[0]["state"] == "lost"
+    assert store.recover_lost("a3", now=time.time() + 2).lost == []  # only once
+
+
+def test_lost_finisher_hands_the_step_back(store: JobStore) -> None:
+    store.register_agent(agent_info("a1", interval=0.1))
+    job_id, dispatches = make_job(store, 1, has_finish=True)
+    run_all(store, dispatches, agent="a1")
+    recovery = store.recover_lost("a2", now=time.time() + 1)
+    assert recovery.finalize == [job_id]
+    assert store.begin_finalize(job_id, "a2") is not None
+
+
+def test_heartbeat_keeps_agent_and_returns_command(store: JobStore) -> None:
+    store.register_agent(agent_info("a1", interval=0.1))
+    assert store.heartbeat("a1", 4242, {"done": 3, "failed": 1, "current": []}) is None
+    store.request_agent("a1", "stop", "ana")
+    assert store.heartbeat("a1", 4242, {}) == "stop"
+    assert store.heartbeat("a1", 9999, {}) == "stop"  # another incarnation owns the name
+
+
+def test_agent_stopped_hands_back_running_tasks_without_counting_an_attempt(store: JobStore) -> None:
+    store.register_agent(agent_info("a1"))
+    job_id, (d,) = make_job(store, 1)
+    store.claim_task(d.task_id, 0, "a1")
+    recovery = store.agent_stopped("a1", 4242)
+    assert [x.task_id for x in recovery.dispatches] == [d.task_id]
+    task = store.get_tasks(job_id)[0]
+    assert (task.state, task.attempts) == ("queued", 0)
+    assert store.list_agents()[0]["state"] == "offline"
+
+
+def _race_recover(path: str, name: str, now: float, out: multiprocessing.Queue) -> None:
+    store = SQLiteStore(path)
+    out.put(store.recover_lost(name, now=now).lost)
+
+
+def test_exactly_one_agent_recovers_when_several_notice_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path, create=True)
+    store.register_agent(agent_info("victim", interval=0.1))
+    for _ in range(3):
+        _, (d,) = make_job(store, 1, retries=3)
+        store.claim_task(d.task_id, 0, "victim")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    now = time.time() + 5
+    procs = [ctx.Process(target=_race_recover, args=(str(path), f"r{i}", now, out)) for i in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+    tasks = [t for j in store.list_jobs() for t in store.get_tasks(j.id)]
+    assert [t.state for t in tasks] == ["queued"] * 3 and all(t.dispatch == 1 for t in tasks)
