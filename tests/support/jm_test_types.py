@@ -14,6 +14,7 @@ class MergeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     parts: list[str]
     fail_parts: list[str] = []
+    fail_attempts: int = 0  # a failing part fails only its first N attempts (0 = always)
     fail_finish: bool = False
     seconds: float = 0.0
 
@@ -29,7 +30,7 @@ class MergeText(JobType):
 
     def run(self, ctx: TaskContext, params: MergeParams, task: dict[str, Any]) -> None:  # type: ignore[override]
         time.sleep(params.seconds)
-        if task["part"] in params.fail_parts:
+        if task["part"] in params.fail_parts and (not params.fail_attempts or ctx.attempt <= params.fail_attempts):
             raise ValueError(f"cannot render part {task['part']}")
         ctx.output_path(f"part-{task['part']}.txt").write_text(f"<{task['part']}>")
         ctx.log.info("wrote part %s", task["part"])

@@ -1,0 +1,252 @@
+"""The engine end to end: real agent processes over real SQLite files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from jobmanager import JobManager, Timeout
+from jobmanager.queue import Queue
+from jobmanager.store.sqlite import SQLiteStore
+
+from .conftest import HEARTBEAT, wait_for
+
+
+def task_states(jm: JobManager, job_id: int) -> list[str]:
+    return [t.state for t in jm.job(job_id).tasks]
+
+
+def test_job_runs_to_completion_with_logs_and_progress(jm: JobManager, start_agent) -> None:
+    start_agent("a1")
+    job_id = jm.submit("sleep", {"tasks": 3, "seconds": 0.2, "steps": 4}, name="smoke")
+    job = jm.wait(job_id, timeout=20)
+    assert job.state == "completed" and job.progress == 1.0
+    assert all(t.state == "succeeded" and t.agent == "a1" and t.attempts == 1 for t in job.tasks)
+    assert all(t.progress_done == 4 and t.progress_total == 4 for t in job.tasks)
+    log = jm.log(job_id)
+    assert [f"task {n}: sleeping" in log for n in (1, 2, 3)] == [True] * 3
+    assert log.index(f"job {job_id} task 1") < log.index(f"job {job_id} task 3")
+    assert "task 2: sleeping" in jm.log(job_id, task=2) and "task 1:" not in jm.log(job_id, task=2)
+    events = jm.events(job_id)
+    assert list(events[events.kind == "job"].to_state) == ["queued", "running", "completed"]
+
+
+def test_failed_task_then_retry_succeeds(jm: JobManager, start_agent) -> None:
+    start_agent("a1")
+    job_id = jm.submit("sleep", {"tasks": 3, "fail_tasks": [2], "fail_attempts": 1})
+    job = jm.wait(job_id, timeout=20)
+    assert job.state == "completed_with_errors"
+    failed = job.tasks[1]
+    assert failed.state == "failed" and "failed on purpose" in failed.error and "Traceback" in failed.traceback
+    assert "failed on purpose" in jm.log(job_id, task=2)
+    jm.retry(job_id)
+    job = jm.wait(job_id, timeout=20)
+    assert job.state == "completed" and job.tasks[1].attempts == 2
+    assert [t.attempts for t in (job.tasks[0], job.tasks[2])] == [1, 1]  # only the failed one re-ran
+
+
+def test_automatic_retries(jm: JobManager, start_agent) -> None:
+    start_agent("a1")
+    job_id = jm.submit("sleep", {"tasks": 1, "fail_tasks": [1], "fail_attempts": 2}, retries=2)
+    job = jm.wait(job_id, timeout=20)
+    assert job.state == "completed" and job.tasks[0].attempts == 3
+    states = list(jm.events(job_id).to_state)
+    assert states.count("retrying") == 2
+
+
+def test_single_task_retry(jm: JobManager, start_agent) -> None:
+    start_agent("a1")
+    job_id = jm.submit("sleep", {"tasks": 2, "fail_tasks": [1, 2], "fail_attempts": 1})
+    assert jm.wait(job_id, timeout=20).state == "failed"
+    jm.retry(job_id, task=2)
+    job = jm.wait(job_id, timeout=20)
+    assert [t.state for t in job.tasks] == ["failed", "succeeded"] and job.state == "completed_with_errors"
+
+
+def test_pause_and_resume_with_a_running_agent(jm: JobManager, start_agent) -> None:
+    start_agent("a1", 1)
+    job_id = jm.submit("sleep", {"tasks": 4, "seconds": 0.4})
+    wait_for(lambda: "running" in task_states(jm, job_id), what="first task running")
+    jm.pause(job_id)
+    time.sleep(1.2)  # the running task finishes; no new one starts
+    states = task_states(jm, job_id)
+    assert jm.job(job_id).state == "paused"
+    assert states.count("queued") >= 2 and "running" not in states
+    jm.resume(job_id)
+    assert jm.wait(job_id, timeout=20).state == "completed"
+
+
+def test_cancel_stops_running_tasks_and_queued_never_run(jm: JobManager, start_agent) -> None:
+    start_agent("a1", 1)
+    job_id = jm.submit("sleep", {"tasks": 3, "seconds": 30, "steps": 300})
+    wait_for(lambda: "running" in task_states(jm, job_id), what="task running")
+    jm.cancel(job_id)
+    wait_for(lambda: task_states(jm, job_id) == ["cancelled"] * 3, timeout=10, what="all cancelled")
+    job = jm.job(job_id)
+    assert job.state == "cancelled" and [t.attempts for t in job.tasks] == [1, 0, 0]
+
+
+def test_priority_orders_waiting_work(jm: JobManager, start_agent) -> None:
+    low = jm.submit("sleep", {"tasks": 3}, name="low", priority=0)
+    high = jm.submit("sleep", {"tasks": 3}, name="high", priority=5)
+    raised = jm.submit("sleep", {"tasks": 3}, name="raised", priority=0)
+    jm.set_priority(raised, 10)
+    start_agent("a1", 1)
+    for job_id in (low, high, raised):
+        jm.wait(job_id, timeout=20)
+    first_start = {j: min(t.started_at for t in jm.job(j).tasks) for j in (low, high, raised)}
+    assert first_start[raised] < first_start[high] < first_start[low]
+
+
+def test_agent_killed_mid_task_loses_nothing(jm: JobManager, start_agent) -> None:
+    victim = start_agent("victim", 2)
+    job_id = jm.submit("sleep", {"tasks": 6, "seconds": 1.0, "steps": 10}, retries=1)
+    wait_for(lambda: task_states(jm, job_id).count("running") == 2, what="two tasks running on victim")
+    victim.kill()
+    start_agent("rescuer", 2)
+    job = jm.wait(job_id, timeout=60)
+    assert job.state == "completed" and job.tasks_succeeded == 6
+    agents = jm.agents().set_index("name")
+    assert agents.loc["victim", "status"] == "lost"
+    rescued = [t for t in job.tasks if t.attempts == 2]
+    assert len(rescued) == 2 and all(t.agent == "rescuer" for t in rescued)
+    events = jm.events(job_id)
+    assert (events.message.fillna("").str.contains("agent victim lost")).sum() == 2
+
+
+def test_killed_agent_with_no_attempts_left_fails_its_task(jm: JobManager, start_agent) -> None:
+    victim = start_agent("victim", 1)
+    job_id = jm.submit("sleep", {"tasks": 1, "seconds": 30, "steps": 300})
+    wait_for(lambda: task_states(jm, job_id) == ["running"], what="task running")
+    victim.kill()
+    start_agent("rescuer", 1)
+    job = jm.wait(job_id, timeout=30)
+    assert job.state == "failed" and "agent victim lost" in job.tasks[0].error
+
+
+def test_restarted_agent_recovers_its_own_previous_tasks(jm: JobManager, start_agent) -> None:
+    first = start_agent("solo", 1)
+    job_id = jm.submit("sleep", {"tasks": 1, "seconds": 1.0}, retries=1)
+    wait_for(lambda: task_states(jm, job_id) == ["running"], what="task running")
+    first.kill()
+    start_agent("solo", 1)  # same name, same host: the dead pid's work is recovered at start-up
+    job = jm.wait(job_id, timeout=30)
+    assert job.state == "completed" and job.tasks[0].attempts == 2
+
+
+def test_lost_queue_write_is_swept_at_start_up(home: Path, jm: JobManager, start_agent) -> None:
+    # A crash between the store commit and the enqueue: the job exists, the queue never heard of it.
+    store = SQLiteStore(home / "store.db")
+    from jobmanager.models import NewTask
+
+    job_id, _ = store.create_job(
+        type="sleep", name="orphan", params={"tasks": 2}, owner="t", case=None, priority=0, retries=0,
+        has_finish=False, tasks=[NewTask("a", {"n": 1}), NewTask("b", {"n": 2})], actor="t",
+    )
+    assert Queue(jm.home).size() == 0
+    start_agent("a1")
+    assert jm.wait(job_id, timeout=20).state == "completed"
+
+
+def test_stale_and_duplicate_messages_are_dropped(jm: JobManager, start_agent) -> None:
+    job_id = jm.submit("sleep", {"tasks": 1})
+    jm.cancel(job_id)
+    task = jm.job(job_id).tasks[0]
+    from jobmanager.models import Dispatch
+
+    jm.queue.send([Dispatch(task.id, task.dispatch), Dispatch(task.id, task.dispatch)])
+    start_agent("a1")
+    wait_for(lambda: jm.queue.size() == 0, what="queue drained")
+    job = jm.job(job_id)
+    assert job.state == "cancelled" and job.tasks[0].attempts == 0 and job.tasks[0].state == "cancelled"
+
+
+def test_finishing_step_writes_artifacts(jm: JobManager, start_agent) -> None:
+    start_agent("a1")
+    job_id = jm.submit("merge_text", {"parts": ["a", "b", "c"]})
+    job = jm.wait(job_id, timeout=20)
+    assert job.state == "completed"
+    arts = jm.artifacts(job_id).set_index("name")
+    assert set(arts.index) == {"part-a.txt", "part-b.txt", "part-c.txt", "merged.txt"}
+    merged = jm.home.inside(arts.loc["merged.txt", "path"])
+    assert merged.read_text() == "<a><b><c>"
+    assert "merged 3 parts" in jm.log(job_id)
+
+
+def test_failed_part_then_retry_rebuilds_merge(jm: JobManager, start_agent) -> None:
+    start_agent("a1")
+    job_id = jm.submit("merge_text", {"parts": ["a", "b"], "fail_parts": ["b"], "fail_attempts": 1})
+    job = jm.wait(job_id, timeout=20)
+    assert job.state == "completed_with_errors"
+
+    def merged() -> str:
+        return jm.home.inside(jm.artifacts(job_id).set_index("name").loc["merged.txt", "path"]).read_text()
+    assert merged() == "<a>"
+    jm.retry(job_id)
+    job = jm.wait(job_id, timeout=20)
+    assert job.state == "completed" and merged() == "<a><b>"
+    assert [t.attempts for t in job.tasks] == [1, 2]
+
+
+def test_failing_finishing_step_fails_the_job(jm: JobManager, start_agent) -> None:
+    start_agent("a1")
+    job_id = jm.submit("merge_text", {"parts": ["a"], "fail_finish": True})
+    job = jm.wait(job_id, timeout=20)
+    assert job.state == "failed" and "finishing step failed" in job.error
+    assert "merge failed on purpose" in jm.log(job_id)
+
+
+def test_finisher_killed_mid_step_is_resent(jm: JobManager, start_agent) -> None:
+    victim = start_agent("victim", 1)
+    victim.kill()
+    # The store's view of a crash inside the finishing step: the dead agent holds the step.
+    job_id = jm.submit("merge_text", {"parts": ["a"]})
+    store = SQLiteStore(jm.home.store_path)
+    task = jm.job(job_id).tasks[0]
+    store.claim_task(task.id, task.dispatch, "victim")
+    assert store.finish_task(task.id, "victim", "succeeded").finalize
+    assert jm.job(job_id).finisher == "victim"
+    start_agent("rescuer", 1)
+    job = jm.wait(job_id, timeout=30)
+    assert job.state == "completed" and job.finisher is None
+    assert "finishing step resent" in " ".join(jm.events(job_id).message.dropna())
+
+
+def test_graceful_stop_marks_offline_and_stop_request(jm: JobManager, start_agent) -> None:
+    a = start_agent("a1")
+    b = start_agent("a2")
+    assert a.stop() == 0
+    jm.stop_agent("a2")
+    b.proc.wait(15)
+    agents = jm.agents().set_index("name")
+    assert list(agents.status) == ["offline", "offline"]
+
+
+def test_agent_heartbeat_reports_stats(jm: JobManager, start_agent) -> None:
+    start_agent("a1", 2)
+    job_id = jm.submit("sleep", {"tasks": 2, "seconds": 2, "steps": 20})
+
+    def busy() -> bool:
+        row = jm.agents().set_index("name").loc["a1"]
+        return row.status == "busy" and row.busy == 2
+    wait_for(busy, timeout=5, what="agent busy with 2 tasks")
+    jm.wait(job_id, timeout=20)
+    time.sleep(HEARTBEAT * 2)
+    row = jm.agents().set_index("name").loc["a1"]
+    assert row.done == 2 and row.status == "idle" and row.rss_mb > 10 and row.host and row.pid
+
+
+def test_wait_times_out(jm: JobManager) -> None:
+    job_id = jm.submit("sleep", {"tasks": 1})
+    with pytest.raises(Timeout, match="still queued"):
+        jm.wait(job_id, timeout=0.2)
+
+
+def test_two_agents_share_work(jm: JobManager, start_agent) -> None:
+    start_agent("a1", 1)
+    start_agent("a2", 1)
+    job_id = jm.submit("sleep", {"tasks": 8, "seconds": 0.3})
+    job = jm.wait(job_id, timeout=30)
+    assert job.state == "completed" and {t.agent for t in job.tasks} == {"a1", "a2"}
