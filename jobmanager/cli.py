@@ -267,14 +267,14 @@ def wait(ctx: click.Context, job_id: int, timeout: float | None) -> None:
 
 @cli.command()
 @click.option("--agents", "n_agents", type=click.IntRange(0, 16), default=2, show_default=True)
-@click.option("--no-browser", is_flag=True, help="Accepted for symmetry; the demo never opens a browser.")
+@click.option("--run-for", type=click.FloatRange(1), help="Stop by itself after S seconds (default: Ctrl-C).")
 @click.pass_context
 @handle_errors
-def demo(ctx: click.Context, n_agents: int, no_browser: bool) -> None:
+def demo(ctx: click.Context, n_agents: int, run_for: float | None) -> None:
     """The main job: a home with demo jobs in every state and running agents. Ctrl-C stops all."""
     from .demo import run_demo
 
-    run_demo(ctx.obj["home"] or "demo-home", n_agents=n_agents)
+    run_demo(ctx.obj["home"] or "demo-home", n_agents=n_agents, run_for=run_for)
 
 
 def main() -> None:

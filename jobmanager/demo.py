@@ -1,0 +1,113 @@
+"""``jobmanager demo``: the main job. A home with jobs in every state and live agents.
+
+It creates (or reuses) a home, starts agents as real processes, submits demo jobs
+that end in every state (one is left running, one queued behind it, one paused),
+kills one extra agent so the Agents view has a lost agent to troubleshoot, prints
+where to look, and stops everything cleanly on Ctrl-C (or after ``run_for`` s).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .service import JobManager
+
+DEMO_USER = "demo"
+
+
+def _start_agent(home: Path, name: str, workers: int = 2) -> subprocess.Popen[bytes]:
+    log = open(home / "logs" / "agents" / f"{name}.stdout", "ab")  # noqa: SIM115 - lives as long as the agent
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobmanager", "--home", str(home), "agent", "--name", name,
+         "--workers", str(workers), "--shutdown-timeout", "3"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _wait_online(jm: JobManager, names: list[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        df = jm.agents()
+        if set(names) <= set(df[df.status.isin(["idle", "busy"])].name):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"agents {names} did not come online; see {jm.home.logs_dir / 'agents'}")
+
+
+def submit_demo_jobs(jm: JobManager) -> dict[str, int]:
+    """Jobs that end in every state; returns their ids by name."""
+    s = jm.submit
+    ids = {
+        "Nightly smoke test": s("sleep", {"tasks": 5, "seconds": 0.5}, name="Nightly smoke test"),
+        "Flaky import": s("sleep", {"tasks": 6, "seconds": 0.3, "fail_tasks": [2, 5]}, name="Flaky import",
+                          case="ACME-12"),
+        "Broken export": s("sleep", {"tasks": 2, "fail_tasks": [1, 2]}, name="Broken export", case="ACME-12"),
+        "Retried and fixed": s("sleep", {"tasks": 3, "fail_tasks": [3], "fail_attempts": 1}, retries=1,
+                               name="Retried and fixed"),
+    }
+    for job_id in list(ids.values()):  # the quick ones finish before the long ones take the workers
+        jm.wait(job_id, timeout=60)
+    ids |= {
+        "Cancelled batch": s("sleep", {"tasks": 20, "seconds": 5}, name="Cancelled batch", case="GLOBEX-3"),
+        "Paused reindex": s("sleep", {"tasks": 10, "seconds": 3}, name="Paused reindex", priority=2),
+        "Quarterly archive": s("sleep", {"tasks": 60, "seconds": 20, "steps": 40}, name="Quarterly archive",
+                               case="GLOBEX-3", priority=1),
+        "Low-priority cleanup": s("sleep", {"tasks": 10, "seconds": 10}, name="Low-priority cleanup",
+                                  priority=-5),
+    }
+    jm.cancel(ids["Cancelled batch"])
+    jm.pause(ids["Paused reindex"])
+    return ids
+
+
+def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float | None = None) -> None:
+    jm = JobManager.init(home, user=DEMO_USER)
+    path = jm.home.path
+    print(f"Job Manager demo: home {path}")
+    agents: list[subprocess.Popen[bytes]] = []
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        names = [f"agent-{i + 1}" for i in range(n_agents)]
+        agents = [_start_agent(path, name) for name in names]
+        flaky = _start_agent(path, "agent-flaky", 1)
+        _wait_online(jm, [*names, "agent-flaky"])
+        os.kill(flaky.pid, signal.SIGKILL)  # leaves a lost agent to troubleshoot
+        flaky.wait()
+        ids = submit_demo_jobs(jm)
+        print(f"started {n_agents} agents ({', '.join(names)}); agent-flaky was killed to show a lost agent")
+        print(f"submitted {len(ids)} demo jobs; watch them with:")
+        print(f"  jobmanager --home {path} jobs")
+        print(f"  jobmanager --home {path} agents")
+        print(f"  jobmanager --home {path} show {ids['Flaky import']}")
+        print("Ctrl-C stops the agents and the demo.", flush=True)
+        deadline = None if run_for is None else time.monotonic() + run_for
+        while not stop.wait(0.5):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if any(a.poll() is not None for a in agents):
+                print("an agent exited unexpectedly; stopping the demo", file=sys.stderr)
+                break
+    finally:
+        for a in agents:
+            if a.poll() is None:
+                a.send_signal(signal.SIGTERM)
+        for a in agents:
+            try:
+                a.wait(15)
+            except subprocess.TimeoutExpired:
+                a.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        jm.close()
+        print("demo stopped; the home and its history stay in", path)
