@@ -27,6 +27,7 @@ from .logcapture import FORMAT, router
 from .models import Recovery
 from .queue import Queue, set_handler
 from .runner import Runner
+from .schedules import fire_due, sync_file
 from .store import JobStore, open_store
 
 log = logging.getLogger("jobmanager.agent")
@@ -34,6 +35,8 @@ log = logging.getLogger("jobmanager.agent")
 #: re-send messages of tasks queued longer than this that the queue does not hold
 SWEEP_MIN_AGE_S = 5.0
 SWEEP_EVERY_S = 30.0
+#: how often agents look for due schedules
+SCHEDULER_TICK_S = 0.5
 
 
 @dataclass
@@ -93,6 +96,12 @@ class Agent:
         self._apply(recovery)
         self.recover()
         self.sweep(min_age=0.0)
+        try:
+            summary = sync_file(self.store, self.home, f"agent:{self.name}", self.imports)
+            if summary["declared"]:
+                log.info("schedules file: %s", summary)
+        except Exception as exc:  # a bad schedules file must not keep agents from running jobs
+            log.error("schedules file not loaded: %s", exc)
 
     def run(self) -> None:
         """Run until SIGINT/SIGTERM (graceful: running tasks get ``shutdown_timeout`` to end)."""
@@ -106,6 +115,7 @@ class Agent:
         consumer._signal_actions[signal.SIGINT] = (False, True)
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
+        threading.Thread(target=self._scheduler_loop, name="scheduler", daemon=True).start()
         log.info("agent %s started: %s %s workers, heartbeat every %.1f s, job types: %s",
                  self.name, self.workers, self.worker_type, self.interval, ", ".join(jobtypes.registered()))
         try:
@@ -136,6 +146,15 @@ class Agent:
                     self.sweep(min_age=SWEEP_MIN_AGE_S)
             except Exception:  # a heartbeat must never kill the agent; the next one retries
                 log.exception("heartbeat failed")
+
+    def _scheduler_loop(self) -> None:
+        """Fire due schedules; the store makes each run fire once whichever agent gets there first."""
+        while not self._stop.wait(SCHEDULER_TICK_S):
+            try:
+                for _job_id, dispatches in fire_due(self.store, self.name):
+                    self.queue.send(dispatches)
+            except Exception:
+                log.exception("scheduler tick failed")
 
     def recover(self) -> Recovery:
         recovery = self.store.recover_lost(self.name)

@@ -16,7 +16,7 @@ from typing import Any
 import click
 import pandas as pd
 
-from .errors import BadParams, JobManagerError
+from .errors import BadParams, JobManagerError, NotFound
 from .service import JobManager
 
 
@@ -275,6 +275,167 @@ def demo(ctx: click.Context, n_agents: int, run_for: float | None) -> None:
     from .demo import run_demo
 
     run_demo(ctx.obj["home"] or "demo-home", n_agents=n_agents, run_for=run_for)
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+@cli.group()
+def schedule() -> None:
+    """One-time and recurring schedules (the Scheduled tab)."""
+
+
+def _trigger_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--cron", help='A cron expression, e.g. "0 2 * * 1-5" (weekdays at 02:00).'),
+        click.option("--every", help="An interval: 30s, 15m, 2h, 1d."),
+        click.option("--at", "at", help="Once, at this local date-time (ISO, e.g. 2026-12-01T09:00)."),
+        click.option("--tz", help="IANA time zone of the trigger (default UTC)."),
+        click.option("--misfire", type=click.Choice(["run_once", "skip"]),
+                     help="After downtime: run a missed run once now (default) or skip it."),
+        click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE", help="A job parameter."),
+        click.option("--params-json", help="All job parameters as one JSON object."),
+        click.option("--case", help="The case the jobs belong to."),
+        click.option("--priority", type=int, help="Priority of the jobs."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _schedule_fields(pairs: tuple[str, ...], params_json: str | None, **kw: Any) -> dict[str, Any]:
+    fields = {k: v for k, v in kw.items() if v is not None}
+    if pairs or params_json:
+        fields["params"] = _parse_params(pairs, params_json)
+    return fields
+
+
+@schedule.command("add")
+@click.argument("name")
+@click.argument("type")
+@_trigger_options
+@click.option("--disabled", is_flag=True, help="Create it disabled.")
+@click.pass_context
+@handle_errors
+def schedule_add(ctx: click.Context, name: str, type: str, pairs: tuple[str, ...], params_json: str | None,
+                 disabled: bool, **kw: Any) -> None:
+    """Create schedule NAME running a job of TYPE (exactly one of --cron, --every, --at)."""
+    fields = _schedule_fields(pairs, params_json, **kw)
+    fields.setdefault("tz", "UTC")
+    row = _jm(ctx).create_schedule(name, type, fields.pop("params", {}), source="cli",
+                                   enabled=not disabled, **fields)
+    click.echo(f"schedule {row['name']} created; next run {_when(row['next_run_at'])}")
+
+
+@schedule.command("edit")
+@click.argument("name")
+@_trigger_options
+@click.pass_context
+@handle_errors
+def schedule_edit(ctx: click.Context, name: str, pairs: tuple[str, ...], params_json: str | None, **kw: Any) -> None:
+    """Change a schedule's trigger, parameters, zone, misfire policy, case or priority."""
+    row = _jm(ctx).edit_schedule(name, **_schedule_fields(pairs, params_json, **kw))
+    click.echo(f"schedule {name} updated; next run {_when(row['next_run_at'])}")
+
+
+def _when(ts: float | None) -> str:
+    import datetime as dt
+
+    return "none" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@schedule.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def schedule_list(ctx: click.Context, as_json: bool) -> None:
+    """List schedules with their next and last runs."""
+    df = _jm(ctx).schedules()
+    if not as_json:
+        df = df[["name", "type", "description", "enabled", "next_run", "last_job_id", "last_job_state",
+                 "source_kind"]]
+    _print_frame(df, as_json)
+
+
+@schedule.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def schedule_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one schedule and its recent runs."""
+    row = _jm(ctx).get_schedule(name)
+    if as_json:
+        click.echo(json.dumps(row, indent=2, default=str))
+        return
+    click.echo(f"{row['name']}: {row['type']}  {row['description']}  {'enabled' if row['enabled'] else 'disabled'}")
+    click.echo(f"next run {_when(row['next_run_at'])}; misfire {row['misfire']}; owner {row['owner']}")
+    click.echo(f"configured in {row['source_kind']}{': ' + row['source_ref'] if row['source_ref'] else ''}")
+    click.echo(f"params {json.dumps(row['params'])}")
+    for run in row["runs"][:10]:
+        click.echo(f"  {_when(run['fired_at'])}  {run['outcome']:<8} job {run['job_id'] or '-'}"
+                   f"  {run['job_state'] or ''}  {run['message'] or ''}")
+
+
+def _schedule_action(name: str, method: str, doc: str) -> None:
+    @schedule.command(name=name, help=doc)
+    @click.argument("schedule_name")
+    @click.pass_context
+    @handle_errors
+    def command(ctx: click.Context, schedule_name: str) -> None:
+        result = getattr(_jm(ctx), method)(schedule_name)
+        click.echo(f"schedule {schedule_name}: {name} done" + (f" (job {result})" if result else ""))
+
+
+_schedule_action("enable", "enable_schedule", "Enable a schedule (its next run is computed from now).")
+_schedule_action("disable", "disable_schedule", "Disable a schedule; it keeps its configuration.")
+_schedule_action("delete", "delete_schedule", "Delete a schedule (its past jobs stay).")
+_schedule_action("run-now", "run_schedule_now", "Submit the schedule's job now; prints the job id.")
+
+
+@schedule.command("sync")
+@click.pass_context
+@handle_errors
+def schedule_sync(ctx: click.Context) -> None:
+    """Load schedules.toml from the home and make the store match it."""
+    summary = _jm(ctx).sync_schedules_file()
+    click.echo(", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@click.option("--artifact", "-a", "name", metavar="NAME", help="The output to download (default: the main one).")
+@click.option("--log", "want_log", is_flag=True, help="Download the job's log instead (every task, then finish).")
+@click.option("--task", type=int, help="With --log: only this task's log.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE ('-': stdout; default ./NAME).")
+@click.pass_context
+@handle_errors
+def download(ctx: click.Context, job_id: int, name: str | None, want_log: bool, task: int | None,
+             output: str | None) -> None:
+    """Download a job's output file (e.g. merged.pdf) or its log."""
+    jm = _jm(ctx)
+    if want_log and name:
+        raise BadParams("choose --artifact or --log, not both")
+    if task is not None and not want_log:
+        raise BadParams("--task goes with --log")
+    if want_log:
+        data = jm.log(job_id, task=task).encode("utf-8")
+        default = f"job-{job_id}.log" if task is None else f"job-{job_id}-task-{task}.log"
+    else:
+        if name is None:
+            name = jm.main_artifact(job_id)
+        if name is None:
+            df = jm.artifacts(job_id)
+            if df.empty:
+                raise NotFound(f"job {job_id} has no outputs (yet)")
+            _print_frame(df[["name", "media_type", "size"]], False)
+            raise BadParams(f"job {job_id} has {len(df)} outputs; choose one with --artifact NAME")
+        data = jm.open_artifact(job_id, name).read_bytes()
+        default = name
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    dest = Path(output or default)
+    dest.write_bytes(data)
+    click.echo(f"wrote {len(data)} bytes to {dest}")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ where to look, and stops everything cleanly on Ctrl-C (or after ``run_for`` s).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 from .service import JobManager
 
 DEMO_USER = "demo"
+#: sample documents for the print_to_pdf demo jobs (shipped as package data)
+DEMO_DOCUMENTS = Path(__file__).parent / "demo_documents"
 
 
 def _start_agent(home: Path, name: str, workers: int = 2) -> subprocess.Popen[bytes]:
@@ -43,6 +46,9 @@ def _wait_online(jm: JobManager, names: list[str], timeout: float = 30) -> None:
 def submit_demo_jobs(jm: JobManager) -> dict[str, int]:
     """Jobs that end in every state; returns their ids by name."""
     s = jm.submit
+    # a copy in the home, so an operator can fix the broken documents and retry without touching the package
+    docs = jm.home.path / "demo-documents"
+    shutil.copytree(DEMO_DOCUMENTS, docs, dirs_exist_ok=True)
     ids = {
         "Nightly smoke test": s("sleep", {"tasks": 5, "seconds": 0.5}, name="Nightly smoke test"),
         "Flaky import": s("sleep", {"tasks": 6, "seconds": 0.3, "fail_tasks": [2, 5]}, name="Flaky import",
@@ -50,6 +56,14 @@ def submit_demo_jobs(jm: JobManager) -> dict[str, int]:
         "Broken export": s("sleep", {"tasks": 2, "fail_tasks": [1, 2]}, name="Broken export", case="ACME-12"),
         "Retried and fixed": s("sleep", {"tasks": 3, "fail_tasks": [3], "fail_attempts": 1}, retries=1,
                                name="Retried and fixed"),
+        # real documents shipped with the package; the second job has broken ones to fix and retry
+        "Print welcome pack": s("print_to_pdf", {
+            "documents": ["welcome.txt", "release-notes.md", "inventory.csv", "chart.png", "checklist.txt"],
+            "base_dir": str(docs), "title": "Welcome pack"}, name="Print welcome pack"),
+        "Print scanned archive": s("print_to_pdf", {
+            "documents": ["welcome.txt", "scan.png", "legacy-notes.txt", "meeting-minutes.txt", "inventory.csv"],
+            "base_dir": str(docs), "title": "Scanned archive"}, name="Print scanned archive",
+            case="ACME-12"),
     }
     for job_id in list(ids.values()):  # the quick ones finish before the long ones take the workers
         jm.wait(job_id, timeout=60)

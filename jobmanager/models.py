@@ -62,6 +62,7 @@ class Job:
     started_at: float | None
     finished_at: float | None
     progress: float = 0.0
+    schedule_id: int | None = None
     tasks: list[Task] = field(default_factory=list)
 
     @property

@@ -18,9 +18,10 @@ import pandas as pd
 
 from . import jobtypes
 from .errors import BadParams, NotFound, Timeout
-from .home import Home
+from .home import Home, safe_name
 from .models import Job
 from .queue import Queue
+from .service_schedules import ScheduleMethods
 from .states import FINISHED, JOB_STATES, tab_states
 from .store import JobStore, open_store
 
@@ -34,7 +35,7 @@ def _ts(value: float | None) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(value, unit="s", tz="UTC")
 
 
-class JobManager:
+class JobManager(ScheduleMethods):
     """Open a home and act in it as ``user``.
 
     >>> jm = JobManager("~/jobs")
@@ -226,6 +227,35 @@ class JobManager:
         self._allow("download_output", job)
         return pd.DataFrame(self.store.artifacts(job.id),
                             columns=["id", "job_id", "task_id", "name", "path", "media_type", "size", "created_at"])
+
+    def open_artifact(self, job_id: int, name: str) -> Path:
+        """The file of one recorded artifact, to download or open.
+
+        ``name`` must be a plain file name recorded for the job: anything with a
+        separator, dot-dot or an absolute path is refused before any file is
+        touched, and the stored path must stay inside the home.
+        """
+        job = self.job(job_id)
+        self._allow("download_output", job)
+        if not isinstance(name, str) or not name or safe_name(name) != name or Path(name).is_absolute():
+            raise BadParams(f"artifact name {name!r} is not a plain file name")
+        rows = self.store.artifacts(job.id)
+        row = next((a for a in rows if a["name"] == name), None)
+        if row is None:
+            known = ", ".join(a["name"] for a in rows) or "none"
+            raise NotFound(f"job {job.id} has no artifact {name!r} (artifacts: {known})")
+        path = self.home.inside(row["path"])
+        if not path.is_file():
+            raise NotFound(f"artifact {name!r} of job {job.id} is recorded but its file is gone ({row['path']})")
+        return path
+
+    def main_artifact(self, job_id: int) -> str | None:
+        """The name of the job's main output: what its finishing step wrote, else its only artifact."""
+        rows = self.store.artifacts(self.job(job_id).id)
+        for candidates in ([a for a in rows if a["task_id"] is None], rows):
+            if len(candidates) == 1:
+                return str(candidates[0]["name"])
+        return None
 
     def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.05) -> Job:
         """Block until the job is finished; raises Timeout after ``timeout`` seconds."""

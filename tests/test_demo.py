@@ -16,7 +16,7 @@ def test_demo_shows_every_state_and_a_lost_agent_then_stops_cleanly(tmp_path: Pa
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "submitted 8 demo jobs" in proc.stdout and "demo stopped" in proc.stdout
+    assert "submitted 10 demo jobs" in proc.stdout and "demo stopped" in proc.stdout
     with JobManager(home) as jm:
         states = set(jm.jobs(limit=100).state)
         assert {"completed", "completed_with_errors", "failed", "cancelled", "paused"} <= states

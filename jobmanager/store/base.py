@@ -186,3 +186,48 @@ class JobStore:
 
     def artifacts(self, job_id: int) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    # -- schedules ----------------------------------------------------------------------------
+    def save_schedule(self, spec: dict[str, Any], *, actor: str, create_only: bool = False) -> int:
+        """Create a schedule, or replace the one of the same name (InvalidState if ``create_only``)."""
+        raise NotImplementedError
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule, with ``last_job_state`` joined in."""
+        raise NotImplementedError
+
+    def update_schedule(self, name: str, fields: dict[str, Any], *, actor: str, message: str) -> None:
+        raise NotImplementedError
+
+    def delete_schedule(self, name: str, *, actor: str) -> None:
+        raise NotImplementedError
+
+    def due_schedules(self, now: float) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def fire_schedule(
+        self,
+        schedule: dict[str, Any],
+        next_run_at: float | None,
+        *,
+        agent: str,
+        tasks: list[NewTask] | None,
+        has_finish: bool = False,
+        retries: int = 0,
+        outcome: str = "fired",
+        message: str | None = None,
+    ) -> tuple[int | None, list[Dispatch]] | None:
+        """Fire the run due at ``schedule['next_run_at']`` exactly once (None if another agent did)."""
+        raise NotImplementedError
+
+    def run_schedule_now(
+        self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool, retries: int, actor: str
+    ) -> tuple[int, list[Dispatch]]:
+        raise NotImplementedError
+
+    def schedule_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        raise NotImplementedError
+

@@ -33,11 +33,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at      REAL    NOT NULL,
     started_at      REAL,
     finished_at     REAL,
-    updated_at      REAL    NOT NULL
+    updated_at      REAL    NOT NULL,
+    schedule_id     INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (schedule_id, id);
 
 CREATE TABLE IF NOT EXISTS tasks (
     id               INTEGER PRIMARY KEY,
@@ -110,5 +112,42 @@ CREATE TABLE IF NOT EXISTS artifacts (
     size       INTEGER NOT NULL,
     created_at REAL    NOT NULL,
     UNIQUE (job_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS schedules (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT    NOT NULL UNIQUE,
+    type          TEXT    NOT NULL,
+    params        TEXT    NOT NULL,
+    owner         TEXT    NOT NULL,
+    case_id       TEXT,
+    priority      INTEGER NOT NULL DEFAULT 0,
+    trigger_kind  TEXT    NOT NULL,
+    trigger_value TEXT    NOT NULL,
+    timezone      TEXT    NOT NULL,
+    anchor        REAL,
+    misfire       TEXT    NOT NULL DEFAULT 'run_once',
+    enabled       INTEGER NOT NULL DEFAULT 1,
+    next_run_at   REAL,
+    last_run_at   REAL,
+    last_job_id   INTEGER,
+    source_kind   TEXT    NOT NULL,
+    source_ref    TEXT,
+    created_at    REAL    NOT NULL,
+    updated_at    REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (enabled, next_run_at);
+
+-- One row per (schedule, due time): the unique key makes each firing a database fact,
+-- so with several agents each due run fires exactly once.
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    schedule_id INTEGER NOT NULL,
+    due_at      REAL    NOT NULL,
+    fired_at    REAL    NOT NULL,
+    outcome     TEXT    NOT NULL,
+    job_id      INTEGER,
+    agent       TEXT,
+    message     TEXT,
+    PRIMARY KEY (schedule_id, due_at)
 );
 """

@@ -22,6 +22,7 @@ from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
 from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK
 from .base import SCHEMA_VERSION, JobStore
 from .schema import SQLITE_DDL
+from .sqlite_schedules import SQLiteSchedules
 
 BUSY_TIMEOUT_S = 30.0
 #: an agent silent for this many heartbeat intervals is lost
@@ -35,7 +36,7 @@ def _in(values: tuple[str, ...]) -> str:
     return "(" + ",".join("?" * len(values)) + ")"
 
 
-class SQLiteStore(JobStore):
+class SQLiteStore(SQLiteSchedules, JobStore):
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)
         self._local = threading.local()
@@ -290,22 +291,33 @@ class SQLiteStore(JobStore):
         tasks: list[NewTask],
         actor: str,
     ) -> tuple[int, list[Dispatch]]:
-        now = time.time()
         with self._tx() as c:
-            cur = c.execute(
-                "INSERT INTO jobs (type, name, params, owner, case_id, priority, state, retries, has_finish,"
-                " tasks_total, created_at, updated_at) VALUES (?,?,?,?,?,?,'queued',?,?,?,?,?)",
-                (type, name, json.dumps(params), owner, case, priority, retries, int(has_finish),
-                 len(tasks), now, now),
+            return self._insert_job(
+                c, type=type, name=name, params=params, owner=owner, case=case, priority=priority,
+                retries=retries, has_finish=has_finish, tasks=tasks, actor=actor,
             )
-            job_id = int(cur.lastrowid)  # type: ignore[arg-type]
-            c.executemany(
-                "INSERT INTO tasks (job_id, seq, name, params, state, max_attempts, queued_at)"
-                " VALUES (?,?,?,?,'queued',?,?)",
-                [(job_id, i + 1, t.name, json.dumps(t.params), 1 + retries, now) for i, t in enumerate(tasks)],
-            )
-            self._event(c, "job", job_id=job_id, to_state="queued", actor=actor, message="submitted", at=now)
-            rows = c.execute("SELECT id FROM tasks WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
+
+    def _insert_job(
+        self, c: sqlite3.Connection, *, type: str, name: str, params: dict[str, Any], owner: str,
+        case: str | None, priority: int, retries: int, has_finish: bool, tasks: list[NewTask], actor: str,
+        schedule_id: int | None = None,
+    ) -> tuple[int, list[Dispatch]]:
+        now = time.time()
+        cur = c.execute(
+            "INSERT INTO jobs (type, name, params, owner, case_id, priority, state, retries, has_finish,"
+            " tasks_total, created_at, updated_at, schedule_id) VALUES (?,?,?,?,?,?,'queued',?,?,?,?,?,?)",
+            (type, name, json.dumps(params), owner, case, priority, retries, int(has_finish),
+             len(tasks), now, now, schedule_id),
+        )
+        job_id = int(cur.lastrowid)  # type: ignore[arg-type]
+        c.executemany(
+            "INSERT INTO tasks (job_id, seq, name, params, state, max_attempts, queued_at)"
+            " VALUES (?,?,?,?,'queued',?,?)",
+            [(job_id, i + 1, t.name, json.dumps(t.params), 1 + retries, now) for i, t in enumerate(tasks)],
+        )
+        message = "submitted" if schedule_id is None else f"fired by schedule {schedule_id}"
+        self._event(c, "job", job_id=job_id, to_state="queued", actor=actor, message=message, at=now)
+        rows = c.execute("SELECT id FROM tasks WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
         return job_id, [Dispatch(r["id"], 0, priority) for r in rows]
 
     @staticmethod
@@ -330,6 +342,7 @@ class SQLiteStore(JobStore):
             tasks_succeeded=r["tasks_succeeded"], tasks_failed=r["tasks_failed"],
             tasks_cancelled=r["tasks_cancelled"], error=r["error"], created_at=r["created_at"],
             started_at=r["started_at"], finished_at=r["finished_at"], progress=progress,
+            schedule_id=r["schedule_id"],
         )
 
     def _running_fraction(self, c: sqlite3.Connection, job_id: int) -> float:

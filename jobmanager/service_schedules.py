@@ -1,0 +1,140 @@
+"""The schedule methods of :class:`~jobmanager.service.JobManager` (a mixin, one concern a file)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from . import jobtypes
+from .errors import BadParams
+from .schedules import build_spec, caller_source, sync_file, trigger_of
+from .triggers import zone
+
+if TYPE_CHECKING:
+    from .home import Home
+    from .models import Job
+    from .queue import Queue
+    from .store import JobStore
+
+SCHEDULE_COLUMNS = [
+    "name", "type", "description", "enabled", "next_run", "next_run_at", "last_run_at", "last_job_id",
+    "last_job_state", "owner", "case", "misfire", "source_kind", "source_ref", "timezone",
+]
+
+
+class ScheduleMethods:
+    home: Home
+    user: str
+    store: JobStore
+    queue: Queue
+    _imports: tuple[str, ...]
+
+    def _allow(self, action: str, job: Job | None = None) -> None:  # provided by JobManager
+        raise NotImplementedError
+
+    def schedule(
+        self, name: str, type: str, params: dict[str, Any] | None = None, *, cron: str | None = None,
+        every: str | None = None, at: str | datetime | None = None, tz: str = "UTC", misfire: str = "run_once",
+        case: str | None = None, priority: int = 0, enabled: bool = True,
+    ) -> dict[str, Any]:
+        """Declare a schedule in code: creates it, or updates the one of that name (re-running a cell is safe).
+
+        Exactly one trigger: ``cron="0 2 * * 1-5"``, ``every="15m"`` or ``at="2026-12-01T09:00"``.
+        Records the calling notebook or file and line as where it is configured.
+        """
+        kind, ref = caller_source()
+        return self._save_schedule(
+            dict(name=name, type=type, params=params, cron=cron, every=every, at=at, tz=tz, misfire=misfire,
+                 case=case, priority=priority, enabled=enabled), kind, ref, create_only=False,
+        )
+
+    def create_schedule(self, name: str, type: str, params: dict[str, Any] | None = None, *,
+                        source: str = "cli", **trigger: Any) -> dict[str, Any]:
+        """Create a schedule from the CLI or the dashboard form; an existing name is refused."""
+        return self._save_schedule(dict(name=name, type=type, params=params, **trigger), source,
+                                   source if source == "dashboard" else None, create_only=True)
+
+    def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change some fields (type, params, cron/every/at, tz, misfire, case, priority, enabled)."""
+        self._allow("manage_schedules")
+        old = self.store.get_schedule(name)
+        merged: dict[str, Any] = {
+            "name": name, "type": old["type"], "params": old["params"], "tz": old["timezone"],
+            "misfire": old["misfire"], "case": old["case_id"], "priority": old["priority"], "enabled": old["enabled"],
+        }
+        if not {"cron", "every", "at"} & {k for k, v in changes.items() if v is not None}:
+            key = {"cron": "cron", "interval": "every", "once": "at"}[old["trigger_kind"]]
+            merged[key] = old["trigger_value"]
+        unknown = set(changes) - {*merged, "cron", "every", "at"}
+        if unknown:
+            raise BadParams(f"cannot edit {', '.join(sorted(unknown))} of a schedule")
+        merged.update({k: v for k, v in changes.items() if v is not None})
+        spec = build_spec(owner=old["owner"], source_kind=old["source_kind"], source_ref=old["source_ref"],
+                          imports=self._imports, **merged)
+        if merged.get("every") == old["trigger_value"] and old["trigger_kind"] == "interval":
+            spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
+        self.store.save_schedule(spec, actor=self.user)
+        return self.store.get_schedule(name)
+
+    def _save_schedule(self, args: dict[str, Any], kind: str, ref: str | None, *, create_only: bool) -> dict[str, Any]:
+        self._allow("manage_schedules")
+        spec = build_spec(owner=self.user, source_kind=kind, source_ref=ref, imports=self._imports, **args)
+        self.store.save_schedule(spec, actor=self.user, create_only=create_only)
+        return self.store.get_schedule(spec["name"])
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        self._allow("view_schedules")
+        row = self.store.get_schedule(name)
+        row["description"] = trigger_of(row).describe()
+        row["runs"] = self.store.schedule_runs(name)
+        return row
+
+    def schedules(self) -> pd.DataFrame:
+        """Every schedule with its next run (in its own zone), last run and result, and where it is configured."""
+        self._allow("view_schedules")
+        rows = []
+        for s in self.store.list_schedules():
+            nxt = s["next_run_at"]
+            rows.append({
+                **s, "case": s["case_id"], "description": trigger_of(s).describe(),
+                "next_run": "" if nxt is None or not s["enabled"] else
+                datetime.fromtimestamp(nxt, zone(s["timezone"])).strftime("%Y-%m-%d %H:%M %Z"),
+            })
+        df = pd.DataFrame(rows, columns=SCHEDULE_COLUMNS)
+        for col in ("next_run_at", "last_run_at"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        return df
+
+    def enable_schedule(self, name: str) -> None:
+        self._allow("manage_schedules")
+        row = self.store.get_schedule(name)
+        nxt = trigger_of(row).next_after(time.time())
+        self.store.update_schedule(name, {"enabled": 1, "next_run_at": nxt}, actor=self.user, message="enabled")
+
+    def disable_schedule(self, name: str) -> None:
+        self._allow("manage_schedules")
+        self.store.update_schedule(name, {"enabled": 0}, actor=self.user, message="disabled")
+
+    def delete_schedule(self, name: str) -> None:
+        self._allow("manage_schedules")
+        self.store.delete_schedule(name, actor=self.user)
+
+    def run_schedule_now(self, name: str) -> int:
+        """Submit the schedule's job now; its next planned run stays as it was."""
+        self._allow("manage_schedules")
+        row = self.store.get_schedule(name)
+        jobtypes.discover(self._imports)
+        jt = jobtypes.get(row["type"])
+        tasks = jt.plan(jobtypes.validate(jt, row["params"]))
+        job_id, dispatches = self.store.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),
+                                                         retries=jt.retries, actor=self.user)
+        self.queue.send(dispatches)
+        return job_id
+
+    def sync_schedules_file(self) -> dict[str, int]:
+        """Load ``schedules.toml`` from the home and make the store match it (all or nothing)."""
+        self._allow("manage_schedules")
+        return sync_file(self.store, self.home, self.user, self._imports)
