@@ -19,7 +19,12 @@ from pathlib import Path
 
 from .service import JobManager
 
-DEMO_USER = "demo"
+#: the demo's users (documented in the README): name -> (password, group)
+DEMO_USERS = {
+    "admin": ("admin-demo", "admins"),
+    "operator": ("operator-demo", "operators"),
+    "analyst": ("analyst-demo", "analysts"),
+}
 #: sample documents for the print_to_pdf demo jobs (shipped as package data)
 DEMO_DOCUMENTS = Path(__file__).parent / "demo_documents"
 
@@ -81,7 +86,12 @@ def submit_demo_jobs(jm: JobManager) -> dict[str, int]:
 
 
 def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float | None = None) -> None:
-    jm = JobManager.init(home, user=DEMO_USER)
+    jm = JobManager.init(home, admin="admin", admin_password=DEMO_USERS["admin"][0])
+    existing = set(jm.users().username)
+    for name, (password, group) in DEMO_USERS.items():
+        if name not in existing:
+            jm.add_user(name, password, groups=[group])
+    jm.add_case("analysts", "ACME-12")
     path = jm.home.path
     print(f"Job Manager demo: home {path}")
     agents: list[subprocess.Popen[bytes]] = []
@@ -104,6 +114,7 @@ def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float 
         print(f"  jobmanager --home {path} jobs")
         print(f"  jobmanager --home {path} agents")
         print(f"  jobmanager --home {path} show {ids['Flaky import']}")
+        print("users: " + ", ".join(f"{n} / {p} ({g})" for n, (p, g) in DEMO_USERS.items()))
         print("Ctrl-C stops the agents and the demo.", flush=True)
         deadline = None if run_for is None else time.monotonic() + run_for
         while not stop.wait(0.5):

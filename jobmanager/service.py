@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ from typing import Any
 import pandas as pd
 
 from . import jobtypes
-from .errors import BadParams, NotFound, Timeout
+from .auth import generate_password, hash_password
+from .errors import BadParams, NotFound, PermissionDenied, Timeout
 from .home import Home, safe_name
 from .models import Job
+from .permissions import Actor, allowed, needs
 from .queue import Queue
+from .service_admin import AdminMethods, create_default_groups
 from .service_schedules import ScheduleMethods
 from .states import FINISHED, JOB_STATES, tab_states
 from .store import JobStore, open_store
@@ -35,7 +39,7 @@ def _ts(value: float | None) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(value, unit="s", tz="UTC")
 
 
-class JobManager(ScheduleMethods):
+class JobManager(ScheduleMethods, AdminMethods):
     """Open a home and act in it as ``user``.
 
     >>> jm = JobManager("~/jobs")
@@ -45,20 +49,38 @@ class JobManager(ScheduleMethods):
     """
 
     def __init__(self, home: str | os.PathLike[str] | Home | None = None, *, user: str | None = None,
-                 imports: tuple[str, ...] = ()) -> None:
+                 imports: tuple[str, ...] = (), interface: str = "python") -> None:
         self.home = home if isinstance(home, Home) else Home.open(home)
         self.user = user or os.environ.get("JOBMANAGER_USER") or getpass.getuser()
+        self.interface = interface
+        self.initial_password: str | None = None
         self.store: JobStore = open_store(self.home)
         self._imports = tuple(self.home.imports) + tuple(imports)
         self._queue: Queue | None = None
 
     @classmethod
-    def init(cls, home: str | os.PathLike[str] | None, *, user: str | None = None) -> "JobManager":
-        """Create a home (or reuse one) and open it."""
+    def init(cls, home: str | os.PathLike[str] | None, *, admin: str = "admin",
+             admin_password: str | None = None) -> "JobManager":
+        """Create a home (or reuse one) and open it as its administrator.
+
+        A new home gets the default groups and an administrator ``admin``; the
+        password is ``admin_password``, else $JOBMANAGER_ADMIN_PASSWORD, else a
+        generated one-time password left in ``jm.initial_password`` to print once.
+        """
         h = Home.create(home)
-        open_store(h, create=True).close()
+        store = open_store(h, create=True)
         Queue(h).close()
-        return cls(h, user=user)
+        password = None
+        if store.count_users() == 0:
+            password = admin_password or os.environ.get("JOBMANAGER_ADMIN_PASSWORD") or generate_password()
+            create_default_groups(store)
+            store.create_user(admin, "Administrator", hash_password(password))
+            store.group_link("group_members", "admins", admin, True)
+            store.audit(admin, "cli", "init", "home", str(h.path), True, "home created")
+        store.close()
+        jm = cls(h, user=admin)
+        jm.initial_password = None if admin_password else password
+        return jm
 
     @property
     def queue(self) -> Queue:
@@ -81,12 +103,54 @@ class JobManager(ScheduleMethods):
         return f"JobManager({str(self.home.path)!r}, user={self.user!r})"
 
     # -- permissions -------------------------------------------------------------------------
-    def _allow(self, action: str, job: Job | None = None) -> None:
+    @property
+    def actor(self) -> Actor:
+        """Who is acting, read fresh from the store (a revoked grant takes effect at once)."""
+        try:
+            user = self.store.get_user(self.user)
+        except NotFound:
+            return Actor(self.user, interface=self.interface)
+        if not user["active"]:
+            return Actor(self.user, interface=self.interface)
+        perms, cases = self.store.grants_of(self.user)
+        return Actor(self.user, frozenset(perms), frozenset(cases), self.interface)
+
+    def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
+               case: str | None = None) -> Actor:
         """The single permission check every method passes through.
 
-        Until users and groups exist every local user may do everything; the
-        permissions issue fills this in (and the audit trail) without touching callers.
+        Refusals raise PermissionDenied and, like every allowed action other than a
+        read, are written to the audit trail with the interface that asked.
         """
+        actor = self.actor
+        if job is not None:
+            ok = allowed(actor, action, job.owner, job.case)
+            target = ("job", str(job.id))
+        else:
+            ok = allowed(actor, action, None, case)
+            if not ok and case is not None and actor.can(needs(action)):
+                target = ("case", case)
+        if not ok or action not in ("view", "view_schedules", "view_agents"):
+            kind, name = target or (None, None)
+            self.store.audit(self.user, self.interface, _calling_method(), kind, name, ok, f"needs {needs(action)}")
+        if not ok:
+            raise PermissionDenied(self._refusal(actor, action, job, target))
+        return actor
+
+    def _refusal(self, actor: Actor, action: str, job: Job | None, target: tuple[str, str] | None) -> str:
+        try:
+            user = self.store.get_user(self.user)
+        except NotFound:
+            return f"no Job Manager user {self.user!r}; sign in as a user an administrator created"
+        if not user["active"]:
+            return f"user {self.user!r} is disabled"
+        what = f" {target[0]} {target[1]}" if target else ""
+        need = needs(action)
+        if target and target[0] == "case":
+            return f"{self.user} may not {action.replace('_', ' ')} in case {target[1]}: none of your groups holds it"
+        if action == "view" or actor.can(need):
+            return f"{self.user} may not see{what}: it belongs to a case none of your groups holds"
+        return f"{self.user} may not {action.replace('_', ' ')}{what}: needs the {need} permission"
 
     # -- submitting ----------------------------------------------------------------------------
     def job_types(self) -> list[str]:
@@ -108,7 +172,7 @@ class JobManager(ScheduleMethods):
         The queue messages are sent after the commit. If this process dies in
         between, an agent's sweep re-sends them: the store is the truth.
         """
-        self._allow("submit")
+        self._allow("submit", case=case, target=("job type", type))
         jobtypes.discover(self._imports)
         jt = jobtypes.get(type)
         model = jobtypes.validate(jt, params or {})
@@ -146,13 +210,14 @@ class JobManager(ScheduleMethods):
         offset: int = 0,
     ) -> pd.DataFrame:
         """Jobs newest first, as a DataFrame (timestamps in UTC)."""
-        self._allow("view")
+        actor = self._allow("view")
         states: tuple[str, ...] | None = tab_states(tab) if tab else None
         if state is not None:
             if state not in JOB_STATES:
                 raise BadParams(f"unknown state {state!r}: choose one of {', '.join(JOB_STATES)}")
             states = (state,) if states is None or state in states else ("__none__",)
-        rows = self.store.list_jobs(states=states, type=type, owner=owner, case=case, limit=limit, offset=offset)
+        rows = self.store.list_jobs(states=states, type=type, owner=owner, case=case, limit=limit, offset=offset,
+                                    scope=actor.scope())
         df = pd.DataFrame([j.to_dict() for j in rows], columns=[*JOB_COLUMNS])
         for col in ("created_at", "started_at", "finished_at"):
             df[col] = pd.to_datetime(df[col], unit="s", utc=True)
@@ -224,7 +289,6 @@ class JobManager(ScheduleMethods):
 
     def artifacts(self, job_id: int) -> pd.DataFrame:
         job = self.job(job_id)
-        self._allow("download_output", job)
         return pd.DataFrame(self.store.artifacts(job.id),
                             columns=["id", "job_id", "task_id", "name", "path", "media_type", "size", "created_at"])
 
@@ -300,5 +364,14 @@ class JobManager(ScheduleMethods):
 
     def stop_agent(self, name: str) -> None:
         """Ask an agent to stop gracefully (it finishes its running tasks)."""
-        self._allow("manage_agents")
+        self._allow("manage_agents", target=("agent", name))
         self.store.request_agent(name, "stop", self.user)
+
+
+def _calling_method() -> str:
+    """The public service method being checked (``pause``, ``grant``...), named in the audit trail."""
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_name.startswith("_") or frame.f_code.co_name == "actor"):
+        frame = frame.f_back  # type: ignore[assignment]
+    return frame.f_code.co_name if frame is not None else "unknown"
+

@@ -16,6 +16,7 @@ from .triggers import zone
 if TYPE_CHECKING:
     from .home import Home
     from .models import Job
+    from .permissions import Actor
     from .queue import Queue
     from .store import JobStore
 
@@ -32,7 +33,8 @@ class ScheduleMethods:
     queue: Queue
     _imports: tuple[str, ...]
 
-    def _allow(self, action: str, job: Job | None = None) -> None:  # provided by JobManager
+    def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
+               case: str | None = None) -> Actor:  # provided by JobManager
         raise NotImplementedError
 
     def schedule(
@@ -59,8 +61,8 @@ class ScheduleMethods:
 
     def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
         """Change some fields (type, params, cron/every/at, tz, misfire, case, priority, enabled)."""
-        self._allow("manage_schedules")
         old = self.store.get_schedule(name)
+        self._allow("manage_schedules", case=old["case_id"], target=("schedule", name))
         merged: dict[str, Any] = {
             "name": name, "type": old["type"], "params": old["params"], "tz": old["timezone"],
             "misfire": old["misfire"], "case": old["case_id"], "priority": old["priority"], "enabled": old["enabled"],
@@ -80,23 +82,25 @@ class ScheduleMethods:
         return self.store.get_schedule(name)
 
     def _save_schedule(self, args: dict[str, Any], kind: str, ref: str | None, *, create_only: bool) -> dict[str, Any]:
-        self._allow("manage_schedules")
+        self._allow("manage_schedules", case=args.get("case"), target=("schedule", str(args.get("name"))))
         spec = build_spec(owner=self.user, source_kind=kind, source_ref=ref, imports=self._imports, **args)
         self.store.save_schedule(spec, actor=self.user, create_only=create_only)
         return self.store.get_schedule(spec["name"])
 
     def get_schedule(self, name: str) -> dict[str, Any]:
-        self._allow("view_schedules")
         row = self.store.get_schedule(name)
+        self._allow("view_schedules", case=row["case_id"], target=("schedule", name))
         row["description"] = trigger_of(row).describe()
         row["runs"] = self.store.schedule_runs(name)
         return row
 
     def schedules(self) -> pd.DataFrame:
         """Every schedule with its next run (in its own zone), last run and result, and where it is configured."""
-        self._allow("view_schedules")
+        actor = self._allow("view_schedules")
         rows = []
         for s in self.store.list_schedules():
+            if not actor.sees_case(s["case_id"]):
+                continue
             nxt = s["next_run_at"]
             rows.append({
                 **s, "case": s["case_id"], "description": trigger_of(s).describe(),
@@ -108,24 +112,27 @@ class ScheduleMethods:
             df[col] = pd.to_datetime(df[col], unit="s", utc=True)
         return df
 
-    def enable_schedule(self, name: str) -> None:
-        self._allow("manage_schedules")
+    def _manage(self, name: str) -> dict[str, Any]:
         row = self.store.get_schedule(name)
+        self._allow("manage_schedules", case=row["case_id"], target=("schedule", name))
+        return row
+
+    def enable_schedule(self, name: str) -> None:
+        row = self._manage(name)
         nxt = trigger_of(row).next_after(time.time())
         self.store.update_schedule(name, {"enabled": 1, "next_run_at": nxt}, actor=self.user, message="enabled")
 
     def disable_schedule(self, name: str) -> None:
-        self._allow("manage_schedules")
+        self._manage(name)
         self.store.update_schedule(name, {"enabled": 0}, actor=self.user, message="disabled")
 
     def delete_schedule(self, name: str) -> None:
-        self._allow("manage_schedules")
+        self._manage(name)
         self.store.delete_schedule(name, actor=self.user)
 
     def run_schedule_now(self, name: str) -> int:
         """Submit the schedule's job now; its next planned run stays as it was."""
-        self._allow("manage_schedules")
-        row = self.store.get_schedule(name)
+        row = self._manage(name)
         jobtypes.discover(self._imports)
         jt = jobtypes.get(row["type"])
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))

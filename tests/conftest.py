@@ -24,10 +24,17 @@ def agent_env() -> dict[str, str]:
     return env
 
 
+ADMIN_PASSWORD = "admin-password-1"
+#: users every test home has, all administrators (tests/test_permissions.py builds narrower ones)
+TEST_USERS = ("tester", "cli-user")
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
-    JobManager.init(path).close()
+    with JobManager.init(path, admin_password=ADMIN_PASSWORD) as admin:
+        for name in TEST_USERS:
+            admin.add_user(name, f"{name}-password", groups=["admins"])
     return path
 
 
@@ -88,7 +95,7 @@ def start_agent(home: Path, tmp_path: Path) -> Iterator[Callable[..., AgentProce
         agent = AgentProcess(home, name, workers, tmp_path / f"agent-{name}-{len(started)}.log", extra)
         started.append(agent)
         if wait:
-            with JobManager(home) as jm:
+            with JobManager(home, user="tester") as jm:
                 def online() -> bool:
                     if agent.proc.poll() is not None:
                         raise AssertionError(f"agent {name} exited:\n{agent.output()}")

@@ -147,8 +147,10 @@ def test_store_from_a_newer_schema(home: Path) -> None:
 
 def test_real_process_exit_status_and_stderr(home: Path) -> None:
     """The console script itself: one line on stderr, status 2."""
-    proc = subprocess.run([sys.executable, "-m", "jobmanager", "--home", str(home), "submit", "nope"],
-                          capture_output=True, text=True, env=agent_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobmanager", "--home", str(home), "--user", "tester", "submit", "nope"],
+        capture_output=True, text=True, env=agent_env(),
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: unknown job type 'nope' (known: ") and "sleep" in lines[0]

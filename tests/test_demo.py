@@ -17,7 +17,7 @@ def test_demo_shows_every_state_and_a_lost_agent_then_stops_cleanly(tmp_path: Pa
     )
     assert proc.returncode == 0, proc.stderr
     assert "submitted 10 demo jobs" in proc.stdout and "demo stopped" in proc.stdout
-    with JobManager(home) as jm:
+    with JobManager(home, user="admin") as jm:
         states = set(jm.jobs(limit=100).state)
         assert {"completed", "completed_with_errors", "failed", "cancelled", "paused"} <= states
         assert states & {"running", "queued"}  # the long archive outlives the demo run

@@ -155,7 +155,7 @@ def test_cli_download(jm: JobManager, printed: int, tmp_path: Path, monkeypatch)
     monkeypatch.chdir(tmp_path)
 
     def run(*args: str):
-        return runner.invoke(cli, ["--home", str(jm.home.path), "download", str(printed), *args])
+        return runner.invoke(cli, ["--home", str(jm.home.path), "--user", "tester", "download", str(printed), *args])
 
     result = run()
     assert result.exit_code == 0, result.output

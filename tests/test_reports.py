@@ -112,11 +112,11 @@ def test_notebook_runs_with_parameters_and_keeps_ipynb_and_html(jm: JobManager, 
     assert "<html" in html and "bonjour x42" in html
 
     runner = CliRunner()
-    result = runner.invoke(cli, ["--home", str(jm.home.path), "download", str(job_id)])
+    base = ["--home", str(jm.home.path), "--user", "tester", "download", str(job_id)]
+    result = runner.invoke(cli, base)
     assert result.exit_code == 2 and "report.html" in result.output and "choose one with --artifact" in result.output
     out = tmp_path / "dl.ipynb"
-    result = runner.invoke(cli, ["--home", str(jm.home.path), "download", str(job_id), "-a", "report.ipynb",
-                                 "-o", str(out)])
+    result = runner.invoke(cli, [*base, "-a", "report.ipynb", "-o", str(out)])
     assert result.exit_code == 0 and json.loads(out.read_text())["cells"]
 
 

@@ -279,7 +279,7 @@ def test_schedule_cli(home: Path) -> None:
     runner = CliRunner()
 
     def run(*args: str):
-        return runner.invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+        return runner.invoke(cli, ["--home", str(home), "--user", "tester", *args], catch_exceptions=False)
 
     result = run("schedule", "add", "report", "sleep", "--cron", "0 6 * * *", "--tz", "Europe/Berlin",
                  "-p", "tasks=2")

@@ -96,7 +96,8 @@ class PrintToPdf(JobType):
             if t.state == "succeeded":
                 parts.append(Part(label, folder / document_pdf_name(t.params["index"], t.params["document"])))
             else:
-                parts.append(Part(label, error=t.error or t.state))
+                error = (t.error or t.state).removeprefix("RenderError: ")  # the cover names the file already
+                parts.append(Part(label, error=error))
         pages = merge(parts, ctx.output_path(MERGED, "application/pdf"), title=params.title)
         printed = sum(p.pdf is not None for p in parts)
         ctx.log.info("merged %d of %d document(s) into %s: %d page(s)", printed, len(parts), MERGED, pages)

@@ -67,8 +67,9 @@ class JobStore:
         case: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        scope: dict[str, Any] | None = None,
     ) -> list[Job]:
-        """Newest first; every filter is a bound parameter."""
+        """Newest first; every filter is a bound parameter; ``scope`` is :meth:`Actor.scope`."""
         raise NotImplementedError
 
     def events(self, job_id: int) -> list[dict[str, Any]]:
@@ -229,5 +230,45 @@ class JobStore:
         raise NotImplementedError
 
     def schedule_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    # -- users, groups, audit (see store/sqlite_users.py for the SQLite version) --------------------
+    def create_user(self, username: str, display_name: str, password_hash: str) -> None:
+        """Only a hash ever arrives here; InvalidState if the name is taken."""
+        raise NotImplementedError
+
+    def get_user(self, username: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def update_user(self, username: str, **fields: Any) -> None:
+        raise NotImplementedError
+
+    def record_failure(self, username: str, now: float, max_failures: int, lockout_s: float) -> float | None:
+        raise NotImplementedError
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """Users without their hashes."""
+        raise NotImplementedError
+
+    def count_users(self) -> int:
+        raise NotImplementedError
+
+    def create_group(self, name: str, description: str = "") -> None:
+        raise NotImplementedError
+
+    def group_link(self, table: str, group: str, value: str, add: bool) -> bool:
+        raise NotImplementedError
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def grants_of(self, username: str) -> tuple[set[str], set[str]]:
+        raise NotImplementedError
+
+    def audit(self, actor: str, interface: str, action: str, target_kind: str | None, target: str | None,
+              allowed: bool, detail: str | None = None) -> None:
+        raise NotImplementedError
+
+    def list_audit(self, limit: int = 200) -> list[dict[str, Any]]:
         raise NotImplementedError
 

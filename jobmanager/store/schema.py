@@ -150,4 +150,50 @@ CREATE TABLE IF NOT EXISTS schedule_runs (
     message     TEXT,
     PRIMARY KEY (schedule_id, due_at)
 );
+
+CREATE TABLE IF NOT EXISTS users (
+    username      TEXT PRIMARY KEY,
+    display_name  TEXT    NOT NULL,
+    password_hash TEXT    NOT NULL,
+    active        INTEGER NOT NULL DEFAULT 1,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    locked_until  REAL,
+    last_login_at REAL,
+    created_at    REAL    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS groups (
+    name        TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_name TEXT NOT NULL REFERENCES groups (name) ON DELETE CASCADE,
+    username   TEXT NOT NULL REFERENCES users (username) ON DELETE CASCADE,
+    PRIMARY KEY (group_name, username)
+);
+CREATE TABLE IF NOT EXISTS group_permissions (
+    group_name TEXT NOT NULL REFERENCES groups (name) ON DELETE CASCADE,
+    permission TEXT NOT NULL,
+    PRIMARY KEY (group_name, permission)
+);
+CREATE TABLE IF NOT EXISTS group_cases (
+    group_name TEXT NOT NULL REFERENCES groups (name) ON DELETE CASCADE,
+    case_id    TEXT NOT NULL,
+    PRIMARY KEY (group_name, case_id)
+);
+
+-- Every action, allowed or refused: who, what, on which target, when, through which interface.
+CREATE TABLE IF NOT EXISTS audit (
+    id          INTEGER PRIMARY KEY,
+    at          REAL    NOT NULL,
+    actor       TEXT    NOT NULL,
+    interface   TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    target_kind TEXT,
+    target      TEXT,
+    allowed     INTEGER NOT NULL,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """

@@ -23,6 +23,7 @@ from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK
 from .base import SCHEMA_VERSION, JobStore
 from .schema import SQLITE_DDL
 from .sqlite_schedules import SQLiteSchedules
+from .sqlite_users import SQLiteUsers
 
 BUSY_TIMEOUT_S = 30.0
 #: an agent silent for this many heartbeat intervals is lost
@@ -36,7 +37,7 @@ def _in(values: tuple[str, ...]) -> str:
     return "(" + ",".join("?" * len(values)) + ")"
 
 
-class SQLiteStore(SQLiteSchedules, JobStore):
+class SQLiteStore(SQLiteSchedules, SQLiteUsers, JobStore):
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)
         self._local = threading.local()
@@ -376,8 +377,13 @@ class SQLiteStore(SQLiteSchedules, JobStore):
         case: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        scope: dict[str, Any] | None = None,
     ) -> list[Job]:
         where, params = ["1 = 1"], []
+        if scope is not None:
+            clause, values = scope_sql(scope)
+            where.append(clause)
+            params += values
         if states:
             where.append(f"state IN {_in(states)}")
             params += list(states)
@@ -764,3 +770,20 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def scope_sql(scope: dict[str, Any], owner: str = "owner", case: str = "case_id") -> tuple[str, list[Any]]:
+    """The visibility rule of :meth:`Actor.scope` as a WHERE clause with bound parameters."""
+    ors: list[str] = []
+    values: list[Any] = []
+    if scope["own"]:
+        ors.append(f"{owner} = ?")
+        values.append(scope["user"])
+    if scope["all"]:
+        if scope["cases"] is None:
+            ors.append("1 = 1")
+        else:
+            ors.append(f"({case} IS NULL OR {case} IN ({','.join('?' * len(scope['cases'])) or 'NULL'}))")
+            values += scope["cases"]
+    return "(" + (" OR ".join(ors) or "1 = 0") + ")", values
+

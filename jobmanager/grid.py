@@ -1,0 +1,182 @@
+"""The dashboard grid's page query, on plain indexed SQLite.
+
+Measured (``benchmarks/bench_history.py``): a page of 100 jobs plus the total
+count is a few milliseconds on SQLite at 1M jobs because the store's indexes
+(``jobs_state_id``, ``jobs_created``, ``jobs_finished``) answer it, while DuckDB's
+sqlite scanner cannot use SQLite indexes and reads the whole table (~2 s at 1M).
+So the grid reads the store directly; stats, history and exports use DuckDB
+(:mod:`jobmanager.history`).
+
+The filter builder is shared with the history: every value is a bound ``?``
+parameter; only allow-listed column names are ever put into the SQL text.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .errors import BadParams
+from .states import JOB_STATES, tab_states
+
+#: what the grid shows (and what exports write), as SQL over the store's ``jobs`` table;
+#: ``{p}`` is the table qualifier (``""`` or ``"j."``)
+GRID_COLUMNS: dict[str, str] = {
+    "id": "{p}id",
+    "name": "{p}name",
+    "type": "{p}type",
+    "state": "{p}state",
+    "owner": "{p}owner",
+    "case": "{p}case_id",
+    "priority": "{p}priority",
+    "tasks_total": "{p}tasks_total",
+    "tasks_succeeded": "{p}tasks_succeeded",
+    "tasks_failed": "{p}tasks_failed",
+    "tasks_cancelled": "{p}tasks_cancelled",
+    "created_at": "{p}created_at",
+    "started_at": "{p}started_at",
+    "finished_at": "{p}finished_at",
+    "wait_s": "{p}started_at - {p}created_at",
+    "duration_s": "{p}finished_at - {p}started_at",
+    "error": "{p}error",
+}
+TIME_COLUMNS = ("created_at", "started_at", "finished_at")
+#: columns the grid may sort by (user input is looked up here, never pasted)
+SORTABLE = tuple(GRID_COLUMNS)
+FILTER_KEYS = ("tab", "state", "type", "case", "owner", "agent", "since", "until", "time_field", "search")
+MAX_PAGE_SIZE = 10_000
+
+
+@dataclass
+class Where:
+    sql: str
+    params: list[Any]
+
+
+def _epoch(value: Any, what: str) -> float:
+    """A time filter as epoch seconds: a number, a datetime/Timestamp, or an ISO string (naive = UTC)."""
+    if isinstance(value, bool):
+        raise BadParams(f"{what}: expected a time, not {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise BadParams(f"{what}: {value!r} is not a time (use ISO format, e.g. 2024-05-01T12:00)") from None
+    if ts is pd.NaT:
+        raise BadParams(f"{what}: {value!r} is not a time")
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts.timestamp()
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching ``text`` literally anywhere (with ESCAPE '\\')."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def build_where(
+    filters: dict[str, Any], *, like: str = "LIKE", tasks_table: str = "tasks", prefix: str = ""
+) -> Where:
+    """The WHERE clause of a job query from user filters, with bound parameters.
+
+    ``like`` is ``LIKE`` for SQLite (case-insensitive for ASCII) and ``ILIKE`` for DuckDB;
+    ``prefix`` qualifies the jobs columns (``"j."``) when the query joins.
+    """
+    unknown = set(filters) - set(FILTER_KEYS)
+    if unknown:
+        raise BadParams(f"unknown filter {sorted(unknown)[0]!r}: choose from {', '.join(FILTER_KEYS)}")
+    f = {k: v for k, v in filters.items() if v is not None and v != ""}
+    clauses: list[str] = []
+    params: list[Any] = []
+    states: tuple[str, ...] | None = tab_states(f["tab"]) if "tab" in f else None
+    if "state" in f:
+        wanted = (f["state"],) if isinstance(f["state"], str) else tuple(f["state"])
+        bad = [s for s in wanted if s not in JOB_STATES]
+        if bad:
+            raise BadParams(f"unknown state {bad[0]!r}: choose one of {', '.join(JOB_STATES)}")
+        states = wanted if states is None else tuple(s for s in wanted if s in states)
+    if states is not None:
+        if not states:
+            clauses.append("1 = 0")
+        else:
+            clauses.append(f"{prefix}state IN ({','.join('?' * len(states))})")
+            params += list(states)
+    for key, column in (("type", "type"), ("case", "case_id"), ("owner", "owner")):
+        if key in f:
+            clauses.append(f"{prefix}{column} = ?")
+            params.append(str(f[key]))
+    if "agent" in f:
+        clauses.append(f"{prefix}id IN (SELECT job_id FROM {tasks_table} WHERE agent = ?)")
+        params.append(str(f["agent"]))
+    field = f.get("time_field", "created")
+    if field not in ("created", "finished"):
+        raise BadParams(f"time_field must be 'created' or 'finished', not {field!r}")
+    for key, op in (("since", ">="), ("until", "<")):
+        if key in f:
+            clauses.append(f"{prefix}{field}_at {op} ?")
+            params.append(_epoch(f[key], key))
+    if "search" in f:
+        pattern = _like(str(f["search"]))
+        clauses.append(f"({prefix}name {like} ? ESCAPE '\\' OR {prefix}error {like} ? ESCAPE '\\')")
+        params += [pattern, pattern]
+    return Where(" AND ".join(clauses) or "1 = 1", params)
+
+
+def order_by(sort: str, desc: bool, prefix: str = "") -> str:
+    if sort not in SORTABLE:
+        raise BadParams(f"cannot sort by {sort!r}: choose one of {', '.join(SORTABLE)}")
+    direction = "DESC" if desc else "ASC"
+    expr = GRID_COLUMNS[sort].format(p=prefix)
+    tie = "" if sort == "id" else f", {prefix}id {direction}"
+    return f"{expr} {direction} NULLS LAST{tie}"
+
+
+def select_list(prefix: str = "") -> str:
+    return ", ".join(f'{expr.format(p=prefix)} AS "{name}"' for name, expr in GRID_COLUMNS.items())
+
+
+def to_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """Rows in GRID_COLUMNS order as a DataFrame; times as naive UTC timestamps."""
+    df = pd.DataFrame.from_records(rows, columns=list(GRID_COLUMNS))
+    for col in TIME_COLUMNS:
+        df[col] = pd.to_datetime(df[col].astype("float64"), unit="s")
+    for col in ("wait_s", "duration_s"):
+        df[col] = df[col].astype("float64")
+    return df
+
+
+def grid_page(
+    store_path: str | os.PathLike[str],
+    tab: str = "completed",
+    filters: dict[str, Any] | None = None,
+    sort: str = "created_at",
+    desc: bool = True,
+    page: int = 1,
+    page_size: int = 100,
+) -> tuple[pd.DataFrame, int]:
+    """One page of the grid (1-based ``page``) and the number of matching jobs."""
+    if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+        raise BadParams(f"page must be a whole number >= 1, not {page!r}")
+    if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadParams(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size!r}")
+    where = build_where({**(filters or {}), "tab": tab})
+    order = order_by(sort, desc)
+    conn = sqlite3.connect(store_path, timeout=30.0)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("BEGIN")  # the page and the count from one snapshot
+        rows = conn.execute(
+            f"SELECT {select_list()} FROM jobs WHERE {where.sql} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*where.params, page_size, (page - 1) * page_size),
+        ).fetchall()
+        total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where.sql}", where.params).fetchone()[0]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return to_frame(rows), int(total)
+

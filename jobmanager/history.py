@@ -1,0 +1,315 @@
+"""The history: DuckDB over the live SQLite store, for analysis, stats and exports.
+
+DuckDB runs in memory and reads the store through its ``sqlite_scanner``
+extension, ATTACHed READ_ONLY. The extension is LOADed by path from the
+``duckdb-extension-sqlite-scanner`` package, with DuckDB's automatic extension
+install/load switched off, so nothing is ever downloaded.
+
+Currency: the scanner opens the SQLite file per scan and keeps no cache
+(measured: a row committed by the store shows in the next query), so the views
+are always current without re-ATTACHing.
+
+Speed: the scanner cannot use SQLite's indexes, so each query reads whole tables
+(~2 s for 10M tasks). Stats therefore run on an in-memory *mirror* of finished
+jobs and their tasks, built on the first ``stats`` call and brought up to date
+incrementally before every call: jobs whose ``updated_at`` moved since the last
+sync (minus a safety margin for slow writers and clock skew) are re-read with
+indexed SQLite lookups; the finished tasks of jobs still in progress are read
+live each time. A finished job's tasks only change when the job changes state
+(retry, recovery), which bumps its ``updated_at``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import BadParams, HomeError
+from .grid import GRID_COLUMNS, TIME_COLUMNS, build_where, order_by, select_list
+from .home import Home
+from .states import FINISHED, IN_PROGRESS
+
+#: seconds of ``updated_at`` re-read at every sync: covers writers that stamped a
+#: time before waiting for the write lock (busy timeout 30 s) and clock skew between hosts
+SYNC_MARGIN_S = 300.0
+PERIODS = {"hour": 3600, "day": 86400}
+READ_STATEMENTS = ("SELECT", "EXPLAIN")
+
+_TS = "make_timestamp(CAST(round({0} * 1000000) AS BIGINT))"
+
+#: readable projections of the store's tables (alias ``s``); times are naive UTC TIMESTAMPs
+VIEWS: dict[str, str] = {
+    "jobs": f"""
+        s.id, s.name, s.type, s.state, s.owner, s.case_id, s.priority, s.retries,
+        s.tasks_total, s.tasks_succeeded, s.tasks_failed, s.tasks_cancelled, s.error,
+        {_TS.format("s.created_at")} AS created_at, {_TS.format("s.started_at")} AS started_at,
+        {_TS.format("s.finished_at")} AS finished_at, {_TS.format("s.updated_at")} AS updated_at,
+        s.started_at - s.created_at AS wait_s, s.finished_at - s.started_at AS duration_s,
+        s.has_finish::BOOLEAN AS has_finish, s.finisher, s.params""",
+    "tasks": f"""
+        s.id, s.job_id, s.seq, s.name, s.state, s.agent, s.attempts, s.max_attempts,
+        s.progress_done, s.progress_total, s.cancel_requested::BOOLEAN AS cancel_requested, s.error,
+        {_TS.format("s.queued_at")} AS queued_at, {_TS.format("s.started_at")} AS started_at,
+        {_TS.format("s.finished_at")} AS finished_at,
+        s.started_at - s.queued_at AS wait_s, s.finished_at - s.started_at AS duration_s,
+        s.params, s.traceback""",
+    "events": f"""
+        s.id, {_TS.format("s.at")} AS at, s.job_id, s.task_id, s.seq, s.kind, s.from_state, s.to_state,
+        s.agent, s.actor, s.message""",
+    "agents": f"""
+        s.name, s.state, s.host, s.pid, s.workers, s.worker_type, s.version, s.queues,
+        s.interval AS interval_s, {_TS.format("s.started_at")} AS started_at,
+        {_TS.format("s.heartbeat_at")} AS heartbeat_at, {_TS.format("s.stopped_at")} AS stopped_at,
+        s.current_tasks, s.done, s.failed, s.cpu_percent, s.rss_bytes / 1048576.0 AS rss_mb, s.log_path""",
+    "artifacts": f"""
+        s.id, s.job_id, s.task_id, s.name, s.path, s.media_type, s.size,
+        {_TS.format("s.created_at")} AS created_at""",
+}
+
+
+def store_file(home: Home) -> Path:
+    """The SQLite file of a home's store (the history reads SQLite stores only)."""
+    url = home.store_url
+    if url == "sqlite":
+        return home.store_path
+    if url.startswith("sqlite:"):
+        return Path(url.removeprefix("sqlite:///"))
+    raise HomeError(f"the history reads SQLite stores; this home's store is {url!r}")
+
+
+def find_extension() -> Path:
+    """The sqlite_scanner extension file shipped by ``duckdb-extension-sqlite-scanner``."""
+    try:
+        import duckdb
+    except ImportError:
+        raise HomeError("the history needs DuckDB: pip install 'jobmanager[history]'") from None
+    spec = importlib.util.find_spec("duckdb_extension_sqlite_scanner")
+    if spec is not None and spec.origin:
+        base = Path(spec.origin).parent / "extensions"
+        exact = base / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
+        if exact.is_file():
+            return exact
+    raise HomeError(
+        f"the DuckDB sqlite extension for duckdb {duckdb.__version__} is not installed: "
+        f"pip install duckdb-extension-sqlite-scanner=={duckdb.__version__} (or 'jobmanager[history]')"
+    )
+
+
+def _check_read_only(con: Any, query: str) -> None:
+    """Refuse anything but one SELECT (or EXPLAIN): the in-memory DuckDB must not change either."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise BadParams(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise BadParams(f"give exactly one SQL statement, not {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in READ_STATEMENTS:
+        raise BadParams(f"the history is read-only: {kind} statements are refused (use SELECT)")
+
+
+class History:
+    """DuckDB views over one store file: ``jobs``, ``tasks``, ``events``, ``agents``, ``artifacts``."""
+
+    def __init__(self, store_path: str | os.PathLike[str], *, extension: str | os.PathLike[str] | None = None,
+                 duckdb_config: dict[str, Any] | None = None) -> None:
+        self.store_path = Path(store_path)
+        if not self.store_path.is_file():
+            raise HomeError(f"no job store at {self.store_path}")
+        ext = Path(extension) if extension is not None else find_extension()
+        if not ext.is_file():
+            raise HomeError(f"the DuckDB sqlite extension is missing: {ext} does not exist")
+        import duckdb
+
+        config = {**(duckdb_config or {}), "autoinstall_known_extensions": False,
+                  "autoload_known_extensions": False}
+        self._lock = threading.RLock()
+        self.con = duckdb.connect(":memory:", config=config)
+        try:
+            self.con.execute(f"LOAD '{_quote(str(ext))}'")
+            self.con.execute(f"ATTACH '{_quote(str(self.store_path))}' AS store (TYPE sqlite, READ_ONLY)")
+        except duckdb.Error as exc:
+            self.con.close()
+            raise HomeError(f"cannot open the history of {self.store_path}: {str(exc).splitlines()[0]}") from None
+        for name, projection in VIEWS.items():
+            self.con.execute(f"CREATE VIEW {name} AS SELECT {projection} FROM store.{name} s")
+        self._mirror_mark: float | None = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.con.close()
+
+    def __enter__(self) -> "History":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ad-hoc SQL ----------------------------------------------------------------------------
+    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """Run one read-only statement over the views; ``params`` are bound (``?`` or ``$name``)."""
+        import duckdb
+
+        if not isinstance(query, str) or not query.strip():
+            raise BadParams("give a SQL query")
+        with self._lock:
+            _check_read_only(self.con, query)
+            try:
+                return self.con.execute(query, params).df()
+            except duckdb.Error as exc:
+                raise BadParams(f"SQL error: {str(exc).splitlines()[0]}") from None
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def jobs(self, **filters: Any) -> pd.DataFrame:
+        """Every job matching the grid's filters (all tabs unless ``tab`` is given), newest first."""
+        where = build_where(filters, like="ILIKE", tasks_table="store.tasks", prefix="s.")
+        with self._lock:
+            return self.con.execute(
+                f"SELECT {VIEWS['jobs']} FROM store.jobs s WHERE {where.sql} ORDER BY s.created_at DESC, s.id DESC",
+                where.params,
+            ).df()
+
+    def grid_rows(self, sort: str = "created_at", desc: bool = True, **filters: Any) -> pd.DataFrame:
+        """All rows the grid would show for ``filters``, with the grid's columns (for exports)."""
+        where = build_where(filters, like="ILIKE", tasks_table="store.tasks", prefix="s.")
+        with self._lock:
+            df = self.con.execute(
+                f"SELECT {select_list('s.')} FROM store.jobs s WHERE {where.sql} ORDER BY {order_by(sort, desc, 's.')}",
+                where.params,
+            ).df()
+        for col in TIME_COLUMNS:
+            df[col] = pd.to_datetime(df[col].astype("float64"), unit="s")
+        return df[list(GRID_COLUMNS)]
+
+    # -- stats -------------------------------------------------------------------------------------
+    def stats(self, by: str | tuple[str, ...] = "type", period: str = "day",
+              since: Any = None) -> dict[str, pd.DataFrame]:
+        """Throughput, failure rate, duration and queue-wait percentiles of finished work.
+
+        ``by='type'`` counts finished jobs (duration = started -> finished, wait = created -> started);
+        ``by='agent'`` counts finished tasks (wait = queued -> started). Returns
+        ``{"summary": one row per key, "throughput": one row per period and key}``.
+        """
+        key = by[0] if isinstance(by, tuple) and len(by) == 1 else by
+        if key not in ("type", "agent"):
+            raise BadParams(f"stats by {by!r}: choose 'type' or 'agent'")
+        if period not in PERIODS:
+            raise BadParams(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
+        cut = -1e18 if since is None else build_where({"since": since}).params[0]
+        with self._lock:
+            self._sync_mirror()
+            if key == "type":
+                source = "(SELECT type AS key, state IN ('failed', 'completed_with_errors') AS failed," \
+                         " state = 'cancelled' AS cancelled, finished_at, wait, dur FROM _m_jobs)"
+            else:
+                source = "(SELECT agent AS key, failed, false AS cancelled, finished_at, wait, dur FROM _m_tasks" \
+                         " UNION ALL SELECT agent, failed, false, finished_at, wait, dur FROM _l_tasks)"
+            summary = self.con.execute(f"""
+                SELECT key AS "{key}", count(*) AS finished, count(*) FILTER (WHERE failed) AS failed,
+                       count(*) FILTER (WHERE cancelled) AS cancelled,
+                       count(*) FILTER (WHERE failed) / count(*) AS failure_rate,
+                       quantile_cont(dur, 0.5) AS p50_s, quantile_cont(dur, 0.95) AS p95_s,
+                       quantile_cont(wait, 0.5) AS wait_p50_s, quantile_cont(wait, 0.95) AS wait_p95_s
+                FROM {source} WHERE finished_at >= ? GROUP BY key ORDER BY key NULLS LAST""", [cut]).df()
+            throughput = self.con.execute(f"""
+                SELECT {_TS.format("floor(finished_at / ?) * ?")} AS period, key AS "{key}",
+                       count(*) AS finished, count(*) FILTER (WHERE failed) AS failed,
+                       count(*) FILTER (WHERE failed) / count(*) AS failure_rate,
+                       avg(wait) AS wait_mean_s
+                FROM {source} WHERE finished_at >= ? GROUP BY ALL ORDER BY period, key NULLS LAST""",
+                [PERIODS[period], PERIODS[period], cut]).df()
+        return {"summary": summary, "throughput": throughput}
+
+    def refresh(self) -> None:
+        """Forget the stats mirror; the next ``stats`` call rebuilds it from scratch."""
+        with self._lock:
+            self._mirror_mark = None
+
+    # -- the stats mirror ----------------------------------------------------------------------------
+    def _sync_mirror(self) -> None:
+        conn = sqlite3.connect(self.store_path, timeout=30.0)
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            mark = conn.execute("SELECT MAX(updated_at) FROM jobs").fetchone()[0] or 0.0
+            if self._mirror_mark is None:
+                self._build_mirror()
+            else:
+                changed = [r[0] for r in conn.execute(
+                    "SELECT id FROM jobs WHERE updated_at > ?", (self._mirror_mark - SYNC_MARGIN_S,))]
+                if changed:
+                    self._replace_jobs(conn, changed)
+            self._mirror_mark = max(mark, self._mirror_mark or 0.0)
+            live = [r[0] for r in conn.execute(
+                f"SELECT id FROM jobs WHERE state IN ({','.join('?' * len(IN_PROGRESS))})", IN_PROGRESS)]
+            live_tasks = _done_tasks(conn, live)
+            self.con.execute("DELETE FROM _l_tasks")
+            self.con.register("_live_df", live_tasks)
+            self.con.execute("INSERT INTO _l_tasks SELECT * FROM _live_df")
+            self.con.unregister("_live_df")
+        finally:
+            conn.close()
+
+    def _build_mirror(self) -> None:
+        fin = ",".join(f"'{s}'" for s in FINISHED)  # constants, not user input
+        self.con.execute(f"""CREATE OR REPLACE TABLE _m_jobs AS
+            SELECT id::UINTEGER AS id, type, state, finished_at, (started_at - created_at)::FLOAT AS wait,
+                   (finished_at - started_at)::FLOAT AS dur
+            FROM store.jobs WHERE state IN ({fin})""")
+        self.con.execute(f"""CREATE OR REPLACE TABLE _m_tasks AS
+            SELECT t.job_id::UINTEGER AS job_id, t.agent, t.state = 'failed' AS failed, t.finished_at,
+                   (t.started_at - t.queued_at)::FLOAT AS wait, (t.finished_at - t.started_at)::FLOAT AS dur
+            FROM store.tasks t SEMI JOIN _m_jobs j ON j.id = t.job_id
+            WHERE t.state IN ('succeeded', 'failed')""")
+        self.con.execute("CREATE OR REPLACE TABLE _l_tasks AS SELECT * FROM _m_tasks LIMIT 0")
+
+    def _replace_jobs(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        """Re-read jobs that changed: drop their mirror rows, add them back if they are finished."""
+        jobs = []
+        for chunk in _chunks(ids):
+            jobs += conn.execute(
+                f"SELECT id, type, state, finished_at, started_at - created_at, finished_at - started_at FROM jobs"
+                f" WHERE id IN ({','.join('?' * len(chunk))}) AND state IN ({','.join('?' * len(FINISHED))})",
+                (*chunk, *FINISHED)).fetchall()
+        jobs_df = pd.DataFrame(jobs, columns=["id", "type", "state", "finished_at", "wait", "dur"])
+        tasks_df = _done_tasks(conn, [r[0] for r in jobs])
+        self.con.register("_changed", pd.DataFrame({"id": ids}))
+        self.con.register("_jobs_df", jobs_df)
+        self.con.register("_tasks_df", tasks_df)
+        try:
+            self.con.execute("DELETE FROM _m_jobs WHERE id IN (SELECT id FROM _changed)")
+            self.con.execute("DELETE FROM _m_tasks WHERE job_id IN (SELECT id FROM _changed)")
+            self.con.execute("INSERT INTO _m_jobs SELECT * FROM _jobs_df")
+            self.con.execute("INSERT INTO _m_tasks SELECT * FROM _tasks_df")
+        finally:
+            for name in ("_changed", "_jobs_df", "_tasks_df"):
+                self.con.unregister(name)
+
+
+def _done_tasks(conn: sqlite3.Connection, job_ids: list[int]) -> pd.DataFrame:
+    """The finished tasks of some jobs, in the mirror's columns (indexed lookups by job_id)."""
+    rows: list[tuple[Any, ...]] = []
+    for chunk in _chunks(job_ids):
+        rows += conn.execute(
+            "SELECT job_id, agent, state = 'failed', finished_at, started_at - queued_at, finished_at - started_at"
+            f" FROM tasks WHERE job_id IN ({','.join('?' * len(chunk))}) AND state IN ('succeeded', 'failed')",
+            chunk).fetchall()
+    df = pd.DataFrame(rows, columns=["job_id", "agent", "failed", "finished_at", "wait", "dur"])
+    return df.astype({"job_id": "uint32", "failed": "bool", "finished_at": "float64", "wait": "float32",
+                      "dur": "float32"})
+
+
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def _quote(text: str) -> str:
+    """A path inside a SQL string literal (LOAD and ATTACH take no bound parameters)."""
+    return text.replace("'", "''")
