@@ -575,6 +575,76 @@ def permissions() -> None:
         click.echo(f"{name:<18} {text}")
 
 
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8866, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback belongs behind a TLS reverse proxy (see README).")
+@click.option("--notebook", type=click.Path(dir_okay=False, exists=True),
+              help="The notebook to serve (default: notebooks/dashboard.ipynb).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser.")
+@click.option("--cull-after", type=click.FloatRange(1), default=60.0, show_default=True,
+              help="Stop a page's kernel when no browser has been connected to it for S seconds.")
+@click.pass_context
+@handle_errors
+def dashboard(ctx: click.Context, port: int, host: str, notebook: str | None, no_browser: bool,
+              cull_after: float) -> None:
+    """Serve the dashboard with Voila (each page view gets its own kernel)."""
+    from .dashboard_server import serve
+
+    click.echo(f"Job Manager dashboard: http://{host}:{port}/  (Ctrl-C stops it)")
+    serve(ctx.obj["home"], host=host, port=port, notebook=notebook, open_browser=not no_browser,
+          cull_after=cull_after, cull_interval=max(1, min(10, int(cull_after // 4))))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@click.option("--format", "format_", type=click.Choice(["csv", "parquet", "excel"]), default=None,
+              help="File format (default: from the extension, else csv).")
+@click.option("--tab", type=click.Choice(["in-progress", "completed"]), help="Only this tab's jobs.")
+@click.option("--state", help="Only jobs in this state.")
+@click.option("--type", "type_", help="Only jobs of this type.")
+@click.option("--case", help="Only jobs of this case.")
+@click.option("--owner", help="Only jobs of this owner.")
+@click.option("--agent", help="Only jobs that had a task on this agent.")
+@click.option("--since", help="Created at or after this time (ISO, UTC).")
+@click.option("--until", help="Created before this time (ISO, UTC).")
+@click.option("--search", help="Text in the job name or error.")
+@click.pass_context
+@handle_errors
+def export(ctx: click.Context, path: str, format_: str | None, tab: str | None, state: str | None,
+           type_: str | None, case: str | None, owner: str | None, agent: str | None, since: str | None,
+           until: str | None, search: str | None) -> None:
+    """Export the jobs the grid shows (with its columns) to PATH as csv, parquet or excel."""
+    if format_ is None:
+        suffix = Path(path).suffix.lower()
+        format_ = {".parquet": "parquet", ".xlsx": "excel", ".xls": "excel"}.get(suffix, "csv")
+    out = _jm(ctx).export(path, format_, tab=tab, state=state, type=type_, case=case, owner=owner, agent=agent,
+                          since=since, until=until, search=search)
+    click.echo(f"wrote {out}")
+
+
+@cli.command("demo-data")
+@click.option("--jobs", "n_jobs", type=click.IntRange(1, 10_000_000), default=1000, show_default=True)
+@click.option("--days", type=click.FloatRange(0.01, 3650), default=30.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+@handle_errors
+def demo_data(ctx: click.Context, n_jobs: int, days: float, seed: int) -> None:
+    """Fill the home with a synthetic job history (for demos, analysis and benchmarks)."""
+    counts = _jm(ctx).demo_data(jobs=n_jobs, days=days, seed=seed)
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+@handle_errors
+def sql(ctx: click.Context, query: str, as_json: bool) -> None:
+    """Run one read-only SQL query over the history (views jobs, tasks, events, agents, artifacts)."""
+    _print_frame(_jm(ctx).sql(query), as_json)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

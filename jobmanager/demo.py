@@ -29,6 +29,23 @@ DEMO_USERS = {
 DEMO_DOCUMENTS = Path(__file__).parent / "demo_documents"
 
 
+DEMO_SCHEDULES = """\
+# Schedules declared in a file: agents load it at start-up (and `jobmanager schedule sync`).
+[[schedule]]
+name = "Nightly smoke test"
+type = "sleep"
+cron = "0 2 * * 1-5"
+tz = "Europe/Berlin"
+params = { tasks = 5, seconds = 0.5 }
+
+[[schedule]]
+name = "Heartbeat check"
+type = "sleep"
+every = "30m"
+params = { tasks = 1 }
+"""
+
+
 def _start_agent(home: Path, name: str, workers: int = 2) -> subprocess.Popen[bytes]:
     log = open(home / "logs" / "agents" / f"{name}.stdout", "ab")  # noqa: SIM115 - lives as long as the agent
     return subprocess.Popen(
@@ -81,6 +98,13 @@ def submit_demo_jobs(jm: JobManager) -> dict[str, int]:
                                   priority=-5),
     }
     jm.cancel(ids["Cancelled batch"])
+    schedules_file = jm.home.path / "schedules.toml"
+    if not schedules_file.exists():
+        schedules_file.write_text(DEMO_SCHEDULES)
+    jm.sync_schedules_file()
+    if "Quarter-end archive" not in set(jm.schedules().name):
+        jm.create_schedule("Quarter-end archive", "sleep", {"tasks": 3}, source="dashboard",
+                           at="2030-03-31T23:00", tz="Europe/London")
     jm.pause(ids["Paused reindex"])
     return ids
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .errors import BadParams
 from .states import JOB_STATES, tab_states
+from .store.sqlite import scope_sql
 
 #: what the grid shows (and what exports write), as SQL over the store's ``jobs`` table;
 #: ``{p}`` is the table qualifier (``""`` or ``"j."``)
@@ -49,6 +50,10 @@ TIME_COLUMNS = ("created_at", "started_at", "finished_at")
 SORTABLE = tuple(GRID_COLUMNS)
 FILTER_KEYS = ("tab", "state", "type", "case", "owner", "agent", "since", "until", "time_field", "search")
 MAX_PAGE_SIZE = 10_000
+#: sorts the store has an index for (jobs_created, jobs_finished, the primary key)
+INDEXED_SORTS = ("id", "created_at", "finished_at")
+#: above this many matches a page walks the sort index rather than sorting every match
+WALK_SORT_INDEX_ABOVE = 5_000
 
 
 @dataclass
@@ -80,12 +85,14 @@ def _like(text: str) -> str:
 
 
 def build_where(
-    filters: dict[str, Any], *, like: str = "LIKE", tasks_table: str = "tasks", prefix: str = ""
+    filters: dict[str, Any], *, like: str = "LIKE", tasks_table: str = "tasks", prefix: str = "",
+    scope: dict[str, Any] | None = None,
 ) -> Where:
     """The WHERE clause of a job query from user filters, with bound parameters.
 
     ``like`` is ``LIKE`` for SQLite (case-insensitive for ASCII) and ``ILIKE`` for DuckDB;
-    ``prefix`` qualifies the jobs columns (``"j."``) when the query joins.
+    ``prefix`` qualifies the jobs columns (``"s."``); ``scope`` is :meth:`Actor.scope`,
+    the jobs the acting user may see.
     """
     unknown = set(filters) - set(FILTER_KEYS)
     if unknown:
@@ -93,6 +100,10 @@ def build_where(
     f = {k: v for k, v in filters.items() if v is not None and v != ""}
     clauses: list[str] = []
     params: list[Any] = []
+    if scope is not None:
+        clause, values = scope_sql(scope, owner=f"{prefix}owner", case=f"{prefix}case_id")
+        clauses.append(clause)
+        params += values
     states: tuple[str, ...] | None = tab_states(f["tab"]) if "tab" in f else None
     if "state" in f:
         wanted = (f["state"],) if isinstance(f["state"], str) else tuple(f["state"])
@@ -158,23 +169,29 @@ def grid_page(
     desc: bool = True,
     page: int = 1,
     page_size: int = 100,
+    scope: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, int]:
-    """One page of the grid (1-based ``page``) and the number of matching jobs."""
+    """One page of the grid (1-based ``page``) and the number of matching jobs ``scope`` may see."""
     if not isinstance(page, int) or isinstance(page, bool) or page < 1:
         raise BadParams(f"page must be a whole number >= 1, not {page!r}")
     if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise BadParams(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size!r}")
-    where = build_where({**(filters or {}), "tab": tab})
+    where = build_where({**(filters or {}), "tab": tab}, scope=scope)
     order = order_by(sort, desc)
     conn = sqlite3.connect(store_path, timeout=30.0)
     try:
         conn.execute("PRAGMA query_only = ON")
-        conn.execute("BEGIN")  # the page and the count from one snapshot
+        conn.execute("BEGIN")  # the count and the page from one snapshot
+        total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where.sql}", where.params).fetchone()[0]
+        where_sql = where.sql
+        if total > WALK_SORT_INDEX_ABOVE and sort in INDEXED_SORTS:
+            # Many matches: walk the sort column's index and stop after one page, instead of letting
+            # SQLite fetch every match through jobs_state_id and sort them all (unary + hides the index).
+            where_sql = where_sql.replace("state IN (", "+state IN (", 1)
         rows = conn.execute(
-            f"SELECT {select_list()} FROM jobs WHERE {where.sql} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT {select_list()} FROM jobs WHERE {where_sql} ORDER BY {order} LIMIT ? OFFSET ?",
             (*where.params, page_size, (page - 1) * page_size),
         ).fetchall()
-        total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where.sql}", where.params).fetchone()[0]
         conn.execute("COMMIT")
     finally:
         conn.close()

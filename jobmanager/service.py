@@ -92,6 +92,9 @@ class JobManager(ScheduleMethods, AdminMethods):
         self.store.close()
         if self._queue is not None:
             self._queue.close()
+        if getattr(self, "_history", None) is not None:
+            self._history.close()
+            self._history = None
 
     def __enter__(self) -> "JobManager":
         return self
@@ -222,6 +225,29 @@ class JobManager(ScheduleMethods, AdminMethods):
         for col in ("created_at", "started_at", "finished_at"):
             df[col] = pd.to_datetime(df[col], unit="s", utc=True)
         return df
+
+    def live(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Progress and current agents of the jobs on a grid page (only those you may see)."""
+        actor = self._allow("view")
+        info = self.store.running_info([int(i) for i in job_ids])
+        jobs = {j: self.store.get_job(j) for j in info}
+        return {j: v for j, v in info.items() if actor.sees_job(jobs[j].owner, jobs[j].case)}
+
+    def agent_throughput(self, minutes: int = 60, buckets: int = 12) -> dict[str, list[int]]:
+        """Tasks each agent finished per time bucket over the last ``minutes`` (for the Agents sparkline)."""
+        self._allow("view_agents")
+        return self.store.agent_throughput(time.time() - minutes * 60, minutes * 60 / buckets, buckets)
+
+    def agent_log(self, name: str, lines: int = 200) -> str:
+        """The last ``lines`` of an agent's own log."""
+        self._allow("view_agents")
+        row = next((a for a in self.store.list_agents() if a["name"] == name), None)
+        if row is None:
+            raise NotFound(f"no agent {name!r}")
+        path = self.home.inside(row["log_path"] or "")
+        if not path.is_file():
+            raise NotFound(f"agent {name} has no log file yet")
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
     def tasks(self, job_id: int) -> pd.DataFrame:
         job = self.job(job_id)
@@ -366,6 +392,62 @@ class JobManager(ScheduleMethods, AdminMethods):
         """Ask an agent to stop gracefully (it finishes its running tasks)."""
         self._allow("manage_agents", target=("agent", name))
         self.store.request_agent(name, "stop", self.user)
+
+    # -- history: DuckDB over the store; the grid's pages on indexed SQLite ----------------------------
+    @property
+    def _hist(self) -> Any:
+        """The history, opened on first use (needs the ``history`` extra)."""
+        if getattr(self, "_history", None) is None:
+            from .history import History, store_file
+
+            self._history = History(store_file(self.home))
+        return self._history
+
+    def _allow_everything_visible(self, what: str) -> None:
+        """Stats and free SQL read across all jobs, so they need a view of every job."""
+        scope = self._allow("view").scope()
+        if not (scope["all"] and scope["cases"] is None):
+            raise PermissionDenied(f"{what} reads every job: it needs view_all_jobs on all cases")
+
+    def history(self, **filters: Any) -> pd.DataFrame:
+        """The jobs you may see matching ``filters`` (tab, state, type, case, owner, agent, since, until,
+        time_field, search), with readable columns, newest first."""
+        scope = self._allow("view").scope()
+        return self._hist.jobs(scope=scope, **filters)
+
+    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """One read-only SQL query over the views jobs, tasks, events, agents, artifacts."""
+        self._allow_everything_visible("SQL")
+        return self._hist.sql(query, params)
+
+    def stats(self, by: str | tuple[str, ...] = "type", period: str = "day",
+              since: Any = None) -> dict[str, pd.DataFrame]:
+        """Throughput, failure rate, duration and queue-wait percentiles by job type or by agent."""
+        self._allow_everything_visible("stats")
+        return self._hist.stats(by=by, period=period, since=since)
+
+    def grid(self, tab: str = "completed", sort: str = "created_at", desc: bool = True, page: int = 1,
+             page_size: int = 100, **filters: Any) -> tuple[pd.DataFrame, int]:
+        """One page of the dashboard grid and the number of matching jobs you may see."""
+        scope = self._allow("view").scope()
+        from .grid import grid_page
+        from .history import store_file
+
+        return grid_page(store_file(self.home), tab, filters, sort, desc, page, page_size, scope=scope)
+
+    def export(self, path: str | os.PathLike[str], format: str = "csv", **filters: Any) -> Path:
+        """Write the jobs you may see matching ``filters``, with the grid's columns, to csv/parquet/excel."""
+        scope = self._allow("view").scope()
+        from .export import write_frame
+
+        return write_frame(self._hist.grid_rows(scope=scope, **filters), path, format)
+
+    def demo_data(self, jobs: int = 1000, days: float = 30, seed: int = 0) -> dict[str, int]:
+        """Fill this home's store with a synthetic history (admins only: it writes straight to the store)."""
+        self._allow("admin")
+        from . import demodata
+
+        return demodata.generate(self.home, jobs=jobs, days=days, seed=seed)
 
 
 def _calling_method() -> str:

@@ -72,6 +72,10 @@ class JobStore:
         """Newest first; every filter is a bound parameter; ``scope`` is :meth:`Actor.scope`."""
         raise NotImplementedError
 
+    def running_info(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """For each job id: ``progress`` (0..1, with in-task progress) and the ``agents`` running it."""
+        raise NotImplementedError
+
     def events(self, job_id: int) -> list[dict[str, Any]]:
         """A job's transitions in order (``at``, ``kind``, ``from_state``, ``to_state``...)."""
         raise NotImplementedError
@@ -171,6 +175,10 @@ class JobStore:
 
         Exactly one caller wins each lost agent, whoever else looks at once.
         """
+        raise NotImplementedError
+
+    def agent_throughput(self, since: float, width: float, buckets: int) -> dict[str, list[int]]:
+        """Tasks finished per agent in ``buckets`` windows of ``width`` seconds from ``since``."""
         raise NotImplementedError
 
     def request_agent(self, name: str, command: str | None, actor: str) -> None:

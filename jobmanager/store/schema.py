@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS events (
     message    TEXT
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
+CREATE INDEX IF NOT EXISTS events_kind_at ON events (kind, at);
 
 CREATE TABLE IF NOT EXISTS agents (
     name          TEXT PRIMARY KEY,

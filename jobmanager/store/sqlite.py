@@ -397,6 +397,27 @@ class SQLiteStore(SQLiteSchedules, SQLiteUsers, JobStore):
             return [self._to_job(r, self._running_fraction(c, r["id"]) if r["state"] == "running" else 0.0)
                     for r in rows]
 
+    def running_info(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Progress (with in-task progress) and the agents running each job, for one grid page."""
+        if not job_ids:
+            return {}
+        marks = ",".join("?" * len(job_ids))
+        c = self._conn()
+        out: dict[int, dict[str, Any]] = {}
+        for r in c.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", job_ids).fetchall():
+            out[r["id"]] = {"progress": self._to_job(r).progress, "agents": ""}
+        for r in c.execute(
+            f"SELECT job_id, group_concat(DISTINCT agent) AS agents,"
+            f" SUM(CASE WHEN progress_total > 0 THEN MIN(1.0, progress_done / progress_total) ELSE 0 END) AS part"
+            f" FROM tasks WHERE job_id IN ({marks}) AND state = 'running' GROUP BY job_id", job_ids,
+        ).fetchall():
+            info = out.get(r["job_id"])
+            if info is not None:
+                row = c.execute("SELECT * FROM jobs WHERE id = ?", (r["job_id"],)).fetchone()
+                info["agents"] = r["agents"] or ""
+                info["progress"] = self._to_job(row, float(r["part"] or 0)).progress
+        return out
+
     def events(self, job_id: int) -> list[dict[str, Any]]:
         with self._read() as c:
             self._job_row(c, job_id)
@@ -724,6 +745,19 @@ class SQLiteStore(SQLiteSchedules, SQLiteUsers, JobStore):
         left = job["tasks_total"] - job["tasks_succeeded"] - job["tasks_failed"] - job["tasks_cancelled"]
         if job["state"] in IN_PROGRESS and left == 0 and job["finisher"] is None and job_id not in recovery.finalize:
             recovery.finalize.append(job_id)
+
+    def agent_throughput(self, since: float, width: float, buckets: int) -> dict[str, list[int]]:
+        rows = self._conn().execute(
+            "SELECT agent, CAST((at - ?) / ? AS INTEGER) AS b, count(*) FROM events"
+            " WHERE kind = 'task' AND at >= ? AND to_state IN ('succeeded', 'failed') AND agent IS NOT NULL"
+            " GROUP BY agent, b",
+            (since, width, since),
+        ).fetchall()
+        out: dict[str, list[int]] = {}
+        for agent, b, n in rows:
+            if 0 <= b < buckets:
+                out.setdefault(agent, [0] * buckets)[b] = n
+        return out
 
     def request_agent(self, name: str, command: str | None, actor: str) -> None:
         with self._tx() as c:

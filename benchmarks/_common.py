@@ -1,0 +1,109 @@
+"""Helpers shared by the engine benchmarks (not part of the test run).
+
+Every benchmark starts its agents and consumers as separate processes, the way
+they run in production, and measures them from the outside: wall time with
+``time.time()`` (the store's timestamps use the same clock on the same machine)
+and CPU time from ``/proc/<pid>/stat``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+PYTHON = sys.executable
+JOBMANAGER = str(Path(PYTHON).with_name("jobmanager"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+#: starts an agent with an explicit Polling (the CLI always uses the agent's default)
+AGENT_SNIPPET = """
+import sys
+from jobmanager.agent import Agent, Polling
+from jobmanager.home import Home
+home, name, workers, d, m, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(float, sys.argv[4:7])
+agent = Agent(Home.open(home), name=name, workers=workers, polling=Polling(d, m, b))
+agent.prepare()
+agent.run()
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def start_agent_cli(home: Path, name: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
+    """``jobmanager --home H agent --workers W --name N`` with its output in ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [JOBMANAGER, "--home", str(home), "agent", "--workers", str(workers), "--name", name],
+            stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
+        )
+
+
+def start_agent_polling(
+    home: Path, name: str, workers: int, polling: tuple[float, float, float], log: Path
+) -> subprocess.Popen[bytes]:
+    """An agent with ``Polling(initial_delay, max_delay, backoff)``, from a small snippet."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [PYTHON, "-c", AGENT_SNIPPET, str(home), name, str(workers), *map(str, polling)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
+        )
+
+
+def wait_registered(jm: object, name: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until ``jm.agents()`` lists ``name`` online, then a moment for the consumer to start polling."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent {name} exited with {proc.returncode} before registering")
+        df = jm.agents()  # type: ignore[attr-defined]
+        row = df[df["name"] == name]
+        if not row.empty and row.iloc[0]["status"] in ("idle", "busy") and int(row.iloc[0]["pid"]) == proc.pid:
+            time.sleep(0.5)
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"agent {name} did not register within {timeout:g} s")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    """Stop a process this benchmark started (by its pid only)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank-with-interpolation percentile (``p`` in 0..100)."""
+    xs = sorted(values)
+    if len(xs) == 1:
+        return xs[0]
+    k = (len(xs) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def machine() -> str:
+    import platform
+    import sqlite3
+
+    return (f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"SQLite {sqlite3.sqlite_version}, load avg {os.getloadavg()[0]:.2f}")

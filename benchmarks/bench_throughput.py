@@ -1,0 +1,208 @@
+"""Throughput: N trivial tasks through plain SqliteHuey vs through a Job Manager agent.
+
+Variants, each run ``--rounds`` times (interleaved, so machine noise spreads over all):
+
+* ``raw-bulk``  plain SqliteHuey, trivial task, consumer in its own process, N messages
+  enqueued in one transaction (what ``Queue.send`` does): the baseline of the ratio.
+* ``raw-each``  the same, one ``task()`` call per message (how plain Huey code enqueues).
+* ``jm-1job``   ``jobmanager agent --workers W`` in its own process, one ``sleep`` job with
+  ``tasks=N, seconds=0``; from just before ``submit`` to the job's ``finished_at``.
+* ``jm-jobs``   the same agent, N/10 ``sleep`` jobs of 10 tasks submitted one after another;
+  from the first submit to the last job's ``finished_at``.
+
+The rates are tasks/s; the ratio is managed / raw-bulk (goal >= 0.80). ``cpu ms/task``
+is the consumer's or agent's process CPU (all threads) per task. Run::
+
+    .venv/bin/python benchmarks/bench_throughput.py            # N=2000, 3 rounds
+    .venv/bin/python benchmarks/bench_throughput.py --tasks 500 --rounds 1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+sys.path.insert(0, str(HERE))
+
+import _raw_consumer  # noqa: E402
+from _common import PYTHON, cpu_seconds, machine, median, start_agent_cli, stop, wait_registered  # noqa: E402
+
+from jobmanager import JobManager  # noqa: E402
+
+FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
+VARIANTS = ("raw-bulk", "raw-each", "jm-1job", "jm-jobs")
+
+
+@dataclass
+class Result:
+    variant: str
+    tasks: int
+    seconds: float  # first enqueue/submit -> last task executed
+    submit_s: float  # time spent enqueueing/submitting
+    cpu_s: float  # consumer/agent process CPU over the run
+
+    @property
+    def rate(self) -> float:
+        return self.tasks / self.seconds
+
+
+def run_raw(tmp: Path, n: int, workers: int, mode: str, timeout: float) -> Result:
+    path = str(tmp / "queue.db")
+    huey, noop = _raw_consumer.make_huey(path)
+    with open(tmp / "consumer.log", "ab") as log:
+        # Imported (not run as __main__) so the task's registry name matches the enqueuer's.
+        code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import _raw_consumer; _raw_consumer.main()"
+        proc = subprocess.Popen(
+            [PYTHON, "-c", code, path, str(n), str(workers)],
+            stdout=subprocess.PIPE, stderr=log, cwd=tmp, text=True,
+        )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()  # type: ignore
+
+    def readline(wait: float) -> str:
+        try:
+            return lines.get(timeout=wait)
+        except queue.Empty:
+            raise RuntimeError(f"raw consumer silent for {wait:g} s; see {tmp / 'consumer.log'}") from None
+
+    try:
+        if readline(30).strip() != "ready":
+            raise RuntimeError("raw consumer did not start")
+        time.sleep(0.5)  # let the workers reach their idle polling, as the agent's have
+        cpu0 = cpu_seconds(proc.pid)
+        t0 = time.time()
+        if mode == "bulk":
+            _raw_consumer.enqueue_bulk(huey, noop, n)
+        else:
+            _raw_consumer.enqueue_each(huey, noop, n)
+        t_sub = time.time()
+        line = readline(timeout).split()  # blocks until the consumer saw N completions
+        if not line or line[0] != "done":
+            raise RuntimeError(f"raw consumer ended early (rc={proc.poll()})")
+        cpu1 = cpu_seconds(proc.pid)
+        return Result(f"raw-{mode}", n, float(line[1]) - t0, t_sub - t0, cpu1 - cpu0)
+    finally:
+        stop(proc)
+        huey.storage.close()
+
+
+def _finished(store_db: Path) -> tuple[int, float | None, int]:
+    """(finished jobs, latest finished_at, tasks not succeeded), read without touching the service."""
+    con = sqlite3.connect(f"file:{store_db}?mode=ro", uri=True, timeout=30)
+    try:
+        done, last = con.execute(
+            f"SELECT count(*), max(finished_at) FROM jobs WHERE state IN {FINISHED!r}").fetchone()
+        bad = con.execute("SELECT count(*) FROM tasks WHERE state != 'succeeded'").fetchone()[0]
+        return int(done), last, int(bad)
+    finally:
+        con.close()
+
+
+def run_managed(tmp: Path, n: int, workers: int, per_job: int | None, timeout: float) -> Result:
+    home = tmp / "home"
+    jm = JobManager.init(home)  # the home's administrator (or the current user)
+    proc = start_agent_cli(home, "bench", workers, tmp / "agent.log")
+    try:
+        wait_registered(jm, "bench", proc)
+        sizes = [n] if per_job is None else [per_job] * (n // per_job)
+        total = sum(sizes)
+        cpu0 = cpu_seconds(proc.pid)
+        t0 = time.time()
+        ids = [jm.submit("sleep", {"tasks": size, "seconds": 0}, name="bench") for size in sizes]
+        t_sub = time.time()
+        deadline = time.monotonic() + timeout
+        if per_job is None:
+            # Poll cheaply (JobManager.wait loads every task row on each poll), then let wait() return it.
+            while jm.store.get_job(ids[0]).state not in FINISHED:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("managed run did not finish")
+                time.sleep(0.1)
+            job = jm.wait(ids[0])
+            end = job.finished_at
+            if job.state != "completed":
+                raise RuntimeError(f"job ended {job.state}: {job.error}")
+        else:
+            while True:
+                done, end, _ = _finished(jm.home.store_path)
+                if done == len(ids):
+                    break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("managed run did not finish")
+                time.sleep(0.1)
+        cpu1 = cpu_seconds(proc.pid)
+        bad = _finished(jm.home.store_path)[2]
+        if bad:
+            raise RuntimeError(f"{bad} tasks did not succeed")
+        assert end is not None
+        return Result("jm-1job" if per_job is None else "jm-jobs", total, end - t0, t_sub - t0, cpu1 - cpu0)
+    finally:
+        stop(proc)
+        jm.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=2000, help="tasks per variant (default 2000)")
+    ap.add_argument("--workers", type=int, default=2, help="thread workers (default 2)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each variant (default 3)")
+    ap.add_argument("--per-job", type=int, default=10, help="tasks per job in jm-jobs (default 10)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds before a run counts as stuck")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folders (agent logs, stores)")
+    args = ap.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variants: {', '.join(sorted(unknown))}")
+
+    print(f"# throughput: {args.tasks} trivial tasks, {args.workers} thread workers, {args.rounds} rounds")
+    print(f"# {machine()}")
+    results: dict[str, list[Result]] = {v: [] for v in variants}
+    for rnd in range(1, args.rounds + 1):
+        for v in variants:
+            tmp = Path(tempfile.mkdtemp(prefix=f"jmbench-{v}-"))
+            try:
+                if v.startswith("raw-"):
+                    r = run_raw(tmp, args.tasks, args.workers, v[4:], args.timeout)
+                else:
+                    r = run_managed(tmp, args.tasks, args.workers, None if v == "jm-1job" else args.per_job,
+                                    args.timeout)
+            finally:
+                if args.keep:
+                    print(f"#   kept {tmp}")
+                else:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            results[v].append(r)
+            print(f"round {rnd} {v:9s} {r.tasks:6d} tasks {r.seconds:7.2f} s {r.rate:8.1f} tasks/s"
+                  f"  submit {r.submit_s:6.2f} s  cpu {1000 * r.cpu_s / r.tasks:5.2f} ms/task", flush=True)
+
+    print()
+    print(f"{'variant':9s} {'median tasks/s':>14s} {'min':>8s} {'max':>8s} {'cpu ms/task':>11s} {'ratio':>7s}")
+    base = median([r.rate for r in results["raw-bulk"]]) if results.get("raw-bulk") else None
+    for v in variants:
+        rates = [r.rate for r in results[v]]
+        cpu = median([1000 * r.cpu_s / r.tasks for r in results[v]])
+        ratio = f"{median(rates) / base:7.2f}" if base else "      -"
+        print(f"{v:9s} {median(rates):14.1f} {min(rates):8.1f} {max(rates):8.1f} {cpu:11.2f} {ratio}")
+    if base:
+        for v in ("jm-1job", "jm-jobs"):
+            if results.get(v):
+                ratio = median([r.rate for r in results[v]]) / base
+                verdict = "meets" if ratio >= 0.80 else "BELOW"
+                print(f"ratio {v}/raw-bulk = {ratio:.2f} ({verdict} the 0.80 goal)")
+
+
+if __name__ == "__main__":
+    main()

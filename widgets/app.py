@@ -1,0 +1,224 @@
+"""JobManagerApp: sign in, then four tabs with live counts, a header and auto-refresh.
+
+The same app runs in a JupyterLab notebook (``JobManagerApp(home)``) and, published
+through Voila, as the operators' dashboard (notebooks/dashboard.ipynb). Everything
+arriving from the browser is a widget value: it only ever reaches the service as
+plain arguments, which the service checks.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import threading
+import time
+from typing import Any
+
+import ipywidgets as w
+
+from jobmanager import JobManager, JobManagerError
+from jobmanager.home import Home
+
+from . import format as fmt
+from .agents_view import AgentsTab
+from .downloads import DownloadArea
+from .jobs_view import JobsTab
+from .models import Messages
+from .schedules_view import SchedulesTab
+from .theme import CSS
+
+REFRESH_CHOICES = [("off", 0), ("2 s", 2), ("5 s", 5), ("15 s", 15), ("60 s", 60)]
+TAB_TITLES = ["In Progress", "Completed", "Scheduled", "Agents"]
+
+
+class SignIn(w.VBox):
+    """Username and password; the service checks them (and locks out repeated failures)."""
+
+    def __init__(self, home: Home, on_success: Any) -> None:
+        self.home, self.on_success = home, on_success
+        self.username = w.Text(placeholder="username", description="Username", style={"description_width": "80px"})
+        self.password = w.Password(placeholder="password", description="Password",
+                                   style={"description_width": "80px"})
+        self.button = w.Button(description="Sign in", button_style="primary", icon="sign-in",
+                               layout=w.Layout(width="100%"))
+        self.error = w.HTML()
+        self.button.on_click(lambda _: self.submit())
+        self.password.continuous_update = False
+        box = w.VBox([w.HTML("<div class='jm-title' style='color:#0f172a'>Job Manager</div>"
+                             f"<div class='jm-muted'>{html.escape(str(home.path))}</div><br>"),
+                      self.username, self.password, self.button, self.error])
+        box.add_class("jm-signin")
+        super().__init__([box])
+
+    def submit(self) -> None:
+        user, password = self.username.value.strip(), self.password.value
+        self.password.value = ""
+        if not user or not password:
+            self.error.value = "<div class='jm-message jm-message-error'>Enter your username and password.</div>"
+            return
+        try:
+            jm = JobManager.sign_in(self.home, user, password, interface="dashboard")
+        except JobManagerError as exc:
+            self.error.value = f"<div class='jm-message jm-message-error'>{html.escape(str(exc))}</div>"
+            return
+        self.error.value = ""
+        self.on_success(jm)
+
+
+class Header(w.HBox):
+    def __init__(self, jm: JobManager, on_sign_out: Any, on_refresh_interval: Any) -> None:
+        self.title = w.HTML(f"<span class='jm-title'>Job Manager</span> <span class='jm-muted'>· home: "
+                            f"{html.escape(str(jm.home.path))}</span>")
+        self.agents = w.HTML()
+        self.updated = w.HTML()
+        self.interval = w.Dropdown(options=REFRESH_CHOICES, value=5, description="auto-refresh",
+                                   style={"description_width": "82px"}, layout=w.Layout(width="170px"))
+        self.interval.observe(lambda c: on_refresh_interval(c["new"]), "value")
+        self.user = w.HTML(f"<b>{html.escape(jm.user)}</b>")
+        self.sign_out = w.Button(description="Sign out", icon="sign-out", layout=w.Layout(width="auto"))
+        self.sign_out.on_click(lambda _: on_sign_out())
+        spacer = w.HTML(layout=w.Layout(flex="1"))
+        super().__init__([self.title, spacer, self.agents, self.interval, self.updated, self.user, self.sign_out])
+        self.add_class("jm-header")
+
+    def show_agents(self, counts: dict[str, int]) -> None:
+        online = counts.get("busy", 0) + counts.get("idle", 0)
+        lost = counts.get("lost", 0)
+        lost_text = (f" · <span class='jm-badge jm-pulse' style='color:#b91c1c;background:#fee2e2'>{lost} lost"
+                     f"</span>" if lost else "")
+        self.agents.value = (f"<span class='jm-dot' style='background:#22c55e'></span>{online} agent"
+                             f"{'s' if online != 1 else ''} online{lost_text}&nbsp;&nbsp;")
+
+    def show_updated(self, at: float) -> None:
+        age = time.time() - at
+        self.updated.value = f"<span class='jm-muted'>&nbsp;updated {fmt.duration(age) if age >= 1 else 'now'}" \
+                             f"{' ago' if age >= 1 else ''}&nbsp;</span>"
+
+
+class Dashboard(w.VBox):
+    """The signed-in view: header, message bar, downloads, four tabs."""
+
+    def __init__(self, jm: JobManager, on_sign_out: Any) -> None:
+        self.jm = jm
+        self.messages = Messages()
+        me = jm.me()
+        perms = set(me["permissions"])
+        self.downloads = DownloadArea()
+        self.message_bar = w.HTML()
+        self.messages.observe(self._show_message, ["message", "kind"])
+        self.header = Header(jm, on_sign_out, self.set_interval)
+        can = lambda p: p in perms or "admin" in perms  # noqa: E731
+        self.views: list[Any] = []
+        children: list[w.Widget] = []
+        titles: list[str] = []
+        for title, make, needed in (
+            ("In Progress", lambda: JobsTab(jm, self.messages, "in-progress", perms, self.downloads), "view"),
+            ("Completed", lambda: JobsTab(jm, self.messages, "completed", perms, self.downloads), "view"),
+            ("Scheduled", lambda: SchedulesTab(jm, self.messages, perms), "view_schedules"),
+            ("Agents", lambda: AgentsTab(jm, self.messages, perms), "view_agents"),
+        ):
+            ok = (can("view_own_jobs") or can("view_all_jobs")) if needed == "view" else can(needed)
+            if not ok:
+                continue
+            view = make()
+            self.views.append(view)
+            children.append(view)
+            titles.append(title)
+        self.titles = titles
+        self.tabs = w.Tab(children=children, titles=titles)
+        self.tabs.observe(lambda _: self.refresh(), "selected_index")
+        body: list[w.Widget] = [self.header, self.message_bar, self.downloads]
+        body.append(self.tabs if children else w.HTML(
+            "<div class='jm-empty'>Your groups hold no Job Manager view permissions. Ask an administrator.</div>"))
+        self._lock = threading.RLock()
+        self._interval = 5
+        self._stop = threading.Event()
+        self.last_refresh = 0.0
+        super().__init__(body)
+        self.refresh(all_tabs=True)
+        self._ticker = threading.Thread(target=self._tick, name="jm-refresh", daemon=True)
+        self._ticker.start()
+
+    def _show_message(self, _: Any = None) -> None:
+        m = self.messages
+        self.message_bar.value = (f"<div class='jm-message jm-message-{m.kind}'>{html.escape(m.message)}</div>"
+                                  if m.message else "")
+
+    def refresh(self, all_tabs: bool = False) -> None:
+        """Re-read the visible tab (every tab's count): selection, sort, page and filters stay."""
+        with self._lock:
+            try:
+                index = self.tabs.selected_index or 0
+                for i, view in enumerate(self.views):
+                    if all_tabs or i == index:
+                        view.refresh()
+                self._update_titles()
+            except JobManagerError as exc:
+                self.messages.error(str(exc))
+            self.last_refresh = time.time()
+            self.header.show_updated(self.last_refresh)
+
+    def _update_titles(self) -> None:
+        titles = []
+        for title, view in zip(self.titles, self.views, strict=True):
+            if isinstance(view, JobsTab):
+                n = view.model.total
+            elif isinstance(view, SchedulesTab):
+                n = len(view.rows)
+            else:
+                n = len(view.df)
+            titles.append(f"{title} ({fmt.count(n)})")
+        for view in self.views:
+            if isinstance(view, AgentsTab):
+                self.header.show_agents(view.counts())
+        if list(self.tabs.titles) != titles:
+            self.tabs.titles = titles
+
+    def set_interval(self, seconds: int) -> None:
+        self._interval = seconds
+
+    def _tick(self) -> None:
+        last_all = 0.0
+        while not self._stop.wait(1.0):
+            try:
+                if self._interval and time.time() - self.last_refresh >= self._interval:
+                    full = time.time() - last_all >= max(15, self._interval * 3)
+                    self.refresh(all_tabs=full)
+                    if full:
+                        last_all = time.time()
+                else:
+                    self.header.show_updated(self.last_refresh)
+            except Exception as exc:  # the ticker must survive anything; show it as one line
+                self.messages.error(f"refresh failed: {exc}")
+
+    def close_dashboard(self) -> None:
+        self._stop.set()
+        self.jm.close()
+
+
+class JobManagerApp(w.VBox):
+    """The whole app: ``JobManagerApp(home)`` in a notebook cell, or the Voila dashboard."""
+
+    def __init__(self, home: str | os.PathLike[str] | Home | None = None, *, user: str | None = None) -> None:
+        self.home = home if isinstance(home, Home) else Home.open(home)
+        self.dashboard: Dashboard | None = None
+        self.style = w.HTML(CSS)
+        super().__init__([self.style])
+        self.add_class("jm-app")
+        if user is not None:  # an analyst's own kernel: they already hold the home's files
+            self._signed_in(JobManager(self.home, user=user, interface="python"))
+        else:
+            self._show_sign_in()
+
+    def _show_sign_in(self) -> None:
+        self.children = [self.style, SignIn(self.home, self._signed_in)]
+
+    def _signed_in(self, jm: JobManager) -> None:
+        self.dashboard = Dashboard(jm, self._sign_out)
+        self.children = [self.style, self.dashboard]
+
+    def _sign_out(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.close_dashboard()
+            self.dashboard = None
+        self._show_sign_in()

@@ -1,0 +1,168 @@
+"""The job details panel: parameters, tasks with errors, per-task retry, events, log tail, outputs."""
+
+from __future__ import annotations
+
+import html
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from jobmanager import Job, JobManager, JobManagerError
+
+from . import format as fmt
+from .downloads import DownloadArea, anchor
+from .models import Messages
+from .theme import badge
+
+LOG_TAIL_LINES = 200
+
+
+def _task_rows(job: Job) -> str:
+    rows = []
+    for t in job.tasks:
+        err = f'<div class="jm-err">{html.escape(t.error)}</div>' if t.error else ""
+        trace = (f"<details><summary class='jm-muted'>traceback</summary><pre class='jm-log'>"
+                 f"{html.escape(t.traceback)}</pre></details>") if t.traceback else ""
+        took = fmt.duration(t.finished_at - t.started_at) if t.finished_at and t.started_at else ""
+        rows.append(f"<tr><td class='num'>{t.seq}</td><td>{badge(t.state)}</td><td>{html.escape(t.name)}{err}"
+                    f"{trace}</td><td>{html.escape(t.agent or '')}</td><td class='num'>{t.attempts}/{t.max_attempts}"
+                    f"</td><td class='num'>{took}</td></tr>")
+    return ("<table class='jm-table'><tr><th class='num'>#</th><th>State</th><th>Task</th><th>Agent</th>"
+            "<th class='num'>Attempts</th><th class='num'>Took</th></tr>" + "".join(rows) + "</table>")
+
+
+def _timeline(events: list[dict[str, Any]]) -> str:
+    items = []
+    for e in events[-40:]:
+        when = fmt.exact(e["at"])[11:19]
+        who = e.get("agent") or e.get("actor") or ""
+        if e["kind"] == "task":
+            text = f"task {int(e['seq'])} → {e['to_state']}"
+        elif e["kind"] == "job":
+            text = f"job → <b>{html.escape(str(e['to_state']))}</b>"
+        else:
+            text = html.escape(str(e["kind"]))
+        msg = f" · {html.escape(str(e['message']))}" if e.get("message") else ""
+        items.append(f"<li><span class='jm-muted' title='{fmt.exact(e['at'])}'>{when}</span> {text}"
+                     f"<span class='jm-muted'> {html.escape(who)}{msg}</span></li>")
+    return "<ul class='jm-timeline'>" + "".join(items) + "</ul>"
+
+
+class DetailsPanel(w.VBox):
+    """Opens on a row click; everything about one job."""
+
+    def __init__(self, jm: JobManager, messages: Messages, permissions: set[str], downloads: DownloadArea,
+                 on_change: Callable[[], None]) -> None:
+        self.jm, self.messages, self.perms, self.downloads = jm, messages, permissions, downloads
+        self.on_change = on_change
+        self.job_id: int | None = None
+        self.header = w.HTML()
+        self.retry = w.Button(description="Retry failed tasks", icon="repeat")
+        self.retry.on_click(lambda _: self._act(lambda: self.jm.retry(self.job_id), "retry queued"))
+        self.task_number = w.BoundedIntText(min=1, max=100_000, value=1, layout=w.Layout(width="70px"),
+                                            description="Task", style={"description_width": "34px"})
+        self.retry_task = w.Button(description="Retry task", icon="repeat", layout=w.Layout(width="auto"))
+        self.retry_task.on_click(lambda _: self._act(lambda: self.jm.retry(self.job_id, task=self.task_number.value),
+                                                     f"retry of task {self.task_number.value} queued"))
+        self.log_button = w.Button(description="Download log", icon="file-text")
+        self.log_button.on_click(lambda _: self._download_log())
+        self.close_button = w.Button(icon="times", tooltip="Close details", layout=w.Layout(width="36px"))
+        self.close_button.on_click(lambda _: self.hide())
+        for button, perm in ((self.retry, "retry_tasks"), (self.retry_task, "retry_tasks"),
+                             (self.log_button, "download_logs")):
+            ok = perm in permissions or "admin" in permissions
+            button.disabled = not ok
+            button.tooltip = button.description if ok else f"needs the {perm} permission"
+        self.outputs = w.HTML()
+        self.body = w.HTML()
+        self.log_view = w.HTML()
+        bar = w.HBox([self.retry, self.task_number, self.retry_task, self.log_button, self.close_button])
+        bar.add_class("jm-toolbar")
+        super().__init__([self.header, bar, self.outputs, self.body, self.log_view])
+        self.add_class("jm-details")
+        self.layout.display = "none"
+
+    def show(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.layout.display = None
+        self.refresh()
+
+    def hide(self) -> None:
+        self.job_id = None
+        self.layout.display = "none"
+
+    def refresh(self) -> None:
+        if self.job_id is None:
+            return
+        try:
+            job = self.jm.job(self.job_id)
+            events = self.jm.events(self.job_id).to_dict("records")
+            arts = self.jm.artifacts(self.job_id)
+        except JobManagerError as exc:
+            self.messages.error(str(exc))
+            self.hide()
+            return
+        case = f" · case {html.escape(job.case)}" if job.case else ""
+        err = f"<div class='jm-err'>{html.escape(job.error)}</div>" if job.error else ""
+        self.header.value = (
+            f"<h3>{html.escape(job.name)} <span class='jm-muted'>#{job.id}</span></h3>"
+            f"<div>{html.escape(job.type)} · {badge(job.state)} · owner {html.escape(job.owner)}{case} · "
+            f"priority {job.priority} · {job.tasks_succeeded} ok / {job.tasks_failed + job.tasks_cancelled} failed"
+            f" of {job.tasks_total} · created <span title='{fmt.exact(job.created_at)}'>"
+            f"{fmt.relative(job.created_at)}</span></div>{err}")
+        can_download = "download_outputs" in self.perms or "admin" in self.perms
+        links = []
+        for _, a in arts.iterrows():
+            if can_download:
+                try:
+                    links.append(anchor(self.jm.open_artifact(job.id, a["name"]), a["name"], job_id=job.id))
+                except JobManagerError as exc:
+                    links.append(f"<span class='jm-err'>{html.escape(str(exc))}</span>")
+            else:
+                links.append(f"<span class='jm-muted' title='needs the download_outputs permission'>"
+                             f"{html.escape(a['name'])}</span>")
+        self.outputs.value = ("<b>Outputs</b> " + " ".join(links)) if links else ""
+        params = html.escape(json.dumps(job.params, indent=1))
+        self.body.value = (
+            "<div style='display:flex;gap:18px;flex-wrap:wrap'>"
+            f"<div style='flex:3;min-width:420px'><b>Tasks</b>{_task_rows(job)}</div>"
+            f"<div style='flex:2;min-width:260px'><b>Events</b>{_timeline(events)}"
+            f"<details><summary><b>Parameters</b></summary><pre class='jm-log'>{params}</pre></details></div></div>")
+        if "download_logs" in self.perms or "admin" in self.perms:
+            try:
+                text = self.jm.log(job.id)
+            except JobManagerError:
+                text = ""
+            tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+            self.log_view.value = (f"<b>Log</b> <span class='jm-muted'>(last {LOG_TAIL_LINES} lines; the whole file "
+                              f"with Download log)</span><div class='jm-log'>{html.escape(tail) or '(empty)'}</div>")
+        else:
+            self.log_view.value = "<span class='jm-muted'>The log needs the download_logs permission.</span>"
+        self.retry.disabled = self.retry.disabled or job.tasks_failed + job.tasks_cancelled == 0
+
+    def _act(self, fn: Callable[[], Any], success: str) -> None:
+        self.messages.attempt(fn, success)
+        self.on_change()
+        self.refresh()
+
+    def _download_log(self) -> None:
+        job_id = self.job_id
+        if job_id is None:
+            return
+
+        def build() -> Path:
+            files = self.jm.log_files(job_id)
+            out = Path(tempfile.mkdtemp(prefix="jm-log-")) / f"job-{job_id}.log"
+            with out.open("wb") as dst:
+                for f in files:
+                    dst.write(f.read_bytes())
+            return out
+
+        path = self.messages.attempt(build)
+        if path is not None:
+            self.downloads.offer(path, path.name, f"Log of job {job_id} ready ({fmt.size(path.stat().st_size)}):",
+                                 job_id=job_id)

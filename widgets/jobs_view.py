@@ -1,0 +1,239 @@
+"""The In Progress and Completed tabs: filters, an ipydatagrid page, actions, paging, details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+import pandas as pd
+from ipydatagrid import BarRenderer, DataGrid, TextRenderer, VegaExpr
+
+from jobmanager import JobManager
+
+from . import format as fmt
+from .details import DetailsPanel
+from .downloads import DownloadArea
+from .models import JOB_SORT_KEYS, TIME_RANGES, JobsModel, Messages, present_jobs
+from .theme import STATE_COLORS, label
+
+EMPTY = {
+    "in-progress": "No jobs in progress. Submit one with <code>jobmanager submit sleep -p tasks=3</code> "
+                   "or from a notebook with <code>jm.submit(...)</code>.",
+    "completed": "No finished jobs match. Clear the filters, or wait for running jobs to finish.",
+}
+
+
+COLUMN_WIDTHS = {"Job": 60, "Name": 210, "Type": 100, "State": 110, "Result": 170, "Progress": 120, "Agent": 130,
+                 "Started": 85, "Elapsed": 80, "ETA": 100, "Owner": 80, "Case": 90, "Priority": 64, "Tasks": 100,
+                 "Failed": 64, "Duration": 100, "Finished": 100}
+
+
+def _state_color_expr(which: int) -> VegaExpr:
+    expr = "'transparent'" if which == 1 else "'#0f172a'"
+    for state, colors in STATE_COLORS.items():
+        expr = f"cell.value === '{label(state)}' ? '{colors[which]}' : ({expr})"
+    return VegaExpr(expr)
+
+
+def _renderers(tab: str) -> dict[str, Any]:
+    state_col = "State" if tab == "in-progress" else "Result"
+    right = TextRenderer(horizontal_alignment="right")
+    r: dict[str, Any] = {
+        state_col: TextRenderer(background_color=_state_color_expr(1), text_color=_state_color_expr(0),
+                                font="bold 12px system-ui, sans-serif", horizontal_alignment="center"),
+        "Job": right, "Priority": right, "Failed": right,
+    }
+    if tab == "in-progress":
+        r["Progress"] = BarRenderer(
+            bar_value=VegaExpr("cell.value"), format=".0%", horizontal_alignment="center",
+            bar_color=VegaExpr("cell.metadata.data['State'] === 'paused' ? '#f59e0b' : "
+                               "(cell.metadata.data['State'] === 'queued' ? '#94a3b8' : '#3b82f6')"),
+        )
+    return r
+
+
+class JobsTab(w.VBox):
+    """A job tab bound to a :class:`JobsModel`; returns itself to be displayed."""
+
+    def __init__(self, jm: JobManager, messages: Messages, tab: str, permissions: set[str],
+                 downloads: DownloadArea) -> None:
+        self.model = JobsModel(jm, messages, tab)
+        self.jm, self.messages, self.tab, self.perms = jm, messages, tab, permissions
+        self.downloads = downloads
+        self._building = True
+
+        # -- filters --------------------------------------------------------------------------
+        states = ("queued", "running", "paused") if tab == "in-progress" else (
+            "completed", "completed_with_errors", "failed", "cancelled")
+        self.search = w.Text(placeholder="search name or error…", layout=w.Layout(width="200px"))
+        self.state = w.Dropdown(options=[("Any state", "")] + [(label(s), s) for s in states],
+                                layout=w.Layout(width="165px"))
+        types = sorted(jm.job_types())
+        self.type = w.Dropdown(options=[("Any type", "")] + [(t, t) for t in types], layout=w.Layout(width="130px"))
+        self.case = w.Text(placeholder="case", layout=w.Layout(width="90px"))
+        self.owner = w.Text(placeholder="owner", layout=w.Layout(width="90px"))
+        self.agent = w.Text(placeholder="agent", layout=w.Layout(width="90px"))
+        self.time_range = w.Dropdown(options=list(TIME_RANGES), layout=w.Layout(width="115px"))
+        for widget, trait in ((self.search, "search"), (self.state, "state"), (self.type, "type"),
+                              (self.case, "case"), (self.owner, "owner"), (self.agent, "agent"),
+                              (self.time_range, "time_range")):
+            widget.observe(self._on_filter(trait), "value")
+        self.refresh_button = w.Button(icon="refresh", tooltip="Refresh now", layout=w.Layout(width="40px"))
+        self.refresh_button.on_click(lambda _: self.model.refresh())
+        self.export_format = w.Dropdown(options=["CSV", "Excel", "Parquet"], layout=w.Layout(width="80px"))
+        self.export_button = w.Button(description="Export", icon="download", tooltip="Export the current view",
+                                      layout=w.Layout(width="90px"))
+        self.export_button.on_click(lambda _: self._export())
+        filters = w.HBox([self.search, self.state, self.type, self.case, self.owner, self.agent, self.time_range,
+                          self.refresh_button, self.export_format, self.export_button])
+        filters.add_class("jm-toolbar")
+
+        # -- actions ---------------------------------------------------------------------------
+        self.buttons: dict[str, w.Button] = {}
+        if tab == "in-progress":
+            specs = [("pause", "Pause", "pause", "manage_jobs"), ("resume", "Resume", "play", "manage_jobs"),
+                     ("cancel", "Cancel…", "stop", "manage_jobs"), ("up", "Priority +1", "arrow-up", "manage_jobs"),
+                     ("down", "Priority −1", "arrow-down", "manage_jobs")]
+        else:
+            specs = [("retry", "Retry failed tasks", "repeat", "retry_tasks")]
+        for key, text, icon, perm in specs:
+            b = w.Button(description=text, icon=icon, layout=w.Layout(width="auto"))
+            allowed = perm in permissions or "admin" in permissions
+            b.disabled = not allowed
+            b.tooltip = text if allowed else f"needs the {perm} permission"
+            b.on_click(self._on_action(key))
+            self.buttons[key] = b
+        self.confirm = w.HBox()
+        self.selection_label = w.HTML("")
+        actions = w.HBox([*self.buttons.values(), self.confirm, self.selection_label])
+        actions.add_class("jm-toolbar")
+
+        # -- grid, pager, details ------------------------------------------------------------------
+        self.grid = DataGrid(present_jobs(pd.DataFrame(), tab), selection_mode="row", base_row_size=26,
+                             base_column_size=110, header_visibility="column", renderers=_renderers(tab),
+                             layout=w.Layout(height="150px", width="100%"), column_widths=COLUMN_WIDTHS,
+                             grid_style={"header_background_color": "#f1f5f9", "selection_fill_color":
+                                         "rgba(59,130,246,0.18)", "selection_border_color": "#3b82f6"})
+        self.grid.observe(self._on_selection, "selections")
+        self.grid.observe(self._on_transforms, "_transforms")
+        self.grid.on_cell_click(self._on_click)
+        self.empty = w.HTML(f'<div class="jm-empty">{EMPTY[tab]}</div>')
+        self.prev = w.Button(icon="chevron-left", tooltip="Previous page", layout=w.Layout(width="36px"))
+        self.next = w.Button(icon="chevron-right", tooltip="Next page", layout=w.Layout(width="36px"))
+        self.prev.on_click(lambda _: self.model.set_page(self.model.page - 1))
+        self.next.on_click(lambda _: self.model.set_page(self.model.page + 1))
+        self.page_label = w.HTML("")
+        self.sort_label = w.HTML("")
+        pager = w.HBox([self.page_label, self.prev, self.next, self.sort_label])
+        pager.add_class("jm-pager")
+        self.details = DetailsPanel(jm, messages, permissions, downloads, on_change=self.model.refresh)
+
+        self.model.observe(self._render, ["rows"])
+        self._building = False
+        super().__init__([filters, actions, self.grid, self.empty, pager, self.details])
+
+    # -- model -> view ----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        self.model.refresh()
+        self.details.refresh()
+
+    def _render(self, _change: Any = None) -> None:
+        m = self.model
+        df = present_jobs(m.rows, self.tab)
+        self.grid.data = df
+        self.grid.layout.height = f"{min(440, max(120, 26 * (len(df) + 1) + 12))}px"
+        self._reselect()
+        self.grid.layout.display = "none" if df.empty else None
+        self.empty.layout.display = None if df.empty else "none"
+        self.page_label.value = f'<span class="jm-muted">{m.page_label()}</span>'
+        self.prev.disabled = m.page <= 1
+        self.next.disabled = m.page * 100 >= m.total
+        sort_name = next((k for k, v in JOB_SORT_KEYS.items() if v == m.sort), m.sort)
+        self.sort_label.value = f'<span class="jm-muted">&nbsp; sorted by {sort_name} {"↓" if m.desc else "↑"}</span>'
+        self._show_selection()
+
+    def _reselect(self) -> None:
+        """Keep the selected jobs selected after a refresh (rows may have moved)."""
+        ids = list(self.model.rows["id"]) if not self.model.rows.empty else []
+        rows = [ids.index(i) for i in self.model.selected if i in ids]
+        last = len(self.grid.data.columns) - 1
+        self._building = True
+        try:
+            self.grid.selections = [{"r1": r, "c1": 0, "r2": r, "c2": last} for r in rows]
+        finally:
+            self._building = False
+
+    def _show_selection(self) -> None:
+        n = len(self.model.selected)
+        self.selection_label.value = f'<span class="jm-muted">{n} selected</span>' if n else ""
+
+    # -- view -> model -----------------------------------------------------------------------------
+    def _on_filter(self, trait: str) -> Any:
+        def handler(change: dict[str, Any]) -> None:
+            setattr(self.model, trait, change["new"] or "")
+            self.model.page = 1
+            if not self._building:
+                self.model.refresh()
+        return handler
+
+    def _on_selection(self, change: dict[str, Any]) -> None:
+        if self._building:
+            return
+        ids = list(self.model.rows["id"]) if not self.model.rows.empty else []
+        picked: list[int] = []
+        for rect in change["new"] or []:
+            for r in range(min(rect["r1"], rect["r2"]), max(rect["r1"], rect["r2"]) + 1):
+                if 0 <= r < len(ids) and int(ids[r]) not in picked:
+                    picked.append(int(ids[r]))
+        self.model.selected = picked
+        self._show_selection()
+
+    def _on_click(self, cell: dict[str, Any]) -> None:
+        row = cell.get("primary_key_row", cell.get("row"))
+        if row is None or self.model.rows.empty or not 0 <= row < len(self.model.rows):
+            return
+        self.details.show(int(self.model.rows.iloc[row]["id"]))
+
+    def _on_transforms(self, change: dict[str, Any]) -> None:
+        """Header sorts go to the server (the page is one of millions); the grid's own sort is undone."""
+        sorts = [t for t in change["new"] or [] if t.get("type") == "sort"]
+        if not sorts:
+            return
+        column = sorts[-1].get("column") or list(self.grid.data.columns)[sorts[-1].get("columnIndex", 1) - 1]
+        self.grid._transforms = []
+        self.model.sort_by(str(column), desc=bool(sorts[-1].get("desc")))
+
+    def _on_action(self, key: str) -> Any:
+        def handler(_: Any) -> None:
+            if key == "cancel":
+                return self._ask_cancel()
+            if key in ("up", "down"):
+                self.model.act("priority", delta=1 if key == "up" else -1)
+            else:
+                self.model.act(key)
+            self.details.refresh()
+        return handler
+
+    def _ask_cancel(self) -> None:
+        n = len(self.model.selected)
+        if not n:
+            self.messages.info("select one or more jobs to cancel first")
+            return
+        yes = w.Button(description=f"Cancel {n} job{'s' if n != 1 else ''}", button_style="danger")
+        no = w.Button(description="Keep running")
+        yes.on_click(lambda _: (self.model.act("cancel"), setattr(self.confirm, "children", ())))
+        no.on_click(lambda _: setattr(self.confirm, "children", ()))
+        self.confirm.children = (w.HTML("<b>&nbsp;Cancel the selected jobs? Queued tasks will never run.&nbsp;</b>"),
+                                 yes, no)
+
+    def _export(self) -> None:
+        import tempfile
+        from pathlib import Path
+
+        ext = {"CSV": "csv", "Excel": "xlsx", "Parquet": "parquet"}[self.export_format.value]
+        fmt_name = {"CSV": "csv", "Excel": "excel", "Parquet": "parquet"}[self.export_format.value]
+        path = Path(tempfile.mkdtemp(prefix="jm-export-")) / f"jobs-{self.tab}.{ext}"
+        filters = {k: v for k, v in self.model.filters().items()}
+        done = self.messages.attempt(lambda: self.jm.export(path, format=fmt_name, tab=self.tab, **filters))
+        if done is not None:
+            self.downloads.offer(Path(done), path.name, f"Export ready ({fmt.size(Path(done).stat().st_size)})")

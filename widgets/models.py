@@ -1,0 +1,210 @@
+"""Widget models: state and calls to the service, testable without a browser.
+
+Each model is a ``traitlets.HasTraits`` holding what a view shows (a page of
+rows, filters, sort, selection, a message). Views link to these traits; the
+models hold no SQL and no state rules, only calls to :class:`JobManager`, whose
+refusals (one line each) become the ``message`` the view shows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pandas as pd
+import traitlets
+
+from jobmanager import JobManager, JobManagerError
+
+from . import format as fmt
+from .theme import label
+
+PAGE_SIZE = 100
+
+#: display column -> the service's sort key (None: not sortable on the server)
+JOB_SORT_KEYS = {
+    "Job": "id", "Name": "name", "Type": "type", "State": "state", "Result": "state", "Owner": "owner",
+    "Case": "case", "Priority": "priority", "Created": "created_at", "Started": "started_at",
+    "Finished": "finished_at", "Duration": "duration_s", "Waited": "wait_s", "Failed": "tasks_failed",
+    "Tasks": "tasks_total", "Progress": None, "Agent": None, "Elapsed": "started_at", "ETA": None,
+}
+
+TIME_RANGES = {"Any time": None, "Last hour": 3600, "Last 24 h": 86400, "Last 7 days": 7 * 86400,
+               "Last 30 days": 30 * 86400}
+
+
+class Messages(traitlets.HasTraits):
+    """The one-line message bar: the service's own words, never a traceback."""
+
+    message = traitlets.Unicode("")
+    kind = traitlets.Unicode("info")
+
+    def info(self, text: str) -> None:
+        self.kind, self.message = "info", text
+
+    def error(self, text: str) -> None:
+        self.kind, self.message = "error", text
+
+    def clear(self) -> None:
+        self.message = ""
+
+    def attempt(self, fn: Callable[[], Any], success: str | None = None) -> Any:
+        """Run one service call; a JobManagerError becomes the message bar's line."""
+        try:
+            result = fn()
+        except JobManagerError as exc:
+            self.error(str(exc))
+            return None
+        if success:
+            self.info(success)
+        return result
+
+
+class JobsModel(traitlets.HasTraits):
+    """One job tab (in-progress or completed): filters, sort, page, rows, selection."""
+
+    tab = traitlets.Unicode("in-progress")
+    search = traitlets.Unicode("")
+    state = traitlets.Unicode("")
+    type = traitlets.Unicode("")
+    case = traitlets.Unicode("")
+    owner = traitlets.Unicode("")
+    agent = traitlets.Unicode("")
+    time_range = traitlets.Unicode("Any time")
+    sort = traitlets.Unicode("created_at")
+    desc = traitlets.Bool(True)
+    page = traitlets.Int(1)
+    total = traitlets.Int(0)
+    rows = traitlets.Instance(pd.DataFrame, args=())
+    selected = traitlets.List(traitlets.Int())
+    refreshed_at = traitlets.Float(0.0)
+
+    def __init__(self, jm: JobManager, messages: Messages, tab: str, **kwargs: Any) -> None:
+        super().__init__(tab=tab, **kwargs)
+        self.jm = jm
+        self.messages = messages
+
+    def filters(self) -> dict[str, Any]:
+        f: dict[str, Any] = {}
+        for key in ("search", "state", "type", "case", "owner", "agent"):
+            value = getattr(self, key).strip()
+            if value:
+                f[key] = value
+        seconds = TIME_RANGES.get(self.time_range)
+        if seconds:
+            f["since"] = time.time() - seconds
+            f["time_field"] = "created_at" if self.tab == "in-progress" else "finished_at"
+        return f
+
+    def refresh(self) -> None:
+        """Read the current page again; filters, sort, page and selection stay."""
+        result = self.messages.attempt(lambda: self.jm.grid(
+            tab=self.tab, sort=self.sort, desc=self.desc, page=self.page, page_size=PAGE_SIZE, **self.filters()))
+        if result is None:
+            return
+        df, total = result
+        if df.empty and total and self.page > 1:  # the page emptied under us: go back to the last one
+            self.page = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+            return self.refresh()
+        if self.tab == "in-progress" and not df.empty:
+            live = self.jm.live(list(df["id"]))
+            df = df.assign(progress=[live.get(int(i), {}).get("progress", 0.0) for i in df["id"]],
+                           agents=[live.get(int(i), {}).get("agents", "") for i in df["id"]])
+        self.total = int(total)
+        self.rows = df
+        visible = set(int(i) for i in df["id"]) if not df.empty else set()
+        self.selected = [i for i in self.selected if i in visible]
+        self.refreshed_at = time.time()
+
+    def sort_by(self, column: str, desc: bool | None = None) -> bool:
+        key = JOB_SORT_KEYS.get(column, column)
+        if not key:
+            self.messages.info(f"{column} cannot be sorted on the server; sort by another column")
+            return False
+        self.desc = (not self.desc if key == self.sort else True) if desc is None else desc
+        self.sort = key
+        self.page = 1
+        self.refresh()
+        return True
+
+    def set_page(self, page: int) -> None:
+        last = max(1, (self.total + PAGE_SIZE - 1) // PAGE_SIZE)
+        self.page = min(max(1, page), last)
+        self.refresh()
+
+    def page_label(self) -> str:
+        if not self.total:
+            return "0 jobs"
+        first = (self.page - 1) * PAGE_SIZE + 1
+        last = min(self.total, self.page * PAGE_SIZE)
+        return f"{fmt.count(first)}–{fmt.count(last)} of {fmt.count(self.total)}"
+
+    # -- actions on the selection ------------------------------------------------------------
+    def act(self, action: str, ids: Iterable[int] | None = None, **kwargs: Any) -> int:
+        """Apply a service action to each selected job; returns how many succeeded."""
+        ids = list(self.selected if ids is None else ids)
+        if not ids:
+            self.messages.info("select one or more jobs first (click a row; Ctrl/Shift-click for several)")
+            return 0
+        done, errors = 0, []
+        for job_id in ids:
+            try:
+                if action == "priority":
+                    job = self.jm.job(job_id)
+                    self.jm.set_priority(job_id, job.priority + kwargs["delta"])
+                else:
+                    getattr(self.jm, action)(job_id, **kwargs)
+                done += 1
+            except JobManagerError as exc:
+                errors.append(f"job {job_id}: {exc}")
+        verb = {"priority": "priority changed", "retry": "retry queued"}.get(action, f"{action} done")
+        if errors:
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            self.messages.error(f"{verb} for {done} of {len(ids)}; {errors[0]}{more}")
+        else:
+            self.messages.info(f"{verb} for {done} job{'s' if done != 1 else ''}")
+        self.refresh()
+        return done
+
+
+def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.DataFrame:
+    """The grid's display frame: readable columns, relative times, durations."""
+    now = time.time() if now is None else now
+    if df.empty:
+        cols = (["Job", "Name", "Type", "State", "Progress", "Agent", "Started", "Elapsed", "ETA", "Owner",
+                 "Case", "Priority"] if tab == "in-progress" else
+                ["Job", "Name", "Type", "Result", "Tasks", "Failed", "Duration", "Finished", "Owner", "Case"])
+        return pd.DataFrame(columns=cols)
+
+    def ts(col: str) -> pd.Series:
+        return df[col].map(lambda v: None if pd.isna(v) else pd.Timestamp(v).timestamp())
+
+    started = ts("started_at")
+    out = pd.DataFrame({"Job": df["id"].astype(int), "Name": df["name"], "Type": df["type"]})
+    if tab == "in-progress":
+        progress = df["progress"].astype(float) if "progress" in df else pd.Series(0.0, index=df.index)
+        elapsed = [None if pd.isna(s) else now - s for s in started]
+        eta = []
+        for p, e, state in zip(progress, elapsed, df["state"], strict=True):
+            if state != "running" or not e or p <= 0.02:
+                eta.append("")
+            else:
+                eta.append("~" + fmt.duration(e * (1 - p) / p))
+        out = out.assign(
+            State=df["state"].map(label), Progress=progress.round(3),
+            Agent=df.get("agents", pd.Series("", index=df.index)).fillna(""),
+            Started=[fmt.relative(s, now) if s else "not yet" for s in started],
+            Elapsed=[fmt.duration(e) if e else "" for e in elapsed], ETA=eta,
+            Owner=df["owner"], Case=df["case"].fillna(""), Priority=df["priority"].astype(int),
+        )
+    else:
+        total = df["tasks_total"].astype(int)
+        failed = (df["tasks_failed"] + df["tasks_cancelled"]).astype(int)
+        out = out.assign(
+            Result=df["state"].map(label), Tasks=[f"{t - f} / {t} ok" for t, f in zip(total, failed, strict=True)],
+            Failed=failed, Duration=df["duration_s"].map(fmt.duration),
+            Finished=ts("finished_at").map(lambda v: fmt.relative(v, now)), Owner=df["owner"],
+            Case=df["case"].fillna(""),
+        )
+    return out.reset_index(drop=True)

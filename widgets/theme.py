@@ -1,0 +1,89 @@
+"""The dashboard's look: one colour per state, used everywhere, and the CSS."""
+
+from __future__ import annotations
+
+import html
+
+#: state -> (text colour, background); the word is always shown too, colour is never the only signal
+STATE_COLORS: dict[str, tuple[str, str]] = {
+    "running": ("#1d4ed8", "#dbeafe"),
+    "queued": ("#475569", "#e2e8f0"),
+    "paused": ("#b45309", "#fef3c7"),
+    "completed": ("#15803d", "#dcfce7"),
+    "completed_with_errors": ("#c2410c", "#ffedd5"),
+    "failed": ("#b91c1c", "#fee2e2"),
+    "cancelled": ("#334155", "#cbd5e1"),
+    "retrying": ("#b45309", "#fef3c7"),
+    "succeeded": ("#15803d", "#dcfce7"),
+    # agents
+    "busy": ("#1d4ed8", "#dbeafe"),
+    "idle": ("#15803d", "#dcfce7"),
+    "lost": ("#b91c1c", "#fee2e2"),
+    "offline": ("#475569", "#e2e8f0"),
+    "enabled": ("#15803d", "#dcfce7"),
+    "disabled": ("#475569", "#e2e8f0"),
+}
+
+LABELS = {"completed_with_errors": "completed with errors"}
+
+
+def label(state: str) -> str:
+    return LABELS.get(state, state)
+
+
+def badge(state: str, extra: str = "") -> str:
+    fg, bg = STATE_COLORS.get(state, ("#334155", "#f1f5f9"))
+    cls = "jm-badge jm-pulse" if state == "lost" else "jm-badge"
+    return (f'<span class="{cls}" style="color:{fg};background:{bg}">{html.escape(label(state))}'
+            f"{html.escape(extra)}</span>")
+
+
+def vega_state_colors(field: str = "cell.value", which: int = 1) -> str:
+    """A Vega expression choosing a state's colour, for ipydatagrid renderers."""
+    expr = "'transparent'" if which == 1 else "'#0f172a'"
+    for state, colors in STATE_COLORS.items():
+        expr = f"{field} === '{label(state)}' ? '{colors[which]}' : ({expr})"
+    return expr
+
+
+CSS = """
+<style>
+.jm-app { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #0f172a; }
+.jm-header { background: #0f172a; color: #f8fafc; padding: 8px 14px; border-radius: 6px; align-items: center; }
+.jm-header .widget-label, .jm-header .widget-html, .jm-header label { color: #f8fafc !important; }
+.jm-title { font-size: 17px; font-weight: 650; letter-spacing: .2px; }
+.jm-muted { color: #64748b; font-size: 12px; }
+.jm-header .jm-muted { color: #cbd5e1; }
+.jm-badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
+            line-height: 18px; white-space: nowrap; }
+.jm-pulse { animation: jm-pulse 1.6s ease-in-out infinite; }
+@keyframes jm-pulse { 0%, 100% { box-shadow: 0 0 0 0 rgba(185, 28, 28, .45); }
+                      50% { box-shadow: 0 0 0 5px rgba(185, 28, 28, 0); } }
+.jm-dot { display: inline-block; width: 9px; height: 9px; border-radius: 50%; margin-right: 4px; }
+.jm-message { padding: 6px 12px; border-radius: 6px; font-size: 13px; }
+.jm-message-error { background: #fee2e2; color: #991b1b; border: 1px solid #fecaca; }
+.jm-message-info { background: #e0f2fe; color: #075985; border: 1px solid #bae6fd; }
+.jm-empty { padding: 28px; text-align: center; color: #64748b; font-size: 14px; border: 1px dashed #cbd5e1;
+            border-radius: 6px; }
+.jm-empty code { background: #f1f5f9; padding: 1px 5px; border-radius: 4px; }
+.jm-details { border: 1px solid #e2e8f0; border-radius: 6px; padding: 10px 14px; background: #fff; }
+.jm-details h3 { margin: 0 0 6px 0; font-size: 16px; }
+.jm-table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
+.jm-table th { text-align: left; color: #475569; font-weight: 600; border-bottom: 1px solid #e2e8f0; padding: 3px 6px; }
+.jm-table td { border-bottom: 1px solid #f1f5f9; padding: 3px 6px; vertical-align: top; }
+.jm-table td.num, .jm-table th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.jm-timeline { list-style: none; padding-left: 0; margin: 0; font-size: 12.5px; }
+.jm-timeline li { padding: 2px 0 2px 14px; border-left: 2px solid #e2e8f0; margin-left: 4px; }
+.jm-log { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 11.5px; background: #0f172a;
+          color: #e2e8f0; padding: 8px; border-radius: 6px; max-height: 260px; overflow: auto; white-space: pre-wrap; }
+.jm-err { color: #b91c1c; }
+.jm-link { color: #1d4ed8; text-decoration: none; font-weight: 600; margin-right: 12px; }
+.jm-link:hover { text-decoration: underline; }
+.jm-signin { max-width: 360px; margin: 60px auto; padding: 24px 28px; border: 1px solid #e2e8f0;
+             border-radius: 10px; box-shadow: 0 4px 18px rgba(15, 23, 42, .08); background: #fff; }
+.jm-toolbar { align-items: center; flex-wrap: wrap; gap: 4px; }
+.jm-pager { align-items: center; }
+.jm-spark { vertical-align: middle; }
+.jm-app .lm-TabBar-tab, .jm-app .p-TabBar-tab { min-width: 170px; font-weight: 600; }
+</style>
+"""
