@@ -44,7 +44,7 @@ class Polling:
     """How idle workers poll the queue (Huey consumer's -d, -m, -b).
 
     Huey's defaults (0.1 s growing to 10 s) leave an idle agent seconds late; these
-    keep submit-to-start in tens of milliseconds. ``benchmarks/latency.py`` measures
+    keep submit-to-start in tens of milliseconds. ``benchmarks/bench_latency.py`` measures
     the latency and the idle CPU it costs.
     """
 

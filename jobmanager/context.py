@@ -37,7 +37,7 @@ class TaskContext:
     _outputs: list[tuple[str, Path, str | None]] = field(default_factory=list)
     _last_progress: float = 0.0
     _pending_progress: tuple[float, float | None] | None = None
-    _last_cancel_check: float = 0.0
+    _last_cancel_check: float = field(default_factory=time.monotonic)  # the claim just read the task
     _cancelled: bool = False
 
     def progress(self, done: float, total: float | None = None) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from huey import SqliteHuey
 from huey.api import Huey
 from huey.storage import SqliteStorage
 
@@ -43,6 +42,22 @@ def _handler() -> Handler:
     return _HANDLER
 
 
+class QueueStorage(SqliteStorage):
+    """SqliteHuey's storage with ``synchronous=NORMAL`` instead of an fsync per dequeue.
+
+    Safe here because the queue holds no truth: a message lost to a power cut is
+    re-sent by an agent's sweep from the store, and a duplicate is dropped by the
+    store's conditional claim. (``fsync=False`` would mean ``OFF``, which can
+    corrupt the file on an OS crash; NORMAL in WAL mode cannot.) Measured by
+    benchmarks/whatif_throughput.py: about 3x the managed throughput.
+    """
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=NORMAL")
+        return conn
+
+
 class Queue:
     """The Huey instance of a home, with the two tasks registered."""
 
@@ -50,8 +65,9 @@ class Queue:
         url = home.queue_url
         if url != "sqlite":
             raise HomeError(f"unsupported queue {url!r}: this version supports 'sqlite'")
-        self.huey: Huey = SqliteHuey(
-            name=QUEUE_NAME, filename=str(home.queue_path), results=False, utc=True, timeout=30,
+        self.huey: Huey = Huey(
+            QUEUE_NAME, storage_class=QueueStorage, filename=str(home.queue_path), results=False, utc=True,
+            timeout=30,
         )
 
         @self.huey.task(name="jm.run")

@@ -78,8 +78,6 @@ class Runner:
                 except Exception as exc:  # the task's own failure: record it, never crash the agent
                     state, error, trace = "failed", _one_line(exc), tb.format_exc()
                     task_log.error("task failed: %s\n%s", error, trace)
-                else:
-                    task_log.info("task %s", state)
         finally:
             with self.counters.lock:
                 self.counters.current.pop(task.id, None)

@@ -350,10 +350,11 @@ class JobManager(ScheduleMethods, AdminMethods):
     def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.05) -> Job:
         """Block until the job is finished; raises Timeout after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.job(job_id)  # exists, and you may see it
         while True:
-            job = self.job(job_id)
+            job = self.store.get_job(int(job_id))  # cheap: no task rows while polling
             if job.state in FINISHED:
-                return job
+                return self.job(job_id)
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"job {job_id} is still {job.state} after {timeout:g} s")
             time.sleep(poll)
