@@ -37,7 +37,8 @@ def _task_rows(job: Job) -> str:
 
 def _timeline(events: list[dict[str, Any]]) -> str:
     items = []
-    for e in events[-40:]:
+    for raw in events[-40:]:
+        e = {k: (None if isinstance(v, float) and v != v else v) for k, v in raw.items()}  # NaN -> None
         when = fmt.exact(e["at"])[11:19]
         who = e.get("agent") or e.get("actor") or ""
         if e["kind"] == "task":
