@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/jobmanager --home $(or $(JOBMANAGER_HOME),demo-home) demo
 
 test: $(STAMP)
-	bash .ci/system-deps
+	bash .ci/system-deps chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

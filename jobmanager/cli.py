@@ -72,10 +72,19 @@ def cli(ctx: click.Context, home: str | None, user: str | None, imports: tuple[s
 @click.option("--password-stdin", is_flag=True,
               help="Read the administrator's password from standard input (else $JOBMANAGER_ADMIN_PASSWORD, "
                    "else a one-time password is printed).")
+@click.option("--store", "store_url", metavar="URL",
+              help="Job store: 'sqlite' (default) or postgresql://user@host/db; written to jobmanager.toml.")
+@click.option("--queue", "queue_url", metavar="URL",
+              help="Queue: 'sqlite' (default) or redis://host:port/db; written to jobmanager.toml.")
 @click.pass_context
 @handle_errors
-def init(ctx: click.Context, admin: str, password_stdin: bool) -> None:
+def init(ctx: click.Context, admin: str, password_stdin: bool, store_url: str | None = None,
+         queue_url: str | None = None) -> None:
     """Create a home folder (store, queue, logs) and its first administrator, or check an existing one."""
+    if store_url or queue_url:
+        from .backends import set_backends
+
+        set_backends(ctx.obj["home"], store=store_url, queue=queue_url)
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     jm = JobManager.init(ctx.obj["home"], admin=admin, admin_password=password)
     click.echo(f"Job Manager home ready at {jm.home.path}")
@@ -643,6 +652,9 @@ def demo_data(ctx: click.Context, n_jobs: int, days: float, seed: int) -> None:
 def sql(ctx: click.Context, query: str, as_json: bool) -> None:
     """Run one read-only SQL query over the history (views jobs, tasks, events, agents, artifacts)."""
     _print_frame(_jm(ctx).sql(query), as_json)
+
+
+from . import cli_backends  # noqa: E402,F401  (doctor, migrate)
 
 
 def main() -> None:

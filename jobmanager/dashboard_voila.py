@@ -38,7 +38,10 @@ from .dashboard_server import SECURITY_HEADERS, TEMPLATE
 
 
 class DashboardKernelManager(AsyncMappingKernelManager):
-    """Jupyter's kernel manager, plus culling of kernels no browser is connected to."""
+    """Jupyter's kernel manager, plus culling of kernels no browser is connected to.
+
+    Not for Voila's ``preheat_kernel``: pooled kernels have no connection and would be culled.
+    """
 
     cull_disconnected_timeout = Float(
         60.0, config=True,

@@ -226,13 +226,14 @@ class History:
                              reservoir_quantile(wait, [0.5, 0.95], {QUANTILE_SAMPLE}) AS w
                       FROM {source} WHERE finished_at >= ? GROUP BY key)
                 ORDER BY "{key}" NULLS LAST""", [cut]).df()
+            step = PERIODS[period]
             throughput = self.con.execute(f"""
-                SELECT {_TS.format("floor(finished_at / ?) * ?")} AS period, key AS "{key}",
-                       count(*) AS finished, count(*) FILTER (WHERE failed) AS failed,
-                       count(*) FILTER (WHERE failed) / count(*) AS failure_rate,
-                       avg(wait) AS wait_mean_s
-                FROM {source} WHERE finished_at >= ? GROUP BY ALL ORDER BY period, key NULLS LAST""",
-                [PERIODS[period], PERIODS[period], cut]).df()
+                SELECT make_timestamp(bucket * {step} * 1000000) AS period, key AS "{key}", finished, failed,
+                       failed / finished AS failure_rate, wait_mean_s
+                FROM (SELECT CAST(floor(finished_at / {step}) AS BIGINT) AS bucket, key, count(*) AS finished,
+                             count(*) FILTER (WHERE failed) AS failed, avg(wait) AS wait_mean_s
+                      FROM {source} WHERE finished_at >= ? GROUP BY bucket, key)
+                ORDER BY period, key NULLS LAST""", [cut]).df()
         return {"summary": summary, "throughput": throughput}
 
     def refresh(self) -> None:

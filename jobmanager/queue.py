@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from huey.api import Huey
-from huey.storage import SqliteStorage
+from huey.storage import RedisStorage, SqliteStorage
 
 from .errors import HomeError
 from .home import Home
 from .models import Dispatch
+from .queue_redis import is_redis_url, redis_huey, send_many
 
 QUEUE_NAME = "jobmanager"
 
@@ -63,12 +64,15 @@ class Queue:
 
     def __init__(self, home: Home) -> None:
         url = home.queue_url
-        if url != "sqlite":
-            raise HomeError(f"unsupported queue {url!r}: this version supports 'sqlite'")
-        self.huey: Huey = Huey(
-            QUEUE_NAME, storage_class=QueueStorage, filename=str(home.queue_path), results=False, utc=True,
-            timeout=30,
-        )
+        if is_redis_url(url):  # redis://host:port/db: PriorityRedisHuey, blocking dequeue (queue_redis.py)
+            self.huey: Huey = redis_huey(url, QUEUE_NAME)
+        elif url != "sqlite":
+            raise HomeError(f"unsupported queue {url!r}: use 'sqlite' or a redis://host:port/db URL")
+        else:
+            self.huey = Huey(
+                QUEUE_NAME, storage_class=QueueStorage, filename=str(home.queue_path), results=False, utc=True,
+                timeout=30,
+            )
 
         @self.huey.task(name="jm.run")
         def run(task_id: int, dispatch: int) -> None:
@@ -97,6 +101,8 @@ class Queue:
                     "insert into task (queue, data, priority) values (?, ?, ?)",
                     [(storage.name, storage.to_blob(data), prio or 0) for data, prio in messages],
                 )
+        elif isinstance(storage, RedisStorage):
+            send_many(storage, messages)  # one round trip
         else:  # pragma: no cover - other Huey storages
             for data, prio in messages:
                 storage.enqueue(data, prio)
@@ -121,3 +127,6 @@ class Queue:
 
     def close(self) -> None:
         self.huey.storage.close()
+        pool = getattr(self.huey.storage, "pool", None)  # Redis: drop the pooled connections
+        if pool is not None:
+            pool.disconnect()

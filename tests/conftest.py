@@ -14,6 +14,8 @@ import pytest
 
 from jobmanager import JobManager
 
+from .backends import prepare_home, pytest_collection_modifyitems  # noqa: F401  (hook of the sqlite_only mark)
+
 SUPPORT = Path(__file__).parent / "support"
 HEARTBEAT = 0.3  # seconds; an agent is lost after 3 silent intervals
 
@@ -30,8 +32,9 @@ TEST_USERS = ("tester", "cli-user")
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     path = tmp_path / "home"
+    prepare_home(path, request)  # JOBMANAGER_TEST_BACKEND=pg-redis: a fresh PG schema + Redis db
     with JobManager.init(path, admin_password=ADMIN_PASSWORD) as admin:
         for name in TEST_USERS:
             admin.add_user(name, f"{name}-password", groups=["admins"])

@@ -9,7 +9,7 @@ import pytest
 
 from jobmanager import JobManager, Timeout
 from jobmanager.queue import Queue
-from jobmanager.store.sqlite import SQLiteStore
+from jobmanager.store import open_store
 
 from .conftest import HEARTBEAT, wait_for
 
@@ -138,7 +138,7 @@ def test_restarted_agent_recovers_its_own_previous_tasks(jm: JobManager, start_a
 
 def test_lost_queue_write_is_swept_at_start_up(home: Path, jm: JobManager, start_agent) -> None:
     # A crash between the store commit and the enqueue: the job exists, the queue never heard of it.
-    store = SQLiteStore(home / "store.db")
+    store = open_store(jm.home)  # whichever backend the home names (SQLite, or PostgreSQL on pg-redis)
     from jobmanager.models import NewTask
 
     job_id, _ = store.create_job(
@@ -203,7 +203,7 @@ def test_finisher_killed_mid_step_is_resent(jm: JobManager, start_agent) -> None
     victim.kill()
     # The store's view of a crash inside the finishing step: the dead agent holds the step.
     job_id = jm.submit("merge_text", {"parts": ["a"]})
-    store = SQLiteStore(jm.home.store_path)
+    store = open_store(jm.home)
     task = jm.job(job_id).tasks[0]
     store.claim_task(task.id, task.dispatch, "victim")
     assert store.finish_task(task.id, "victim", "succeeded").finalize

@@ -20,8 +20,16 @@ from jobmanager.store.base import SCHEMA_VERSION
 from jobmanager.store.sqlite import SQLiteStore
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
+    if request.param == "postgres":  # skipped unless JOBMANAGER_TEST_PG_URL is set; a fresh schema each
+        from jobmanager.store.postgres import PostgresStore
+
+        from .backends import new_pg_schema
+
+        pg_store = PostgresStore(new_pg_schema(request), create=True)
+        request.addfinalizer(pg_store.close)
+        return pg_store
     return SQLiteStore(tmp_path / "store.db", create=True)
 
 
@@ -75,6 +83,7 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
+@pytest.mark.sqlite_only
 def test_wal_mode(store: SQLiteStore) -> None:
     assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -8,6 +8,7 @@ plain arguments, which the service checks.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import os
 import threading
@@ -136,8 +137,15 @@ class Dashboard(w.VBox):
         self.last_refresh = 0.0
         super().__init__(body)
         self.refresh(all_tabs=True)
-        self._ticker = threading.Thread(target=self._tick, name="jm-refresh", daemon=True)
-        self._ticker.start()
+        self._last_all = time.time()
+        try:  # in a kernel: tick on its event loop, the thread that also runs the widgets' handlers
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # plain Python (tests, scripts): a thread
+            self._loop = None
+        if self._loop is not None:
+            self._loop.call_later(1.0, self._tick_on_loop)
+        else:
+            threading.Thread(target=self._tick, name="jm-refresh", daemon=True).start()
 
     def _show_message(self, _: Any = None) -> None:
         m = self.messages
@@ -178,18 +186,27 @@ class Dashboard(w.VBox):
         self._interval = seconds
 
     def _tick(self) -> None:
-        last_all = 0.0
         while not self._stop.wait(1.0):
-            try:
-                if self._interval and time.time() - self.last_refresh >= self._interval:
-                    full = time.time() - last_all >= max(15, self._interval * 3)
-                    self.refresh(all_tabs=full)
-                    if full:
-                        last_all = time.time()
-                else:
-                    self.header.show_updated(self.last_refresh)
-            except Exception as exc:  # the ticker must survive anything; show it as one line
-                self.messages.error(f"refresh failed: {exc}")
+            self._tick_once()
+
+    def _tick_on_loop(self) -> None:
+        if self._stop.is_set() or self._loop is None:
+            return
+        self._tick_once()
+        self._loop.call_later(1.0, self._tick_on_loop)
+
+    def _tick_once(self) -> None:
+        """Every second: the "updated N s ago" line; every interval: the visible tab (all of them now and then)."""
+        try:
+            if self._interval and time.time() - self.last_refresh >= self._interval:
+                full = time.time() - self._last_all >= max(15, self._interval * 3)
+                self.refresh(all_tabs=full)
+                if full:
+                    self._last_all = time.time()
+            else:
+                self.header.show_updated(self.last_refresh)
+        except Exception as exc:  # the ticker must survive anything; show it as one line
+            self.messages.error(f"refresh failed: {exc}")
 
     def close_dashboard(self) -> None:
         self._stop.set()

@@ -12,6 +12,7 @@ from typing import Any
 import ipywidgets as w
 
 from jobmanager import Job, JobManager, JobManagerError
+from jobmanager.states import FINISHED
 
 from . import format as fmt
 from .downloads import DownloadArea, anchor
@@ -64,8 +65,8 @@ class DetailsPanel(w.VBox):
         self.header = w.HTML()
         self.retry = w.Button(description="Retry failed tasks", icon="repeat")
         self.retry.on_click(lambda _: self._act(lambda: self.jm.retry(self.job_id), "retry queued"))
-        self.task_number = w.BoundedIntText(min=1, max=100_000, value=1, layout=w.Layout(width="70px"),
-                                            description="Task", style={"description_width": "34px"})
+        self.task_number = w.BoundedIntText(min=1, max=100_000, value=1, layout=w.Layout(width="120px"),
+                                            description="Task #", style={"description_width": "46px"})
         self.retry_task = w.Button(description="Retry task", icon="repeat", layout=w.Layout(width="auto"))
         self.retry_task.on_click(lambda _: self._act(lambda: self.jm.retry(self.job_id, task=self.task_number.value),
                                                      f"retry of task {self.task_number.value} queued"))
@@ -97,12 +98,13 @@ class DetailsPanel(w.VBox):
         self.layout.display = "none"
 
     def refresh(self) -> None:
-        if self.job_id is None:
+        job_id = self.job_id
+        if job_id is None:
             return
         try:
-            job = self.jm.job(self.job_id)
-            events = self.jm.events(self.job_id).to_dict("records")
-            arts = self.jm.artifacts(self.job_id)
+            job = self.jm.job(job_id)
+            events = self.jm.events(job_id).to_dict("records")
+            arts = self.jm.artifacts(job_id)
         except JobManagerError as exc:
             self.messages.error(str(exc))
             self.hide()
@@ -143,7 +145,12 @@ class DetailsPanel(w.VBox):
                               f"with Download log)</span><div class='jm-log'>{html.escape(tail) or '(empty)'}</div>")
         else:
             self.log_view.value = "<span class='jm-muted'>The log needs the download_logs permission.</span>"
-        self.retry.disabled = self.retry.disabled or job.tasks_failed + job.tasks_cancelled == 0
+        can_retry = "retry_tasks" in self.perms or "admin" in self.perms
+        failed = job.tasks_failed + job.tasks_cancelled
+        self.retry.disabled = not can_retry or failed == 0 or job.state not in FINISHED
+        if can_retry:
+            self.retry.tooltip = ("Re-queue the failed tasks" if not self.retry.disabled else
+                                  "no failed tasks to retry" if failed == 0 else "retry once the job has finished")
 
     def _act(self, fn: Callable[[], Any], success: str) -> None:
         self.messages.attempt(fn, success)

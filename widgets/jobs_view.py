@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ipywidgets as w
@@ -61,19 +62,20 @@ class JobsTab(w.VBox):
         self.jm, self.messages, self.tab, self.perms = jm, messages, tab, permissions
         self.downloads = downloads
         self._building = True
+        self._rendered_at = 0.0
 
         # -- filters --------------------------------------------------------------------------
         states = ("queued", "running", "paused") if tab == "in-progress" else (
             "completed", "completed_with_errors", "failed", "cancelled")
-        self.search = w.Text(placeholder="search name or error…", layout=w.Layout(width="200px"))
+        self.search = w.Text(placeholder="search name or error…", layout=w.Layout(width="180px"))
         self.state = w.Dropdown(options=[("Any state", "")] + [(label(s), s) for s in states],
-                                layout=w.Layout(width="165px"))
+                                layout=w.Layout(width="150px"))
         types = sorted(jm.job_types())
-        self.type = w.Dropdown(options=[("Any type", "")] + [(t, t) for t in types], layout=w.Layout(width="130px"))
+        self.type = w.Dropdown(options=[("Any type", "")] + [(t, t) for t in types], layout=w.Layout(width="120px"))
         self.case = w.Text(placeholder="case", layout=w.Layout(width="90px"))
         self.owner = w.Text(placeholder="owner", layout=w.Layout(width="90px"))
         self.agent = w.Text(placeholder="agent", layout=w.Layout(width="90px"))
-        self.time_range = w.Dropdown(options=list(TIME_RANGES), layout=w.Layout(width="115px"))
+        self.time_range = w.Dropdown(options=list(TIME_RANGES), layout=w.Layout(width="110px"))
         for widget, trait in ((self.search, "search"), (self.state, "state"), (self.type, "type"),
                               (self.case, "case"), (self.owner, "owner"), (self.agent, "agent"),
                               (self.time_range, "time_range")):
@@ -140,6 +142,7 @@ class JobsTab(w.VBox):
     def _render(self, _change: Any = None) -> None:
         m = self.model
         df = present_jobs(m.rows, self.tab)
+        self._rendered_at = time.monotonic()
         self.grid.data = df
         self.grid.layout.height = f"{min(440, max(120, 26 * (len(df) + 1) + 12))}px"
         self._reselect()
@@ -179,6 +182,10 @@ class JobsTab(w.VBox):
     def _on_selection(self, change: dict[str, Any]) -> None:
         if self._building:
             return
+        if not change["new"] and self.model.selected and time.monotonic() - self._rendered_at < 2.0:
+            # The grid clears its selection when its data is replaced; a refresh must not lose it.
+            self._reselect()
+            return
         ids = list(self.model.rows["id"]) if not self.model.rows.empty else []
         picked: list[int] = []
         for rect in change["new"] or []:
@@ -196,7 +203,12 @@ class JobsTab(w.VBox):
 
     def _on_transforms(self, change: dict[str, Any]) -> None:
         """Header sorts go to the server (the page is one of millions); the grid's own sort is undone."""
-        sorts = [t for t in change["new"] or [] if t.get("type") == "sort"]
+        transforms = change["new"] or []
+        if any(t.get("type") == "filter" for t in transforms):
+            self.grid._transforms = []
+            self.messages.info("use the filter bar above the grid: it filters every page, not just this one")
+            return
+        sorts = [t for t in transforms if t.get("type") == "sort"]
         if not sorts:
             return
         column = sorts[-1].get("column") or list(self.grid.data.columns)[sorts[-1].get("columnIndex", 1) - 1]
@@ -205,6 +217,8 @@ class JobsTab(w.VBox):
 
     def _on_action(self, key: str) -> Any:
         def handler(_: Any) -> None:
+            if not self.model.selected and self.details.job_id is not None:
+                self.model.selected = [self.details.job_id]  # the job whose details are open
             if key == "cancel":
                 return self._ask_cancel()
             if key in ("up", "down"):
@@ -215,6 +229,8 @@ class JobsTab(w.VBox):
         return handler
 
     def _ask_cancel(self) -> None:
+        if not self.model.selected and self.details.job_id is not None:
+            self.model.selected = [self.details.job_id]
         n = len(self.model.selected)
         if not n:
             self.messages.info("select one or more jobs to cancel first")

@@ -17,4 +17,10 @@ def open_store(home: Home, *, create: bool = False) -> JobStore:
 
         path = home.store_path if url == "sqlite" else url.removeprefix("sqlite:///")
         return SQLiteStore(path, create=create)
-    raise HomeError(f"unsupported store {url!r}: this version supports 'sqlite'")
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import PostgresStore
+        except ImportError:
+            raise HomeError("a PostgreSQL store needs psycopg 3: pip install 'psycopg[binary]'") from None
+        return PostgresStore(url, create=create)
+    raise HomeError(f"unsupported store {url!r}: use 'sqlite' or a postgresql://user@host/db URL")

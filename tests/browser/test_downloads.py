@@ -21,7 +21,7 @@ BIG = 30 * 1024 * 1024
 def _files(tmp_path: Path) -> tuple[Path, Path]:
     big = tmp_path / "job-17.log"
     with big.open("wb") as fh:  # text-like but not compressible to nothing
-        for i in range(BIG // (1024 * 1024)):
+        for _ in range(BIG // (1024 * 1024)):
             fh.write(os.urandom(512 * 1024).hex().encode())
     assert big.stat().st_size == BIG
     pdf = FPDF()

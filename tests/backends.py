@@ -1,0 +1,96 @@
+"""Which backends the tests run on, and a fresh PostgreSQL schema / Redis database per test.
+
+- ``JOBMANAGER_TEST_PG_URL`` (e.g. ``postgresql://postgres@127.0.0.1:5433/jm_test``): the store
+  contract suite also runs on PostgreSQL, each test in a schema of its own (dropped afterwards).
+- ``JOBMANAGER_TEST_BACKEND=pg-redis`` (needs the PG URL and ``JOBMANAGER_TEST_REDIS_URL``): the
+  ``home`` fixture writes a fresh schema's URL and a fresh Redis database into each test home's
+  jobmanager.toml, so the engine tests run real agents on PostgreSQL + Redis.
+
+A URL that is set but unreachable fails the tests (it is never a silent skip); only an unset URL skips.
+Markers: ``sqlite_only`` (the test reads SQLite files or pragmas), ``pg`` (needs the PostgreSQL URL).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG_URL = os.environ.get("JOBMANAGER_TEST_PG_URL", "")
+REDIS_URL = os.environ.get("JOBMANAGER_TEST_REDIS_URL", "")
+BACKEND = os.environ.get("JOBMANAGER_TEST_BACKEND", "sqlite")
+PG_REDIS = BACKEND == "pg-redis"
+
+sqlite_only = pytest.mark.sqlite_only
+pg = pytest.mark.pg
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` whose connections use ``schema`` (libpq's ``options`` parameter)."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+def new_pg_schema(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty schema for this test; returns a store URL that uses it. Dropped at teardown."""
+    if not PG_URL:
+        pytest.skip("JOBMANAGER_TEST_PG_URL is not set")
+    import psycopg
+
+    schema = "jmt_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        try:
+            with psycopg.connect(PG_URL, autocommit=True, connect_timeout=10) as conn:
+                conn.execute("SET lock_timeout = '10s'")
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        except psycopg.Error as exc:  # a leftover schema costs disk, not correctness
+            print(f"warning: could not drop test schema {schema}: {exc}")
+
+    request.addfinalizer(drop)
+    return with_search_path(PG_URL, schema)
+
+
+def new_redis_db() -> str:
+    """A fresh (flushed) Redis database of the test server, as a queue URL."""
+    if not REDIS_URL:
+        pytest.fail("JOBMANAGER_TEST_BACKEND=pg-redis needs JOBMANAGER_TEST_REDIS_URL")
+    import redis
+
+    base = redis.Redis.from_url(REDIS_URL)
+    databases = int(base.config_get("databases")["databases"])
+    number = 1 + int(base.incr("jobmanager-tests:next-db")) % (databases - 1)  # db 0 keeps the counter
+    base.close()
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{number}"
+    conn = redis.Redis.from_url(url)
+    conn.flushdb()
+    conn.close()
+    return url
+
+
+def prepare_home(path: Path, request: pytest.FixtureRequest) -> None:
+    """Before ``JobManager.init``: on pg-redis, point the home at a fresh schema and Redis database."""
+    if not PG_REDIS:
+        return
+    if not PG_URL:
+        pytest.fail("JOBMANAGER_TEST_BACKEND=pg-redis needs JOBMANAGER_TEST_PG_URL")
+    from jobmanager.home import CONFIG_NAME, DEFAULT_CONFIG
+
+    store, queue = new_pg_schema(request), new_redis_db()
+    path.mkdir(parents=True, exist_ok=True)
+    config = DEFAULT_CONFIG.replace('store = "sqlite"', f'store = "{store}"').replace(
+        'queue = "sqlite"', f'queue = "{queue}"')
+    (path / CONFIG_NAME).write_text(config)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``sqlite_only`` tests on PostgreSQL (a ``store`` param, or the pg-redis backend)."""
+    for item in items:
+        if item.get_closest_marker("sqlite_only") is None:
+            continue
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("store") == "postgres" or (PG_REDIS and "store" not in params):
+            item.add_marker(pytest.mark.skip(reason="SQLite-specific"))
