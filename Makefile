@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   set up .venv and run the main job (agents + demo jobs on the embedded SQLite default)
-#   make test   set up .venv (and Debian's Chromium for the browser tests) and run the whole suite
+#   make test   set up .venv (and Debian's Chromium for the browser tests) and run the whole suite,
+#               then the store/engine tests again on PostgreSQL + Redis (.ci/test-backends)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -23,6 +24,7 @@ test: $(STAMP)
 	bash .ci/system-deps chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	bash .ci/test-backends $(BIN)/python   # again on PostgreSQL + Redis (as root: installs and starts them)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -285,13 +285,17 @@ def wait(ctx: click.Context, job_id: int, timeout: float | None) -> None:
 @cli.command()
 @click.option("--agents", "n_agents", type=click.IntRange(0, 16), default=2, show_default=True)
 @click.option("--run-for", type=click.FloatRange(1), help="Stop by itself after S seconds (default: Ctrl-C).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8866, show_default=True,
+              help="Port of the dashboard (on 127.0.0.1).")
+@click.option("--no-dashboard", is_flag=True, help="Only agents and jobs, no dashboard.")
 @click.pass_context
 @handle_errors
-def demo(ctx: click.Context, n_agents: int, run_for: float | None) -> None:
-    """The main job: a home with demo jobs in every state and running agents. Ctrl-C stops all."""
+def demo(ctx: click.Context, n_agents: int, run_for: float | None, port: int, no_dashboard: bool) -> None:
+    """The main job: demo jobs in every state, agents and the dashboard on demo data. Ctrl-C stops all."""
     from .demo import run_demo
 
-    run_demo(ctx.obj["home"] or "demo-home", n_agents=n_agents, run_for=run_for)
+    run_demo(ctx.obj["home"] or "demo-home", n_agents=n_agents, run_for=run_for,
+             dashboard_port=None if no_dashboard else port)
 
 
 # -- schedules ---------------------------------------------------------------------------------------

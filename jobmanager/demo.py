@@ -55,6 +55,33 @@ def _start_agent(home: Path, name: str, workers: int = 2) -> subprocess.Popen[by
     )
 
 
+def _start_dashboard(home: Path, port: int) -> subprocess.Popen[bytes] | None:
+    """``jobmanager dashboard`` in its own process group; None when the UI extra is not installed."""
+    try:
+        import voila  # noqa: F401
+    except ImportError:
+        print("(the dashboard needs the 'dashboard' extra: pip install -e '.[all]')")
+        return None
+    log = open(home / "logs" / "dashboard.log", "ab")  # noqa: SIM115 - lives as long as the server
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobmanager", "--home", str(home), "dashboard", "--no-browser", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url + "voila/files/ping", timeout=2)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 403
+    except OSError:
+        return False
+    return True
+
+
 def _wait_online(jm: JobManager, names: list[str], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,7 +136,8 @@ def submit_demo_jobs(jm: JobManager) -> dict[str, int]:
     return ids
 
 
-def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float | None = None) -> None:
+def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float | None = None,
+             dashboard_port: int | None = 8866) -> None:
     jm = JobManager.init(home, admin="admin", admin_password=DEMO_USERS["admin"][0])
     existing = set(jm.users().username)
     for name, (password, group) in DEMO_USERS.items():
@@ -119,6 +147,7 @@ def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float 
     path = jm.home.path
     print(f"Job Manager demo: home {path}")
     agents: list[subprocess.Popen[bytes]] = []
+    server: subprocess.Popen[bytes] | None = None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -138,6 +167,18 @@ def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float 
         print(f"  jobmanager --home {path} jobs")
         print(f"  jobmanager --home {path} agents")
         print(f"  jobmanager --home {path} show {ids['Flaky import']}")
+        if dashboard_port:
+            server = _start_dashboard(path, dashboard_port)
+            url = f"http://127.0.0.1:{dashboard_port}/"
+            deadline = time.monotonic() + 60
+            while server is not None and not _answers(url) and time.monotonic() < deadline:
+                if server.poll() is not None:
+                    print(f"the dashboard did not start; see {path / 'logs' / 'dashboard.log'}", file=sys.stderr)
+                    server = None
+                    break
+                time.sleep(0.2)
+            if server is not None:
+                print(f"dashboard: {url}  (sign in as one of the users below)")
         print("users: " + ", ".join(f"{n} / {p} ({g})" for n, (p, g) in DEMO_USERS.items()))
         print("Ctrl-C stops the agents and the demo.", flush=True)
         deadline = None if run_for is None else time.monotonic() + run_for
@@ -148,6 +189,12 @@ def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float 
                 print("an agent exited unexpectedly; stopping the demo", file=sys.stderr)
                 break
     finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
         for a in agents:
             if a.poll() is None:
                 a.send_signal(signal.SIGTERM)

@@ -6,21 +6,43 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from jobmanager import JobManager
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _in_home(p: psutil.Process, home: Path) -> bool:
+    try:
+        return str(home) in " ".join(p.cmdline()) or str(home) in p.environ().get("JOBMANAGER_HOME", "")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 def test_demo_shows_every_state_and_a_lost_agent_then_stops_cleanly(tmp_path: Path) -> None:
     home = tmp_path / "demo-home"
+    port = free_port()
     proc = subprocess.run(
-        [sys.executable, "-m", "jobmanager", "--home", str(home), "demo", "--run-for", "12"],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "jobmanager", "--home", str(home), "demo", "--run-for", "12", "--port", str(port)],
+        capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
     assert "submitted 10 demo jobs" in proc.stdout and "demo stopped" in proc.stdout
+    assert f"dashboard: http://127.0.0.1:{port}/" in proc.stdout  # it answered while the demo ran
+    assert not any("ipykernel_launcher" in " ".join(p.cmdline()) or "dashboard_voila" in " ".join(p.cmdline())
+                   for p in psutil.process_iter() if _in_home(p, home))
     with JobManager(home, user="admin") as jm:
         states = set(jm.jobs(limit=100).state)
         assert {"completed", "completed_with_errors", "failed", "cancelled", "paused"} <= states
         assert states & {"running", "queued"}  # the long archive outlives the demo run
+        assert {"Nightly smoke test", "Heartbeat check", "Quarter-end archive"} <= set(jm.schedules().name)
         agents = jm.agents().set_index("name")
         assert agents.loc["agent-flaky", "status"] == "lost"
         assert list(agents.loc[["agent-1", "agent-2"], "status"]) == ["offline", "offline"]

@@ -94,7 +94,7 @@ class JobsModel(traitlets.HasTraits):
         seconds = TIME_RANGES.get(self.time_range)
         if seconds:
             f["since"] = time.time() - seconds
-            f["time_field"] = "created_at" if self.tab == "in-progress" else "finished_at"
+            f["time_field"] = "created" if self.tab == "in-progress" else "finished"
         return f
 
     def refresh(self) -> None:

@@ -64,6 +64,24 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
 CREATE INDEX IF NOT EXISTS tasks_agent ON tasks (agent, state);
+CREATE INDEX IF NOT EXISTS tasks_agent_job ON tasks (agent, job_id);
+
+-- Jobs per state, kept by triggers in the same transaction as every change: the dashboard's
+-- unfiltered tab counts cost the same at 1M jobs as at 1k (a COUNT(*) would read every row).
+CREATE TABLE IF NOT EXISTS job_counts (
+    state TEXT PRIMARY KEY,
+    n     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+END;
 
 CREATE TABLE IF NOT EXISTS events (
     id         INTEGER PRIMARY KEY,

@@ -102,20 +102,33 @@ class SQLiteStore(SQLiteSchedules, SQLiteUsers, JobStore):
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise HomeError(f"{self.path}: could not switch to WAL mode (got {mode})")
-            with self._tx() as c:
-                for stmt in SQLITE_DDL.split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+            conn.executescript(
+                "BEGIN IMMEDIATE;" + SQLITE_DDL
+                + f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            )
         version = self.schema_version()
         if version > SCHEMA_VERSION:
             raise HomeError(
                 f"{self.path} has schema version {version}, newer than this jobmanager "
                 f"understands ({SCHEMA_VERSION}); upgrade jobmanager"
             )
+        self._add_missing_objects(tables)
+
+    def _add_missing_objects(self, tables: set[str]) -> None:
+        """Indexes, tables and triggers added to version 1 after a store was made (all IF NOT EXISTS)."""
+        conn = self._conn()
+        have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if {"job_counts", "job_counts_update", "tasks_agent_job"} <= have:
+            return
+        conn.executescript("BEGIN IMMEDIATE;" + SQLITE_DDL + "COMMIT;")
+        if "job_counts" not in have:
+            with self._tx() as c:
+                c.execute("DELETE FROM job_counts")
+                c.execute("INSERT INTO job_counts (state, n) SELECT state, count(*) FROM jobs GROUP BY state")
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per state, from the trigger-kept counters (no scan)."""
+        return {r[0]: int(r[1]) for r in self._conn().execute("SELECT state, n FROM job_counts")}
 
     def schema_version(self) -> int:
         row = self._conn().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
