@@ -22,9 +22,17 @@ from huey.signals import SIGNAL_COMPLETE
 from huey.storage import SqliteStorage
 
 
-def make_huey(path: str) -> tuple[SqliteHuey, Callable[..., Any]]:
-    """The same Huey settings as ``jobmanager.queue.Queue`` and one trivial task."""
-    huey = SqliteHuey(name="bench", filename=path, results=False, utc=True, timeout=30)
+def make_huey(path: str, normal: bool = False) -> tuple[SqliteHuey, Callable[..., Any]]:
+    """Plain SqliteHuey (``synchronous=FULL``, Huey's default), or with ``normal`` the very storage class
+    the Job Manager's queue uses (``synchronous=NORMAL``), and one trivial task."""
+    if normal:
+        from huey.api import Huey
+
+        from jobmanager.queue import QueueStorage
+
+        huey = Huey("bench", storage_class=QueueStorage, filename=path, results=False, utc=True, timeout=30)
+    else:
+        huey = SqliteHuey(name="bench", filename=path, results=False, utc=True, timeout=30)
 
     @huey.task(name="bench.noop")
     def noop(i: int) -> None:
@@ -50,7 +58,7 @@ def enqueue_each(huey: SqliteHuey, task: Callable[..., Any], n: int) -> None:
 
 def main() -> None:
     path, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    huey, _ = make_huey(path)
+    huey, _ = make_huey(path, normal=len(sys.argv) > 4 and sys.argv[4] == "normal")
     lock = threading.Lock()
     count = 0
 

@@ -41,7 +41,7 @@ from _common import PYTHON, cpu_seconds, machine, median, start_agent_cli, stop,
 from jobmanager import JobManager  # noqa: E402
 
 FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
-VARIANTS = ("raw-bulk", "raw-each", "jm-1job", "jm-jobs")
+VARIANTS = ("raw-bulk", "raw-normal", "raw-each", "jm-1job", "jm-jobs")
 
 
 @dataclass
@@ -59,12 +59,13 @@ class Result:
 
 def run_raw(tmp: Path, n: int, workers: int, mode: str, timeout: float) -> Result:
     path = str(tmp / "queue.db")
-    huey, noop = _raw_consumer.make_huey(path)
+    normal = mode == "normal"
+    huey, noop = _raw_consumer.make_huey(path, normal=normal)
     with open(tmp / "consumer.log", "ab") as log:
         # Imported (not run as __main__) so the task's registry name matches the enqueuer's.
         code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import _raw_consumer; _raw_consumer.main()"
         proc = subprocess.Popen(
-            [PYTHON, "-c", code, path, str(n), str(workers)],
+            [PYTHON, "-c", code, path, str(n), str(workers), "normal" if normal else "full"],
             stdout=subprocess.PIPE, stderr=log, cwd=tmp, text=True,
         )
     lines: queue.Queue[str] = queue.Queue()
@@ -83,7 +84,7 @@ def run_raw(tmp: Path, n: int, workers: int, mode: str, timeout: float) -> Resul
         time.sleep(0.5)  # let the workers reach their idle polling, as the agent's have
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.time()
-        if mode == "bulk":
+        if mode in ("bulk", "normal"):
             _raw_consumer.enqueue_bulk(huey, noop, n)
         else:
             _raw_consumer.enqueue_each(huey, noop, n)
@@ -202,6 +203,12 @@ def main() -> None:
                 ratio = median([r.rate for r in results[v]]) / base
                 verdict = "meets" if ratio >= 0.80 else "BELOW"
                 print(f"ratio {v}/raw-bulk = {ratio:.2f} ({verdict} the 0.80 goal)")
+    if results.get("raw-normal"):
+        same = median([r.rate for r in results["raw-normal"]])
+        for v in ("jm-1job", "jm-jobs"):
+            if results.get(v):
+                ratio = median([r.rate for r in results[v]]) / same
+                print(f"ratio {v}/raw-normal = {ratio:.2f} (against Huey on the same synchronous=NORMAL storage)")
 
 
 if __name__ == "__main__":
