@@ -126,7 +126,9 @@ class JobsTab(w.VBox):
         self.next.on_click(lambda _: self.model.set_page(self.model.page + 1))
         self.page_label = w.HTML("")
         self.sort_label = w.HTML("")
-        pager = w.HBox([self.page_label, self.prev, self.next, self.sort_label])
+        hint = w.HTML('<span class="jm-muted">&nbsp; click a row for its details · Ctrl/Shift-click to select '
+                      'several · a column\'s ⋮ menu sorts every page</span>')
+        pager = w.HBox([self.page_label, self.prev, self.next, self.sort_label, hint])
         pager.add_class("jm-pager")
         self.details = DetailsPanel(jm, messages, permissions, downloads, on_change=self.model.refresh)
 
