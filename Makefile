@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set up .venv and run the main job (agents + demo jobs on the embedded SQLite default)
 #   make test   set up .venv (and Debian's Chromium for the browser tests) and run the whole suite,
-#               then the store/engine tests again on PostgreSQL + Redis (.ci/test-backends)
+#               then the whole suite again on PostgreSQL + Redis (.ci/test-backends)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -34,6 +34,7 @@ class TaskContext:
     attempt: int
     job_params: dict[str, Any]
     log: logging.Logger
+    owner: str = ""  # who submitted the job: jobs that read through the service act as them
     _outputs: list[tuple[str, Path, str | None]] = field(default_factory=list)
     _last_progress: float = 0.0
     _pending_progress: tuple[float, float | None] | None = None

@@ -2,7 +2,9 @@
 
 Used by the demo, the history tests, the analysis notebook and the benchmark
 (1M jobs / ~10M tasks), so it writes with ``executemany`` in one transaction
-from numpy-generated columns instead of going through the service.
+from numpy-generated columns instead of going through the service. SQLite or
+PostgreSQL: on PostgreSQL the transaction locks ``jobs`` and ``tasks`` against other
+writers (the ids follow ``MAX(id)``) and moves their sequences past the new ids.
 
 What it produces (all with the store's exact columns and valid state combinations):
 
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BadParams
 from .home import Home
 from .store import open_store
 
@@ -95,10 +98,20 @@ def generate(
     created = np.concatenate([created, np.sort(now - rng.uniform(0, 60, in_progress))])
     counts = {"jobs": 0, "tasks": 0, "events": 0, "artifacts": 0}
     bursts = _bursts(rng, now, days)
-    conn = sqlite3.connect(home.store_path, isolation_level=None)
-    try:
+    url = home.store_url
+    conn: Any
+    if url.startswith(("postgresql://", "postgres://")):
+        conn = _PgWriter(url)
+        conn.execute("BEGIN")
+        # explicit ids follow MAX(id), so no other writer may add jobs or tasks meanwhile (readers may read)
+        conn.execute("LOCK TABLE jobs, tasks IN EXCLUSIVE MODE")
+    elif url.startswith("sqlite"):
+        conn = sqlite3.connect(home.store_path, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("BEGIN IMMEDIATE")
+    else:
+        raise BadParams(f"demo data is written into SQLite and PostgreSQL stores, not {url!r}")
+    try:
         job_base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         task_base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM tasks").fetchone()[0]
         for start in range(0, jobs, CHUNK):
@@ -107,6 +120,10 @@ def generate(
             for key, value in part.write(conn).items():
                 counts[key] += value
         _write_agents(conn, rng, now, days)
+        if isinstance(conn, _PgWriter):  # the sequences past the explicit ids
+            for table in ("jobs", "tasks"):
+                conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                             f" (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -115,6 +132,40 @@ def generate(
     finally:
         conn.close()
     return counts
+
+
+class _PgWriter:
+    """Just enough of a sqlite3 connection over psycopg for :func:`generate`: ``?`` becomes ``%s``,
+    the ``interval`` column is quoted (a type name in PostgreSQL), numpy scalars become Python's."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+    @property
+    def in_transaction(self) -> bool:
+        import psycopg
+
+        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s").replace(" interval,", ' "interval",')
+
+    @staticmethod
+    def _row(row: Any) -> tuple[Any, ...]:
+        return tuple(v.item() if isinstance(v, np.generic) else v for v in row)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self.conn.execute(self._sql(sql), self._row(params))  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, rows: list[Any]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(self._sql(sql), [self._row(r) for r in rows])  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def _created_times(rng: np.random.Generator, n: int, now: float, days: float) -> np.ndarray:
@@ -224,7 +275,7 @@ class _Chunk:
         self.finishing = over & ~finished & finish_step & (jstate != "queued")
 
     # -- rows ------------------------------------------------------------------------------------
-    def write(self, conn: sqlite3.Connection) -> dict[str, int]:
+    def write(self, conn: Any) -> dict[str, int]:
         jobs, tasks, events, artifacts = self._job_rows(), self._task_rows(), self._event_rows(), self._artifacts()
         conn.executemany(
             "INSERT INTO jobs (id, type, name, params, owner, case_id, priority, state, retries, has_finish,"
@@ -365,7 +416,7 @@ def _nan_none(a: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in a.tolist()]
 
 
-def _write_agents(conn: sqlite3.Connection, rng: np.random.Generator, now: float, days: float) -> None:
+def _write_agents(conn: Any, rng: np.random.Generator, now: float, days: float) -> None:
     """The agents' rows: online (heartbeat now) if they hold a running task, else offline."""
     for k, name in enumerate(AGENTS):
         running = [{"job": r[0], "task": r[1], "name": r[2]} for r in conn.execute(

@@ -189,7 +189,15 @@ def grid_page(
     page_size: int = 100,
     scope: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, int]:
-    """One page of the grid (1-based ``page``) and the number of matching jobs ``scope`` may see."""
+    """One page of the grid (1-based ``page``) and the number of matching jobs ``scope`` may see.
+
+    ``store_path`` may also be a PostgreSQL store URL (as :func:`jobmanager.history.store_file`
+    returns): the page then comes from :func:`jobmanager.history_pg.grid_page_pg`.
+    """
+    if isinstance(store_path, str) and store_path.startswith(("postgresql://", "postgres://")):
+        from .history_pg import grid_page_pg
+
+        return grid_page_pg(store_path, tab, filters, sort, desc, page, page_size, scope=scope)
     if not isinstance(page, int) or isinstance(page, bool) or page < 1:
         raise BadParams(f"page must be a whole number >= 1, not {page!r}")
     if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:

@@ -9,6 +9,11 @@ Currency: the scanner opens the SQLite file per scan and keeps no cache
 (measured: a row committed by the store shows in the next query), so the views
 are always current without re-ATTACHing.
 
+PostgreSQL stores: ``History(url)`` ATTACHes the store READ_ONLY through DuckDB's postgres
+extension instead (:func:`jobmanager.history_pg.attach_postgres`, loaded by path the same way);
+the views, the read-only guards and the mirror are the same, except the mirror's sync rule
+(:meth:`History._sync_mirror_pg`: PostgreSQL's event ids do not grow in commit order).
+
 Speed: the scanner cannot use SQLite's indexes, so each query reads whole tables
 (~2 s for 10M tasks). Stats therefore run on an in-memory *mirror* of finished
 jobs and their tasks, built on the first ``stats`` call and brought up to date
@@ -25,6 +30,7 @@ import importlib.util
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,10 @@ READ_STATEMENTS = ("SELECT", "EXPLAIN")
 #: percentiles are exact for groups up to this many rows and sampled above it: exact quantiles
 #: over 10M tasks take ~1 s on two cores, a 100k reservoir ~0.4 s (measured, bench_history.py)
 QUANTILE_SAMPLE = 100_000
+#: PostgreSQL mirror sync: no store transaction stays open this long (see History._sync_mirror_pg),
+#: and the writers' clocks are within PG_CLOCK_SKEW_S of this one (used once, for the first build)
+PG_COMMIT_MARGIN_S = 60.0
+PG_CLOCK_SKEW_S = 60.0
 
 _TS = "make_timestamp(CAST(round({0} * 1000000) AS BIGINT))"
 
@@ -73,14 +83,21 @@ VIEWS: dict[str, str] = {
 }
 
 
-def store_file(home: Home) -> Path:
-    """The SQLite file of a home's store (the history reads SQLite stores only)."""
+def store_file(home: Home) -> Path | str:
+    """What the history opens for a home's store: the SQLite file, or a PostgreSQL store's URL."""
     url = home.store_url
     if url == "sqlite":
         return home.store_path
     if url.startswith("sqlite:"):
         return Path(url.removeprefix("sqlite:///"))
-    raise HomeError(f"the history reads SQLite stores; this home's store is {url!r}")
+    if is_postgres(url):
+        return url
+    raise HomeError(f"the history reads SQLite and PostgreSQL stores; this home's store is {url!r}")
+
+
+def is_postgres(store: object) -> bool:
+    """Whether ``store`` (a path or URL, as :func:`store_file` returns) names a PostgreSQL store."""
+    return isinstance(store, str) and store.startswith(("postgresql://", "postgres://"))
 
 
 def find_extension() -> Path:
@@ -89,7 +106,8 @@ def find_extension() -> Path:
         import duckdb
     except ImportError:
         raise HomeError("the history needs DuckDB: pip install 'jobmanager[history]'") from None
-    spec = importlib.util.find_spec("duckdb_extension_sqlite_scanner")
+    spec = importlib.util.find_spec(os.environ.get("JOBMANAGER_SQLITE_EXTENSION_PACKAGE",
+                                                   "duckdb_extension_sqlite_scanner"))
     if spec is not None and spec.origin:
         base = Path(spec.origin).parent / "extensions"
         exact = base / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
@@ -121,30 +139,45 @@ class History:
 
     def __init__(self, store_path: str | os.PathLike[str], *, extension: str | os.PathLike[str] | None = None,
                  duckdb_config: dict[str, Any] | None = None) -> None:
-        self.store_path = Path(store_path)
-        if not self.store_path.is_file():
+        """``store_path``: the SQLite store file, or a PostgreSQL store URL (see :func:`store_file`)."""
+        self.pg_url: str | None = str(store_path) if is_postgres(store_path) else None
+        self.store_path = Path(store_path) if self.pg_url is None else Path()
+        if self.pg_url is None and not self.store_path.is_file():
             raise HomeError(f"no job store at {self.store_path}")
-        ext = Path(extension) if extension is not None else find_extension()
-        if not ext.is_file():
-            raise HomeError(f"the DuckDB sqlite extension is missing: {ext} does not exist")
+        ext: Path | None = None
+        if self.pg_url is None:
+            ext = Path(extension) if extension is not None else find_extension()
+            if not ext.is_file():
+                raise HomeError(f"the DuckDB sqlite extension is missing: {ext} does not exist")
         import duckdb
 
         config = {**(duckdb_config or {}), "autoinstall_known_extensions": False,
                   "autoload_known_extensions": False}
         self._lock = threading.RLock()
         self.con = duckdb.connect(":memory:", config=config)
-        try:
-            self.con.execute(f"LOAD '{_quote(str(ext))}'")
-            self.con.execute(f"ATTACH '{_quote(str(self.store_path))}' AS store (TYPE sqlite, READ_ONLY)")
-        except duckdb.Error as exc:
-            self.con.close()
-            raise HomeError(f"cannot open the history of {self.store_path}: {str(exc).splitlines()[0]}") from None
+        if self.pg_url is not None:
+            from .history_pg import attach_postgres
+
+            try:  # LOADs the postgres extension by path and ATTACHes the store READ_ONLY as ``store``
+                attach_postgres(self.con, self.pg_url, extension=extension)
+            except BaseException:
+                self.con.close()
+                raise
+        else:
+            assert ext is not None
+            try:
+                self.con.execute(f"LOAD '{_quote(str(ext))}'")
+                self.con.execute(f"ATTACH '{_quote(str(self.store_path))}' AS store (TYPE sqlite, READ_ONLY)")
+            except duckdb.Error as exc:
+                self.con.close()
+                raise HomeError(f"cannot open the history of {self.store_path}: {str(exc).splitlines()[0]}") from None
         for name, projection in VIEWS.items():
             self.con.execute(f"CREATE VIEW {name} AS SELECT {projection} FROM store.{name} s")
         # Defence in depth for free SQL: no file reads/writes beyond the attached store, no setting changes.
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
         self._mirror_mark: float | None = None
+        self._pg_marks: list[tuple[float, int]] = []  # PostgreSQL: (monotonic time, max event id) per sync
 
     def close(self) -> None:
         with self._lock:
@@ -243,6 +276,9 @@ class History:
 
     # -- the stats mirror ----------------------------------------------------------------------------
     def _sync_mirror(self) -> None:
+        if self.pg_url is not None:
+            self._sync_mirror_pg()
+            return
         conn = sqlite3.connect(self.store_path, timeout=30.0)
         try:
             conn.execute("PRAGMA query_only = ON")
@@ -255,12 +291,62 @@ class History:
                     "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL", (self._mirror_mark,))]
                 self._replace_jobs(conn, changed)
             self._mirror_mark = mark
-            live = [r[0] for r in conn.execute(
-                f"SELECT id FROM jobs WHERE state IN ({','.join('?' * len(IN_PROGRESS))})", IN_PROGRESS)]
-            live_tasks = _done_tasks(conn, live)
+            live_tasks = self._live_tasks(conn)
             conn.execute("COMMIT")
         finally:
             conn.close()
+        self._load_live(live_tasks)
+
+    def _sync_mirror_pg(self) -> None:
+        """The mirror sync on PostgreSQL, where event ids do NOT grow in commit order.
+
+        A sequence hands out ids when rows are inserted and transactions commit in any order,
+        so an event with a smaller id than the largest one a sync saw can commit after that
+        sync. The rule: each sync records (its time, the largest event id its snapshot saw),
+        and a sync re-reads the jobs named by every event with an id above the mark of the
+        newest sync taken at least ``PG_COMMIT_MARGIN_S`` before the *previous* sync. An
+        event this sync sees and the previous one did not committed after the previous sync;
+        as no store transaction stays open for the margin (they are all short), its id was
+        allocated after that older sync's snapshot, so it is above that sync's mark and gets
+        re-read. Re-reading a job twice is harmless (its mirror rows are replaced), so the
+        margin costs only a few more indexed lookups. The first build has no older sync: its
+        bound is the largest id of the events written (by the writers' clocks) before the
+        margin plus ``PG_CLOCK_SKEW_S``, found by walking the primary key backwards.
+        """
+        import psycopg
+
+        with psycopg.connect(self.pg_url, connect_timeout=10) as raw:
+            raw.read_only = True
+            raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for all reads
+            conn = _PgReader(raw)
+            with raw.transaction():
+                mark = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+                now = time.monotonic()  # the snapshot is taken by the first query
+                if self._mirror_mark is None:
+                    row = conn.execute(
+                        "SELECT id FROM events WHERE at < ? ORDER BY id DESC LIMIT 1",
+                        (time.time() - PG_COMMIT_MARGIN_S - PG_CLOCK_SKEW_S,)).fetchone()
+                    self._build_mirror()  # (DuckDB reads a snapshot at least as new as this one)
+                    self._pg_marks = [(float("-inf"), row[0] if row else 0), (now, mark)]
+                else:
+                    previous = self._pg_marks[-1][0]
+                    old = [i for i, (t, _) in enumerate(self._pg_marks) if t <= previous - PG_COMMIT_MARGIN_S]
+                    first = old[-1] if old else 0
+                    changed = [r[0] for r in conn.execute(
+                        "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL",
+                        (self._pg_marks[first][1],))]
+                    self._replace_jobs(conn, changed)
+                    self._pg_marks = [*self._pg_marks[first:], (now, mark)]
+                self._mirror_mark = mark
+                live_tasks = self._live_tasks(conn)
+        self._load_live(live_tasks)
+
+    def _live_tasks(self, conn: Any) -> pd.DataFrame:
+        live = [r[0] for r in conn.execute(
+            f"SELECT id FROM jobs WHERE state IN ({','.join('?' * len(IN_PROGRESS))})", IN_PROGRESS)]
+        return _done_tasks(conn, live)
+
+    def _load_live(self, live_tasks: pd.DataFrame) -> None:
         self.con.execute("DELETE FROM _l_tasks")
         self.con.register("_live_df", live_tasks)
         try:
@@ -281,7 +367,7 @@ class History:
             WHERE t.state IN ('succeeded', 'failed')""")
         self.con.execute("CREATE OR REPLACE TABLE _l_tasks AS SELECT * FROM _m_tasks LIMIT 0")
 
-    def _replace_jobs(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+    def _replace_jobs(self, conn: Any, ids: list[int]) -> None:
         """Re-read jobs that changed: drop their mirror rows, add them back if they are finished."""
         jobs = []
         for chunk in _chunks(ids):
@@ -304,7 +390,7 @@ class History:
                 self.con.unregister(name)
 
 
-def _done_tasks(conn: sqlite3.Connection, job_ids: list[int]) -> pd.DataFrame:
+def _done_tasks(conn: Any, job_ids: list[int]) -> pd.DataFrame:
     """The finished tasks of some jobs, in the mirror's columns (indexed lookups by job_id)."""
     rows: list[tuple[Any, ...]] = []
     for chunk in _chunks(job_ids):
@@ -315,6 +401,17 @@ def _done_tasks(conn: sqlite3.Connection, job_ids: list[int]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["job_id", "agent", "failed", "finished_at", "wait", "dur"])
     return df.astype({"job_id": "uint32", "failed": "bool", "finished_at": "float64", "wait": "float32",
                       "dur": "float32"})
+
+
+class _PgReader:
+    """A psycopg connection that runs the mirror's SQLite-dialect SQL: ``%s`` for ``?``, and no
+    ``+state`` (SQLite's "do not use the index" hint; PostgreSQL's planner needs none)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        return self.conn.execute(sql.replace("+state", "state").replace("?", "%s"), params)
 
 
 def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:

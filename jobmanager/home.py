@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HomeError, NotFound
+from .errors import BadParams, HomeError, NotFound
 
 CONFIG_NAME = "jobmanager.toml"
 
@@ -33,6 +33,9 @@ imports = []
 
 # Seconds between agent heartbeats; an agent silent for 3 intervals is marked lost.
 heartbeat_interval = 5.0
+
+# Folders (besides this home) that jobs may read their inputs from: documents, notebooks, CSV files.
+input_dirs = []
 """
 
 
@@ -119,6 +122,22 @@ class Home:
 
     def job_artifacts(self, job_id: int) -> Path:
         return self.artifacts_dir / str(job_id)
+
+    @property
+    def input_roots(self) -> list[Path]:
+        """Folders job inputs (documents, notebooks, CSV sources) may come from: the home, plus
+        ``input_dirs`` in jobmanager.toml and $JOBMANAGER_INPUT_DIRS (os.pathsep-separated)."""
+        extra = list(self.config.get("input_dirs", []))
+        extra += [p for p in os.environ.get("JOBMANAGER_INPUT_DIRS", "").split(os.pathsep) if p]
+        return [self.path.resolve()] + [Path(p).expanduser().resolve() for p in extra]
+
+    def check_input(self, path: Path) -> Path:
+        """``path`` resolved, refused unless it lies under one of :attr:`input_roots`."""
+        full = path.expanduser().resolve()
+        if not any(full.is_relative_to(root) for root in self.input_roots):
+            raise BadParams(f"{path} is outside the folders jobs may read (the home, and input_dirs in "
+                            f"{CONFIG_NAME})")
+        return full
 
     def relative(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.path.resolve()))

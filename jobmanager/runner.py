@@ -58,7 +58,7 @@ class Runner:
         task_log = logging.getLogger(f"jobmanager.job.{job.type}")
         ctx = TaskContext(
             home=self.home, store=self.store, agent=self.agent, job_id=job.id, task_id=task.id,
-            seq=task.seq, attempt=task.attempts, job_params=job.params, log=task_log,
+            seq=task.seq, attempt=task.attempts, job_params=job.params, log=task_log, owner=job.owner,
         )
         state, error, trace = "succeeded", None, None
         header = f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {self.agent}"
@@ -101,7 +101,7 @@ class Runner:
         task_log = logging.getLogger(f"jobmanager.job.{job.type}")
         ctx = TaskContext(
             home=self.home, store=self.store, agent=self.agent, job_id=job.id, task_id=None, seq=None,
-            attempt=1, job_params=job.params, log=task_log,
+            attempt=1, job_params=job.params, log=task_log, owner=job.owner,
         )
         error = None
         with router().capture(self.home.task_log(job.id, None), f"job {job.id} finishing step on {self.agent}"):

@@ -397,11 +397,13 @@ class JobManager(ScheduleMethods, AdminMethods):
     # -- history: DuckDB over the store; the grid's pages on indexed SQLite ----------------------------
     @property
     def _hist(self) -> Any:
-        """The history, opened on first use (needs the ``history`` extra)."""
+        """The history, opened on first use (needs the ``history`` extra), in a child process:
+        DuckDB's own SQLite must never share a process with the store's connections
+        (see :mod:`jobmanager.history_process`)."""
         if getattr(self, "_history", None) is None:
-            from .history import History, store_file
+            from .history_process import HistoryProcess
 
-            self._history = History(store_file(self.home))
+            self._history = HistoryProcess(str(self.home.path))
         return self._history
 
     def _allow_everything_visible(self, what: str) -> None:

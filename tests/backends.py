@@ -94,3 +94,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         params = getattr(getattr(item, "callspec", None), "params", {})
         if params.get("store") == "postgres" or (PG_REDIS and "store" not in params):
             item.add_marker(pytest.mark.skip(reason="SQLite-specific"))
+
+
+def query_store(home: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of one read-only query on a test home's store, whichever backend it is (``?`` placeholders)."""
+    from jobmanager.home import Home
+
+    url = Home.open(home).store_url
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), params).fetchall()]  # type: ignore[arg-type]
+    import sqlite3
+
+    with sqlite3.connect(Path(home) / "store.db") as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def write_store(home: Path, statements: list[tuple[str, tuple]]) -> None:
+    """Run writes on a test home's store in one transaction, whichever backend it is (``?`` placeholders)."""
+    from jobmanager.home import Home
+
+    url = Home.open(home).store_url
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=10) as conn, conn.transaction():
+            for sql, params in statements:
+                conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(Path(home) / "store.db", isolation_level=None)
+    try:
+        with conn:
+            for sql, params in statements:
+                conn.execute(sql, params)
+    finally:
+        conn.close()

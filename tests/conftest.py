@@ -38,6 +38,9 @@ def home(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     with JobManager.init(path, admin_password=ADMIN_PASSWORD) as admin:
         for name in TEST_USERS:
             admin.add_user(name, f"{name}-password", groups=["admins"])
+    # tests write job inputs (documents, notebooks, CSV files) next to the home
+    cfg = path / "jobmanager.toml"
+    cfg.write_text(cfg.read_text().replace("input_dirs = []", f"input_dirs = [{str(tmp_path)!r}]"))
     return path
 
 

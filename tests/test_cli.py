@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from jobmanager import JobManager
 from jobmanager.cli import cli
 
+from .backends import query_store
 from .conftest import agent_env, wait_for
 
 
@@ -28,8 +29,7 @@ def run(home: Path):
 
 
 def job_count(home: Path) -> int:
-    with sqlite3.connect(home / "store.db") as c:
-        return c.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    return query_store(home, "SELECT count(*) FROM jobs")[0][0]
 
 
 def test_every_command_has_help() -> None:
@@ -138,6 +138,7 @@ def test_store_that_is_not_a_job_manager_database(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a Job Manager store" in result.output
 
 
+@pytest.mark.sqlite_only
 def test_store_from_a_newer_schema(home: Path) -> None:
     with sqlite3.connect(home / "store.db") as c:
         c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")

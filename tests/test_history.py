@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,8 @@ from jobmanager import BadParams, HomeError, JobManager, PermissionDenied, demod
 from jobmanager.cli import cli
 from jobmanager.grid import GRID_COLUMNS
 from jobmanager.history import History, find_extension
+
+from .backends import write_store
 
 HOSTILE = "'; drop table jobs; --"
 H = 3600.0
@@ -33,32 +34,30 @@ def demo(hjm: JobManager) -> JobManager:
     return hjm
 
 
-def _add_job(db: Path, job_id: int, type_: str, state: str, created: float, started: float | None,
+def _add_job(home: Path, job_id: int, type_: str, state: str, created: float, started: float | None,
              finished: float | None, tasks: list[tuple[str | None, str, float | None, float | None]],
              *, owner: str = "alice", case: str | None = None, name: str = "job", error: str | None = None) -> None:
     """One job with tasks (agent, state, started, finished), counters derived, plus its events."""
     count = {s: sum(t[1] == s for t in tasks) for s in ("succeeded", "failed", "cancelled")}
-    conn = sqlite3.connect(db, isolation_level=None)
-    with conn:
-        conn.execute(
+    writes: list[tuple[str, tuple]] = [(
             "INSERT INTO jobs (id, type, name, params, owner, case_id, state, tasks_total, tasks_succeeded,"
             " tasks_failed, tasks_cancelled, error, created_at, started_at, finished_at, updated_at)"
             " VALUES (?,?,?,'{}',?,?,?,?,?,?,?,?,?,?,?,?)",
             (job_id, type_, name, owner, case, state, len(tasks), count["succeeded"], count["failed"],
-             count["cancelled"], error, created, started, finished, finished or created))
-        for seq, (agent, tstate, tstart, tend) in enumerate(tasks, 1):
-            conn.execute(
+             count["cancelled"], error, created, started, finished, finished or created))]
+    for seq, (agent, tstate, tstart, tend) in enumerate(tasks, 1):
+        writes.append((
                 "INSERT INTO tasks (job_id, seq, name, params, state, attempts, agent, queued_at, started_at,"
                 " finished_at) VALUES (?,?,?,'{}',?,1,?,?,?,?)",
-                (job_id, seq, f"task {seq}", tstate, agent, created, tstart, tend))
-        conn.execute("INSERT INTO events (at, job_id, kind, to_state) VALUES (?,?,'job',?)", (created, job_id, state))
-    conn.close()
+                (job_id, seq, f"task {seq}", tstate, agent, created, tstart, tend)))
+    writes.append(("INSERT INTO events (at, job_id, kind, to_state) VALUES (?,?,'job',?)", (created, job_id, state)))
+    write_store(home, writes)
 
 
 @pytest.fixture
 def known(hjm: JobManager) -> JobManager:
     """A small history with known figures."""
-    db = hjm.home.store_path
+    db = hjm.home.path
     # sleep: waits 10 and 30, durations 20 and 60; one of two failed
     _add_job(db, 1, "sleep", "completed", BASE + 0, BASE + 10, BASE + 30,
              [("a1", "succeeded", BASE + 10, BASE + 20), ("a1", "succeeded", BASE + 20, BASE + 30)], name="night run")
@@ -75,6 +74,7 @@ def known(hjm: JobManager) -> JobManager:
 
 
 # -- opening DuckDB: no downloads, clear errors ---------------------------------------------------------------
+@pytest.mark.sqlite_only
 def test_extension_is_loaded_by_path_without_network(home: Path, tmp_path: Path) -> None:
     empty = tmp_path / "no-extensions"
     empty.mkdir()
@@ -90,6 +90,7 @@ def test_extension_is_loaded_by_path_without_network(home: Path, tmp_path: Path)
     assert find_extension().is_file()
 
 
+@pytest.mark.sqlite_only
 def test_missing_extension_is_a_clear_home_error(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(HomeError, match="sqlite extension is missing"):
         History(home / "store.db", extension=tmp_path / "nope.duckdb_extension")
@@ -98,6 +99,7 @@ def test_missing_extension_is_a_clear_home_error(home: Path, tmp_path: Path, mon
     monkeypatch.setattr(history.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(HomeError, match="pip install duckdb-extension-sqlite-scanner=="):
         find_extension()
+    monkeypatch.setenv("JOBMANAGER_SQLITE_EXTENSION_PACKAGE", "no_such_package")  # seen by the history process
     jm = JobManager(home, user="tester")
     with pytest.raises(HomeError, match="not installed"):
         jm.sql("SELECT 1")
@@ -134,10 +136,7 @@ def test_history_is_current(hjm: JobManager) -> None:
     assert hjm.history(state="cancelled").id.tolist() == [job]
     after = hjm.stats()["summary"]
     assert before.empty and after.set_index("type").loc["sleep", "cancelled"] == 1
-    conn = sqlite3.connect(hjm.home.store_path)  # and from another writer
-    with conn:
-        conn.execute("UPDATE jobs SET name = 'renamed' WHERE id = ?", (job,))
-    conn.close()
+    write_store(hjm.home.path, [("UPDATE jobs SET name = 'renamed' WHERE id = ?", (job,))])  # another writer
     assert hjm.sql("SELECT name FROM jobs WHERE id = ?", [job]).name[0] == "renamed"
     assert hjm.grid(search="renamed")[1] == 1
 
@@ -257,7 +256,7 @@ def test_sql_params_and_errors(known: JobManager) -> None:
         known.sql("SELEC 1")
     with pytest.raises(BadParams, match="give a SQL query"):
         known.sql("  ")
-    with pytest.raises(BadParams, match="disabled by configuration"):  # no reading files through SQL
+    with pytest.raises(BadParams, match="disabled by configuration|reads only the views"):  # no files via SQL
         known.sql("SELECT * FROM read_text(?)", [str(known.home.path / "jobmanager.toml")])
 
 
@@ -292,11 +291,10 @@ def test_stats_by_agent_include_running_jobs(known: JobManager) -> None:
 
 def test_stats_follow_retries_of_finished_jobs(known: JobManager) -> None:
     assert known.stats()["summary"].set_index("type").loc["sleep", "finished"] == 2
-    conn = sqlite3.connect(known.home.store_path)
-    with conn:  # job 2 is retried: back in progress, so out of the finished figures
-        conn.execute("UPDATE jobs SET state = 'queued', finished_at = NULL WHERE id = 2")
-        conn.execute("INSERT INTO events (at, job_id, kind, to_state) VALUES (0, 2, 'job', 'queued')")
-    conn.close()
+    write_store(known.home.path, [  # job 2 is retried: back in progress, so out of the finished figures
+        ("UPDATE jobs SET state = 'queued', finished_at = NULL WHERE id = 2", ()),
+        ("INSERT INTO events (at, job_id, kind, to_state) VALUES (0, 2, 'job', 'queued')", ()),
+    ])
     assert known.stats()["summary"].set_index("type").loc["sleep", "finished"] == 1
 
 

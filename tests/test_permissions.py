@@ -7,7 +7,6 @@ CLI), nothing changed, and a refused row in the audit trail.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,15 +18,15 @@ from jobmanager.auth import MAX_FAILURES
 from jobmanager.cli import cli
 from jobmanager.permissions import PERMISSIONS
 
+from .backends import query_store
 from .conftest import ADMIN_PASSWORD
 
 
 def snapshot(home: Path) -> tuple:
     """Everything an action could change, except the audit trail."""
-    with sqlite3.connect(home / "store.db") as c:
-        return tuple(c.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-                     for t in ("jobs", "tasks", "schedules", "users", "groups", "group_permissions", "group_members",
-                               "group_cases", "agents"))
+    return tuple(query_store(home, f"SELECT * FROM {t} ORDER BY 1")
+                 for t in ("jobs", "tasks", "schedules", "users", "groups", "group_permissions", "group_members",
+                           "group_cases", "agents"))
 
 
 @pytest.fixture

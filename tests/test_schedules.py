@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from jobmanager.schedules import fire_due
 from jobmanager.store.sqlite import SQLiteStore
 from jobmanager.triggers import Trigger, zone
 
+from .backends import query_store
 from .conftest import wait_for
 
 BERLIN = zone("Europe/Berlin")
@@ -35,8 +35,7 @@ def runs(trigger: Trigger, start: float, n: int) -> list[datetime]:
 
 
 def schedule_count(home: Path) -> int:
-    with sqlite3.connect(home / "store.db") as c:
-        return c.execute("SELECT count(*) FROM schedules").fetchone()[0]
+    return query_store(home, "SELECT count(*) FROM schedules")[0][0]
 
 
 # -- triggers -------------------------------------------------------------------------------------------
@@ -188,7 +187,10 @@ def _race(path: str, now: float, out) -> None:
     from jobmanager import jobtypes
 
     jobtypes.discover()
-    store = SQLiteStore(path)
+    from jobmanager.home import Home
+    from jobmanager.store import open_store
+
+    store = open_store(Home.open(path))  # the home's store, SQLite or PostgreSQL
     out.put(sum(1 for job_id, _ in fire_due(store, "racer", now=now) if job_id))
 
 
@@ -200,7 +202,7 @@ def test_exactly_once_with_agents_racing(jm: JobManager) -> None:
         make_due(jm.store, f"s{i}", now - 1)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_race, args=(str(jm.home.store_path), now, out)) for _ in range(4)]
+    procs = [ctx.Process(target=_race, args=(str(jm.home.path), now, out)) for _ in range(4)]
     for p in procs:
         p.start()
     total = sum(out.get(timeout=60) for _ in procs)

@@ -2,7 +2,8 @@
 
 The query reads either a CSV/Parquet file (``source``, visible as the view
 ``source``) or the home's job store, attached READ_ONLY through DuckDB's sqlite
-extension as the default schema (``SELECT * FROM jobs``). Writing statements are
+extension (or its postgres extension for a PostgreSQL store) as the default schema
+(``SELECT * FROM jobs``). Writing statements are
 refused when the job is submitted: the query must parse as exactly one SELECT.
 The extension is loaded by path from the ``duckdb-extension-sqlite-scanner``
 package with automatic extension installing/loading off, so nothing is ever
@@ -105,8 +106,11 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(source: str | None, store_path: Path) -> "duckdb.DuckDBPyConnection":
-    """An in-memory DuckDB with the source (or the store, read-only) in view and its configuration locked."""
+def connect(source: str | None, store_path: Path | str) -> "duckdb.DuckDBPyConnection":
+    """An in-memory DuckDB with the source (or the store, read-only) in view and its configuration locked.
+
+    ``store_path`` is the SQLite store file, or a PostgreSQL store's URL (ATTACHed with DuckDB's
+    postgres extension, see :mod:`jobmanager.history_pg`)."""
     duckdb = _duckdb()
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
@@ -115,8 +119,16 @@ def connect(source: str | None, store_path: Path) -> "duckdb.DuckDBPyConnection"
             if not path.is_file():
                 raise FileNotFoundError(f"source {path} does not exist")
             reader = "read_parquet" if path.suffix.lower() in (".parquet", ".pq") else "read_csv_auto"
-            con.execute(f"CREATE VIEW source AS SELECT * FROM {reader}({_sql_string(str(path))})")
+            # a table, not a view: then file access can be switched off for the user's query
+            con.execute(f"CREATE TABLE source AS SELECT * FROM {reader}({_sql_string(str(path))})")
+            con.execute("SET enable_external_access = false")
+        elif isinstance(store_path, str) and store_path.startswith(("postgresql://", "postgres://")):
+            from ..history_pg import attach_postgres
+
+            attach_postgres(con, store_path)  # the postgres extension, by path; READ_ONLY
+            con.execute("USE store")
         else:
+            store_path = Path(store_path)
             if not store_path.is_file():
                 raise FileNotFoundError(f"no job store at {store_path}")
             con.execute(f"LOAD {_sql_string(str(sqlite_extension_path()))}")
@@ -140,25 +152,39 @@ class ExportReport(JobType):
 
     def run(self, ctx: TaskContext, params: ExportReportParams, task: dict[str, Any]) -> None:  # type: ignore[override]
         ctx.progress(0, 3)
-        con = connect(params.source, ctx.home.store_path)
+        if params.source is None:
+            # The store is read through the service, as the job's owner: the history's views only, their
+            # permissions and cases, and DuckDB in a process of its own (never beside this agent's
+            # connections to the store; see jobmanager.history_process).
+            from ..service import JobManager
+
+            with JobManager(ctx.home, user=ctx.owner, interface="agent") as jm:
+                frame = jm.sql(params.query)
+            con = _duckdb().connect(config={"autoinstall_known_extensions": False,
+                                            "autoload_known_extensions": False})
+            con.register("result", frame)
+            query = "SELECT * FROM result"
+        else:
+            con = connect(str(ctx.home.check_input(Path(params.source))), "")
+            query = params.query
         try:
-            ctx.log.info("query on %s: %s", params.source or "the job store", params.query)
-            rel = con.sql(params.query)
+            ctx.log.info("query on %s: %s", params.source or "the job history", params.query)
+            rel = con.sql(query)
             ctx.progress(1, 3)
             out = ctx.output_path(f"{params.name}.{params.format}", FORMATS[params.format])
+            df = rel.df()  # written by pandas: DuckDB itself may not touch files (external access is off)
             if params.format == "csv":
-                rel.write_csv(str(out), header=True)
+                df.to_csv(out, index=False)
             elif params.format == "parquet":
-                rel.write_parquet(str(out))
+                df.to_parquet(out, index=False)
             else:
-                df = rel.df()
                 if len(df) >= EXCEL_MAX_ROWS:
                     raise ValueError(f"{len(df)} rows do not fit in one Excel sheet; export CSV or Parquet")
                 for col in df.select_dtypes(include=["datetimetz"]).columns:
                     df[col] = df[col].dt.tz_localize(None)  # Excel has no time zones
                 df.to_excel(out, index=False, sheet_name="report")
             ctx.progress(2, 3)
-            rows = rel.aggregate("count(*)").fetchone()[0]  # type: ignore[index]
+            rows = len(df)
         finally:
             con.close()
         ctx.progress(3, 3)

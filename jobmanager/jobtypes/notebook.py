@@ -87,6 +87,7 @@ class Notebook(JobType):
         source = Path(params.notebook).expanduser()
         if not source.is_absolute():
             source = Path(params.base_dir or ctx.home.path) / source
+        source = ctx.home.check_input(source)
         if not source.is_file():
             raise FileNotFoundError(f"notebook {source} does not exist")
         stem = safe_name(source.stem)

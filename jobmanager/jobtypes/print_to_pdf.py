@@ -54,7 +54,7 @@ def _resolve(ctx: TaskContext, params: PrintToPdfParams, document: str) -> Path:
     path = Path(document).expanduser()
     if not path.is_absolute():
         path = Path(params.base_dir or ctx.home.path) / path
-    return path
+    return ctx.home.check_input(path)  # user-given names never reach outside the allowed folders
 
 
 @job_type("print_to_pdf")

@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from fpdf import FPDF
 
 from jobmanager import downloads
@@ -80,6 +81,7 @@ def test_download_big_log_and_pdf(start_dashboard, page, tmp_path: Path) -> None
     assert resp.headers["cache-control"] == "no-store"
 
 
+@pytest.mark.sqlite_only  # checks the SQLite store file is never served
 def test_only_published_files_are_served(start_dashboard, page, tmp_path: Path) -> None:
     _, small = _files(tmp_path)
     server = start_dashboard(files=[{"path": str(small), "name": "report.pdf"}])
