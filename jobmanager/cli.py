@@ -31,8 +31,16 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except JobManagerError as exc:
             raise CLIError(str(exc)) from None
+        except OSError as exc:  # e.g. -o into a folder that does not exist
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise CLIError(f"{where}{exc.strerror or exc}") from None
 
     return wrapper
+
+
+#: ids and numbers as SQLite stores them (a bigger number is bad input, not an OverflowError)
+JOB_ID = click.IntRange(1, 2**63 - 1)
+SMALL_INT = click.IntRange(-(2**31), 2**31 - 1)
 
 
 def _jm(ctx: click.Context) -> JobManager:
@@ -142,7 +150,7 @@ def _parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, 
               help="A parameter; VALUE is read as JSON when it parses (3, true, [1,2]), else as text.")
 @click.option("--params-json", help="All parameters as one JSON object.")
 @click.option("--name", help="A name for the job.")
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--priority", type=SMALL_INT, default=0, show_default=True, help="Higher runs first.")
 @click.option("--case", help="The case the job belongs to (access control).")
 @click.option("--retries", type=click.IntRange(0, 100), help="Automatic retries of a failed task.")
 @click.pass_context
@@ -174,7 +182,7 @@ def jobs(ctx: click.Context, tab: str | None, state: str | None, type_: str | No
 
 
 @cli.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
@@ -197,7 +205,7 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
 
 def _action(name: str, doc: str) -> None:
     @cli.command(name=name, help=doc)
-    @click.argument("job_id", type=int)
+    @click.argument("job_id", type=JOB_ID)
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, job_id: int) -> None:
@@ -211,8 +219,8 @@ _action("cancel", "Cancel a job: queued tasks never run, running ones are asked 
 
 
 @cli.command()
-@click.argument("job_id", type=int)
-@click.option("--task", type=int, help="Retry only this task (its number in the job).")
+@click.argument("job_id", type=JOB_ID)
+@click.option("--task", type=JOB_ID, help="Retry only this task (its number in the job).")
 @click.pass_context
 @handle_errors
 def retry(ctx: click.Context, job_id: int, task: int | None) -> None:
@@ -222,8 +230,8 @@ def retry(ctx: click.Context, job_id: int, task: int | None) -> None:
 
 
 @cli.command()
-@click.argument("job_id", type=int)
-@click.argument("priority", type=int)
+@click.argument("job_id", type=JOB_ID)
+@click.argument("priority", type=SMALL_INT)
 @click.pass_context
 @handle_errors
 def priority(ctx: click.Context, job_id: int, priority: int) -> None:
@@ -233,8 +241,8 @@ def priority(ctx: click.Context, job_id: int, priority: int) -> None:
 
 
 @cli.command()
-@click.argument("job_id", type=int)
-@click.option("--task", type=int, help="Only this task's log.")
+@click.argument("job_id", type=JOB_ID)
+@click.option("--task", type=JOB_ID, help="Only this task's log.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to FILE.")
 @click.pass_context
 @handle_errors
@@ -272,7 +280,7 @@ def stop_agent(ctx: click.Context, name: str) -> None:
 
 
 @cli.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--timeout", type=float, help="Give up after S seconds (exit 2).")
 @click.pass_context
 @handle_errors
@@ -315,7 +323,7 @@ def _trigger_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE", help="A job parameter."),
         click.option("--params-json", help="All job parameters as one JSON object."),
         click.option("--case", help="The case the jobs belong to."),
-        click.option("--priority", type=int, help="Priority of the jobs."),
+        click.option("--priority", type=SMALL_INT, help="Priority of the jobs."),
     ]):
         fn = option(fn)
     return fn
@@ -421,10 +429,10 @@ def schedule_sync(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--artifact", "-a", "name", metavar="NAME", help="The output to download (default: the main one).")
 @click.option("--log", "want_log", is_flag=True, help="Download the job's log instead (every task, then finish).")
-@click.option("--task", type=int, help="With --log: only this task's log.")
+@click.option("--task", type=JOB_ID, help="With --log: only this task's log.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE ('-': stdout; default ./NAME).")
 @click.pass_context
 @handle_errors

@@ -162,9 +162,10 @@ def fire_due(store: JobStore, agent: str, now: float | None = None) -> list[tupl
                                                  f" UTC skipped ({late:.0f} s late)")
         else:
             try:
+                _owner_may_submit(store, row)
                 jt = jobtypes.get(row["type"])
                 tasks = jt.plan(jobtypes.validate(jt, row["params"]))
-            except JobManagerError as exc:
+            except Exception as exc:  # one broken schedule must not stop the others from firing
                 result = store.fire_schedule(row, following, agent=agent, tasks=None, outcome="error",
                                              message=str(exc))
                 log.error("schedule %s could not fire: %s", row["name"], exc)
@@ -177,6 +178,23 @@ def fire_due(store: JobStore, agent: str, now: float | None = None) -> list[tupl
             if result[0] is not None:
                 log.info("schedule %s fired job %s", row["name"], result[0])
     return fired
+
+
+def _owner_may_submit(store: JobStore, row: dict[str, Any]) -> None:
+    """A schedule fires as its owner: a disabled owner, or one who lost submit_jobs or the case, fires nothing."""
+    from .errors import NotFound, PermissionDenied
+    from .permissions import Actor, allowed
+
+    try:
+        user = store.get_user(row["owner"])
+    except NotFound:
+        raise PermissionDenied(f"owner {row['owner']!r} is not a Job Manager user") from None
+    if not user["active"]:
+        raise PermissionDenied(f"owner {row['owner']!r} is disabled")
+    perms, cases = store.grants_of(row["owner"])
+    if not allowed(Actor(row["owner"], frozenset(perms), frozenset(cases)), "submit", None, row["case_id"]):
+        raise PermissionDenied(f"owner {row['owner']!r} may no longer submit jobs"
+                               + (f" in case {row['case_id']}" if row["case_id"] else ""))
 
 
 def schedules_file(home: Home) -> Path:

@@ -119,7 +119,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         return Actor(self.user, frozenset(perms), frozenset(cases), self.interface)
 
     def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
-               case: str | None = None) -> Actor:
+               case: str | None = None, quiet: bool = False) -> Actor:
         """The single permission check every method passes through.
 
         Refusals raise PermissionDenied and, like every allowed action other than a
@@ -133,7 +133,7 @@ class JobManager(ScheduleMethods, AdminMethods):
             ok = allowed(actor, action, None, case)
             if not ok and case is not None and actor.can(needs(action)):
                 target = ("case", case)
-        if not ok or action not in ("view", "view_schedules", "view_agents"):
+        if not ok or not (quiet or action in ("view", "view_schedules", "view_agents")):
             kind, name = target or (None, None)
             self.store.audit(self.user, self.interface, _calling_method(), kind, name, ok, f"needs {needs(action)}")
         if not ok:
@@ -179,8 +179,8 @@ class JobManager(ScheduleMethods, AdminMethods):
         jobtypes.discover(self._imports)
         jt = jobtypes.get(type)
         model = jobtypes.validate(jt, params or {})
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise BadParams(f"priority must be a whole number, not {priority!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
+            raise BadParams(f"priority must be a whole number between -2147483648 and 2147483647, not {priority!r}")
         if retries is not None and (not isinstance(retries, int) or retries < 0):
             raise BadParams(f"retries must be a whole number >= 0, not {retries!r}")
         tasks = jt.plan(model)
@@ -307,6 +307,21 @@ class JobManager(ScheduleMethods, AdminMethods):
                 parts.append(path.read_text(encoding="utf-8", errors="replace"))
         return "".join(parts)
 
+    def log_tail(self, job_id: int, lines: int = 200) -> str:
+        """The last ``lines`` of the job's log, for a screen that refreshes (allowed reads are not audited;
+        downloads are)."""
+        job = self.job(job_id)
+        self._allow("download_log", job, quiet=True)
+        paths = [self.home.task_log(job.id, t.seq) for t in job.tasks] + [self.home.task_log(job.id, None)]
+        kept: list[str] = []
+        for path in reversed([p for p in paths if p.is_file()]):  # from the end: a log of tens of MB is
+            with path.open("rb") as fh:                               # never read whole for a tail
+                fh.seek(max(0, path.stat().st_size - 256 * 1024))
+                kept[:0] = fh.read().decode("utf-8", errors="replace").splitlines()
+            if len(kept) >= lines:
+                break
+        return "\n".join(kept[-lines:])
+
     def log_files(self, job_id: int) -> list[Path]:
         job = self.job(job_id)
         self._allow("download_log", job)
@@ -384,8 +399,8 @@ class JobManager(ScheduleMethods, AdminMethods):
 
     def set_priority(self, job_id: int, priority: int) -> None:
         """Higher runs first; applies to the job's tasks that have not started."""
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise BadParams(f"priority must be a whole number, not {priority!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
+            raise BadParams(f"priority must be a whole number between -2147483648 and 2147483647, not {priority!r}")
         self._allow("manage", self.store.get_job(int(job_id)))
         self.queue.send(self.store.set_priority(int(job_id), priority, self.user))
 
@@ -443,6 +458,9 @@ class JobManager(ScheduleMethods, AdminMethods):
         scope = self._allow("view").scope()
         from .export import write_frame
 
+        if Path(path).expanduser().resolve().is_relative_to(self.home.path.resolve()):
+            raise BadParams(f"{path} is inside the home folder: write exports somewhere else (the home holds the "
+                            "store, the queue, logs and outputs)")
         return write_frame(self._hist.grid_rows(scope=scope, **filters), path, format)
 
     def demo_data(self, jobs: int = 1000, days: float = 30, seed: int = 0) -> dict[str, int]:

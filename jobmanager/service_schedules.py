@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import jobtypes
-from .errors import BadParams
-from .schedules import build_spec, caller_source, sync_file, trigger_of
+from .errors import BadParams, NotFound
+from .schedules import _same_trigger, build_spec, caller_source, sync_file, trigger_of
 from .triggers import zone
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ class ScheduleMethods:
         if unknown:
             raise BadParams(f"cannot edit {', '.join(sorted(unknown))} of a schedule")
         merged.update({k: v for k, v in changes.items() if v is not None})
+        if merged.get("case") != old["case_id"]:  # moving it into another case needs that case too
+            self._allow("manage_schedules", case=merged.get("case"), target=("schedule", name))
         spec = build_spec(owner=old["owner"], source_kind=old["source_kind"], source_ref=old["source_ref"],
                           imports=self._imports, **merged)
         if merged.get("every") == old["trigger_value"] and old["trigger_kind"] == "interval":
@@ -83,7 +85,17 @@ class ScheduleMethods:
 
     def _save_schedule(self, args: dict[str, Any], kind: str, ref: str | None, *, create_only: bool) -> dict[str, Any]:
         self._allow("manage_schedules", case=args.get("case"), target=("schedule", str(args.get("name"))))
+        old = None
+        if not create_only:
+            try:
+                old = self.store.get_schedule(str(args.get("name")))
+            except NotFound:
+                old = None
+        if old is not None:  # replacing a schedule needs the right to its present case too
+            self._allow("manage_schedules", case=old["case_id"], target=("schedule", old["name"]))
         spec = build_spec(owner=self.user, source_kind=kind, source_ref=ref, imports=self._imports, **args)
+        if old is not None and _same_trigger(old, spec):  # re-running the cell keeps the planned run
+            spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
         self.store.save_schedule(spec, actor=self.user, create_only=create_only)
         return self.store.get_schedule(spec["name"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from .models import Messages
 from .theme import badge
 
 LOG_TAIL_LINES = 200
+#: download links are reused by refreshes this long (they expire after 15 minutes)
+LINKS_FRESH_S = 600.0
 
 
 def _task_rows(job: Job) -> str:
@@ -62,6 +65,9 @@ class DetailsPanel(w.VBox):
         self.jm, self.messages, self.perms, self.downloads = jm, messages, permissions, downloads
         self.on_change = on_change
         self.job_id: int | None = None
+        self._links_key: tuple[Any, ...] | None = None
+        self._links_at = 0.0
+        self._links: list[str] = []
         self.header = w.HTML()
         self.retry = w.Button(description="Retry failed tasks", icon="repeat")
         self.retry.on_click(lambda _: self._act(lambda: self.jm.retry(self.job_id), "retry queued"))
@@ -118,7 +124,17 @@ class DetailsPanel(w.VBox):
             f" of {job.tasks_total} · created <span title='{fmt.exact(job.created_at)}'>"
             f"{fmt.relative(job.created_at)}</span></div>{err}")
         can_download = "download_outputs" in self.perms or "admin" in self.perms
-        links = []
+        key = (job.id, tuple((a["name"], a["size"]) for _, a in arts.iterrows()))
+        if key == self._links_key and time.monotonic() - self._links_at < LINKS_FRESH_S:
+            links = self._links  # refreshes reuse the links: no new download tokens, no audit rows
+        else:
+            links = self._publish(job, arts, can_download)
+            self._links_key, self._links_at, self._links = key, time.monotonic(), links
+        self.outputs.value = ("<b>Outputs</b> " + " ".join(links)) if links else ""
+        self._render_body(job, events)
+
+    def _publish(self, job: Job, arts: Any, can_download: bool) -> list[str]:
+        links: list[str] = []
         for _, a in arts.iterrows():
             if can_download:
                 try:
@@ -128,7 +144,9 @@ class DetailsPanel(w.VBox):
             else:
                 links.append(f"<span class='jm-muted' title='needs the download_outputs permission'>"
                              f"{html.escape(a['name'])}</span>")
-        self.outputs.value = ("<b>Outputs</b> " + " ".join(links)) if links else ""
+        return links
+
+    def _render_body(self, job: Job, events: list[dict[str, Any]]) -> None:
         params = html.escape(json.dumps(job.params, indent=1))
         self.body.value = (
             "<div style='display:flex;gap:18px;flex-wrap:wrap'>"
@@ -137,10 +155,9 @@ class DetailsPanel(w.VBox):
             f"<details><summary><b>Parameters</b></summary><pre class='jm-log'>{params}</pre></details></div></div>")
         if "download_logs" in self.perms or "admin" in self.perms:
             try:
-                text = self.jm.log(job.id)
+                tail = self.jm.log_tail(job.id, LOG_TAIL_LINES)
             except JobManagerError:
-                text = ""
-            tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+                tail = ""
             self.log_view.value = (f"<b>Log</b> <span class='jm-muted'>(last {LOG_TAIL_LINES} lines; the whole file "
                               f"with Download log)</span><div class='jm-log'>{html.escape(tail) or '(empty)'}</div>")
         else:

@@ -781,8 +781,8 @@ class PostgresStore(PostgresSchedules, PostgresUsers, JobStore):
             # Rows another agent is recovering right now are skipped, not waited for.
             stale = c.execute(
                 'SELECT name, heartbeat_at FROM agents WHERE state = \'online\' AND heartbeat_at < %s - %s * "interval"'
-                " ORDER BY name FOR UPDATE SKIP LOCKED",
-                (at, LOST_AFTER_INTERVALS),
+                " AND name <> %s ORDER BY name FOR UPDATE SKIP LOCKED",  # never itself: it is evidently alive
+                (at, LOST_AFTER_INTERVALS, by_agent),
             ).fetchall()
             for row in stale:
                 cur = c.execute(

@@ -674,8 +674,8 @@ class SQLiteStore(SQLiteSchedules, SQLiteUsers, JobStore):
         return recovery
 
     def heartbeat(self, name: str, pid: int, stats: dict[str, Any]) -> str | None:
-        now = time.time()
         with self._tx() as c:
+            now = time.time()  # after the lock: a long wait for it must not age the heartbeat
             row = c.execute("SELECT state, pid, command FROM agents WHERE name = ?", (name,)).fetchone()
             if row is None or row["pid"] != pid:
                 return "stop"  # another incarnation owns the name now
@@ -703,12 +703,13 @@ class SQLiteStore(SQLiteSchedules, SQLiteUsers, JobStore):
         return recovery
 
     def recover_lost(self, by_agent: str, now: float | None = None) -> Recovery:
-        now = now or time.time()
         recovery = Recovery()
         with self._tx() as c:
+            now = now or time.time()  # after the lock (a busy store must not make agents look lost)
             stale = c.execute(
-                "SELECT name, heartbeat_at FROM agents WHERE state = 'online' AND heartbeat_at < ? - ? * interval",
-                (now, LOST_AFTER_INTERVALS),
+                "SELECT name, heartbeat_at FROM agents WHERE state = 'online' AND heartbeat_at < ? - ? * interval"
+                " AND name != ?",  # an agent never declares itself lost: it is evidently alive
+                (now, LOST_AFTER_INTERVALS, by_agent),
             ).fetchall()
             for row in stale:
                 cur = c.execute(
