@@ -409,7 +409,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         self._allow("manage_agents", target=("agent", name))
         self.store.request_agent(name, "stop", self.user)
 
-    # -- history: DuckDB over the store; the grid's pages on indexed SQLite ----------------------------
+    # -- history: DuckDB over the store (in its own process); grid pages by the store's indexes ---------------
     @property
     def _hist(self) -> Any:
         """The history, opened on first use (needs the ``history`` extra), in a child process:
