@@ -26,6 +26,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 #: the environment variable the dashboard server sets for its kernels
@@ -85,7 +86,7 @@ def publish(path: Path, name: str, *, folder: Path | None = None) -> str | None:
     name = clean_name(name)
     root = folder if folder is not None else downloads_dir()
     if root is None:
-        return data_url(path, name)
+        return data_url(path, name) or jupyter_files_url(path, name)
     clean_expired(root)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     target_dir = root / token
@@ -96,6 +97,45 @@ def publish(path: Path, name: str, *, folder: Path | None = None) -> str | None:
     except OSError:
         shutil.copyfile(path, target)
     return f"{URL_PREFIX}{token}/{quote(name)}"
+
+
+#: where big downloads go inside a JupyterLab server's root (served by its own /files/ handler)
+JUPYTER_FOLDER = "jobmanager-downloads"
+
+
+def _jupyter_server_for(cwd: Path) -> dict[str, Any] | None:
+    """The running Jupyter server whose root holds ``cwd`` (a kernel runs in its notebook's folder)."""
+    try:
+        from jupyter_server.serverapp import list_running_servers
+    except ImportError:
+        return None
+    best = None
+    for server in list_running_servers():
+        root = Path(server.get("root_dir") or server.get("notebook_dir") or "").resolve()
+        if root and cwd.resolve().is_relative_to(root) and (best is None or len(str(root)) > len(best[0])):
+            best = (str(root), server)
+    return best[1] if best else None
+
+
+def jupyter_files_url(path: Path, name: str, *, cwd: Path | None = None) -> str | None:
+    """A big file offered in JupyterLab: hard-linked under the server's root, served by its ``/files/``
+    handler as an attachment (the analyst's own server and session cookie), with the same unguessable,
+    expiring token folders as the dashboard. None when no server's root holds this kernel's folder."""
+    server = _jupyter_server_for(cwd or Path.cwd())
+    if server is None:
+        return None
+    root = Path(server.get("root_dir") or server.get("notebook_dir")).resolve() / JUPYTER_FOLDER
+    root.mkdir(mode=0o700, exist_ok=True)
+    clean_expired(root)
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    (root / token).mkdir(mode=0o700)
+    target = root / token / name
+    try:
+        os.link(path, target)
+    except OSError:
+        shutil.copyfile(path, target)
+    base = server.get("base_url") or "/"
+    return f"{base}files/{JUPYTER_FOLDER}/{token}/{quote(name)}?download=1"
 
 
 def data_url(path: Path, name: str) -> str | None:
