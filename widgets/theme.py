@@ -51,6 +51,8 @@ CSS = """
 .jm-app { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #0f172a; }
 .jm-header { background: #0f172a; color: #f8fafc; padding: 8px 14px; border-radius: 6px; align-items: center; }
 .jm-header .widget-label, .jm-header .widget-html, .jm-header label { color: #f8fafc !important; }
+.jm-header .widget-html { white-space: nowrap; }
+.jm-header .widget-html:first-child { flex: 0 1 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; }
 .jm-title { font-size: 17px; font-weight: 650; letter-spacing: .2px; }
 .jm-muted { color: #64748b; font-size: 12px; }
 .jm-header .jm-muted { color: #cbd5e1; }
