@@ -26,6 +26,16 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
+_DUMMY: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """A real scrypt hash to verify against when the user does not exist (no timing tells names apart)."""
+    if not _DUMMY:
+        _DUMMY.append(hash_password("not-a-password-of-anyone"))
+    return _DUMMY[0]
+
+
 def create_default_groups(store: JobStore) -> None:
     """admins, operators and analysts with the permissions of :data:`DEFAULT_GROUPS`."""
     existing = {g["name"] for g in store.list_groups()}
@@ -69,7 +79,8 @@ class AdminMethods:
             minutes = max(1, round((user["locked_until"] - now) / 60))
             raise PermissionDenied(f"account {username} is locked after {MAX_FAILURES} failed sign-ins; "
                                    f"try again in {minutes} min or ask an administrator")
-        if user is None or not user["active"] or not verify_password(password, user["password_hash"]):
+        stored = user["password_hash"] if user is not None else _dummy_hash()  # same work for unknown names
+        if not verify_password(password, stored) or user is None or not user["active"]:
             locked = None
             if user is not None:
                 locked = store.record_failure(username, now, MAX_FAILURES, LOCKOUT_S)
@@ -106,6 +117,9 @@ class AdminMethods:
         if username != self.user:
             self._allow("admin", target=("user", username))
         else:
+            me = self.store.get_user(username)
+            if not me["active"]:
+                raise PermissionDenied(f"user {username!r} is disabled")
             self.store.audit(self.user, self.interface, "passwd", "user", username, True)
         self.store.get_user(username)
         self.store.update_user(username, password_hash=hash_password(password), failures=0, locked_until=None)
