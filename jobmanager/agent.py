@@ -85,6 +85,13 @@ class Agent:
         jobtypes.discover(self.imports)
         self.store: JobStore = open_store(self.home)
         self.queue = Queue(self.home)
+        # The schedules file is loaded before the agent shows as online, so whoever sees the agent
+        # online also sees its schedules (a bad file must not keep agents from running jobs).
+        schedules: dict[str, int] | Exception
+        try:
+            schedules = sync_file(self.store, self.home, f"agent:{self.name}", self.imports)
+        except Exception as exc:
+            schedules = exc
         recovery = self.store.register_agent({
             "name": self.name, "host": self.host, "pid": self.pid, "workers": self.workers,
             "worker_type": self.worker_type, "version": __version__, "queues": ["default"],
@@ -96,12 +103,10 @@ class Agent:
         self._apply(recovery)
         self.recover()
         self.sweep(min_age=0.0)
-        try:
-            summary = sync_file(self.store, self.home, f"agent:{self.name}", self.imports)
-            if summary["declared"]:
-                log.info("schedules file: %s", summary)
-        except Exception as exc:  # a bad schedules file must not keep agents from running jobs
-            log.error("schedules file not loaded: %s", exc)
+        if isinstance(schedules, Exception):
+            log.error("schedules file not loaded: %s", schedules)
+        elif schedules["declared"]:
+            log.info("schedules file: %s", schedules)
 
     def run(self) -> None:
         """Run until SIGINT/SIGTERM (graceful: running tasks get ``shutdown_timeout`` to end)."""
