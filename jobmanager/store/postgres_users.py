@@ -47,16 +47,18 @@ class PostgresUsers:
             if cur.rowcount != 1:
                 raise NotFound(f"no user {username!r}")
 
-    def record_failure(self, username: str, now: float, max_failures: int, lockout_s: float) -> float | None:
-        """Count a failed sign-in; returns the lock-out end when this one locked the account."""
+    def claim_sign_in(self, username: str, now: float, max_failures: int, lockout_s: float) -> int | None:
+        """Count one sign-in attempt before its password is checked; see :meth:`JobStore.claim_sign_in`."""
         with self._tx() as c:
-            row = c.execute("UPDATE users SET failures = failures + 1 WHERE username = %s RETURNING failures",
-                            (username,)).fetchone()
-            if row is not None and row["failures"] >= max_failures:
-                c.execute("UPDATE users SET locked_until = %s, failures = 0 WHERE username = %s",
-                          (now + lockout_s, username))
-                return now + lockout_s
-        return None
+            rows = c.execute(
+                "UPDATE users SET"
+                " failures = CASE WHEN locked_until <= %s THEN 1 ELSE failures + 1 END,"
+                " locked_until = CASE WHEN (CASE WHEN locked_until <= %s THEN 0 ELSE failures END) + 1 >= %s"
+                " THEN %s WHEN locked_until <= %s THEN NULL ELSE locked_until END"
+                " WHERE username = %s AND (locked_until <= %s OR (locked_until IS NULL AND failures < %s))"
+                " RETURNING failures",
+                (now, now, max_failures, now + lockout_s, now, username, now, max_failures)).fetchall()
+        return int(rows[0]["failures"]) if rows else None
 
     def list_users(self) -> list[dict[str, Any]]:
         return self._fetchall(
