@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,10 @@ def _print_frame(df: pd.DataFrame, as_json: bool) -> None:
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, user: str | None, imports: tuple[str, ...]) -> None:
     """Run, watch and fix background jobs."""
+    from .home import private_umask
+
+    previous = private_umask()  # files this command (an agent, the dashboard) writes in the home: 0600
+    ctx.call_on_close(lambda: os.umask(previous))
     ctx.ensure_object(dict)
     ctx.obj.update(home=home, user=user, imports=imports)
 

@@ -59,6 +59,7 @@ class Runner:
         ctx = TaskContext(
             home=self.home, store=self.store, agent=self.agent, job_id=job.id, task_id=task.id,
             seq=task.seq, attempt=task.attempts, job_params=job.params, log=task_log, owner=job.owner,
+            case=job.case,
         )
         state, error, trace = "succeeded", None, None
         header = f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {self.agent}"
@@ -102,6 +103,7 @@ class Runner:
         ctx = TaskContext(
             home=self.home, store=self.store, agent=self.agent, job_id=job.id, task_id=None, seq=None,
             attempt=1, job_params=job.params, log=task_log, owner=job.owner,
+            case=job.case,
         )
         error = None
         with router().capture(self.home.task_log(job.id, None), f"job {job.id} finishing step on {self.agent}"):

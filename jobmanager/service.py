@@ -179,6 +179,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         jobtypes.discover(self._imports)
         jt = jobtypes.get(type)
         model = jobtypes.validate(jt, params or {})
+        jt.check_inputs(self.home, model, case)  # input files this job may not read: refused before storing
         if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
             raise BadParams(f"priority must be a whole number between -2147483648 and 2147483647, not {priority!r}")
         if retries is not None and (not isinstance(retries, int) or retries < 0):
