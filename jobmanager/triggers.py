@@ -333,3 +333,10 @@ def _parse_local(at: str | datetime, tz: str) -> datetime:
     if dt.tzinfo is not None:  # an explicit offset wins; store the wall time in the schedule's zone
         dt = dt.astimezone(zone(tz)).replace(tzinfo=None)
     return dt.replace(second=0, microsecond=0)
+
+
+def local_label(ts: float, tz: str) -> str:
+    """A UTC instant as the schedule's own wall time, with its zone: "2026-03-29 03:00 CEST (Europe/Berlin)"."""
+    local = datetime.fromtimestamp(ts, zone(tz))
+    abbrev = local.strftime("%Z")
+    return f"{local:%Y-%m-%d %H:%M} {abbrev}" + ("" if abbrev == tz else f" ({tz})")

@@ -204,3 +204,69 @@ def test_descriptions_follow_the_day_rule() -> None:
     assert Trigger.parse(cron="0 0 1,15 * 1").describe() == "At 00:00, on day 1 and 15 of the month, or on Monday (UTC)"
     assert Trigger.parse(cron="@daily", tz="Europe/Berlin").describe() == "At 00:00 (Europe/Berlin)"
     assert Trigger.parse(cron="0 9 * * 5L").describe() == "At 09:00, on the last Friday of the month (UTC)"
+
+
+# -- the firing path through a real agent, across a change it lives through ------------------------------------
+def _write_zone(path: Path, transition: int, before: int, after: int) -> None:
+    """A TZif file (RFC 8536, version 2) with one change at ``transition``: UTC offset ``before`` seconds,
+    then ``after``. A change of seconds, not an hour, so a test lives through it in real time."""
+    import struct
+
+    def block(time_fmt: str) -> bytes:
+        header = b"TZif2" + bytes(15) + struct.pack(">6l", 0, 0, 0, 1, 2, 8)
+        return (header + struct.pack(">" + time_fmt, transition) + bytes([1])
+                + struct.pack(">lBB", before, 0, 0) + struct.pack(">lBB", after, 0, 4) + b"BEF\0AFT\0")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(block("l") + block("q") + b"\n\n")
+
+
+def test_agent_fires_across_a_fall_back_and_a_spring_forward(jm: JobManager, start_agent, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """Two zones change their UTC offset by 10 s at T, in real time, seen by the test and the agent alike.
+
+    Fold (offset -10 s): the wall minute W happens at T-10 and again at T. A wildcard job (``* * * * *``)
+    fires both; a fixed-time job at W fires once, at T-10 (V8).
+    Gap (offset +10 s): wall times W-5 s to W+5 s never happen. The wildcard job skips W (its next run is
+    W+1 min, at T+55); the fixed-time job at W fires right after the gap, at T (V8).
+    """
+    import time
+    import zoneinfo
+
+    from .conftest import wait_for
+
+    T = int(time.time()) + 25
+    fold_after = (-T) % 60  # T + fold_after is the whole minute W
+    gap_after = (-T) % 60 + 5
+    tzdir = tmp_path / "zones"
+    _write_zone(tzdir / "JMTest" / "Fold", T, fold_after + 10, fold_after)
+    _write_zone(tzdir / "JMTest" / "Gap", T, gap_after - 10, gap_after)
+    monkeypatch.setenv("PYTHONTZPATH", str(tzdir))  # the agent process reads it at start-up
+    zoneinfo.reset_tzpath([str(tzdir), *zoneinfo.TZPATH])
+    try:
+        w = datetime.fromtimestamp(T + fold_after, UTC)
+        fixed = f"{w.minute} {w.hour} * * *"
+        for name, expr, tz in (("fold-wild", "* * * * *", "JMTest/Fold"), ("fold-fixed", fixed, "JMTest/Fold"),
+                               ("gap-wild", "* * * * *", "JMTest/Gap"), ("gap-fixed", fixed, "JMTest/Gap")):
+            jm.schedule(name, "sleep", {"tasks": 1}, cron=expr, tz=tz)
+        assert jm.store.get_schedule("fold-wild")["next_run_at"] == T - 10
+        assert jm.store.get_schedule("gap-wild")["next_run_at"] == T + 55  # W does not exist: skipped
+        assert jm.store.get_schedule("gap-fixed")["next_run_at"] == T  # right after the gap
+        start_agent("a1")
+        wait_for(lambda: len(jm.store.schedule_runs("fold-wild")) >= 2 and jm.store.schedule_runs("gap-fixed"),
+                 timeout=60, what="the runs at T")
+        time.sleep(max(0.0, T + 2 - time.time()))
+
+        def dues(name: str) -> list[float]:
+            return sorted(r["due_at"] for r in jm.store.schedule_runs(name, limit=100) if r["job_id"])
+
+        assert dues("fold-wild") == [T - 10, T]  # the repeated minute ran twice, 10 s apart
+        assert dues("fold-fixed") == [T - 10]  # once, at its first occurrence
+        assert jm.store.get_schedule("fold-fixed")["next_run_at"] == T + 86400  # tomorrow's W, new offset
+        assert dues("gap-fixed") == [T]
+        assert dues("gap-wild") == [] and jm.store.get_schedule("gap-wild")["next_run_at"] == T + 55
+    finally:
+        for name in ("fold-wild", "fold-fixed", "gap-wild", "gap-fixed"):
+            jm.disable_schedule(name) if any(s["name"] == name for s in jm.store.list_schedules()) else None
+        zoneinfo.reset_tzpath()
+        zoneinfo.ZoneInfo.clear_cache(only_keys=["JMTest/Fold", "JMTest/Gap"])

@@ -208,3 +208,34 @@ def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.Dat
             Case=df["case"].fillna(""),
         )
     return out.reset_index(drop=True)
+
+
+class ScheduleFormModel(traitlets.HasTraits):
+    """The schedule form's live preview: as the trigger is typed, its description and next runs in its own
+    zone, or the one line that says why it cannot be saved (the same line ``schedule add`` prints)."""
+
+    kind = traitlets.Unicode("cron")  # cron | every | at
+    value = traitlets.Unicode("")
+    tz = traitlets.Unicode("UTC")
+    description = traitlets.Unicode("")
+    runs = traitlets.List(traitlets.Unicode())
+    error = traitlets.Unicode("")
+
+    def __init__(self, jm: JobManager, count: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.jm, self.count = jm, count
+        self.observe(lambda _: self.update(), names=["kind", "value", "tz"])
+
+    def update(self, now: float | None = None) -> None:
+        text = self.value.strip()
+        if not text:
+            self.description, self.runs, self.error = "", [], ""
+            return
+        try:
+            preview = self.jm.preview_schedule(**{self.kind: text}, tz=self.tz.strip() or "UTC", count=self.count)
+        except JobManagerError as exc:
+            self.description, self.runs, self.error = "", [], str(exc)
+            return
+        self.error, self.description = "", preview["description"]
+        self.runs = [f"{where} · {fmt.relative(at, now)}" for at, where in
+                     zip(preview["runs"], preview["labels"], strict=True)]
