@@ -160,7 +160,7 @@ class ScheduleMethods:
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
         job_id, dispatches = self.store.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),
                                                          retries=jt.retries, actor=self.user)
-        self.queue.send(dispatches)
+        self._send(dispatches, job_id)  # type: ignore[attr-defined]  # (JobManager: a queue failure warns)
         return job_id
 
     def sync_schedules_file(self) -> dict[str, int]:

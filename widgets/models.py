@@ -9,6 +9,7 @@ refusals (one line each) become the ``message`` the view shows.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 import traitlets
 
 from jobmanager import JobManager, JobManagerError
+from jobmanager.errors import QueueNotReached
 
 from . import format as fmt
 from .theme import label
@@ -52,11 +54,16 @@ class Messages(traitlets.HasTraits):
     def attempt(self, fn: Callable[[], Any], success: str | None = None) -> Any:
         """Run one service call; a JobManagerError becomes the message bar's line."""
         try:
-            result = fn()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", QueueNotReached)
+                result = fn()
         except JobManagerError as exc:
             self.error(str(exc))
             return None
-        if success:
+        stored = [str(w.message) for w in caught if issubclass(w.category, QueueNotReached)]
+        if stored:  # done and stored, but the queue was not reached: the sweep sends it (never submit twice)
+            self.info(stored[0])
+        elif success:
             self.info(success)
         return result
 
