@@ -40,6 +40,7 @@ from psycopg.rows import dict_row
 from ..errors import HomeError, InvalidState, NotFound
 from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
 from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK
+from ..trouble import storage_problem
 from .base import SCHEMA_VERSION, JobStore
 from .postgres_schedules import PostgresSchedules
 from .postgres_users import PostgresUsers
@@ -84,7 +85,11 @@ class PostgresStore(PostgresSchedules, PostgresUsers, JobStore):
         self._all: list[tuple[int, Conn]] = []  # (pid that opened it, connection)
         self._all_lock = threading.Lock()
         if check:
-            self.initialize(create=create)
+            try:
+                self.initialize(create=create)
+            except psycopg.Error as exc:  # say what it is: a full disk, a permission, or else what the server said
+                problem = storage_problem(exc, redact(self.url))
+                raise HomeError(problem or f"cannot open the store {redact(self.url)}: {_first_line(exc)}") from None
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.url)!r})"

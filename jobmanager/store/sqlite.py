@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import HomeError, InvalidState, NotFound
 from ..models import Claim, Dispatch, Job, NewTask, Outcome, Task
 from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK
+from ..trouble import storage_problem
 from .base import SCHEMA_VERSION, JobStore
 from .schema import SQLITE_DDL
 from .sqlite_agents import LOST_AFTER_INTERVALS, SQLiteAgents, _pid_alive  # noqa: F401 (postgres.py)
@@ -61,16 +62,30 @@ class SQLiteStore(SQLiteAgents, SQLiteSchedules, SQLiteUsers, JobStore):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: the write lock is taken at BEGIN, not half-way."""
+        """One write transaction: the write lock is taken at BEGIN, not half-way.
+
+        A full disk or a permission problem becomes one HomeError line that says so (and the
+        transaction is rolled back, even when COMMIT itself failed, so the connection works
+        again once there is room).
+        """
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+        except sqlite3.OperationalError as exc:
+            problem = storage_problem(exc, self.path)
+            if problem is None:
+                raise
+            raise HomeError(problem) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -93,8 +108,11 @@ class SQLiteStore(SQLiteAgents, SQLiteSchedules, SQLiteUsers, JobStore):
         try:
             conn = self._conn()
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError as exc:
-            raise HomeError(f"{self.path} is not a Job Manager store ({exc})") from None
+        except sqlite3.DatabaseError as exc:  # say what it is: a full disk, a permission, or not a store
+            problem = storage_problem(exc, self.path)
+            if problem is None and getattr(exc, "sqlite_errorname", "") != "SQLITE_NOTADB":
+                problem = f"cannot open {self.path}: {exc}"
+            raise HomeError(problem or f"{self.path} is not a Job Manager store ({exc})") from None
         if "meta" not in tables:
             if tables or not create:
                 raise HomeError(f"{self.path} is not a Job Manager store (no meta table)")
