@@ -203,6 +203,22 @@ class JobManager(ScheduleMethods, AdminMethods):
                                           f"be written: {reason})"), stacklevel=4)
 
     # -- submitting ----------------------------------------------------------------------------
+    def _allow_submit(self, type: str, case: str | None) -> jobtypes.JobType:
+        """The right to submit a job of ``type`` in ``case``, the rule written once (``JobType.submit_actions``):
+        submit_jobs, and the type's own ``requires`` (``run_notebooks`` for notebooks). Used by submit and
+        by every schedule create, edit, enable and run-now; a schedule's runs re-check it for the user it
+        runs as (:func:`jobmanager.schedules.check_runs_as`). Returns the job type."""
+        self._allow("submit", case=case, target=("job type", str(type)))
+        jobtypes.discover(self._imports)
+        jt = jobtypes.get(type)
+        for action in jt.submit_actions()[1:]:
+            try:
+                self._allow(action, case=case, target=("job type", jt.name), quiet=True)
+            except PermissionDenied:
+                raise PermissionDenied(f"{self.user} may not submit {jt.name} jobs: they need the "
+                                       f"{needs(action)} permission") from None
+        return jt
+
     def job_types(self) -> list[str]:
         jobtypes.discover(self._imports)
         return jobtypes.registered()
@@ -229,9 +245,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         priority = validate.integer(priority, "priority", *validate.INT32)
         case = validate.name(case, "case", optional=True)
         retries = validate.integer(retries, "retries", 0, validate.MAX_RETRIES, optional=True)
-        self._allow("submit", case=case, target=("job type", type))
-        jobtypes.discover(self._imports)
-        jt = jobtypes.get(type)
+        jt = self._allow_submit(type, case)
         model = jobtypes.validate(jt, params or {})
         jt.check_inputs(self.home, model, case)  # input files this job may not read: refused before storing
         tasks = jt.plan(model)
