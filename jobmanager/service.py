@@ -541,6 +541,7 @@ class JobManager(ScheduleMethods, AdminMethods):
 
     def export(self, path: str | os.PathLike[str], format: str = "csv", **filters: Any) -> Path:
         """Write the jobs you may see matching ``filters``, with the grid's columns, to csv/parquet/excel."""
+        path = validate.path(path, "export path")
         scope = self._allow("view").scope()
         from .export import write_frame
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import jobtypes
+from . import jobtypes, validate
 from .errors import BadParams, NotFound, PermissionDenied
 from .schedules import _same_trigger, build_spec, caller_source, check_runs_as, sync_file, trigger_of
 from .triggers import Trigger, local_label
@@ -72,7 +72,7 @@ class ScheduleMethods:
 
     def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
         """Change some fields (type, params, cron/every/at, tz, misfire, case, priority, enabled)."""
-        old = self.store.get_schedule(name)
+        old = self.store.get_schedule(validate.name(name, "schedule name"))
         self._allow("manage_schedules", case=old["case_id"], target=("schedule", name))
         merged: dict[str, Any] = {
             "name": name, "type": old["type"], "params": old["params"], "tz": old["timezone"],
@@ -96,6 +96,8 @@ class ScheduleMethods:
         return self.store.get_schedule(name)
 
     def _save_schedule(self, args: dict[str, Any], kind: str, ref: str | None, *, create_only: bool) -> dict[str, Any]:
+        if args.get("name") not in (None, ""):  # (build_spec says what an empty name lacks)
+            validate.name(args["name"], "schedule name")
         self._allow("manage_schedules", case=args.get("case"), target=("schedule", str(args.get("name"))))
         old = None
         if not create_only:
@@ -113,7 +115,7 @@ class ScheduleMethods:
         return self.store.get_schedule(spec["name"])
 
     def get_schedule(self, name: str) -> dict[str, Any]:
-        row = self.store.get_schedule(name)
+        row = self.store.get_schedule(validate.name(name, "schedule name"))
         self._allow("view_schedules", case=row["case_id"], target=("schedule", name))
         row["description"] = trigger_of(row).describe()
         row["runs_as"] = row["owner"]
@@ -149,7 +151,7 @@ class ScheduleMethods:
         return {"description": trigger.describe(), "runs": runs, "labels": [local_label(t, tz) for t in runs]}
 
     def _manage(self, name: str) -> dict[str, Any]:
-        row = self.store.get_schedule(name)
+        row = self.store.get_schedule(validate.name(name, "schedule name"))
         self._allow("manage_schedules", case=row["case_id"], target=("schedule", name))
         return row
 

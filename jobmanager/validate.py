@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from typing import Any
 
@@ -106,6 +107,14 @@ def name(value: Any, what: str = "name", *, optional: bool = False, max_len: int
     if len(value) > max_len:
         raise BadParams(f"{what} is {len(value)} characters long: at most {max_len}")
     return _check_chars(value, what)
+
+
+def path(value: Any, what: str = "path") -> str:
+    """A file path given by a user: text or ``os.PathLike``, at most 4096 characters, no control characters
+    (a NUL would be a ValueError deep in the OS layer)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return str(name(value, what, max_len=4096))
 
 
 def search(value: Any, what: str = "search") -> str | None:

@@ -90,6 +90,11 @@ PYTHON_BAD = {
     "wait inf": (lambda jm, j: jm.wait(j, timeout=float("inf")), "timeout must be a finite number of seconds"),
     "artifact NUL": (lambda jm, j: jm.open_artifact(j, "a\x00.pdf"), "artifact name may not contain"),
     "agent name": (lambda jm, j: jm.stop_agent("x" * 300), "agent name is 300 characters long"),
+    "export path NUL": (lambda jm, j: jm.export("/tmp/a\x00b.csv"), "export path may not contain control"),
+    "schedule name NUL": (lambda jm, j: jm.create_schedule("a\x00", "sleep", {}, every="1h"),
+                          "schedule name may not contain control characters"),
+    "schedule name list": (lambda jm, j: jm.get_schedule(["a"]), "schedule name must be text"),
+    "disable schedule None": (lambda jm, j: jm.disable_schedule(None), "schedule name must be text"),
 }
 
 
@@ -133,6 +138,8 @@ CLI_BAD = {
     "priority ' 3'": (["priority", "1", " 3"], "whole number"),
     "agent --heartbeat nan": (["agent", "--heartbeat", "nan"], "'nan' is not a finite number"),
     "stop-agent long name": (["stop-agent", "a" * 300], "agent name is 300 characters long"),
+    "schedule add NUL": (["schedule", "add", "a\x00", "sleep", "--every", "1h"], "schedule name may not contain"),
+    "schedule show long": (["schedule", "show", "s" * 300], "schedule name is 300 characters long"),
 }
 
 
