@@ -102,6 +102,7 @@ class _Walk:
         self.table_functions: set[str] = set()
         self.functions: set[str] = set()
         self.names: set[str] = set()
+        self.singles: set[str] = set()  # unqualified names: ``j`` in ``SELECT j FROM jobs j`` is a whole row
         self.whole = False  # the query depends on which columns exist
         self.refused_ref: str | None = None
 
@@ -120,7 +121,10 @@ class _Walk:
         if cls == "STAR":
             self.whole = True
         elif cls == "COLUMN_REF":
-            self.names |= {str(n).lower() for n in node.get("column_names", [])}
+            parts = [str(n).lower() for n in node.get("column_names", [])]
+            self.names |= set(parts)
+            if len(parts) == 1:
+                self.singles.add(parts[0])
         elif cls == "FUNCTION" and key != "function":
             self.functions.add(str(node.get("function_name", "")).lower())
         for child_key, value in node.items():
@@ -183,7 +187,7 @@ def plan(query: Any, views: Mapping[str, Sequence[str]]) -> dict[str, list[str]]
             raise BadParams(f"the history's SQL reads only the views {listed}: the function {fn}() is refused")
     used = {t for _, _, t, _ in walk.tables if t in views}
     row_refs = set(views) | walk.ctes | {alias for *_, alias in walk.tables if alias}
-    whole = walk.whole or bool(walk.names & row_refs)
+    whole = walk.whole or bool(walk.singles & row_refs)
     needed: dict[str, list[str]] = {}
     for view in views:
         if view in used:

@@ -194,3 +194,32 @@ def test_export_report_from_a_source_file_runs_in_the_sandbox(people: Path, star
         assert pd.read_csv(op.open_artifact(ok, "report.csv")).total.tolist() == [6]
         job = op.wait(leak, timeout=60)
         assert job.state == "failed" and "read_text() is refused" in job.tasks[0].error
+
+
+PRUNING = [
+    "SELECT j.id, t.seq, t.state FROM jobs j JOIN tasks t ON t.job_id = j.id ORDER BY 1, 2",
+    "SELECT count(*) AS n FROM jobs NATURAL JOIN tasks",
+    "SELECT count(*) AS n FROM jobs JOIN tasks USING (id)",
+    "SELECT to_json(j) AS row FROM jobs j ORDER BY j.id",
+    "WITH x AS (SELECT id, state FROM jobs) SELECT x FROM x ORDER BY x.id",
+    "SELECT COLUMNS('^s.*') FROM jobs ORDER BY id",
+    "SELECT * EXCLUDE (params) FROM jobs ORDER BY id",
+    "SELECT owner, count(*) AS n FROM jobs GROUP BY ALL ORDER BY ALL",
+    "SELECT (SELECT count(*) FROM tasks) AS n, (SELECT max(seq) FROM tasks t WHERE t.job_id = jobs.id) AS m"
+    " FROM jobs ORDER BY id",
+    "SELECT * FROM (SELECT job_id, count(*) AS n FROM tasks GROUP BY job_id) s JOIN jobs ON jobs.id = s.job_id"
+    " ORDER BY s.job_id",
+    "SELECT r.range AS i FROM range(3) r",
+]
+
+
+@pytest.mark.parametrize("query", PRUNING)
+def test_the_sandbox_answers_as_the_store_attached_connection_did(people: Path, query: str) -> None:
+    """Only the columns a query names are copied into the sandbox: the answers do not change."""
+    from jobmanager.history import History, store_file
+    from jobmanager.home import Home
+
+    with History(store_file(Home.open(people))) as h:
+        before = h.con.execute(query).df()  # the old way: the connection with the store attached
+        after = h.sql(query)  # the sandbox, everything in scope
+    pd.testing.assert_frame_equal(after, before)
