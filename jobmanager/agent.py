@@ -6,6 +6,10 @@ heartbeat, each agent looks for agents silent for 3 intervals; the one whose
 conditional UPDATE marks an agent lost requeues (or fails) that agent's tasks.
 A sweep re-sends the messages of runnable tasks the queue does not hold (a
 queue write lost in a crash between the store commit and the enqueue).
+
+When the store, the queue or the log folder cannot be written (a full disk, a permission
+problem, a server away), every loop backs off (0.5 s doubling to 30 s) and the agent says once
+what is wrong, then reminds at most once a minute, and says when it is over (trouble.py).
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psutil
 
 from . import __version__, jobtypes
+from .errors import HomeError
 from .home import Home
 from .logcapture import FORMAT, router
 from .models import Recovery
@@ -29,8 +36,10 @@ from .queue import Queue, set_handler
 from .runner import Runner
 from .schedules import fire_due, sync_file
 from .store import JobStore, open_store
+from .trouble import Backoff, TroubleLog, describe, storage_problem
 
 log = logging.getLogger("jobmanager.agent")
+T = TypeVar("T")
 
 #: re-send messages of tasks queued longer than this that the queue does not hold
 SWEEP_MIN_AGE_S = 5.0
@@ -78,6 +87,8 @@ class Agent:
         self.shutdown_timeout = shutdown_timeout
         self._stop = threading.Event()
         self._last_sweep = 0.0
+        self.trouble = TroubleLog(log)
+        self._stopping: Any = self._stop
 
     # -- life cycle ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -85,6 +96,13 @@ class Agent:
         jobtypes.discover(self.imports)
         self.store: JobStore = open_store(self.home)
         self.queue = Queue(self.home)
+        # The schedules file is loaded before the agent shows as online, so whoever sees the agent
+        # online also sees its schedules (a bad file must not keep agents from running jobs).
+        schedules: dict[str, int] | Exception
+        try:
+            schedules = sync_file(self.store, self.home, f"agent:{self.name}", self.imports)
+        except Exception as exc:
+            schedules = exc
         recovery = self.store.register_agent({
             "name": self.name, "host": self.host, "pid": self.pid, "workers": self.workers,
             "worker_type": self.worker_type, "version": __version__, "queues": ["default"],
@@ -92,16 +110,16 @@ class Agent:
         })
         self._setup_logging()
         self.runner = Runner(self.home, self.store, self.queue, self.name)
-        set_handler(self.runner)
+        self.runner.until_stored = self._until_stored
+        self._handler = _Guarded(self.runner, self.trouble, self._store_where(), self._stop)
+        set_handler(self._handler)
         self._apply(recovery)
         self.recover()
         self.sweep(min_age=0.0)
-        try:
-            summary = sync_file(self.store, self.home, f"agent:{self.name}", self.imports)
-            if summary["declared"]:
-                log.info("schedules file: %s", summary)
-        except Exception as exc:  # a bad schedules file must not keep agents from running jobs
-            log.error("schedules file not loaded: %s", exc)
+        if isinstance(schedules, Exception):
+            log.error("schedules file not loaded: %s", schedules)
+        elif schedules["declared"]:
+            log.info("schedules file: %s", schedules)
 
     def run(self) -> None:
         """Run until SIGINT/SIGTERM (graceful: running tasks get ``shutdown_timeout`` to end)."""
@@ -113,6 +131,8 @@ class Agent:
         )
         # Both SIGINT (Ctrl-C) and SIGTERM stop gracefully; Huey's second signal interrupts.
         consumer._signal_actions[signal.SIGINT] = (False, True)
+        self._guard_dequeue(consumer.stop_flag)
+        self._handler.stop = self._stopping = consumer.stop_flag  # a back-off ends when the agent is asked to stop
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         threading.Thread(target=self._scheduler_loop, name="scheduler", daemon=True).start()
@@ -131,7 +151,8 @@ class Agent:
     def _heartbeat_loop(self) -> None:
         proc = psutil.Process()
         proc.cpu_percent(None)
-        while not self._stop.wait(self.interval):
+        backoff, delay = Backoff(), self.interval
+        while not self._stop.wait(delay):
             try:
                 stats = self.runner.counters.snapshot()
                 stats["cpu_percent"] = proc.cpu_percent(None)
@@ -144,17 +165,72 @@ class Agent:
                 self.recover()
                 if time.monotonic() - self._last_sweep >= SWEEP_EVERY_S:
                     self.sweep(min_age=SWEEP_MIN_AGE_S)
-            except Exception:  # a heartbeat must never kill the agent; the next one retries
-                log.exception("heartbeat failed")
+            except Exception as exc:  # a heartbeat must never kill the agent; the next one retries
+                self.trouble.failed("heartbeat", exc, self._store_where())
+                delay = max(self.interval, backoff.failed())
+            else:
+                self.trouble.ok("heartbeat")
+                backoff.reset()
+                delay = self.interval
 
     def _scheduler_loop(self) -> None:
         """Fire due schedules; the store makes each run fire once whichever agent gets there first."""
-        while not self._stop.wait(SCHEDULER_TICK_S):
+        backoff, delay = Backoff(), SCHEDULER_TICK_S
+        while not self._stop.wait(delay):
             try:
                 for _job_id, dispatches in fire_due(self.store, self.name):
                     self.queue.send(dispatches)
-            except Exception:
-                log.exception("scheduler tick failed")
+            except Exception as exc:
+                self.trouble.failed("scheduler", exc, self._store_where())
+                delay = max(SCHEDULER_TICK_S, backoff.failed())
+            else:
+                self.trouble.ok("scheduler")
+                backoff.reset()
+                delay = SCHEDULER_TICK_S
+
+    def _until_stored(self, write: Callable[[], T]) -> T:
+        """``write()``, retried with back-off while the store cannot be written: a task that ran
+        keeps its outcome until the store takes it (given up only when the agent stops; the task is
+        then recovered like a lost agent's)."""
+        backoff = Backoff()
+        while True:
+            try:
+                result = write()
+            except Exception as exc:
+                if storage_problem(exc, None) is None and not isinstance(exc, HomeError):
+                    raise
+                self.trouble.failed("recording outcomes", exc, self._store_where())
+                if self._stopping.wait(backoff.failed()):
+                    raise
+            else:
+                if backoff.failures:
+                    self.trouble.ok("recording outcomes")
+                return result
+
+    def _store_where(self) -> str:
+        """The store's file, or its URL without the password, for messages."""
+        return str(getattr(self.store, "path", None) or self.store)
+
+    def _guard_dequeue(self, stop_flag: Any) -> None:
+        """Huey logs a traceback for every failed dequeue and retries within 50 ms (our polling):
+        instead, a failure is reported once and the worker backs off until the queue works again."""
+        huey, trouble, backoff = self.queue.huey, self.trouble, Backoff()
+        where = str(self.home.queue_path) if self.home.queue_url == "sqlite" else "the Redis queue"
+        dequeue = huey.dequeue
+
+        def guarded_dequeue() -> Any:
+            try:
+                task = dequeue()
+            except Exception as exc:
+                trouble.failed("queue", exc, where)
+                stop_flag.wait(backoff.failed())
+                return None
+            if backoff.failures:
+                backoff.reset()
+                trouble.ok("queue")
+            return task
+
+        huey.dequeue = guarded_dequeue  # type: ignore[method-assign]
 
     def recover(self) -> Recovery:
         recovery = self.store.recover_lost(self.name)
@@ -186,8 +262,59 @@ class Agent:
         path.parent.mkdir(parents=True, exist_ok=True)
         capturing = router()
         formatter = logging.Formatter(FORMAT)
-        for handler in (logging.FileHandler(path, encoding="utf-8"), logging.StreamHandler(sys.stderr)):
+        for handler in (_AgentLogFile(path, encoding="utf-8"), logging.StreamHandler(sys.stderr)):
             handler.setFormatter(formatter)
             handler.addFilter(lambda record: not capturing.is_capturing(record.thread))
             logging.getLogger().addHandler(handler)
         logging.getLogger("huey").setLevel(logging.WARNING)
+
+
+class _AgentLogFile(logging.FileHandler):
+    """The agent's log file. A write that fails (a full disk) is said once on stderr, not as a
+    "--- Logging error ---" traceback for every line; stderr keeps every line meanwhile."""
+
+    _failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self._failing:
+            self._failing = True
+            exc = sys.exc_info()[1]
+            what = describe(exc, self.baseFilename) if exc is not None else "unknown error"
+            sys.stderr.write(f"cannot write the agent log: {what}; its lines go to stderr only until it works\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        was_failing = self._failing
+        self._failing = False
+        super().emit(record)
+        if was_failing and not self._failing:
+            sys.stderr.write(f"the agent log {self.baseFilename} is writable again\n")
+        elif was_failing:
+            self._failing = True
+
+
+class _Guarded:
+    """The runner as the queue's handler: a message that fails for want of storage (the store or a
+    log cannot be written) is reported through the agent's TroubleLog and the worker backs off,
+    instead of a traceback per message at full speed. The message is dropped, not lost: the task
+    is still queued in the store, and the sweep re-sends it once the store works again."""
+
+    def __init__(self, runner: Runner, trouble: TroubleLog, where: str, stop: Any) -> None:
+        self.runner, self.trouble, self.where, self.stop = runner, trouble, where, stop
+        self.backoff = Backoff()
+
+    def run(self, task_id: int, dispatch: int) -> None:
+        self._call("task", self.runner.run, task_id, dispatch)
+
+    def finalize(self, job_id: int) -> None:
+        self._call("finishing step", self.runner.finalize, job_id)
+
+    def _call(self, activity: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.trouble.failed(activity, exc, self.where)
+            self.stop.wait(self.backoff.failed())
+        else:
+            if self.backoff.failures:
+                self.backoff.reset()
+                self.trouble.ok(activity)

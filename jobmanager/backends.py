@@ -92,6 +92,11 @@ def doctor(home: Home) -> list[Check]:
         checks.append(Check("queue", result == "ok", f"{redact(queue)}: reachable" if result == "ok" else result))
     else:
         checks.append(Check("queue", False, f"unsupported queue {queue!r}: use 'sqlite' or redis://host:port/db"))
+    loose = home.loose_modes()  # a home made before homes were private (0700 folders, 0600 files)
+    if loose:
+        more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
+        checks.append(Check("home", False, f"{loose[0]}{more}: other OS users can read it; "
+                                           f"fix: chmod -R go-rwx {home.path}"))
     return checks
 
 

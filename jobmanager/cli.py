@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,8 @@ from typing import Any
 import click
 import pandas as pd
 
-from .errors import BadParams, JobManagerError, NotFound
+from . import validate
+from .errors import BadParams, JobManagerError, NotFound, QueueNotReached
 from .service import JobManager
 
 
@@ -24,23 +28,76 @@ class CLIError(click.ClickException):
     exit_code = 2
 
 
+def echo(text: Any = "", *, lines: bool = False, err: bool = False) -> None:
+    """Print to the terminal without control characters: every CLI output of names, errors, tables and logs
+    goes through here, so a job named "\\x1b]0;pwned\\x07" cannot retitle the terminal (``lines`` keeps
+    newlines and tabs)."""
+    click.echo(validate.printable(text, keep_lines=lines), err=err)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", QueueNotReached)
+                result = fn(*args, **kwargs)
+            for warning in caught:  # stored, but the queue was not reached: not an error (exit 0)
+                if issubclass(warning.category, QueueNotReached):
+                    echo(f"warning: {warning.message}", err=True)
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+            return result
         except JobManagerError as exc:
-            raise CLIError(str(exc)) from None
+            raise CLIError(validate.printable(exc)) from None
         except OSError as exc:  # e.g. -o into a folder that does not exist
             where = f"{exc.filename}: " if exc.filename else ""
-            raise CLIError(f"{where}{exc.strerror or exc}") from None
+            raise CLIError(validate.printable(f"{where}{exc.strerror or exc}")) from None
 
     return wrapper
 
 
-#: ids and numbers as SQLite stores them (a bigger number is bad input, not an OverflowError)
-JOB_ID = click.IntRange(1, 2**63 - 1)
-SMALL_INT = click.IntRange(-(2**31), 2**31 - 1)
+class Whole(click.ParamType):
+    """A whole number typed in ASCII digits (``int()`` would also take ``' 1'`` and ``'१'``), checked by
+    :func:`jobmanager.validate.integer` (or :func:`~jobmanager.validate.job_id` for ids)."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int, what: str | None = None) -> None:
+        self.low, self.high, self.what = low, high, what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, str):
+            value = int(value) if re.fullmatch(r"[+-]?[0-9]{1,20}", value) else value
+        try:
+            if self.what is not None:
+                return validate.job_id(value, self.what)
+            return int(validate.integer(value, "the value", self.low, self.high))
+        except BadParams as exc:
+            self.fail(validate.printable(exc), param, ctx)
+
+
+class Seconds(click.ParamType):
+    """A finite number in a range (NaN and infinities refused), checked by :func:`jobmanager.validate.number`."""
+
+    name = "seconds"
+
+    def __init__(self, low: float = 0, high: float = 10 * 365 * 86400) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return validate.number(float(value) if isinstance(value, str) else value, "the value", self.low,
+                                   self.high)
+        except (BadParams, ValueError):
+            self.fail(f"{validate.shown(value)} is not a finite number between {self.low:g} and {self.high:g}",
+                      param, ctx)
+
+
+#: ids and numbers as the store keeps them (a bigger number is bad input, not an OverflowError)
+JOB_ID = Whole(1, validate.MAX_ID, "job id")
+TASK = Whole(1, validate.MAX_ID, "task number")
+SMALL_INT = Whole(*validate.INT32)
 
 
 def _jm(ctx: click.Context) -> JobManager:
@@ -52,13 +109,14 @@ def _jm(ctx: click.Context) -> JobManager:
 
 
 def _print_frame(df: pd.DataFrame, as_json: bool) -> None:
-    if as_json:
+    if as_json:  # JSON escapes control characters itself
         click.echo(df.to_json(orient="records", date_format="iso", indent=2))
     elif df.empty:
-        click.echo("(none)")
+        echo("(none)")
     else:
+        df = df.map(lambda v: validate.printable(v) if isinstance(v, str) else v)
         with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
-            click.echo(df.to_string(index=False))
+            echo(df.to_string(index=False), lines=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,6 +129,10 @@ def _print_frame(df: pd.DataFrame, as_json: bool) -> None:
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, user: str | None, imports: tuple[str, ...]) -> None:
     """Run, watch and fix background jobs."""
+    from .home import private_umask
+
+    previous = private_umask()  # files this command (an agent, the dashboard) writes in the home: 0600
+    ctx.call_on_close(lambda: os.umask(previous))
     ctx.ensure_object(dict)
     ctx.obj.update(home=home, user=user, imports=imports)
 
@@ -105,9 +167,9 @@ def init(ctx: click.Context, admin: str, password_stdin: bool, store_url: str | 
 @cli.command()
 @click.option("--name", help="Agent name (default: host-pid); must be unique among running agents.")
 @click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True, help="Worker threads.")
-@click.option("--heartbeat", type=click.FloatRange(0.1, 3600), help="Seconds between heartbeats.")
+@click.option("--heartbeat", type=Seconds(0.1, 3600), help="Seconds between heartbeats.")
 @click.option("--import", "agent_imports", multiple=True, metavar="MODULE", help="Module with job types.")
-@click.option("--shutdown-timeout", type=float, default=10.0, show_default=True,
+@click.option("--shutdown-timeout", type=Seconds(0, 86400), default=10.0, show_default=True,
               help="Seconds running tasks get to finish on stop before they are handed back.")
 @click.pass_context
 @handle_errors
@@ -125,10 +187,12 @@ def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float |
 
 
 def _parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
+    """Parameters from --params-json and -p KEY=VALUE; their limits (depth, size) are the service's
+    (:func:`jobmanager.validate.params`), here only what the JSON parser itself cannot take."""
     params: dict[str, Any] = {}
     if params_json:
         try:
-            params = json.loads(params_json)
+            params = validate.json_text(params_json, "--params-json")
         except json.JSONDecodeError as exc:
             raise BadParams(f"--params-json is not valid JSON: {exc}") from None
         if not isinstance(params, dict):
@@ -136,9 +200,9 @@ def _parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, 
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise BadParams(f"--param {pair!r}: expected KEY=VALUE")
+            raise BadParams(f"--param {validate.shown(pair)}: expected KEY=VALUE")
         try:
-            params[key] = json.loads(value)
+            params[key] = validate.json_text(value, f"--param {validate.shown(key)}")
         except json.JSONDecodeError:
             params[key] = value
     return params
@@ -152,12 +216,15 @@ def _parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, 
 @click.option("--name", help="A name for the job.")
 @click.option("--priority", type=SMALL_INT, default=0, show_default=True, help="Higher runs first.")
 @click.option("--case", help="The case the job belongs to (access control).")
-@click.option("--retries", type=click.IntRange(0, 100), help="Automatic retries of a failed task.")
+@click.option("--retries", type=Whole(0, validate.MAX_RETRIES), help="Automatic retries of a failed task.")
 @click.pass_context
 @handle_errors
 def submit(ctx: click.Context, type: str, pairs: tuple[str, ...], params_json: str | None, name: str | None,
            priority: int, case: str | None, retries: int | None) -> None:
-    """Submit a job of TYPE; prints its id once it is safely stored."""
+    """Submit a job of TYPE; prints its id once it is safely stored.
+
+    If the queue cannot be written after that, the job is still stored: a warning on stderr says so, the
+    exit status is 0, and an agent's sweep sends it (submitting again would make a duplicate)."""
     params = _parse_params(pairs, params_json)
     click.echo(_jm(ctx).submit(type, params, name=name, priority=priority, case=case, retries=retries))
 
@@ -192,15 +259,14 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
     if as_json:
         click.echo(job.to_json())
         return
-    click.echo(f"job {job.id}: {job.name}  [{job.type}]  {job.state}  {job.progress:.0%}")
-    click.echo(f"owner {job.owner}  case {job.case or '-'}  priority {job.priority}  "
-               f"tasks {job.tasks_succeeded} ok / {job.tasks_failed} failed / {job.tasks_total}")
+    echo(f"job {job.id}: {job.name}  [{job.type}]  {job.state}  {job.progress:.0%}")
+    echo(f"owner {job.owner}  case {job.case or '-'}  priority {job.priority}  "
+         f"tasks {job.tasks_succeeded} ok / {job.tasks_failed} failed / {job.tasks_total}")
     if job.error:
-        click.echo(f"error: {job.error}")
+        echo(f"error: {job.error}")
     for t in job.tasks:
         err = f"  {t.error}" if t.error else ""
-        click.echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}"
-                   f"  {t.agent or '-'}{err}")
+        echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}  {t.agent or '-'}{err}")
 
 
 def _action(name: str, doc: str) -> None:
@@ -220,7 +286,7 @@ _action("cancel", "Cancel a job: queued tasks never run, running ones are asked 
 
 @cli.command()
 @click.argument("job_id", type=JOB_ID)
-@click.option("--task", type=JOB_ID, help="Retry only this task (its number in the job).")
+@click.option("--task", type=TASK, help="Retry only this task (its number in the job).")
 @click.pass_context
 @handle_errors
 def retry(ctx: click.Context, job_id: int, task: int | None) -> None:
@@ -242,7 +308,7 @@ def priority(ctx: click.Context, job_id: int, priority: int) -> None:
 
 @cli.command()
 @click.argument("job_id", type=JOB_ID)
-@click.option("--task", type=JOB_ID, help="Only this task's log.")
+@click.option("--task", type=TASK, help="Only this task's log.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to FILE.")
 @click.pass_context
 @handle_errors
@@ -251,9 +317,9 @@ def logs(ctx: click.Context, job_id: int, task: int | None, output: str | None) 
     text = _jm(ctx).log(job_id, task=task)
     if output:
         Path(output).write_text(text, encoding="utf-8")
-        click.echo(f"wrote {len(text.encode())} bytes to {output}")
+        echo(f"wrote {len(text.encode())} bytes to {output}")
     else:
-        click.echo(text, nl=False)
+        click.echo(validate.printable(text, keep_lines=True), nl=False)
 
 
 @cli.command()
@@ -276,12 +342,12 @@ def agents(ctx: click.Context, as_json: bool) -> None:
 def stop_agent(ctx: click.Context, name: str) -> None:
     """Ask an agent to stop gracefully at its next heartbeat."""
     _jm(ctx).stop_agent(name)
-    click.echo(f"agent {name}: stop requested")
+    echo(f"agent {name}: stop requested")
 
 
 @cli.command()
 @click.argument("job_id", type=JOB_ID)
-@click.option("--timeout", type=float, help="Give up after S seconds (exit 2).")
+@click.option("--timeout", type=Seconds(), help="Give up after S seconds (exit 2).")
 @click.pass_context
 @handle_errors
 def wait(ctx: click.Context, job_id: int, timeout: float | None) -> None:
@@ -292,7 +358,7 @@ def wait(ctx: click.Context, job_id: int, timeout: float | None) -> None:
 
 @cli.command()
 @click.option("--agents", "n_agents", type=click.IntRange(0, 16), default=2, show_default=True)
-@click.option("--run-for", type=click.FloatRange(1), help="Stop by itself after S seconds (default: Ctrl-C).")
+@click.option("--run-for", type=Seconds(1), help="Stop by itself after S seconds (default: Ctrl-C).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8866, show_default=True,
               help="Port of the dashboard (on 127.0.0.1).")
 @click.option("--no-dashboard", is_flag=True, help="Only agents and jobs, no dashboard.")
@@ -310,7 +376,7 @@ def demo(ctx: click.Context, n_agents: int, run_for: float | None, port: int, no
 @click.argument("job_id", type=JOB_ID)
 @click.option("--artifact", "-a", "name", metavar="NAME", help="The output to download (default: the main one).")
 @click.option("--log", "want_log", is_flag=True, help="Download the job's log instead (every task, then finish).")
-@click.option("--task", type=JOB_ID, help="With --log: only this task's log.")
+@click.option("--task", type=TASK, help="With --log: only this task's log.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE ('-': stdout; default ./NAME).")
 @click.pass_context
 @handle_errors
@@ -342,7 +408,7 @@ def download(ctx: click.Context, job_id: int, name: str | None, want_log: bool, 
         return
     dest = Path(output or default)
     dest.write_bytes(data)
-    click.echo(f"wrote {len(data)} bytes to {dest}")
+    echo(f"wrote {len(data)} bytes to {dest}")
 
 
 @cli.command()
@@ -352,7 +418,7 @@ def download(ctx: click.Context, job_id: int, name: str | None, want_log: bool, 
 @click.option("--notebook", type=click.Path(dir_okay=False, exists=True),
               help="The notebook to serve (default: notebooks/dashboard.ipynb).")
 @click.option("--no-browser", is_flag=True, help="Do not open a browser.")
-@click.option("--cull-after", type=click.FloatRange(1), default=60.0, show_default=True,
+@click.option("--cull-after", type=Seconds(1), default=60.0, show_default=True,
               help="Stop a page's kernel when no browser has been connected to it for S seconds.")
 @click.pass_context
 @handle_errors
@@ -390,12 +456,12 @@ def export(ctx: click.Context, path: str, format_: str | None, tab: str | None, 
         format_ = {".parquet": "parquet", ".xlsx": "excel", ".xls": "excel"}.get(suffix, "csv")
     out = _jm(ctx).export(path, format_, tab=tab, state=state, type=type_, case=case, owner=owner, agent=agent,
                           since=since, until=until, search=search)
-    click.echo(f"wrote {out}")
+    echo(f"wrote {out}")
 
 
 @cli.command("demo-data")
 @click.option("--jobs", "n_jobs", type=click.IntRange(1, 10_000_000), default=1000, show_default=True)
-@click.option("--days", type=click.FloatRange(0.01, 3650), default=30.0, show_default=True)
+@click.option("--days", type=Seconds(0.01, 3650), default=30.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_context
 @handle_errors

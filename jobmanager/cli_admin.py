@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .cli import _jm, _print_frame, cli, handle_errors
+from .cli import _jm, _print_frame, cli, echo, handle_errors
 
 
 # -- users, groups, audit --------------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def user_add(ctx: click.Context, username: str, display_name: str | None, groups
     """Create a user; prints a generated one-time password unless --password-stdin."""
     password = _read_password(False) if password_stdin else None
     generated = _jm(ctx).add_user(username, password, display_name=display_name, groups=groups)
-    click.echo(f"user {username} created" + (f"; one-time password: {generated}" if generated else ""))
+    echo(f"user {username} created" + (f"; one-time password: {generated}" if generated else ""))
 
 
 @user.command("passwd")
@@ -43,7 +43,7 @@ def user_add(ctx: click.Context, username: str, display_name: str | None, groups
 def user_passwd(ctx: click.Context, username: str) -> None:
     """Set a user's password (prompted, or read from standard input)."""
     _jm(ctx).set_password(username, _read_password(True))
-    click.echo(f"password of {username} changed")
+    echo(f"password of {username} changed")
 
 
 @user.command("disable")
@@ -53,7 +53,7 @@ def user_passwd(ctx: click.Context, username: str) -> None:
 def user_disable(ctx: click.Context, username: str) -> None:
     """Disable a user: they can no longer sign in or act."""
     _jm(ctx).disable_user(username)
-    click.echo(f"user {username} disabled")
+    echo(f"user {username} disabled")
 
 
 @user.command("enable")
@@ -63,7 +63,7 @@ def user_disable(ctx: click.Context, username: str) -> None:
 def user_enable(ctx: click.Context, username: str) -> None:
     """Enable a disabled (or locked) user again."""
     _jm(ctx).enable_user(username)
-    click.echo(f"user {username} enabled")
+    echo(f"user {username} enabled")
 
 
 @user.command("list")
@@ -88,7 +88,7 @@ def _group_command(name: str, method: str, arg: str, doc: str) -> None:
     @handle_errors
     def command(ctx: click.Context, group_name: str, **kw: str) -> None:
         getattr(_jm(ctx), method)(group_name, kw[arg])
-        click.echo(f"group {group_name}: {name} {kw[arg]} done")
+        echo(f"group {group_name}: {name} {kw[arg]} done")
 
 
 _group_command("grant", "grant", "permission", "Grant a permission to a group (see the Permissions List).")
@@ -107,7 +107,7 @@ _group_command("remove-case", "remove_case", "case", "Take a case away from a gr
 def group_add(ctx: click.Context, group_name: str, description: str) -> None:
     """Create a group (with no permissions yet)."""
     _jm(ctx).add_group(group_name, description)
-    click.echo(f"group {group_name} created")
+    echo(f"group {group_name} created")
 
 
 @group.command("list")
@@ -135,4 +135,4 @@ def permissions() -> None:
     from .permissions import PERMISSIONS
 
     for name, text in PERMISSIONS.items():
-        click.echo(f"{name:<18} {text}")
+        echo(f"{name:<18} {text}")

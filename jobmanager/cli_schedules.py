@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .cli import SMALL_INT, _jm, _parse_params, _print_frame, cli, handle_errors
+from .cli import SMALL_INT, _jm, _parse_params, _print_frame, cli, echo, handle_errors
 
 
 # -- schedules ---------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def schedule_add(ctx: click.Context, name: str, type: str, pairs: tuple[str, ...
     fields.setdefault("tz", "UTC")
     row = _jm(ctx).create_schedule(name, type, fields.pop("params", {}), source="cli",
                                    enabled=not disabled, **fields)
-    click.echo(f"schedule {row['name']} created; next run {_when(row['next_run_at'])}")
+    echo(f"schedule {row['name']} created; next run {_when(row['next_run_at'])}")
 
 
 @schedule.command("edit")
@@ -66,7 +66,7 @@ def schedule_add(ctx: click.Context, name: str, type: str, pairs: tuple[str, ...
 def schedule_edit(ctx: click.Context, name: str, pairs: tuple[str, ...], params_json: str | None, **kw: Any) -> None:
     """Change a schedule's trigger, parameters, zone, misfire policy, case or priority."""
     row = _jm(ctx).edit_schedule(name, **_schedule_fields(pairs, params_json, **kw))
-    click.echo(f"schedule {name} updated; next run {_when(row['next_run_at'])}")
+    echo(f"schedule {name} updated; next run {_when(row['next_run_at'])}")
 
 
 def _when(ts: float | None) -> str:
@@ -99,12 +99,12 @@ def schedule_show(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(row, indent=2, default=str))
         return
-    click.echo(f"{row['name']}: {row['type']}  {row['description']}  {'enabled' if row['enabled'] else 'disabled'}")
-    click.echo(f"next run {_when(row['next_run_at'])}; misfire {row['misfire']}; owner {row['owner']}")
-    click.echo(f"configured in {row['source_kind']}{': ' + row['source_ref'] if row['source_ref'] else ''}")
-    click.echo(f"params {json.dumps(row['params'])}")
+    echo(f"{row['name']}: {row['type']}  {row['description']}  {'enabled' if row['enabled'] else 'disabled'}")
+    echo(f"next run {_when(row['next_run_at'])}; misfire {row['misfire']}; owner {row['owner']}")
+    echo(f"configured in {row['source_kind']}{': ' + row['source_ref'] if row['source_ref'] else ''}")
+    echo(f"params {json.dumps(row['params'])}")
     for run in row["runs"][:10]:
-        click.echo(f"  {_when(run['fired_at'])}  {run['outcome']:<8} job {run['job_id'] or '-'}"
+        echo(f"  {_when(run['fired_at'])}  {run['outcome']:<8} job {run['job_id'] or '-'}"
                    f"  {run['job_state'] or ''}  {run['message'] or ''}")
 
 
@@ -115,7 +115,7 @@ def _schedule_action(name: str, method: str, doc: str) -> None:
     @handle_errors
     def command(ctx: click.Context, schedule_name: str) -> None:
         result = getattr(_jm(ctx), method)(schedule_name)
-        click.echo(f"schedule {schedule_name}: {name} done" + (f" (job {result})" if result else ""))
+        echo(f"schedule {schedule_name}: {name} done" + (f" (job {result})" if result else ""))
 
 
 _schedule_action("enable", "enable_schedule", "Enable a schedule (its next run is computed from now).")

@@ -35,6 +35,7 @@ class TaskContext:
     job_params: dict[str, Any]
     log: logging.Logger
     owner: str = ""  # who submitted the job: jobs that read through the service act as them
+    case: str | None = None  # the job's case: its inputs come from the shared folders and this case's only
     _outputs: list[tuple[str, Path, str | None]] = field(default_factory=list)
     _last_progress: float = 0.0
     _pending_progress: tuple[float, float | None] | None = None
@@ -67,6 +68,11 @@ class TaskContext:
             self._last_cancel_check = now
             self._cancelled = self.store.cancel_requested(self.task_id)
         return self._cancelled
+
+    def input_path(self, name: str, base_dir: str | None = None, *, notebook: bool = False) -> Path:
+        """The real path of an input this job may read (see :meth:`Home.resolve_input`); else one refusal line."""
+        return self.home.resolve_input(name, case=self.case, base_dir=base_dir,
+                                       kind="notebook" if notebook else "input")
 
     def output_path(self, name: str, media_type: str | None = None) -> Path:
         """A path under the job's artifacts folder; the file is recorded if the task succeeds."""

@@ -95,8 +95,9 @@ def _wait_online(jm: JobManager, names: list[str], timeout: float = 30) -> None:
 def submit_demo_jobs(jm: JobManager) -> dict[str, int]:
     """Jobs that end in every state; returns their ids by name."""
     s = jm.submit
-    # a copy in the home, so an operator can fix the broken documents and retry without touching the package
-    docs = jm.home.path / "demo-documents"
+    # a copy in the home's inputs folder (jobs read nothing else of the home), so an operator can fix
+    # the broken documents and retry without touching the package
+    docs = jm.home.inputs_dir / "demo-documents"
     shutil.copytree(DEMO_DOCUMENTS, docs, dirs_exist_ok=True)
     ids = {
         "Nightly smoke test": s("sleep", {"tasks": 5, "seconds": 0.5}, name="Nightly smoke test"),

@@ -34,3 +34,13 @@ class PermissionDenied(JobManagerError):
 
 class Timeout(JobManagerError):
     """``wait`` gave up before the job finished."""
+
+
+class NotVisible(NotFound, PermissionDenied):
+    """A job the acting user may not see, or one that does not exist: one error and one message
+    ("no job N you may see") for both, so a refusal never tells whether the job exists."""
+
+
+class QueueNotReached(UserWarning):
+    """The store committed (the job is safe) but the queue could not be written; an agent's sweep
+    re-sends the messages from the store, so submitting again would make a duplicate."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import validate
 from .errors import BadParams
 from .states import JOB_STATES, tab_states
 from .store.sql import scope_sql
@@ -96,8 +97,13 @@ def build_where(
     """
     unknown = set(filters) - set(FILTER_KEYS)
     if unknown:
-        raise BadParams(f"unknown filter {sorted(unknown)[0]!r}: choose from {', '.join(FILTER_KEYS)}")
+        raise BadParams(f"unknown filter {validate.shown(sorted(unknown)[0])}: choose from {', '.join(FILTER_KEYS)}")
     f = {k: v for k, v in filters.items() if v is not None and v != ""}
+    for key in ("tab", "type", "case", "owner", "agent", "time_field"):  # text compared as a whole: a name
+        if key in f:
+            f[key] = validate.name(f[key], key)
+    if "search" in f:  # matched with LIKE: a length limit keeps the pattern simple for every engine
+        f["search"] = validate.search(f["search"])
     clauses: list[str] = []
     params: list[Any] = []
     if scope is not None:
@@ -106,8 +112,10 @@ def build_where(
         params += values
     states: tuple[str, ...] | None = tab_states(f["tab"]) if "tab" in f else None
     if "state" in f:
+        if not isinstance(f["state"], str | list | tuple):
+            raise BadParams(f"state must be a state or a list of states, not {validate.shown(f['state'])}")
         wanted = (f["state"],) if isinstance(f["state"], str) else tuple(f["state"])
-        bad = [s for s in wanted if s not in JOB_STATES]
+        bad = [s for s in wanted if not isinstance(s, str) or s not in JOB_STATES]
         if bad:
             raise BadParams(f"unknown state {bad[0]!r}: choose one of {', '.join(JOB_STATES)}")
         states = wanted if states is None else tuple(s for s in wanted if s in states)
@@ -194,14 +202,14 @@ def grid_page(
     ``store_path`` may also be a PostgreSQL store URL (as :func:`jobmanager.history.store_file`
     returns): the page then comes from :func:`jobmanager.history_pg.grid_page_pg`.
     """
+    validate.integer(page, "page", 1, validate.MAX_ID // MAX_PAGE_SIZE)
+    validate.integer(page_size, "page_size", 1, MAX_PAGE_SIZE)
+    if not isinstance(sort, str):
+        raise BadParams(f"cannot sort by {validate.shown(sort)}: choose one of {', '.join(SORTABLE)}")
     if isinstance(store_path, str) and store_path.startswith(("postgresql://", "postgres://")):
         from .history_pg import grid_page_pg
 
         return grid_page_pg(store_path, tab, filters, sort, desc, page, page_size, scope=scope)
-    if not isinstance(page, int) or isinstance(page, bool) or page < 1:
-        raise BadParams(f"page must be a whole number >= 1, not {page!r}")
-    if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise BadParams(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size!r}")
     where = build_where({**(filters or {}), "tab": tab}, scope=scope)
     order = order_by(sort, desc)
     conn = sqlite3.connect(store_path, timeout=30.0)

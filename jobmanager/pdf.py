@@ -12,6 +12,7 @@ none is found the PDF core fonts are used and characters outside Latin-1 print a
 from __future__ import annotations
 
 import csv
+import errno
 import importlib.util
 import io
 import os
@@ -120,8 +121,21 @@ class Document(FPDF):
 
 # -- reading input -----------------------------------------------------------------------------------------
 def read_bytes(path: Path, label: str) -> bytes:
+    """The file's bytes. ``path`` is already resolved and checked (Home.resolve_input), so a symlink
+    in its place now was swapped in since: it is not followed."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise RenderError(f"{label}: file not found ({path})") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RenderError(f"{label}: is a symbolic link swapped in after the check; not read") from None
+        if isinstance(exc, PermissionError):
+            raise RenderError(f"{label}: unreadable: permission denied") from None
+        raise RenderError(f"{label}: unreadable: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read()
     except FileNotFoundError:
         raise RenderError(f"{label}: file not found ({path})") from None
     except IsADirectoryError:

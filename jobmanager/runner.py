@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback as tb
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ class Runner:
         self.queue = queue
         self.agent = agent
         self.counters = Counters()
+        #: how a task's outcome is written; the agent retries it with back-off while the store cannot
+        #: be written (a full disk), so an outcome is never dropped and the task never stays "running"
+        self.until_stored: Callable[[Callable[[], Any]], Any] = lambda write: write()
 
     # -- jm.run ----------------------------------------------------------------------------
     def run(self, task_id: int, dispatch: int) -> None:
@@ -59,6 +63,7 @@ class Runner:
         ctx = TaskContext(
             home=self.home, store=self.store, agent=self.agent, job_id=job.id, task_id=task.id,
             seq=task.seq, attempt=task.attempts, job_params=job.params, log=task_log, owner=job.owner,
+            case=job.case,
         )
         state, error, trace = "succeeded", None, None
         header = f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {self.agent}"
@@ -85,7 +90,8 @@ class Runner:
                     self.counters.done += 1
                 else:
                     self.counters.failed += 1
-        outcome = self.store.finish_task(task.id, self.agent, state, error=error, traceback=trace)
+        outcome = self.until_stored(
+            lambda: self.store.finish_task(task.id, self.agent, state, error=error, traceback=trace))
         if outcome.retry is not None:
             self.queue.send([outcome.retry])
         if outcome.finalize:
@@ -102,6 +108,7 @@ class Runner:
         ctx = TaskContext(
             home=self.home, store=self.store, agent=self.agent, job_id=job.id, task_id=None, seq=None,
             attempt=1, job_params=job.params, log=task_log, owner=job.owner,
+            case=job.case,
         )
         error = None
         with router().capture(self.home.task_log(job.id, None), f"job {job.id} finishing step on {self.agent}"):
@@ -113,7 +120,7 @@ class Runner:
             except Exception as exc:
                 error = _one_line(exc)
                 task_log.error("finishing step failed: %s\n%s", error, tb.format_exc())
-        self.store.end_finalize(job.id, self.agent, error)
+        self.until_stored(lambda: self.store.end_finalize(job.id, self.agent, error))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -8,18 +8,23 @@ place to live whatever interface called.
 
 from __future__ import annotations
 
+import functools
 import getpass
+import inspect
+import logging
 import os
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import jobtypes
+from . import jobtypes, validate
 from .auth import generate_password, hash_password
-from .errors import BadParams, NotFound, PermissionDenied, Timeout
+from .errors import BadParams, NotFound, NotVisible, PermissionDenied, QueueNotReached, Timeout
 from .home import Home, safe_name
 from .models import Job
 from .permissions import Actor, allowed, needs
@@ -122,8 +127,12 @@ class JobManager(ScheduleMethods, AdminMethods):
                case: str | None = None, quiet: bool = False) -> Actor:
         """The single permission check every method passes through.
 
-        Refusals raise PermissionDenied and, like every allowed action other than a
-        read, are written to the audit trail with the interface that asked.
+        Refusals raise PermissionDenied (NotVisible for a job the user may not see)
+        and are written to the audit trail at once, with the reason. Every allowed
+        action other than a read is written when the public method returns, with its
+        outcome: "needs <permission>" when it succeeded, "failed: <reason>" when it
+        then failed (bad input, wrong state), so the trail never shows a failed
+        action as done (see :func:`_audited`).
         """
         actor = self.actor
         if job is not None:
@@ -133,11 +142,14 @@ class JobManager(ScheduleMethods, AdminMethods):
             ok = allowed(actor, action, None, case)
             if not ok and case is not None and actor.can(needs(action)):
                 target = ("case", case)
-        if not ok or not (quiet or action in ("view", "view_schedules", "view_agents")):
-            kind, name = target or (None, None)
-            self.store.audit(self.user, self.interface, _calling_method(), kind, name, ok, f"needs {needs(action)}")
+        kind, name = target or (None, None)
         if not ok:
-            raise PermissionDenied(self._refusal(actor, action, job, target))
+            message = self._refusal(actor, action, job, target)
+            self.store.audit(self.user, self.interface, _public_method(), kind, name, False, message)
+            raise (NotVisible if job is not None and message == _no_job(job.id) else PermissionDenied)(message)
+        if not (quiet or action in ("view", "view_schedules", "view_agents")):
+            _audit_when_done(self.store, (self.user, self.interface, _public_method(), kind, name),
+                             f"needs {needs(action)}")
         return actor
 
     def _refusal(self, actor: Actor, action: str, job: Job | None, target: tuple[str, str] | None) -> str:
@@ -149,11 +161,46 @@ class JobManager(ScheduleMethods, AdminMethods):
             return f"user {self.user!r} is disabled"
         what = f" {target[0]} {target[1]}" if target else ""
         need = needs(action)
+        if job is not None and not actor.sees_job(job.owner, job.case):
+            return _no_job(job.id)  # the same words as for a job that does not exist
         if target and target[0] == "case":
             return f"{self.user} may not {action.replace('_', ' ')} in case {target[1]}: none of your groups holds it"
-        if action == "view" or actor.can(need):
-            return f"{self.user} may not see{what}: it belongs to a case none of your groups holds"
+        if action == "view":
+            return f"{self.user} may not see jobs: needs the view_own_jobs or view_all_jobs permission"
         return f"{self.user} may not {action.replace('_', ' ')}{what}: needs the {need} permission"
+
+    def _visible_job(self, job_id: Any, action: str = "view", *, with_tasks: bool = False,
+                     quiet: bool = False) -> Job:
+        """The job ``job_id`` once ``action`` on it is allowed.
+
+        A job that does not exist and a job the user may not see both raise
+        NotVisible("no job N you may see"), so a refusal never tells whether a job
+        exists; only users who see every job hear plainly that it does not.
+        """
+        jid = validate.job_id(job_id)
+        actor = self._allow("view")
+        try:
+            job = self.store.get_job(jid, with_tasks=with_tasks)
+        except NotFound:
+            scope = actor.scope()
+            if scope["all"] and scope["cases"] is None:
+                raise
+            raise NotVisible(_no_job(jid)) from None
+        self._allow(action, job, quiet=quiet)
+        return job
+
+    def _send(self, dispatches: Any, job_id: int, *, finalize: bool = False) -> None:
+        """Send queue messages after the store committed; a queue that cannot be written is a warning, not an
+        error: the job is stored, an agent's sweep re-sends its messages, and an error would invite a duplicate."""
+        try:
+            if finalize:
+                self.queue.send_finalize(dispatches)
+            else:
+                self.queue.send(dispatches)
+        except Exception as exc:  # the queue's own errors (sqlite3, redis, OS): the store already holds the truth
+            reason = validate.printable(f"{type(exc).__name__}: {exc}")[:300]
+            warnings.warn(QueueNotReached(f"job {job_id} is stored; agents will pick it up (the queue could not "
+                                          f"be written: {reason})"), stacklevel=4)
 
     # -- submitting ----------------------------------------------------------------------------
     def job_types(self) -> list[str]:
@@ -172,17 +219,21 @@ class JobManager(ScheduleMethods, AdminMethods):
     ) -> int:
         """Validate, plan and store a job; returns its id once it is committed.
 
-        The queue messages are sent after the commit. If this process dies in
-        between, an agent's sweep re-sends them: the store is the truth.
+        The queue messages are sent after the commit. If the queue cannot be
+        written, the job is still stored and an agent's sweep re-sends them: that
+        is a QueueNotReached warning, not an error (the store is the truth).
         """
+        validate.name(type, "job type")
+        params = validate.params(params)
+        name = validate.name(name, "job name", optional=True)
+        priority = validate.integer(priority, "priority", *validate.INT32)
+        case = validate.name(case, "case", optional=True)
+        retries = validate.integer(retries, "retries", 0, validate.MAX_RETRIES, optional=True)
         self._allow("submit", case=case, target=("job type", type))
         jobtypes.discover(self._imports)
         jt = jobtypes.get(type)
         model = jobtypes.validate(jt, params or {})
-        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
-            raise BadParams(f"priority must be a whole number between -2147483648 and 2147483647, not {priority!r}")
-        if retries is not None and (not isinstance(retries, int) or retries < 0):
-            raise BadParams(f"retries must be a whole number >= 0, not {retries!r}")
+        jt.check_inputs(self.home, model, case)  # input files this job may not read: refused before storing
         tasks = jt.plan(model)
         if not tasks:
             raise BadParams(f"{type}: these parameters plan no tasks")
@@ -191,15 +242,13 @@ class JobManager(ScheduleMethods, AdminMethods):
             case=case, priority=priority, retries=jt.retries if retries is None else retries,
             has_finish=jt.has_finish(), tasks=tasks, actor=self.user,
         )
-        self.queue.send(dispatches)
+        self._send(dispatches, job_id)
         return job_id
 
     # -- reading ---------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
         """One job with its tasks."""
-        job = self.store.get_job(int(job_id), with_tasks=True)
-        self._allow("view", job)
-        return job
+        return self._visible_job(job_id, with_tasks=True)
 
     def jobs(
         self,
@@ -213,6 +262,11 @@ class JobManager(ScheduleMethods, AdminMethods):
         offset: int = 0,
     ) -> pd.DataFrame:
         """Jobs newest first, as a DataFrame (timestamps in UTC)."""
+        type, owner, case = (validate.name(v, what, optional=True)
+                             for v, what in ((type, "type"), (owner, "owner"), (case, "case")))
+        tab = validate.name(tab, "tab", optional=True)
+        limit = validate.integer(limit, "limit", 1, 100_000)
+        offset = validate.integer(offset, "offset", 0, validate.MAX_ID)
         actor = self._allow("view")
         states: tuple[str, ...] | None = tab_states(tab) if tab else None
         if state is not None:
@@ -228,18 +282,23 @@ class JobManager(ScheduleMethods, AdminMethods):
 
     def live(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
         """Progress and current agents of the jobs on a grid page (only those you may see)."""
+        ids = validate.job_ids(job_ids, limit=10_000)
         actor = self._allow("view")
-        info = self.store.running_info([int(i) for i in job_ids])
+        info = self.store.running_info(ids)
         jobs = {j: self.store.get_job(j) for j in info}
         return {j: v for j, v in info.items() if actor.sees_job(jobs[j].owner, jobs[j].case)}
 
     def agent_throughput(self, minutes: int = 60, buckets: int = 12) -> dict[str, list[int]]:
         """Tasks each agent finished per time bucket over the last ``minutes`` (for the Agents sparkline)."""
+        minutes = validate.integer(minutes, "minutes", 1, 7 * 24 * 60)
+        buckets = validate.integer(buckets, "buckets", 1, 1000)
         self._allow("view_agents")
         return self.store.agent_throughput(time.time() - minutes * 60, minutes * 60 / buckets, buckets)
 
     def agent_log(self, name: str, lines: int = 200) -> str:
         """The last ``lines`` of an agent's own log."""
+        validate.name(name, "agent name")
+        lines = validate.integer(lines, "lines", 1, 1_000_000)
         self._allow("view_agents")
         row = next((a for a in self.store.list_agents() if a["name"] == name), None)
         if row is None:
@@ -257,8 +316,8 @@ class JobManager(ScheduleMethods, AdminMethods):
         return df
 
     def events(self, job_id: int) -> pd.DataFrame:
-        self.job(job_id)
-        df = pd.DataFrame(self.store.events(int(job_id)))
+        job = self.job(job_id)
+        df = pd.DataFrame(self.store.events(job.id))
         if not df.empty:
             df["at"] = pd.to_datetime(df["at"], unit="s", utc=True)
         return df
@@ -293,6 +352,7 @@ class JobManager(ScheduleMethods, AdminMethods):
 
     def log(self, job_id: int, task: int | None = None) -> str:
         """A task's log, or the job's: every task log in order, then the finishing step's."""
+        task = None if task is None else validate.job_id(task, "task number")
         job = self.job(job_id)
         self._allow("download_log", job)
         if task is not None:
@@ -310,6 +370,7 @@ class JobManager(ScheduleMethods, AdminMethods):
     def log_tail(self, job_id: int, lines: int = 200) -> str:
         """The last ``lines`` of the job's log, for a screen that refreshes (allowed reads are not audited;
         downloads are)."""
+        lines = validate.integer(lines, "lines", 1, 1_000_000)
         job = self.job(job_id)
         self._allow("download_log", job, quiet=True)
         paths = [self.home.task_log(job.id, t.seq) for t in job.tasks] + [self.home.task_log(job.id, None)]
@@ -340,6 +401,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         separator, dot-dot or an absolute path is refused before any file is
         touched, and the stored path must stay inside the home.
         """
+        validate.name(name, "artifact name")
         job = self.job(job_id)
         self._allow("download_output", job)
         if not isinstance(name, str) or not name or safe_name(name) != name or Path(name).is_absolute():
@@ -364,10 +426,12 @@ class JobManager(ScheduleMethods, AdminMethods):
 
     def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.05) -> Job:
         """Block until the job is finished; raises Timeout after ``timeout`` seconds."""
+        timeout = validate.timeout(timeout)
+        poll = validate.number(poll, "poll", 0.001, 60)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.job(job_id)  # exists, and you may see it
+        job_id = self.job(job_id).id  # exists, and you may see it
         while True:
-            job = self.store.get_job(int(job_id))  # cheap: no task rows while polling
+            job = self.store.get_job(job_id)  # cheap: no task rows while polling
             if job.state in FINISHED:
                 return self.job(job_id)
             if deadline is not None and time.monotonic() >= deadline:
@@ -377,35 +441,36 @@ class JobManager(ScheduleMethods, AdminMethods):
     # -- actions ---------------------------------------------------------------------------------
     def pause(self, job_id: int) -> None:
         """No new task of the job starts; running ones finish."""
-        self._allow("manage", self.store.get_job(int(job_id)))
-        self.store.pause_job(int(job_id), self.user)
+        job_id = self._visible_job(job_id, "manage").id
+        self.store.pause_job(job_id, self.user)
 
     def resume(self, job_id: int) -> None:
-        self._allow("manage", self.store.get_job(int(job_id)))
-        self.queue.send(self.store.resume_job(int(job_id), self.user))
+        job_id = self._visible_job(job_id, "manage").id
+        self._send(self.store.resume_job(job_id, self.user), job_id)
 
     def cancel(self, job_id: int) -> None:
         """Queued tasks never run; running tasks are asked to stop (``ctx.cancelled()``)."""
-        self._allow("manage", self.store.get_job(int(job_id)))
-        self.store.cancel_job(int(job_id), self.user)
+        job_id = self._visible_job(job_id, "manage").id
+        self.store.cancel_job(job_id, self.user)
 
     def retry(self, job_id: int, task: int | None = None) -> None:
         """Re-queue the failed tasks of a finished job, or the one task ``task``."""
-        self._allow("retry", self.store.get_job(int(job_id)))
-        dispatches, refinish = self.store.retry_job(int(job_id), self.user, task)
-        self.queue.send(dispatches)
+        task = None if task is None else validate.job_id(task, "task number")
+        job_id = self._visible_job(job_id, "retry").id
+        dispatches, refinish = self.store.retry_job(job_id, self.user, task)
+        self._send(dispatches, job_id)
         if refinish:
-            self.queue.send_finalize([int(job_id)])
+            self._send([job_id], job_id, finalize=True)
 
     def set_priority(self, job_id: int, priority: int) -> None:
         """Higher runs first; applies to the job's tasks that have not started."""
-        if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
-            raise BadParams(f"priority must be a whole number between -2147483648 and 2147483647, not {priority!r}")
-        self._allow("manage", self.store.get_job(int(job_id)))
-        self.queue.send(self.store.set_priority(int(job_id), priority, self.user))
+        priority = validate.integer(priority, "priority", *validate.INT32)
+        job_id = self._visible_job(job_id, "manage").id
+        self._send(self.store.set_priority(job_id, priority, self.user), job_id)
 
     def stop_agent(self, name: str) -> None:
         """Ask an agent to stop gracefully (it finishes its running tasks)."""
+        validate.name(name, "agent name")
         self._allow("manage_agents", target=("agent", name))
         self.store.request_agent(name, "stop", self.user)
 
@@ -465,6 +530,9 @@ class JobManager(ScheduleMethods, AdminMethods):
 
     def demo_data(self, jobs: int = 1000, days: float = 30, seed: int = 0) -> dict[str, int]:
         """Fill this home's store with a synthetic history (admins only: it writes straight to the store)."""
+        jobs = validate.integer(jobs, "jobs", 1, 10_000_000)
+        days = validate.number(days, "days", 0.01, 3650)
+        seed = validate.integer(seed, "seed", -(2**63), 2**63 - 1)
         self._allow("admin")
         from . import demodata
 
@@ -478,3 +546,60 @@ def _calling_method() -> str:
         frame = frame.f_back  # type: ignore[assignment]
     return frame.f_code.co_name if frame is not None else "unknown"
 
+
+
+log = logging.getLogger("jobmanager.service")
+
+
+def _no_job(job_id: int) -> str:
+    return f"no job {job_id} you may see"
+
+
+#: the allowed actions of the public call in progress on this thread, written when it returns
+_AUDIT = threading.local()
+
+
+def _public_method() -> str:
+    """The public method the caller called (``log``, not the ``job`` it calls inside), named in the audit trail."""
+    return getattr(_AUDIT, "method", None) or _calling_method()
+
+
+def _audit_when_done(store: JobStore, row: tuple[Any, ...], detail: str) -> None:
+    pending = getattr(_AUDIT, "pending", None)
+    if pending is None:  # not inside a public method: write it now
+        store.audit(*row, True, detail)
+    else:
+        pending.append((store, row, detail))
+
+
+def _audited(fn: Any) -> Any:
+    """Wrap a public method so that the audit rows of its allowed actions are written when it returns, with
+    the outcome: a method that passed the permission check and then failed is recorded as "failed: <reason>",
+    never as done. Nested public calls (``log`` calls ``job``) are recorded by the outermost one."""
+
+    @functools.wraps(fn)
+    def _audited_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_AUDIT, "pending", None) is not None:
+            return fn(self, *args, **kwargs)
+        pending: list[tuple[Any, ...]] = []
+        _AUDIT.pending, _AUDIT.method = pending, fn.__name__
+        outcome = None
+        try:
+            return fn(self, *args, **kwargs)
+        except BaseException as exc:
+            outcome = "failed: " + (validate.printable(exc)[:300] or type(exc).__name__)
+            raise
+        finally:
+            _AUDIT.pending = _AUDIT.method = None
+            for store, row, detail in pending:
+                try:
+                    store.audit(*row, True, outcome or detail)
+                except Exception:  # never turn a done action into an error (a submit would be sent twice)
+                    log.exception("could not write the audit row of %s", row[2])
+
+    return _audited_call
+
+
+for _name in dir(JobManager):
+    if not _name.startswith("_") and inspect.isfunction(inspect.getattr_static(JobManager, _name)):
+        setattr(JobManager, _name, _audited(getattr(JobManager, _name)))

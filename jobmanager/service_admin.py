@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .auth import LOCKOUT_S, MAX_FAILURES, check_password_strength, generate_password, hash_password, verify_password
+from .auth import (
+    LOCKOUT_S,
+    MAX_FAILURES,
+    check_password_strength,
+    generate_password,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from .errors import BadParams, NotFound, PermissionDenied
 from .permissions import DEFAULT_GROUPS, PERMISSIONS, Actor
 
@@ -26,11 +34,19 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
+#: the one answer to every refused sign-in (unknown user, wrong password, locked, disabled), so the
+#: answer never tells which accounts exist; the audit trail records the real reason
+SIGN_IN_REFUSED = "wrong username or password, or the account is locked or disabled"
+
 _DUMMY: list[str] = []
 
 
 def _dummy_hash() -> str:
-    """A real scrypt hash to verify against when the user does not exist (no timing tells names apart)."""
+    """A real argon2id hash to verify against when the user's own hash must not be checked.
+
+    Unknown users and locked accounts cost the same hash work as a real check, so the time an
+    answer takes does not tell names apart either.
+    """
     if not _DUMMY:
         _DUMMY.append(hash_password("not-a-password-of-anyone"))
     return _DUMMY[0]
@@ -65,8 +81,11 @@ class AdminMethods:
                 **kwargs: Any) -> JobManager:
         """A JobManager acting as ``username`` once the password checks out.
 
-        Unknown users and wrong passwords get the same message; after
-        MAX_FAILURES failures in a row the account is locked for LOCKOUT_S seconds.
+        The attempt is counted in the store before the password is checked
+        (:meth:`JobStore.claim_sign_in`), so at most MAX_FAILURES guesses are ever checked before
+        the account locks for LOCKOUT_S seconds, however many arrive at once. Every refusal gets
+        the same message (:data:`SIGN_IN_REFUSED`) and the same hash work; the audit trail keeps
+        the real reason. An old scrypt hash is replaced by argon2id on a successful sign-in.
         """
         jm = cls(home, user=username, interface=interface, **kwargs)  # type: ignore[call-arg]
         store, now = jm.store, time.time()
@@ -74,25 +93,25 @@ class AdminMethods:
             user = store.get_user(username)
         except NotFound:
             user = None
-        if user is not None and user["locked_until"] and user["locked_until"] > now:
-            store.audit(username, interface, "sign_in", "user", username, False, "locked")
-            minutes = max(1, round((user["locked_until"] - now) / 60))
-            raise PermissionDenied(f"account {username} is locked after {MAX_FAILURES} failed sign-ins; "
-                                   f"try again in {minutes} min or ask an administrator")
-        stored = user["password_hash"] if user is not None else _dummy_hash()  # same work for unknown names
-        if not verify_password(password, stored) or user is None or not user["active"]:
-            locked = None
-            if user is not None:
-                locked = store.record_failure(username, now, MAX_FAILURES, LOCKOUT_S)
-            store.audit(username, interface, "sign_in", "user", username, False,
-                        "locked after repeated failures" if locked else "wrong username or password")
-            if locked:
-                raise PermissionDenied(f"account {username} is now locked after {MAX_FAILURES} failed sign-ins; "
-                                       f"try again in {round(LOCKOUT_S / 60)} min")
-            raise PermissionDenied("wrong username or password")
-        store.update_user(username, failures=0, locked_until=None, last_login_at=now)
-        store.audit(username, interface, "sign_in", "user", username, True)
-        return jm
+        attempt = store.claim_sign_in(username, now, MAX_FAILURES, LOCKOUT_S) if user is not None else None
+        if attempt is None:  # unknown or locked: the user's hash is never checked, but the work is the same
+            verify_password(password, _dummy_hash())
+            reason = "unknown user" if user is None else "locked"
+        elif not verify_password(password, user["password_hash"]):
+            reason = "wrong password" + (f"; locked for {round(LOCKOUT_S / 60)} min after {attempt} failures"
+                                         if attempt >= MAX_FAILURES else f" (attempt {attempt} of {MAX_FAILURES})")
+        elif not user["active"]:
+            reason = "disabled"
+        else:
+            fields: dict[str, Any] = {"failures": 0, "locked_until": None, "last_login_at": now}
+            if needs_rehash(user["password_hash"]):
+                fields["password_hash"] = hash_password(password, check_strength=False)
+            store.update_user(username, **fields)
+            store.audit(username, interface, "sign_in", "user", username, True,
+                        "password rehashed with argon2id" if "password_hash" in fields else None)
+            return jm
+        store.audit(username, interface, "sign_in", "user", username, False, reason)
+        raise PermissionDenied(SIGN_IN_REFUSED)
 
     # -- users -------------------------------------------------------------------------------------
     def add_user(self, username: str, password: str | None = None, *, display_name: str | None = None,

@@ -11,7 +11,7 @@ import pandas as pd
 from . import jobtypes
 from .errors import BadParams, NotFound
 from .schedules import _same_trigger, build_spec, caller_source, sync_file, trigger_of
-from .triggers import zone
+from .triggers import Trigger, local_label
 
 if TYPE_CHECKING:
     from .home import Home
@@ -117,12 +117,22 @@ class ScheduleMethods:
             rows.append({
                 **s, "case": s["case_id"], "description": trigger_of(s).describe(),
                 "next_run": "" if nxt is None or not s["enabled"] else
-                datetime.fromtimestamp(nxt, zone(s["timezone"])).strftime("%Y-%m-%d %H:%M %Z"),
+                local_label(nxt, s["timezone"]),
             })
         df = pd.DataFrame(rows, columns=SCHEDULE_COLUMNS)
         for col in ("next_run_at", "last_run_at"):
             df[col] = pd.to_datetime(df[col], unit="s", utc=True)
         return df
+
+    def preview_schedule(self, *, cron: str | None = None, every: str | None = None, at: str | None = None,
+                         tz: str = "UTC", count: int = 5) -> dict[str, Any]:
+        """What a trigger would do, before it is saved: its description and next ``count`` runs (UTC epoch
+        seconds and in its own zone). Bad input raises BadParams with the line ``schedule add`` would print."""
+        self._allow("view_schedules")
+        now = time.time()
+        trigger = Trigger.parse(cron=cron, every=every, at=at, tz=tz, now=now)
+        runs = trigger.upcoming(max(0, min(int(count), 50)), now)
+        return {"description": trigger.describe(), "runs": runs, "labels": [local_label(t, tz) for t in runs]}
 
     def _manage(self, name: str) -> dict[str, Any]:
         row = self.store.get_schedule(name)
@@ -150,7 +160,7 @@ class ScheduleMethods:
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
         job_id, dispatches = self.store.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),
                                                          retries=jt.retries, actor=self.user)
-        self.queue.send(dispatches)
+        self._send(dispatches, job_id)  # type: ignore[attr-defined]  # (JobManager: a queue failure warns)
         return job_id
 
     def sync_schedules_file(self) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,9 +39,11 @@ def home(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     with JobManager.init(path, admin_password=ADMIN_PASSWORD) as admin:
         for name in TEST_USERS:
             admin.add_user(name, f"{name}-password", groups=["admins"])
-    # tests write job inputs (documents, notebooks, CSV files) next to the home
+    # tests write job inputs (documents, notebooks, CSV files) next to the home; the home's own files
+    # (logs, artifacts, store, config) stay unreadable to jobs although tmp_path contains the home
     cfg = path / "jobmanager.toml"
-    cfg.write_text(cfg.read_text().replace("input_dirs = []", f"input_dirs = [{str(tmp_path)!r}]"))
+    folder = json.dumps(str(tmp_path))
+    cfg.write_text(cfg.read_text().replace("input_dirs = []", f"input_dirs = [{folder}]\nnotebook_dirs = [{folder}]"))
     return path
 
 

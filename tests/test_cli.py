@@ -97,7 +97,7 @@ BAD_INPUT = [
     (["logs", "999"], "no job 999"),
     (["wait", "999"], "no job 999"),
     (["jobs", "--state", "sideways"], "unknown state 'sideways'"),
-    (["show", "abc"], "is not a valid integer"),
+    (["show", "abc"], "job id must be a whole number between 1 and 9223372036854775807, not 'abc'"),
 ]
 
 

@@ -49,3 +49,14 @@ def test_demo_shows_every_state_and_a_lost_agent_then_stops_cleanly(tmp_path: Pa
         # nothing is left running after a clean stop: the agents handed their tasks back
         running = [t for j in jm.jobs(tab="in-progress").id for t in jm.job(j).tasks if t.state == "running"]
         assert running == []
+        # the demo's documents live in the inputs folder, the only part of the home jobs may read
+        pack = jm.jobs(limit=100).set_index("name").loc["Print welcome pack"]
+        assert pack.state == "completed" and (home / "inputs" / "demo-documents" / "welcome.txt").is_file()
+    # private from the first write: the home, its databases, logs and outputs written by the agents
+    assert home.stat().st_mode & 0o777 == 0o700
+    for f in ("store.db", "queue.db", "jobmanager.toml"):
+        assert (home / f).stat().st_mode & 0o777 == 0o600, f
+    written = [p for p in (home / "logs").rglob("*") if p.is_file()] + \
+        [p for p in (home / "artifacts").rglob("*") if p.is_file()]
+    assert written and all(p.stat().st_mode & 0o077 == 0 for p in written), \
+        [(str(p), oct(p.stat().st_mode)) for p in written if p.stat().st_mode & 0o077]

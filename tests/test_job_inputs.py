@@ -9,17 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from jobmanager import JobManager
+from jobmanager.errors import PermissionDenied
 
 
-def test_documents_outside_the_allowed_folders_are_refused(jm: JobManager, start_agent) -> None:
+def test_documents_outside_the_allowed_folders_are_refused(jm: JobManager) -> None:
+    before = len(jm.jobs())
+    with pytest.raises(PermissionDenied, match="/etc/hostname: outside the folders jobs may read"):
+        jm.submit("print_to_pdf", {"documents": ["/etc/hostname"]})
+    with pytest.raises(PermissionDenied, match="notebooks run only from the notebook folders"):
+        jm.submit("notebook", {"notebook": "/etc/../etc/passwd.ipynb"})
+    assert len(jm.jobs()) == before  # nothing stored
+
+
+def test_a_document_that_became_forbidden_after_submit_fails_its_task(jm: JobManager, start_agent,
+                                                                      tmp_path: Path) -> None:
+    """Checked again when the task runs: a file swapped for a symlink into the home is not read."""
+    doc = tmp_path / "docs" / "fine.txt"
+    doc.parent.mkdir()
+    doc.write_text("fine", encoding="utf-8")
+    job_id = jm.submit("print_to_pdf", {"documents": [str(doc)]})  # no agent yet: it waits in the queue
+    doc.unlink()
+    doc.symlink_to(jm.home.path / "jobmanager.toml")
     start_agent("a1")
-    job_id = jm.submit("print_to_pdf", {"documents": ["/etc/hostname"]})
-    job = jm.wait(job_id, timeout=30)
-    assert job.state == "failed" and "outside the folders jobs may read" in job.tasks[0].error
-    nb = jm.submit("notebook", {"notebook": "/etc/../etc/passwd.ipynb"})
-    assert "outside the folders" in jm.wait(nb, timeout=60).tasks[0].error
+    job = jm.wait(job_id, timeout=60)
+    assert job.state == "failed" and "home's own files" in job.tasks[0].error
+    assert jm.artifacts(job_id).empty
 
 
 def test_export_report_reads_the_views_as_its_owner_and_no_files(jm: JobManager, start_agent, tmp_path: Path) -> None:

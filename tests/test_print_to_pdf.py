@@ -96,9 +96,9 @@ def test_broken_documents_fail_alone_and_retry_reprints_only_them(jm: JobManager
     assert jm.log(job_id).count("merged 5 of 5 document(s)") == 1
 
 
-def test_relative_documents_resolve_against_the_home(jm: JobManager, start_agent) -> None:
-    (jm.home.path / "inbox").mkdir()
-    (jm.home.path / "inbox" / "memo.txt").write_text("memo in the home", encoding="utf-8")
+def test_relative_documents_resolve_against_the_homes_inputs_folder(jm: JobManager, start_agent) -> None:
+    (jm.home.inputs_dir / "inbox").mkdir()
+    (jm.home.inputs_dir / "inbox" / "memo.txt").write_text("memo in the home", encoding="utf-8")
     start_agent("a1")
     job_id = jm.submit("print_to_pdf", {"documents": ["inbox/memo.txt"]})
     assert jm.wait(job_id, timeout=60).state == "completed"
@@ -133,7 +133,8 @@ def printed(jm: JobManager, start_agent, tmp_path: Path) -> int:
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "..", ".", "", "sub/merged.pdf",
                                   "..\\merged.pdf", "merged.pdf\x00"])
 def test_open_artifact_refuses_names_that_are_not_plain(jm: JobManager, printed: int, name: str) -> None:
-    with pytest.raises(BadParams, match="not a plain file name"):
+    # an empty name and control characters are refused by the service's common input checks first
+    with pytest.raises(BadParams, match="not a plain file name|may not be empty|may not contain control characters"):
         jm.open_artifact(printed, name)
 
 

@@ -313,3 +313,57 @@ def test_schedule_cli(home: Path) -> None:
         assert schedule_count(home) == before
     assert run("schedule", "delete", "report").exit_code == 0
     assert run("schedule", "list").output.strip() == "(none)"
+
+
+# -- the Scheduled tab: next run in the schedule's zone, the form's live preview (no browser) --------------
+def test_scheduled_tab_shows_next_run_in_its_zone_with_relative_time(jm: JobManager) -> None:
+    pytest.importorskip("jobmanager.widgets")
+    from jobmanager.widgets.schedules_view import SchedulesTab, present_schedules
+
+    jm.schedule("berlin", "sleep", cron="0 2 * * *", tz="Europe/Berlin")
+    jm.schedule("utc", "sleep", every="15m")
+    df = jm.schedules().set_index("name")
+    nxt = df.loc["berlin", "next_run_at"].timestamp()
+    local = datetime.fromtimestamp(nxt, BERLIN)
+    assert df.loc["berlin", "next_run"] == f"{local:%Y-%m-%d} 02:00 {local:%Z} (Europe/Berlin)"
+    assert df.loc["utc", "next_run"].endswith(" UTC")  # the zone's own name once, not "UTC (UTC)"
+    shown = present_schedules(df.reset_index(), now=nxt - 26 * 60).set_index("Name")
+    assert shown.loc["berlin", "Next run"] == f"in 26 min · {df.loc['berlin', 'next_run']}"
+    html = SchedulesTab._next_run_html({"next_run_at": nxt, "enabled": True, "timezone": "Europe/Berlin"},
+                                       now=nxt - 26 * 60)
+    exact = datetime.fromtimestamp(nxt, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"title='{exact}'" in html and "in 26 min · " in html and "(Europe/Berlin)" in html
+
+
+def test_schedule_form_previews_next_five_runs_as_you_type(jm: JobManager) -> None:
+    pytest.importorskip("jobmanager.widgets")
+    from jobmanager.widgets.models import Messages
+    from jobmanager.widgets.schedules_view import SchedulesTab
+
+    tab = SchedulesTab(jm, Messages(), {"manage_schedules"})
+    form = tab.form
+    form.open_form()
+    form.tz.value = "America/New_York"
+    form.trigger.value = "15,45 * * * *"
+    m = form.model
+    assert m.error == "" and m.description == "At 15 and 45 minutes past the hour (America/New_York)"
+    assert len(m.runs) == 5 and all("(America/New_York)" in r and " · in " in r for r in m.runs)
+    assert "next runs:" in form.preview.value and m.runs[0].split(" · ")[0] in form.preview.value
+    form.trigger.value = "* * 30 2 *"  # a bad expression shows its one line instead
+    assert m.runs == [] and m.error == "cron expression '* * 30 2 *' never fires: no date matches it"
+    assert "never fires" in form.preview.value and "next runs" not in form.preview.value
+    form.kind.value = "every"
+    form.trigger.value = "15m"
+    assert m.description == "Every 15 minutes" and len(m.runs) == 5
+    form.trigger.value = ""
+    assert form.preview.value == ""
+    assert jm.store.list_schedules() == []  # previewing saves nothing
+
+
+def test_preview_schedule_service_call(jm: JobManager) -> None:
+    p = jm.preview_schedule(cron="@daily", tz="Europe/Berlin", count=3)
+    assert p["description"] == "At 00:00 (Europe/Berlin)" and len(p["runs"]) == 3
+    assert all(label.endswith("00:00 CET (Europe/Berlin)") or label.endswith("00:00 CEST (Europe/Berlin)")
+               for label in p["labels"])
+    with pytest.raises(BadParams, match="@reboot is not a schedule"):
+        jm.preview_schedule(cron="@reboot")

@@ -9,6 +9,7 @@ refusals (one line each) become the ``message`` the view shows.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 import traitlets
 
 from jobmanager import JobManager, JobManagerError
+from jobmanager.errors import QueueNotReached
 
 from . import format as fmt
 from .theme import label
@@ -52,11 +54,16 @@ class Messages(traitlets.HasTraits):
     def attempt(self, fn: Callable[[], Any], success: str | None = None) -> Any:
         """Run one service call; a JobManagerError becomes the message bar's line."""
         try:
-            result = fn()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", QueueNotReached)
+                result = fn()
         except JobManagerError as exc:
             self.error(str(exc))
             return None
-        if success:
+        stored = [str(w.message) for w in caught if issubclass(w.category, QueueNotReached)]
+        if stored:  # done and stored, but the queue was not reached: the sweep sends it (never submit twice)
+            self.info(stored[0])
+        elif success:
             self.info(success)
         return result
 
@@ -208,3 +215,34 @@ def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.Dat
             Case=df["case"].fillna(""),
         )
     return out.reset_index(drop=True)
+
+
+class ScheduleFormModel(traitlets.HasTraits):
+    """The schedule form's live preview: as the trigger is typed, its description and next runs in its own
+    zone, or the one line that says why it cannot be saved (the same line ``schedule add`` prints)."""
+
+    kind = traitlets.Unicode("cron")  # cron | every | at
+    value = traitlets.Unicode("")
+    tz = traitlets.Unicode("UTC")
+    description = traitlets.Unicode("")
+    runs = traitlets.List(traitlets.Unicode())
+    error = traitlets.Unicode("")
+
+    def __init__(self, jm: JobManager, count: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.jm, self.count = jm, count
+        self.observe(lambda _: self.update(), names=["kind", "value", "tz"])
+
+    def update(self, now: float | None = None) -> None:
+        text = self.value.strip()
+        if not text:
+            self.description, self.runs, self.error = "", [], ""
+            return
+        try:
+            preview = self.jm.preview_schedule(**{self.kind: text}, tz=self.tz.strip() or "UTC", count=self.count)
+        except JobManagerError as exc:
+            self.description, self.runs, self.error = "", [], str(exc)
+            return
+        self.error, self.description = "", preview["description"]
+        self.runs = [f"{where} · {fmt.relative(at, now)}" for at, where in
+                     zip(preview["runs"], preview["labels"], strict=True)]

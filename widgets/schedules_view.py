@@ -11,21 +11,28 @@ import pandas as pd
 from ipydatagrid import DataGrid, TextRenderer, VegaExpr
 
 from jobmanager import JobManager
+from jobmanager.triggers import local_label
 
 from . import format as fmt
-from .models import Messages
+from .models import Messages, ScheduleFormModel
 from .theme import STATE_COLORS, badge, label
 
 EMPTY = ("No schedules yet. Create one with <b>New schedule</b>, <code>jobmanager schedule add</code>, "
          "<code>jm.schedule(...)</code> in a notebook, or a <code>schedules.toml</code> in the home.")
 
 
-def present_schedules(df: pd.DataFrame) -> pd.DataFrame:
+def next_run_text(at: Any, where: str, now: float | None = None) -> str:
+    """"in 26 min · 2026-03-29 03:00 CEST (Europe/Berlin)": relative, then the schedule's own zone."""
+    return f"{fmt.relative(at, now)} · {where}" if where and pd.notna(at) else ""
+
+
+def present_schedules(df: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["Name", "Type", "When", "Next run", "Last run", "Last result", "Enabled",
                                      "Owner", "Configured in"])
     return pd.DataFrame({
-        "Name": df["name"], "Type": df["type"], "When": df["description"], "Next run": df["next_run"],
+        "Name": df["name"], "Type": df["type"], "When": df["description"],
+        "Next run": [next_run_text(a, s, now) for a, s in zip(df["next_run_at"], df["next_run"], strict=True)],
         "Last run": df["last_run_at"].map(lambda v: fmt.relative(v) if pd.notna(v) else "never"),
         "Last result": [f"{label(s)} (#{int(j)})" if pd.notna(j) and s else "" for s, j in
                         zip(df["last_job_state"], df["last_job_id"], strict=True)],
@@ -37,7 +44,7 @@ def present_schedules(df: pd.DataFrame) -> pd.DataFrame:
 class ScheduleForm(w.VBox):
     """New / edit schedule: exactly one trigger, parameters as JSON; the service checks everything."""
 
-    def __init__(self, on_save: Any) -> None:
+    def __init__(self, on_save: Any, jm: JobManager | None = None) -> None:
         self.on_save = on_save
         self.editing: str | None = None
         self.name = w.Text(description="Name")
@@ -47,12 +54,19 @@ class ScheduleForm(w.VBox):
         self.tz = w.Text(description="Time zone", value="UTC")
         self.params = w.Textarea(description="Params", value="{}", layout=w.Layout(width="420px", height="70px"))
         self.misfire = w.Dropdown(description="Misfire", options=[("run once now", "run_once"), ("skip", "skip")])
+        self.preview = w.HTML()  # the next 5 runs and the description, or the one-line error, as you type
+        self.model = ScheduleFormModel(jm) if jm is not None else None
+        if self.model is not None:
+            self.kind.observe(lambda ch: setattr(self.model, "kind", ch["new"]), names="value")
+            self.trigger.observe(lambda ch: setattr(self.model, "value", ch["new"]), names="value")
+            self.tz.observe(lambda ch: setattr(self.model, "tz", ch["new"]), names="value")
+            self.model.observe(lambda _: self._render_preview(), names=["description", "runs", "error"])
         save = w.Button(description="Save schedule", button_style="primary", icon="check")
         cancel = w.Button(description="Cancel")
         save.on_click(lambda _: self.on_save(self))
         cancel.on_click(lambda _: self.close_form())
         super().__init__([w.HTML("<b>Schedule</b>"), self.name, self.type, self.kind, self.trigger, self.tz,
-                          self.params, self.misfire, w.HBox([save, cancel])])
+                          self.preview, self.params, self.misfire, w.HBox([save, cancel])])
         self.add_class("jm-details")
         self.layout.display = "none"
 
@@ -68,6 +82,17 @@ class ScheduleForm(w.VBox):
         self.params.value = json.dumps(row["params"]) if row else "{}"
         self.misfire.value = row["misfire"] if row else "run_once"
         self.layout.display = None
+
+    def _render_preview(self) -> None:
+        m = self.model
+        if m is None or not (m.error or m.description):
+            self.preview.value = ""
+        elif m.error:
+            self.preview.value = f"<div class='jm-message jm-message-error'>{html.escape(m.error)}</div>"
+        else:
+            runs = "".join(f"<li>{html.escape(r)}</li>" for r in m.runs)
+            self.preview.value = (f"<div class='jm-preview'><b>{html.escape(m.description)}</b>"
+                                  f"<div class='jm-muted'>next runs:</div><ol>{runs}</ol></div>")
 
     def close_form(self) -> None:
         self.layout.display = "none"
@@ -104,7 +129,7 @@ class SchedulesTab(w.VBox):
         bar.add_class("jm-toolbar")
         self.grid = DataGrid(present_schedules(self.rows), selection_mode="row", base_row_size=26,
                              base_column_size=130, layout=w.Layout(height="200px"), header_visibility="column",
-                             column_widths={"Name": 170, "Type": 100, "When": 290, "Next run": 160, "Last run": 90,
+                             column_widths={"Name": 170, "Type": 100, "When": 290, "Next run": 300, "Last run": 90,
                                             "Last result": 160, "Enabled": 75, "Owner": 75, "Configured in": 100},
                              renderers={"Enabled": TextRenderer(
                                  text_color=VegaExpr(f"cell.value === 'enabled' ? '{STATE_COLORS['enabled'][0]}' : "
@@ -114,7 +139,7 @@ class SchedulesTab(w.VBox):
         self.grid.on_cell_click(self._on_click)
         self.empty = w.HTML(f'<div class="jm-empty">{EMPTY}</div>')
         self.detail = w.HTML()
-        self.form = ScheduleForm(self._save)
+        self.form = ScheduleForm(self._save, jm)
         super().__init__([bar, self.grid, self.empty, self.detail, self.form])
 
     def refresh(self) -> None:
@@ -122,7 +147,7 @@ class SchedulesTab(w.VBox):
         if df is None:
             return
         self.rows = df.reset_index(drop=True)
-        shown = present_schedules(self.rows)
+        shown = present_schedules(self.rows)  # "in 26 min · 03:00 CEST (Europe/Berlin)"
         self.grid.data = shown
         self.grid.layout.height = f"{min(420, max(90, 26 * (len(shown) + 1) + 12))}px"
         self.grid.layout.display = "none" if shown.empty else None
@@ -148,10 +173,20 @@ class SchedulesTab(w.VBox):
             f"<div class='jm-details'><h3>{html.escape(s['name'])}</h3>"
             f"<div>{html.escape(s['description'])} · {badge('enabled' if s['enabled'] else 'disabled')} · "
             f"misfire {s['misfire']} · owner {html.escape(s['owner'])}</div>"
+            f"{self._next_run_html(s)}"
             f"<div class='jm-muted'>configured in {html.escape(s['source_kind'])}"
             f"{': ' + html.escape(s['source_ref']) if s['source_ref'] else ''}</div>"
             f"<table class='jm-table'><tr><th>Fired</th><th>Outcome</th><th class='num'>Job</th><th>Result</th>"
             f"<th></th></tr>{runs}</table></div>")
+
+    @staticmethod
+    def _next_run_html(s: dict[str, Any], now: float | None = None) -> str:
+        """Next run in the schedule's own zone with "in 26 min"; the exact UTC time on hover."""
+        at = s.get("next_run_at")
+        if at is None or not s.get("enabled"):
+            return "<div>next run: none</div>"
+        text = next_run_text(at, local_label(at, s["timezone"]), now)
+        return f"<div>next run: <span title='{html.escape(fmt.exact(at))}'>{html.escape(text)}</span></div>"
 
     def _on(self, key: str) -> Any:
         def handler(_: Any) -> None:

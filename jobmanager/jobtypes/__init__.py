@@ -22,6 +22,7 @@ from ..models import NewTask
 
 if TYPE_CHECKING:
     from ..context import TaskContext
+    from ..home import Home
 
 ENTRY_POINT_GROUP = "jobmanager.job_types"
 
@@ -43,6 +44,9 @@ class JobType:
     def run(self, ctx: "TaskContext", params: pydantic.BaseModel, task: dict[str, Any]) -> None:
         """Run one task. Raise to fail it; check ``ctx.cancelled()`` in long loops."""
         raise NotImplementedError
+
+    def check_inputs(self, home: "Home", params: pydantic.BaseModel, case: str | None) -> None:
+        """Optional: refuse at submit (one line) the input files a job of ``case`` may not read."""
 
     @classmethod
     def has_finish(cls) -> bool:

@@ -150,6 +150,10 @@ class ExportReport(JobType):
     def plan(self, params: ExportReportParams) -> list[NewTask]:  # type: ignore[override]
         return [NewTask(f"export {params.format}", {})]
 
+    def check_inputs(self, home: Any, params: ExportReportParams, case: str | None) -> None:  # type: ignore[override]
+        if params.source:  # only from the job's input folders (never the home's logs, artifacts or store)
+            home.resolve_input(params.source, case=case, must_exist=True)
+
     def run(self, ctx: TaskContext, params: ExportReportParams, task: dict[str, Any]) -> None:  # type: ignore[override]
         ctx.progress(0, 3)
         if params.source is None:
@@ -165,7 +169,7 @@ class ExportReport(JobType):
             con.register("result", frame)
             query = "SELECT * FROM result"
         else:
-            con = connect(str(ctx.home.check_input(Path(params.source))), "")
+            con = connect(str(ctx.input_path(params.source)), "")
             query = params.query
         try:
             ctx.log.info("query on %s: %s", params.source or "the job history", params.query)

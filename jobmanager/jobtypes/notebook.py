@@ -80,16 +80,18 @@ class Notebook(JobType):
     def plan(self, params: NotebookParams) -> list[NewTask]:  # type: ignore[override]
         return [NewTask(Path(params.notebook).name, {})]
 
+    def check_inputs(self, home: Any, params: NotebookParams, case: str | None) -> None:  # type: ignore[override]
+        """Refuse at submit a notebook outside the notebook folders, or one that does not exist."""
+        home.resolve_input(params.notebook, case=case, base_dir=params.base_dir, kind="notebook", must_exist=True)
+
     def run(self, ctx: TaskContext, params: NotebookParams, task: dict[str, Any]) -> None:  # type: ignore[override]
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
-        source = Path(params.notebook).expanduser()
-        if not source.is_absolute():
-            source = Path(params.base_dir or ctx.home.path) / source
-        source = ctx.home.check_input(source)
+        # only from the notebook folders (never the home's dashboard copy, logs or artifacts), re-checked here
+        source = ctx.input_path(params.notebook, params.base_dir, notebook=True)
         if not source.is_file():
-            raise FileNotFoundError(f"notebook {source} does not exist")
+            raise FileNotFoundError(f"notebook {params.notebook} does not exist")
         stem = safe_name(source.stem)
         executed = ctx.output_path(f"{stem}.ipynb", "application/x-ipynb+json")
         _register_engine()

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..context import Cancelled, TaskContext
-from ..home import safe_name
+from ..home import Home, safe_name
 from ..models import NewTask
 from . import JobType, job_type
 
@@ -26,7 +26,7 @@ class PrintToPdfParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     documents: list[str] = Field(..., min_length=1, max_length=10_000,
-                                 description="files to print; relative paths resolve against base_dir (or the home)")
+                                 description="files to print; relative to base_dir (or <home>/inputs)")
     base_dir: str | None = Field(None, description="folder that relative document paths start from")
     title: str = Field("Printed documents", max_length=200, description="title of the merged PDF's cover")
 
@@ -51,10 +51,8 @@ def document_pdf_name(index: int, document: str) -> str:
 
 
 def _resolve(ctx: TaskContext, params: PrintToPdfParams, document: str) -> Path:
-    path = Path(document).expanduser()
-    if not path.is_absolute():
-        path = Path(params.base_dir or ctx.home.path) / path
-    return ctx.home.check_input(path)  # user-given names never reach outside the allowed folders
+    # checked again when the task runs: the files may have changed (or become symlinks) since submit
+    return ctx.input_path(document, params.base_dir)
 
 
 @job_type("print_to_pdf")
@@ -66,6 +64,12 @@ class PrintToPdf(JobType):
     def plan(self, params: PrintToPdfParams) -> list[NewTask]:  # type: ignore[override]
         return [NewTask(Path(doc).name or doc, {"index": i, "document": doc})
                 for i, doc in enumerate(params.documents, 1)]
+
+    def check_inputs(self, home: Home, params: PrintToPdfParams, case: str | None) -> None:  # type: ignore[override]
+        """Refuse at submit a document the job may not read. A missing one is not refused: it fails
+        only its own task, so the others still print and a retry after fixing it prints the rest."""
+        for doc in params.documents:
+            home.resolve_input(doc, case=case, base_dir=params.base_dir)
 
     def run(self, ctx: TaskContext, params: PrintToPdfParams, task: dict[str, Any]) -> None:  # type: ignore[override]
         from ..pdf import render_document

@@ -251,7 +251,18 @@ class JobStore:
     def update_user(self, username: str, **fields: Any) -> None:
         raise NotImplementedError
 
-    def record_failure(self, username: str, now: float, max_failures: int, lockout_s: float) -> float | None:
+    def claim_sign_in(self, username: str, now: float, max_failures: int, lockout_s: float) -> int | None:
+        """Count one sign-in attempt BEFORE its password is checked; None means refuse it unchecked.
+
+        One conditional UPDATE, so concurrent attempts cannot all pass: it succeeds only while the
+        account is not locked (``locked_until`` NULL and ``failures < max_failures``, or a lock that
+        has expired, which starts the count again at 1), increments ``failures`` and returns the new
+        count (the attempt's number). The attempt that brings ``failures`` to ``max_failures`` still
+        proceeds but sets ``locked_until = now + lockout_s``, so no further attempt is allowed until
+        then. Unknown users get None. A successful sign-in (only ever one that was allowed here)
+        resets ``failures`` and ``locked_until`` through :meth:`update_user`; a failed one needs
+        nothing more, since it was already counted.
+        """
         raise NotImplementedError
 
     def list_users(self) -> list[dict[str, Any]]:

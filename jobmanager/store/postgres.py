@@ -28,6 +28,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
 from ..errors import HomeError
+from ..trouble import storage_problem
 from .dialect import POSTGRES
 from .sql import Connection, SqlStore
 
@@ -82,7 +83,11 @@ class PostgresStore(SqlStore):
         self._all: list[tuple[int, RawConn]] = []  # (pid that opened it, connection)
         self._all_lock = threading.Lock()
         if check:
-            self.initialize(create=create)
+            try:
+                self.initialize(create=create)
+            except psycopg.Error as exc:  # say what it is: a full disk, a permission, or else what the server said
+                problem = storage_problem(exc, redact(self.url))
+                raise HomeError(problem or f"cannot open the store {redact(self.url)}: {_first_line(exc)}") from None
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.url)!r})"

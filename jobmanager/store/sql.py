@@ -35,7 +35,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..errors import HomeError, InvalidState, NotFound
@@ -123,32 +123,42 @@ class SqlStore(JobStore):
     def _repair(self) -> None:
         """After opening a store of the current version (SQLite: objects added to version 1 later)."""
 
+    def _storage_problem(self, exc: BaseException) -> str | None:
+        """One line naming a full disk or a permission problem behind ``exc``, if the backend can tell."""
+        return None
+
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        """One write transaction, begun with the dialect's statement (SQLite: the write lock up front)."""
+    def _transaction(self, begin: str) -> Iterator[Connection]:
+        """Begin with ``begin``, commit at the end; roll back on any error, even one from COMMIT itself
+        (so the connection works again once the trouble is over)."""
         c = self._conn()
-        c.execute(self.dialect.begin_write)
+        c.execute(begin)
         try:
             yield c
+            c.execute("COMMIT")
         except BaseException:
             self._rollback(c)
             raise
-        else:
-            c.execute("COMMIT")
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A consistent snapshot for several SELECTs."""
-        c = self._conn()
-        c.execute(self.dialect.begin_read)
+    def _tx(self) -> Iterator[Connection]:
+        """One write transaction, begun with the dialect's statement (SQLite: the write lock up front).
+
+        A full disk or a permission problem becomes one HomeError line that says so.
+        """
         try:
-            yield c
-        except BaseException:
-            self._rollback(c)
-            raise
-        else:
-            c.execute("COMMIT")
+            with self._transaction(self.dialect.begin_write) as c:
+                yield c
+        except Exception as exc:
+            problem = self._storage_problem(exc)
+            if problem is None:
+                raise
+            raise HomeError(problem) from exc
+
+    def _read(self) -> AbstractContextManager[Connection]:
+        """A consistent snapshot for several SELECTs."""
+        return self._transaction(self.dialect.begin_read)
 
     @staticmethod
     def _rollback(c: Connection) -> None:
@@ -1159,17 +1169,19 @@ class SqlStore(JobStore):
             if cur.rowcount != 1:
                 raise NotFound(f"no user {username!r}")
 
-    def record_failure(self, username: str, now: float, max_failures: int, lockout_s: float) -> float | None:
-        """Count a failed sign-in; returns the lock-out end when this one locked the account."""
+    def claim_sign_in(self, username: str, now: float, max_failures: int, lockout_s: float) -> int | None:
+        """Count one sign-in attempt before its password is checked; see :meth:`JobStore.claim_sign_in`."""
         with self._tx() as c:
             row = _first(c.execute(
-                "UPDATE users SET failures = failures + 1 WHERE username = ? RETURNING failures", (username,)
+                "UPDATE users SET"
+                " failures = CASE WHEN locked_until <= ? THEN 1 ELSE failures + 1 END,"
+                " locked_until = CASE WHEN (CASE WHEN locked_until <= ? THEN 0 ELSE failures END) + 1 >= ?"
+                " THEN ? WHEN locked_until <= ? THEN NULL ELSE locked_until END"
+                " WHERE username = ? AND (locked_until <= ? OR (locked_until IS NULL AND failures < ?))"
+                " RETURNING failures",
+                (now, now, max_failures, now + lockout_s, now, username, now, max_failures),
             ))
-            if row is not None and row["failures"] >= max_failures:
-                c.execute("UPDATE users SET locked_until = ?, failures = 0 WHERE username = ?",
-                          (now + lockout_s, username))
-                return now + lockout_s
-        return None
+        return int(row["failures"]) if row else None
 
     def list_users(self) -> list[dict[str, Any]]:
         rows = self._fetchall(

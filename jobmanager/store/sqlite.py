@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from ..errors import HomeError
+from ..trouble import storage_problem
 from .dialect import SQLITE
 from .schema import statements
 from .sql import Connection, SqlStore
@@ -65,14 +66,24 @@ class SQLiteStore(SqlStore):
         try:
             self._conn()  # the pragmas read the file's header
         except sqlite3.DatabaseError as exc:
-            raise HomeError(f"{self.path} is not a Job Manager store ({exc})") from None
+            raise self._cannot_open(exc) from None
         super().initialize(create)
 
     def _schema_state(self, c: Connection) -> tuple[int | None, set[str]]:
         try:
             return super()._schema_state(c)
-        except sqlite3.DatabaseError as exc:  # not SQLite at all
-            raise HomeError(f"{self.path} is not a Job Manager store ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise self._cannot_open(exc) from None
+
+    def _cannot_open(self, exc: sqlite3.DatabaseError) -> HomeError:
+        """Say what it is: a full disk, a permission, or not a store."""
+        problem = storage_problem(exc, self.path)
+        if problem is None and getattr(exc, "sqlite_errorname", "") != "SQLITE_NOTADB":
+            problem = f"cannot open {self.path}: {exc}"
+        return HomeError(problem or f"{self.path} is not a Job Manager store ({exc})")
+
+    def _storage_problem(self, exc: BaseException) -> str | None:
+        return storage_problem(exc, self.path) if isinstance(exc, sqlite3.OperationalError) else None
 
     def _prepare_new(self) -> None:
         mode = self._conn().execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -1,0 +1,194 @@
+"""Input rules for every public entry point, each written once.
+
+The service's public methods call these before they touch the store, and the
+CLI's click types call the same functions, so a rule and its message cannot
+differ between the Python API, the CLI and the dashboard. Every refusal is one
+:class:`~jobmanager.errors.BadParams` line; a value is quoted shortened, so a
+10 MB name cannot flood a terminal or a message bar.
+
+Limits (also in the README):
+
+- names (job names, job types, cases, owners, agents, artifacts): 1 to 200
+  characters, no control characters (C0, DEL, C1, NUL), no line or paragraph
+  separators, no bidirectional overrides, no lone surrogates;
+- search text: up to 200 characters, the same characters as names;
+- job parameters: a JSON object nested at most 32 deep, at most 1 MB encoded,
+  no NUL or lone surrogate in any string (PostgreSQL and UTF-8 cannot store them);
+- retries 0 to 100; priorities a 32-bit signed number;
+- job ids and task numbers: 1 to 2**63-1, from an int or a string of ASCII digits
+  only (``' 1'`` and ``'१'`` are refused, though ``int()`` would take them);
+- timeouts: finite seconds >= 0 (NaN or infinity would wait forever).
+
+:func:`printable` is the output side: what the CLI prints to a terminal goes
+through it, so a job named ``"\\x1b]0;pwned\\x07"`` cannot retitle the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from .errors import BadParams
+
+MAX_NAME = 200
+MAX_SEARCH = 200
+MAX_PARAMS_DEPTH = 32
+MAX_PARAMS_BYTES = 1_000_000
+MAX_ID = 2**63 - 1
+MAX_RETRIES = 100
+INT32 = (-(2**31), 2**31 - 1)
+
+#: characters a name may not hold and a terminal must never receive: every control character (Cc: C0,
+#: DEL, C1), line and paragraph separators, bidirectional embeddings/overrides/isolates, lone surrogates
+_OTHER_UNSAFE = r"\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE_RE = re.compile(rf"[\x00-\x1f{_OTHER_UNSAFE}]")
+#: the same, but keeping tab (\x09) and newline (\x0a): log text, multi-line output
+_UNSAFE_KEEP_LINES_RE = re.compile(rf"[\x00-\x08\x0b-\x1f{_OTHER_UNSAFE}]")
+#: what can never be stored (PostgreSQL text/jsonb refuse NUL; UTF-8 cannot encode a lone surrogate)
+_UNSTORABLE_RE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (always one line: repr escapes control characters)."""
+    try:
+        text = repr(value) if not isinstance(value, str) or len(value) < 4 * limit else repr(value[: 2 * limit])
+    except Exception:  # a hostile __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def printable(text: Any, *, keep_lines: bool = False) -> str:
+    """``text`` without control characters, for a terminal (``keep_lines`` keeps newlines and tabs)."""
+    text = str(text)
+    if keep_lines:
+        return _UNSAFE_KEEP_LINES_RE.sub("", text.replace("\r\n", "\n"))
+    return _UNSAFE_RE.sub("", text)
+
+
+def job_id(value: Any, what: str = "job id") -> int:
+    """A job id (or task number): an int, or a string of ASCII digits, in 1..2**63-1."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID:
+        return int(value)
+    raise BadParams(f"{what} must be a whole number between 1 and {MAX_ID}, not {shown(value)}")
+
+
+def job_ids(values: Any, what: str = "job ids", limit: int = 100_000) -> list[int]:
+    """A list of job ids (at most ``limit``)."""
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise BadParams(f"{what} must be a list of job ids, not {shown(values)}")
+    out = []
+    for value in values:
+        out.append(job_id(value))
+        if len(out) > limit:
+            raise BadParams(f"{what}: at most {limit} at once")
+    return out
+
+
+def _check_chars(value: str, what: str) -> str:
+    bad = _UNSAFE_RE.search(value)
+    if bad:
+        raise BadParams(f"{what} may not contain control characters (found {bad.group()!r} at {bad.start()})")
+    return value
+
+
+def name(value: Any, what: str = "name", *, optional: bool = False, max_len: int = MAX_NAME) -> Any:
+    """A name: a string of 1..``max_len`` characters without control characters (None if ``optional``)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise BadParams(f"{what} must be text, not {shown(value)}")
+    if not value:
+        raise BadParams(f"{what} may not be empty")
+    if len(value) > max_len:
+        raise BadParams(f"{what} is {len(value)} characters long: at most {max_len}")
+    return _check_chars(value, what)
+
+
+def search(value: Any, what: str = "search") -> str | None:
+    """Search text (matched literally): up to MAX_SEARCH characters; None or "" for no search."""
+    if value is None or value == "":
+        return None
+    return name(value, what, max_len=MAX_SEARCH)
+
+
+def integer(value: Any, what: str, low: int, high: int, *, optional: bool = False) -> Any:
+    """A whole number in ``low..high`` (``True`` is not a number here)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return int(value)
+    raise BadParams(f"{what} must be a whole number between {low} and {high}, not {shown(value)}")
+
+
+def number(value: Any, what: str, low: float, high: float) -> float:
+    """A finite number in ``low..high`` (int or float; NaN and infinities are refused)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number) and low <= number <= high:
+            return number
+    raise BadParams(f"{what} must be a number between {low:g} and {high:g}, not {shown(value)}")
+
+
+def timeout(value: Any, what: str = "timeout") -> float | None:
+    """Seconds to wait: None for no limit, else a finite number >= 0 (at most ten years)."""
+    if value is None:
+        return None
+    try:
+        return number(value, what, 0, 10 * 365 * 86400)
+    except BadParams:
+        raise BadParams(f"{what} must be a finite number of seconds >= 0, not {shown(value)}") from None
+
+
+def params(value: Any, what: str = "parameters") -> dict[str, Any]:
+    """Job parameters: a dict with text keys, nested at most MAX_PARAMS_DEPTH deep, at most MAX_PARAMS_BYTES as
+    JSON, and no NUL or lone surrogate in any key or text (the store could not hold them)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadParams(f"{what} must be a mapping of names to values, not {shown(value)}")
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:  # iterative: a 100,000-deep structure costs no recursion
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_PARAMS_DEPTH:
+                raise BadParams(f"{what} are nested more than {MAX_PARAMS_DEPTH} deep")
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    raise BadParams(f"{what}: every key must be text, not {shown(key)}")
+                _storable(key, what)
+                stack.append((sub, depth + 1))
+        elif isinstance(item, list | tuple):
+            if depth > MAX_PARAMS_DEPTH:
+                raise BadParams(f"{what} are nested more than {MAX_PARAMS_DEPTH} deep")
+            stack.extend((sub, depth + 1) for sub in item)
+        elif isinstance(item, str):
+            _storable(item, what)
+    size = len(json.dumps(value, default=str))
+    if size > MAX_PARAMS_BYTES:
+        raise BadParams(f"{what} are {size} bytes as JSON: at most {MAX_PARAMS_BYTES}")
+    return value
+
+
+def _storable(text: str, what: str) -> None:
+    bad = _UNSTORABLE_RE.search(text)
+    if bad:
+        raise BadParams(f"{what} may not contain {bad.group()!r} (in {shown(text)})")
+
+
+def json_text(text: str, what: str) -> Any:
+    """Parse JSON typed by a user (``--params-json``, ``-p k=v``): at most MAX_PARAMS_BYTES long, and a
+    nesting too deep for the parser is BadParams (not a RecursionError); the service's :func:`params`
+    then applies the depth limit. Raises ``json.JSONDecodeError`` for text that is not JSON."""
+    if len(text) > MAX_PARAMS_BYTES:
+        raise BadParams(f"{what} is {len(text)} characters long: at most {MAX_PARAMS_BYTES}")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadParams(f"{what} is nested more than {MAX_PARAMS_DEPTH} deep") from None
