@@ -88,6 +88,11 @@ class Connection(Protocol):
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> object: ...
 
 
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``a = ?, b = ?`` and the values, for an UPDATE's SET (the keys are the store's own column names)."""
+    return ", ".join(f"{key} = ?" for key in fields), list(fields.values())
+
+
 def _first(cur: Cursor) -> Any:
     """The first row a statement returned, or None; reads them all, so the statement is finished
     (SQLite refuses to COMMIT while an ``UPDATE ... RETURNING`` has rows left to step through)."""
@@ -312,72 +317,40 @@ class SqlStore(JobStore):
         again = self._task_row(c, task["id"], lock=True)
         return (again, job) if again is not None else None
 
-    def _task_state(
-        self,
-        c: Connection,
-        task: Row,
-        new_state: str,
-        *,
-        by: str | None = None,
-        actor: str | None = None,
-        message: str | None = None,
-        require_agent: str | None = None,
-        **fields: Any,
-    ) -> bool:
+    def _task_state(self, c: Connection, task: Row, new_state: str, *, by: str | None = None, actor: str | None = None,
+                    message: str | None = None, require_agent: str | None = None, **fields: Any) -> bool:
         """Move one task from the state it was read in to ``new_state``, conditionally.
 
         Keeps the job's per-state counters and writes the event. Returns False when
         someone else changed the task first.
         """
         now = time.time()
-        sets = ["state = ?"]
-        values: list[Any] = [new_state]
-        for key, value in fields.items():
-            sets.append(f"{key} = ?")
-            values.append(value)
+        sets, values = _assignments({"state": new_state, **fields})
         where = "id = ? AND state = ? AND dispatch = ?"
         values += [task["id"], task["state"], task["dispatch"]]
         if require_agent is not None:
             where += " AND agent = ?"
             values.append(require_agent)
-        cur = c.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE {where}", values)
-        if cur.rowcount != 1:
+        if c.execute(f"UPDATE tasks SET {sets} WHERE {where}", values).rowcount != 1:
             return False
         old, new = _COUNTER.get(task["state"]), _COUNTER.get(new_state)
         if old != new:
             parts = ([f"{old} = {old} - 1"] if old else []) + ([f"{new} = {new} + 1"] if new else [])
             c.execute(f"UPDATE jobs SET {', '.join(parts)}, updated_at = ? WHERE id = ?", (now, task["job_id"]))
-        self._event(
-            c, "task", job_id=task["job_id"], task_id=task["id"], seq=task["seq"],
-            from_state=task["state"], to_state=new_state, agent=by, actor=actor, message=message, at=now,
-        )
+        self._event(c, "task", job_id=task["job_id"], task_id=task["id"], seq=task["seq"], from_state=task["state"],
+                    to_state=new_state, agent=by, actor=actor, message=message, at=now)
         return True
 
-    def _job_state(
-        self,
-        c: Connection,
-        job: Row,
-        new_state: str,
-        *,
-        by: str | None = None,
-        actor: str | None = None,
-        message: str | None = None,
-        **fields: Any,
-    ) -> bool:
+    def _job_state(self, c: Connection, job: Row, new_state: str, *, by: str | None = None, actor: str | None = None,
+                   message: str | None = None, **fields: Any) -> bool:
+        """Move a job from the state it was read in to ``new_state``, conditionally; writes the event."""
         now = time.time()
-        sets = ["state = ?", "updated_at = ?"]
-        values: list[Any] = [new_state, now]
-        for key, value in fields.items():
-            sets.append(f"{key} = ?")
-            values.append(value)
+        sets, values = _assignments({"state": new_state, "updated_at": now, **fields})
         values += [job["id"], job["state"]]
-        cur = c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?", values)
-        if cur.rowcount != 1:
+        if c.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND state = ?", values).rowcount != 1:
             return False
-        self._event(
-            c, "job", job_id=job["id"], from_state=job["state"], to_state=new_state,
-            agent=by, actor=actor, message=message, at=now,
-        )
+        self._event(c, "job", job_id=job["id"], from_state=job["state"], to_state=new_state,
+                    agent=by, actor=actor, message=message, at=now)
         return True
 
     @staticmethod
@@ -1030,13 +1003,10 @@ class SqlStore(JobStore):
         unknown = set(fields) - set(SCHEDULE_FIELDS)
         if unknown:
             raise ValueError(f"unknown schedule fields {sorted(unknown)}")
-        values = [json.dumps(v) if k == "params" else int(bool(v)) if k == "enabled" else v
-                  for k, v in fields.items()]
+        sets, values = _assignments({k: json.dumps(v) if k == "params" else int(bool(v)) if k == "enabled" else v
+                                     for k, v in fields.items()})
         with self._tx() as c:
-            cur = c.execute(
-                f"UPDATE schedules SET {', '.join(f'{k} = ?' for k in fields)}, updated_at = ? WHERE name = ?",
-                (*values, time.time(), name),
-            )
+            cur = c.execute(f"UPDATE schedules SET {sets}, updated_at = ? WHERE name = ?", (*values, time.time(), name))
             if cur.rowcount != 1:
                 raise NotFound(f"no schedule {name!r}")
             self._event(c, "schedule", actor=actor, message=f"schedule {name} {message}")
@@ -1162,10 +1132,9 @@ class SqlStore(JobStore):
     def update_user(self, username: str, **fields: Any) -> None:
         if set(fields) - USER_FIELDS:
             raise ValueError(f"unknown user fields {sorted(set(fields) - USER_FIELDS)}")
-        values = [int(bool(v)) if k == "active" else v for k, v in fields.items()]
+        sets, values = _assignments({k: int(bool(v)) if k == "active" else v for k, v in fields.items()})
         with self._tx() as c:
-            cur = c.execute(f"UPDATE users SET {', '.join(f'{k} = ?' for k in fields)} WHERE username = ?",
-                            (*values, username))
+            cur = c.execute(f"UPDATE users SET {sets} WHERE username = ?", (*values, username))
             if cur.rowcount != 1:
                 raise NotFound(f"no user {username!r}")
 
