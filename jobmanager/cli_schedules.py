@@ -84,7 +84,7 @@ def schedule_list(ctx: click.Context, as_json: bool) -> None:
     df = _jm(ctx).schedules()
     if not as_json:
         df = df[["name", "type", "description", "enabled", "next_run", "last_job_id", "last_job_state",
-                 "source_kind"]]
+                 "runs_as", "source_kind"]]
     _print_frame(df, as_json)
 
 
@@ -100,7 +100,7 @@ def schedule_show(ctx: click.Context, name: str, as_json: bool) -> None:
         click.echo(json.dumps(row, indent=2, default=str))
         return
     echo(f"{row['name']}: {row['type']}  {row['description']}  {'enabled' if row['enabled'] else 'disabled'}")
-    echo(f"next run {_when(row['next_run_at'])}; misfire {row['misfire']}; owner {row['owner']}")
+    echo(f"next run {_when(row['next_run_at'])}; misfire {row['misfire']}; runs as {row['runs_as']}")
     echo(f"configured in {row['source_kind']}{': ' + row['source_ref'] if row['source_ref'] else ''}")
     echo(f"params {json.dumps(row['params'])}")
     for run in row["runs"][:10]:

@@ -34,6 +34,9 @@ CULL_AFTER = 60.0
 #: seconds between culling passes (also when expired download tokens are removed)
 CULL_INTERVAL = 10
 TEMPLATE = "jobmanager"
+#: the biggest websocket message a browser may send to a dashboard kernel (widget updates are a few KB);
+#: a bigger one closes the socket before it is read
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the dashboard notebook in a source checkout: the repo root is the parent of jobmanager/

@@ -40,7 +40,7 @@ TOKEN_BYTES = 32
 TOKEN_PATTERN = r"[A-Za-z0-9_-]{43}"
 #: the only paths (relative to Voila's root) the ``/voila/files/`` handler may serve: one file directly
 #: inside a token folder; the name cannot start with a dot and holds no separator, so no ``..``
-ALLOWLIST = rf"downloads/{TOKEN_PATTERN}/[^/\\.][^/\\]*"
+ALLOWLIST = rf"downloads/{TOKEN_PATTERN}/[^/\\.\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*"
 #: the URL of a published file, relative to the dashboard page (which Voila serves at its base URL)
 URL_PREFIX = "voila/files/downloads/"
 
@@ -144,6 +144,19 @@ def data_url(path: Path, name: str) -> str | None:
         return None
     mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def expired(folder: Path, max_age: float = EXPIRY_SECONDS, now: float | None = None) -> bool:
+    """True when the token folder is older than ``max_age`` seconds (by its mtime) or gone.
+
+    The dashboard's file handler asks this on every request, so a link dies on time even between
+    clean-up passes.
+    """
+    now = time.time() if now is None else now
+    try:
+        return now - folder.stat().st_mtime > max_age
+    except OSError:
+        return True
 
 
 def clean_expired(root: Path, max_age: float = EXPIRY_SECONDS, now: float | None = None) -> int:

@@ -40,9 +40,9 @@ from .errors import BadParams, HomeError
 from .grid import GRID_COLUMNS, TIME_COLUMNS, build_where, order_by, select_list
 from .home import Home
 from .states import FINISHED, IN_PROGRESS
+from .store.sqlite import scope_sql
 
 PERIODS = {"hour": 3600, "day": 86400}
-READ_STATEMENTS = ("SELECT", "EXPLAIN")
 #: percentiles are exact for groups up to this many rows and sampled above it: exact quantiles
 #: over 10M tasks take ~1 s on two cores, a 100k reservoir ~0.4 s (measured, bench_history.py)
 QUANTILE_SAMPLE = 100_000
@@ -119,19 +119,33 @@ def find_extension() -> Path:
     )
 
 
-def _check_read_only(con: Any, query: str) -> None:
-    """Refuse anything but one SELECT (or EXPLAIN): the in-memory DuckDB must not change either."""
-    import duckdb
+#: the views free SQL reads (``jm.sql``, ``export_report``); the README lists exactly these
+SQL_VIEWS: tuple[str, ...] = tuple(VIEWS)
 
-    try:
-        statements = con.extract_statements(query)
-    except duckdb.Error as exc:
-        raise BadParams(f"SQL error: {str(exc).splitlines()[0]}") from None
-    if len(statements) != 1:
-        raise BadParams(f"give exactly one SQL statement, not {len(statements)}")
-    kind = statements[0].type.name
-    if kind not in READ_STATEMENTS:
-        raise BadParams(f"the history is read-only: {kind} statements are refused (use SELECT)")
+
+def scope_clauses(scope: dict[str, Any] | None) -> dict[str, tuple[str, list[Any]]]:
+    """Per view, the WHERE clause (over the view's own columns) of the rows ``scope`` may see.
+
+    ``scope`` is :meth:`jobmanager.permissions.Actor.scope` plus ``agents`` (may see agents);
+    None sees everything. Tasks, events and artifacts follow their job; events without a job
+    and the agents view need ``agents``.
+    """
+    if scope is None:
+        return {name: ("true", []) for name in VIEWS}
+    agents = "true" if scope.get("agents") else "false"
+    if scope["all"] and scope["cases"] is None:
+        jobs_sql, jobs_params = "true", []
+        of_job = "true"
+    else:
+        jobs_sql, jobs_params = scope_sql(scope, owner="owner", case="case_id")
+        of_job = f"job_id IN (SELECT id FROM jobs WHERE {jobs_sql})"
+    return {
+        "jobs": (jobs_sql, jobs_params),
+        "tasks": (of_job, jobs_params if of_job != "true" else []),
+        "artifacts": (of_job, jobs_params if of_job != "true" else []),
+        "events": (f"({of_job} OR (job_id IS NULL AND {agents}))", jobs_params if of_job != "true" else []),
+        "agents": (agents, []),
+    }
 
 
 class History:
@@ -173,6 +187,9 @@ class History:
                 raise HomeError(f"cannot open the history of {self.store_path}: {str(exc).splitlines()[0]}") from None
         for name, projection in VIEWS.items():
             self.con.execute(f"CREATE VIEW {name} AS SELECT {projection} FROM store.{name} s")
+        #: each view's columns, in order (what :func:`jobmanager.history_sandbox.plan` may select)
+        self.columns: dict[str, list[str]] = {
+            name: [d[0] for d in self.con.execute(f"SELECT * FROM {name} LIMIT 0").description] for name in VIEWS}
         # Defence in depth for free SQL: no file reads/writes beyond the attached store, no setting changes.
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
@@ -190,18 +207,26 @@ class History:
         self.close()
 
     # -- ad-hoc SQL ----------------------------------------------------------------------------
-    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run one read-only statement over the views; ``params`` are bound (``?`` or ``$name``)."""
-        import duckdb
+    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None,
+            scope: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Run one SELECT over the views, in a sandbox holding only ``scope``'s rows (see
+        :mod:`jobmanager.history_sandbox`); ``params`` are bound (``?`` or ``$name``)."""
+        from . import history_sandbox
 
-        if not isinstance(query, str) or not query.strip():
-            raise BadParams("give a SQL query")
+        needed = history_sandbox.plan(query, self.columns)
+        return history_sandbox.run(query, params, self.scoped_tables(needed, scope))
+
+    def scoped_tables(self, needed: dict[str, list[str]], scope: dict[str, Any] | None) -> dict[str, Any]:
+        """The rows of some views that ``scope`` may see, only the ``needed`` columns, as Arrow tables."""
+        clauses = scope_clauses(scope)
+        tables = {}
         with self._lock:
-            _check_read_only(self.con, query)
-            try:
-                return self.con.execute(query, params).df()
-            except duckdb.Error as exc:
-                raise BadParams(f"SQL error: {str(exc).splitlines()[0]}") from None
+            for view, columns in needed.items():
+                where, params = clauses[view]
+                select = ", ".join(f'"{c}"' for c in columns)  # names from the views themselves
+                result = self.con.execute(f"SELECT {select} FROM {view} WHERE {where}", params)
+                tables[view] = result.arrow().read_all()
+        return tables
 
     # -- jobs ------------------------------------------------------------------------------------
     def jobs(self, scope: dict[str, Any] | None = None, **filters: Any) -> pd.DataFrame:
@@ -228,12 +253,13 @@ class History:
 
     # -- stats -------------------------------------------------------------------------------------
     def stats(self, by: str | tuple[str, ...] = "type", period: str = "day",
-              since: Any = None) -> dict[str, pd.DataFrame]:
+              since: Any = None, scope: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
         """Throughput, failure rate, duration and queue-wait percentiles (p50/p95) of finished work.
 
         ``by='type'`` counts finished jobs (duration = started -> finished, wait = created -> started);
         ``by='agent'`` counts finished tasks (wait = queued -> started). Returns
-        ``{"summary": one row per key, "throughput": one row per period and key}``.
+        ``{"summary": one row per key, "throughput": one row per period and key}``. Only the jobs
+        ``scope`` (:meth:`jobmanager.permissions.Actor.scope`; None: all) may see are counted.
         """
         key = by[0] if isinstance(by, tuple) and len(by) == 1 else by
         if key not in ("type", "agent"):
@@ -241,14 +267,19 @@ class History:
         if period not in PERIODS:
             raise BadParams(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
         cut = -1e18 if since is None else build_where({"since": since}).params[0]
+        seen, seen_params = scope_clauses(scope)["jobs"]  # over owner and case_id, which the mirror keeps
         with self._lock:
             self._sync_mirror()
             if key == "type":
                 source = "(SELECT type AS key, state IN ('failed', 'completed_with_errors') AS failed," \
-                         " state = 'cancelled' AS cancelled, finished_at, wait, dur FROM _m_jobs)"
+                         f" state = 'cancelled' AS cancelled, finished_at, wait, dur FROM _m_jobs WHERE {seen})"
+                args = [*seen_params, cut]
             else:
+                of_job = "" if seen == "true" else f" WHERE job_id IN (SELECT id FROM _m_jobs WHERE {seen})"
                 source = "(SELECT agent AS key, failed, false AS cancelled, finished_at, wait, dur FROM _m_tasks" \
-                         " UNION ALL SELECT agent, failed, false, finished_at, wait, dur FROM _l_tasks)"
+                         f"{of_job} UNION ALL SELECT agent, failed, false, finished_at, wait, dur FROM _l_tasks" \
+                         f" WHERE {seen})"
+                args = [*(seen_params if of_job else []), *seen_params, cut]
             summary = self.con.execute(f"""
                 SELECT "{key}", finished, failed, cancelled, failure_rate, d[1] AS p50_s, d[2] AS p95_s,
                        w[1] AS wait_p50_s, w[2] AS wait_p95_s
@@ -258,7 +289,7 @@ class History:
                              reservoir_quantile(dur, [0.5, 0.95], {QUANTILE_SAMPLE}) AS d,
                              reservoir_quantile(wait, [0.5, 0.95], {QUANTILE_SAMPLE}) AS w
                       FROM {source} WHERE finished_at >= ? GROUP BY key)
-                ORDER BY "{key}" NULLS LAST""", [cut]).df()
+                ORDER BY "{key}" NULLS LAST""", args).df()
             step = PERIODS[period]
             throughput = self.con.execute(f"""
                 SELECT make_timestamp(bucket * {step} * 1000000) AS period, key AS "{key}", finished, failed,
@@ -266,7 +297,7 @@ class History:
                 FROM (SELECT CAST(floor(finished_at / {step}) AS BIGINT) AS bucket, key, count(*) AS finished,
                              count(*) FILTER (WHERE failed) AS failed, avg(wait) AS wait_mean_s
                       FROM {source} WHERE finished_at >= ? GROUP BY bucket, key)
-                ORDER BY period, key NULLS LAST""", [cut]).df()
+                ORDER BY period, key NULLS LAST""", args).df()
         return {"summary": summary, "throughput": throughput}
 
     def refresh(self) -> None:
@@ -342,9 +373,13 @@ class History:
         self._load_live(live_tasks)
 
     def _live_tasks(self, conn: Any) -> pd.DataFrame:
-        live = [r[0] for r in conn.execute(
-            f"SELECT id FROM jobs WHERE state IN ({','.join('?' * len(IN_PROGRESS))})", IN_PROGRESS)]
-        return _done_tasks(conn, live)
+        """The finished tasks of jobs in progress, with their job's owner and case (for the scope)."""
+        live = pd.DataFrame(conn.execute(
+            f"SELECT id, owner, case_id FROM jobs WHERE state IN ({','.join('?' * len(IN_PROGRESS))})",
+            IN_PROGRESS).fetchall(), columns=["job_id", "owner", "case_id"])
+        tasks = _done_tasks(conn, live.job_id.tolist())
+        live = live.astype({"job_id": "uint32", "owner": "object", "case_id": "object"})
+        return tasks.merge(live, on="job_id", how="left")
 
     def _load_live(self, live_tasks: pd.DataFrame) -> None:
         self.con.execute("DELETE FROM _l_tasks")
@@ -358,24 +393,26 @@ class History:
         fin = ",".join(f"'{s}'" for s in FINISHED)  # constants, not user input
         self.con.execute(f"""CREATE OR REPLACE TABLE _m_jobs AS
             SELECT id::UINTEGER AS id, type, state, finished_at, (started_at - created_at)::FLOAT AS wait,
-                   (finished_at - started_at)::FLOAT AS dur
+                   (finished_at - started_at)::FLOAT AS dur, owner, case_id
             FROM store.jobs WHERE state IN ({fin})""")
         self.con.execute("""CREATE OR REPLACE TABLE _m_tasks AS
             SELECT t.job_id::UINTEGER AS job_id, t.agent, t.state = 'failed' AS failed, t.finished_at,
                    (t.started_at - t.queued_at)::FLOAT AS wait, (t.finished_at - t.started_at)::FLOAT AS dur
             FROM store.tasks t SEMI JOIN _m_jobs j ON j.id = t.job_id
             WHERE t.state IN ('succeeded', 'failed')""")
-        self.con.execute("CREATE OR REPLACE TABLE _l_tasks AS SELECT * FROM _m_tasks LIMIT 0")
+        self.con.execute("CREATE OR REPLACE TABLE _l_tasks AS SELECT *, ''::VARCHAR AS owner,"
+                         " ''::VARCHAR AS case_id FROM _m_tasks LIMIT 0")
 
     def _replace_jobs(self, conn: Any, ids: list[int]) -> None:
         """Re-read jobs that changed: drop their mirror rows, add them back if they are finished."""
         jobs = []
         for chunk in _chunks(ids):
             jobs += conn.execute(
-                f"SELECT id, type, state, finished_at, started_at - created_at, finished_at - started_at FROM jobs"
+                "SELECT id, type, state, finished_at, started_at - created_at, finished_at - started_at, owner,"
+                f" case_id FROM jobs"
                 f" WHERE id IN ({','.join('?' * len(chunk))}) AND +state IN ({','.join('?' * len(FINISHED))})",
                 (*chunk, *FINISHED)).fetchall()
-        jobs_df = pd.DataFrame(jobs, columns=["id", "type", "state", "finished_at", "wait", "dur"])
+        jobs_df = pd.DataFrame(jobs, columns=["id", "type", "state", "finished_at", "wait", "dur", "owner", "case_id"])
         tasks_df = _done_tasks(conn, [r[0] for r in jobs])
         self.con.register("_changed", pd.DataFrame({"id": ids}))
         self.con.register("_jobs_df", jobs_df)

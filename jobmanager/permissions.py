@@ -19,12 +19,14 @@ PERMISSIONS: dict[str, str] = {
     "view_own_jobs": "See the jobs you submitted, their tasks, events and state",
     "view_all_jobs": "See every job of your groups' cases (and jobs without a case)",
     "submit_jobs": "Submit new jobs",
+    "run_notebooks": "Run notebooks on the agents (code execution): submit notebook jobs and schedules",
     "manage_jobs": "Pause, resume and cancel jobs, and change their priority",
     "retry_tasks": "Retry the failed tasks of a job",
     "download_logs": "Read and download job logs",
     "download_outputs": "Download job outputs (PDFs, exports, executed notebooks)",
     "view_schedules": "See scheduled jobs and where each is configured",
-    "manage_schedules": "Create, edit, enable, disable, delete and run schedules",
+    "manage_schedules": "Create, edit, enable, disable, delete and run schedules (all but "
+                        "disable and delete also need the submit rights for the schedule's job type)",
     "view_agents": "See agents, their status, load and logs",
     "manage_agents": "Stop (drain) agents",
     "admin": "Administer users, groups, permissions and cases; read the audit trail",
@@ -90,9 +92,12 @@ class Actor:
 
 
 def needs(action: str) -> str:
-    if action not in ACTIONS:
-        raise KeyError(f"unknown action {action!r}")
-    return ACTIONS[action]
+    """The permission an action needs; a permission named directly (a job type's ``requires``) needs itself."""
+    if action in ACTIONS:
+        return ACTIONS[action]
+    if action in PERMISSIONS:
+        return action
+    raise KeyError(f"unknown action {action!r}")
 
 
 def allowed(actor: Actor, action: str, owner: str | None = None, case: str | None = None) -> bool:

@@ -14,6 +14,7 @@ import os
 import re
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +117,14 @@ def read_file(home: Home, owner: str, imports: tuple[str, ...] = ()) -> list[dic
     return specs
 
 
-def sync_file(store: JobStore, home: Home, actor: str, imports: tuple[str, ...] = ()) -> dict[str, int]:
-    """Make the store's file-declared schedules match the file (all or nothing)."""
+def sync_file(store: JobStore, home: Home, actor: str, imports: tuple[str, ...] = (),
+              check: Callable[[dict[str, Any]], object] | None = None) -> dict[str, int]:
+    """Make the store's file-declared schedules match the file (all or nothing).
+
+    ``check(spec)`` (the service's submit-rights check) runs for every declared schedule before anything
+    is written. A schedule whose declaration did not change keeps the user it runs as; a new or changed
+    one runs as ``actor``.
+    """
     specs = read_file(home, actor, imports)
     existing = {s["name"]: s for s in store.list_schedules()}
     for spec in specs:
@@ -125,12 +132,14 @@ def sync_file(store: JobStore, home: Home, actor: str, imports: tuple[str, ...] 
         if old is not None and old["source_kind"] not in ("file",):
             raise BadParams(f"{spec['source_ref']}: schedule {spec['name']!r} already exists "
                             f"(configured in {old['source_kind']}); rename one of them")
+        if check is not None:
+            check(spec)
     created = updated = 0
     for spec in specs:
         old = existing.get(spec["name"])
         if old is not None and _same_trigger(old, spec):
             spec = {**spec, "next_run_at": old["next_run_at"], "anchor": old["anchor"]}
-        if old is None or any(old.get(k) != spec.get(k) for k in spec):
+        if old is None or any(old.get(k) != spec.get(k) for k in spec if k != "owner"):
             store.save_schedule(spec, actor=actor)
             created += old is None
             updated += old is not None
@@ -162,8 +171,7 @@ def fire_due(store: JobStore, agent: str, now: float | None = None) -> list[tupl
                                                  f" UTC skipped ({late:.0f} s late)")
         else:
             try:
-                _owner_may_submit(store, row)
-                jt = jobtypes.get(row["type"])
+                jt = check_runs_as(store, row)
                 tasks = jt.plan(jobtypes.validate(jt, row["params"]))
             except Exception as exc:  # one broken schedule must not stop the others from firing
                 result = store.fire_schedule(row, following, agent=agent, tasks=None, outcome="error",
@@ -180,21 +188,32 @@ def fire_due(store: JobStore, agent: str, now: float | None = None) -> list[tupl
     return fired
 
 
-def _owner_may_submit(store: JobStore, row: dict[str, Any]) -> None:
-    """A schedule fires as its owner: a disabled owner, or one who lost submit_jobs or the case, fires nothing."""
-    from .errors import NotFound, PermissionDenied
-    from .permissions import Actor, allowed
+def check_runs_as(store: JobStore, row: dict[str, Any]) -> jobtypes.JobType:
+    """The rights of the user a schedule runs as (its ``owner``: who last changed it), read fresh.
 
+    Called at every run and at "Run now": a disabled user, or one who lost the submit rights for the
+    schedule's type (``JobType.submit_actions``: submit_jobs and e.g. run_notebooks) or its case, gets no
+    run (PermissionDenied). Returns the job type.
+    """
+    from .errors import NotFound, PermissionDenied
+    from .permissions import Actor, allowed, needs
+
+    who = row["owner"]
     try:
-        user = store.get_user(row["owner"])
+        user = store.get_user(who)
     except NotFound:
-        raise PermissionDenied(f"owner {row['owner']!r} is not a Job Manager user") from None
+        raise PermissionDenied(f"schedule {row['name']} runs as {who!r}, who is not a Job Manager user") from None
     if not user["active"]:
-        raise PermissionDenied(f"owner {row['owner']!r} is disabled")
-    perms, cases = store.grants_of(row["owner"])
-    if not allowed(Actor(row["owner"], frozenset(perms), frozenset(cases)), "submit", None, row["case_id"]):
-        raise PermissionDenied(f"owner {row['owner']!r} may no longer submit jobs"
-                               + (f" in case {row['case_id']}" if row["case_id"] else ""))
+        raise PermissionDenied(f"schedule {row['name']} runs as {who!r}, who is disabled")
+    jt = jobtypes.get(row["type"])
+    perms, cases = store.grants_of(who)
+    actor = Actor(who, frozenset(perms), frozenset(cases))
+    for action in jt.submit_actions():
+        if not allowed(actor, action, None, row["case_id"]):
+            raise PermissionDenied(
+                f"schedule {row['name']} runs as {who!r}, who may no longer submit {row['type']} jobs"
+                + (f" in case {row['case_id']}" if row["case_id"] else "") + f" (needs {needs(action)})")
+    return jt
 
 
 def schedules_file(home: Home) -> Path:

@@ -203,6 +203,22 @@ class JobManager(ScheduleMethods, AdminMethods):
                                           f"be written: {reason})"), stacklevel=4)
 
     # -- submitting ----------------------------------------------------------------------------
+    def _allow_submit(self, type: str, case: str | None) -> jobtypes.JobType:
+        """The right to submit a job of ``type`` in ``case``, the rule written once (``JobType.submit_actions``):
+        submit_jobs, and the type's own ``requires`` (``run_notebooks`` for notebooks). Used by submit and
+        by every schedule create, edit, enable and run-now; a schedule's runs re-check it for the user it
+        runs as (:func:`jobmanager.schedules.check_runs_as`). Returns the job type."""
+        self._allow("submit", case=case, target=("job type", str(type)))
+        jobtypes.discover(self._imports)
+        jt = jobtypes.get(type)
+        for action in jt.submit_actions()[1:]:
+            try:
+                self._allow(action, case=case, target=("job type", jt.name), quiet=True)
+            except PermissionDenied:
+                raise PermissionDenied(f"{self.user} may not submit {jt.name} jobs: they need the "
+                                       f"{needs(action)} permission") from None
+        return jt
+
     def job_types(self) -> list[str]:
         jobtypes.discover(self._imports)
         return jobtypes.registered()
@@ -229,9 +245,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         priority = validate.integer(priority, "priority", *validate.INT32)
         case = validate.name(case, "case", optional=True)
         retries = validate.integer(retries, "retries", 0, validate.MAX_RETRIES, optional=True)
-        self._allow("submit", case=case, target=("job type", type))
-        jobtypes.discover(self._imports)
-        jt = jobtypes.get(type)
+        jt = self._allow_submit(type, case)
         model = jobtypes.validate(jt, params or {})
         jt.check_inputs(self.home, model, case)  # input files this job may not read: refused before storing
         tasks = jt.plan(model)
@@ -486,11 +500,10 @@ class JobManager(ScheduleMethods, AdminMethods):
             self._history = HistoryProcess(str(self.home.path))
         return self._history
 
-    def _allow_everything_visible(self, what: str) -> None:
-        """Stats and free SQL read across all jobs, so they need a view of every job."""
-        scope = self._allow("view").scope()
-        if not (scope["all"] and scope["cases"] is None):
-            raise PermissionDenied(f"{what} reads every job: it needs view_all_jobs on all cases")
+    def _history_scope(self) -> dict[str, Any]:
+        """What SQL and stats may read: the jobs you may see (:meth:`Actor.scope`), and agents if you may."""
+        actor = self._allow("view")
+        return {**actor.scope(), "agents": actor.can("view_agents")}
 
     def history(self, **filters: Any) -> pd.DataFrame:
         """The jobs you may see matching ``filters`` (tab, state, type, case, owner, agent, since, until,
@@ -499,15 +512,23 @@ class JobManager(ScheduleMethods, AdminMethods):
         return self._hist.jobs(scope=scope, **filters)
 
     def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """One read-only SQL query over the views jobs, tasks, events, agents, artifacts."""
-        self._allow_everything_visible("SQL")
-        return self._hist.sql(query, params)
+        """One SELECT over the views jobs, tasks, events, agents, artifacts, holding only the rows you may
+        see; it runs in a sandbox with nothing else in it (:mod:`jobmanager.history_sandbox`). A refused
+        query is written to the audit trail with the reason."""
+        scope = self._history_scope()
+        try:
+            return self._hist.sql(query, params, scope=scope)
+        except BadParams as exc:
+            text = query if isinstance(query, str) else repr(query)
+            self.store.audit(self.user, self.interface, "sql", "query", text[:500], False, str(exc)[:500])
+            raise
 
     def stats(self, by: str | tuple[str, ...] = "type", period: str = "day",
               since: Any = None) -> dict[str, pd.DataFrame]:
-        """Throughput, failure rate, duration and queue-wait percentiles by job type or by agent."""
-        self._allow_everything_visible("stats")
-        return self._hist.stats(by=by, period=period, since=since)
+        """Throughput, failure rate, duration and queue-wait percentiles by job type or by agent, over the
+        jobs you may see."""
+        scope = self._history_scope()
+        return self._hist.stats(by=by, period=period, since=since, scope=scope)
 
     def grid(self, tab: str = "completed", sort: str = "created_at", desc: bool = True, page: int = 1,
              page_size: int = 100, **filters: Any) -> tuple[pd.DataFrame, int]:

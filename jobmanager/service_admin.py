@@ -111,6 +111,7 @@ class AdminMethods:
                         "password rehashed with argon2id" if "password_hash" in fields else None)
             return jm
         store.audit(username, interface, "sign_in", "user", username, False, reason)
+        jm.close()  # a refused attempt keeps no connection open
         raise PermissionDenied(SIGN_IN_REFUSED)
 
     # -- users -------------------------------------------------------------------------------------

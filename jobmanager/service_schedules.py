@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import jobtypes
-from .errors import BadParams, NotFound
-from .schedules import _same_trigger, build_spec, caller_source, sync_file, trigger_of
+from .errors import BadParams, NotFound, PermissionDenied
+from .schedules import _same_trigger, build_spec, caller_source, check_runs_as, sync_file, trigger_of
 from .triggers import Trigger, local_label
 
 if TYPE_CHECKING:
@@ -22,19 +22,30 @@ if TYPE_CHECKING:
 
 SCHEDULE_COLUMNS = [
     "name", "type", "description", "enabled", "next_run", "next_run_at", "last_run_at", "last_job_id",
-    "last_job_state", "owner", "case", "misfire", "source_kind", "source_ref", "timezone",
+    "last_job_state", "runs_as", "owner", "case", "misfire", "source_kind", "source_ref", "timezone",
 ]
 
 
 class ScheduleMethods:
+    """Who a schedule runs as: the user who last created, replaced, edited or enabled it (kept in the
+    schedule's ``owner``, shown as ``runs_as``). Its runs act with that user's rights, re-checked at every
+    run and at "Run now", and the jobs it creates are theirs. So editing someone else's schedule makes it
+    yours: it can never do more than you may. Each of these changes (and Run now) also needs the submit
+    rights for the schedule's job type (:meth:`JobManager._allow_submit`); disabling and deleting,
+    which start nothing, need manage_schedules only."""
+
     home: Home
     user: str
+    interface: str
     store: JobStore
     queue: Queue
     _imports: tuple[str, ...]
 
     def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
                case: str | None = None) -> Actor:  # provided by JobManager
+        raise NotImplementedError
+
+    def _allow_submit(self, type: str, case: str | None) -> jobtypes.JobType:  # provided by JobManager
         raise NotImplementedError
 
     def schedule(
@@ -76,7 +87,8 @@ class ScheduleMethods:
         merged.update({k: v for k, v in changes.items() if v is not None})
         if merged.get("case") != old["case_id"]:  # moving it into another case needs that case too
             self._allow("manage_schedules", case=merged.get("case"), target=("schedule", name))
-        spec = build_spec(owner=old["owner"], source_kind=old["source_kind"], source_ref=old["source_ref"],
+        self._allow_submit(merged["type"], merged.get("case"))
+        spec = build_spec(owner=self.user, source_kind=old["source_kind"], source_ref=old["source_ref"],
                           imports=self._imports, **merged)
         if merged.get("every") == old["trigger_value"] and old["trigger_kind"] == "interval":
             spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
@@ -93,6 +105,7 @@ class ScheduleMethods:
                 old = None
         if old is not None:  # replacing a schedule needs the right to its present case too
             self._allow("manage_schedules", case=old["case_id"], target=("schedule", old["name"]))
+        self._allow_submit(args.get("type"), args.get("case"))  # type: ignore[arg-type]
         spec = build_spec(owner=self.user, source_kind=kind, source_ref=ref, imports=self._imports, **args)
         if old is not None and _same_trigger(old, spec):  # re-running the cell keeps the planned run
             spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
@@ -103,6 +116,7 @@ class ScheduleMethods:
         row = self.store.get_schedule(name)
         self._allow("view_schedules", case=row["case_id"], target=("schedule", name))
         row["description"] = trigger_of(row).describe()
+        row["runs_as"] = row["owner"]
         row["runs"] = self.store.schedule_runs(name)
         return row
 
@@ -115,7 +129,7 @@ class ScheduleMethods:
                 continue
             nxt = s["next_run_at"]
             rows.append({
-                **s, "case": s["case_id"], "description": trigger_of(s).describe(),
+                **s, "case": s["case_id"], "runs_as": s["owner"], "description": trigger_of(s).describe(),
                 "next_run": "" if nxt is None or not s["enabled"] else
                 local_label(nxt, s["timezone"]),
             })
@@ -140,9 +154,12 @@ class ScheduleMethods:
         return row
 
     def enable_schedule(self, name: str) -> None:
+        """Enabling starts runs again, so it is a change like an edit: the schedule then runs as you."""
         row = self._manage(name)
+        self._allow_submit(row["type"], row["case_id"])
         nxt = trigger_of(row).next_after(time.time())
-        self.store.update_schedule(name, {"enabled": 1, "next_run_at": nxt}, actor=self.user, message="enabled")
+        self.store.update_schedule(name, {"enabled": 1, "next_run_at": nxt, "owner": self.user}, actor=self.user,
+                                   message=f"enabled (runs as {self.user})")
 
     def disable_schedule(self, name: str) -> None:
         self._manage(name)
@@ -153,10 +170,17 @@ class ScheduleMethods:
         self.store.delete_schedule(name, actor=self.user)
 
     def run_schedule_now(self, name: str) -> int:
-        """Submit the schedule's job now; its next planned run stays as it was."""
+        """Submit the schedule's job now; its next planned run stays as it was.
+
+        You need the submit rights for its type; the job runs as (and belongs to) the user the schedule
+        runs as, whose rights are checked again now, as at every scheduled run."""
         row = self._manage(name)
-        jobtypes.discover(self._imports)
-        jt = jobtypes.get(row["type"])
+        jt = self._allow_submit(row["type"], row["case_id"])
+        try:
+            check_runs_as(self.store, row)
+        except PermissionDenied as exc:
+            self.store.audit(self.user, self.interface, "run_schedule_now", "schedule", name, False, str(exc))
+            raise
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
         job_id, dispatches = self.store.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),
                                                          retries=jt.retries, actor=self.user)
@@ -166,4 +190,5 @@ class ScheduleMethods:
     def sync_schedules_file(self) -> dict[str, int]:
         """Load ``schedules.toml`` from the home and make the store match it (all or nothing)."""
         self._allow("manage_schedules")
-        return sync_file(self.store, self.home, self.user, self._imports)
+        return sync_file(self.store, self.home, self.user, self._imports,
+                         check=lambda spec: self._allow_submit(spec["type"], spec["case_id"]))

@@ -91,3 +91,23 @@ def test_dashboard_kernels_get_the_downloads_folder(home: Path) -> None:
     assert env[downloads.ENV] == str(home.resolve() / "dashboard" / "downloads")
     assert "--Voila.ip=127.0.0.1" in argv and "--no-browser" in argv
     assert f"--Voila.root_dir={home.resolve() / 'dashboard'}" in argv
+
+
+def test_expired_is_checked_per_folder(tmp_path: Path) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(b"1")
+    folder = tmp_path / "d"
+    url = downloads.publish(src, "f.txt", folder=folder)
+    token_dir = folder / url.split("/")[3]
+    assert not downloads.expired(token_dir)
+    past = time.time() - downloads.EXPIRY_SECONDS - 1
+    os.utime(token_dir, (past, past))
+    assert downloads.expired(token_dir)
+    assert downloads.expired(folder / ("b" * 43))  # gone counts as expired
+
+
+def test_allowlist_refuses_control_characters() -> None:
+    token = "a" * 43
+    for name in ["x\x00y", "\x00", "a\nb", "a\x7f", "\x1b]0;t\x07"]:
+        assert not re.fullmatch(downloads.ALLOWLIST, f"downloads/{token}/{name}"), repr(name)
+    assert re.fullmatch(downloads.ALLOWLIST, f"downloads/{token}/Job 1 log (é).txt")

@@ -328,10 +328,15 @@ def test_case_scoped_user_sees_only_their_jobs(known: JobManager) -> None:
     ana = JobManager(known.home, user="ana")
     assert sorted(ana.history().id) == [1, 2, 4]  # C1 and the jobs without a case, not C2
     assert sorted(ana.grid("completed")[0].id) == [1, 2]
-    with pytest.raises(PermissionDenied, match="view_all_jobs on all cases"):
-        ana.stats()
+    # stats and SQL count only what ana may see: no job of C2, no agents (no view_agents)
+    assert ana.stats()["summary"].type.tolist() == ["sleep"]
+    assert ana.stats(by="agent")["summary"].set_index("agent").finished.to_dict() == {"a1": 3, "a2": 1}
+    assert sorted(ana.sql("SELECT id FROM jobs").id) == [1, 2, 4]
+    assert set(ana.sql("SELECT job_id FROM tasks").job_id) == {1, 2, 4}
+    assert set(ana.sql("SELECT job_id FROM events").job_id) == {1, 2, 4}
+    assert ana.sql("SELECT * FROM agents").empty
     with pytest.raises(PermissionDenied):
-        ana.sql("SELECT * FROM jobs")
+        JobManager(known.home, user="nobody").sql("SELECT * FROM jobs")
     ana.close()
     admin.close()
 

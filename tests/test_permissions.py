@@ -68,7 +68,9 @@ def actions(job: int) -> dict[str, tuple[str, Callable[[JobManager], object], li
         "list schedules": ("view_schedules", lambda m: m.schedules(), ["schedule", "list"]),
         "disable schedule": ("manage_schedules", lambda m: m.disable_schedule("sched"),
                              ["schedule", "disable", "sched"]),
-        "run schedule": ("manage_schedules", lambda m: m.run_schedule_now("sched"), ["schedule", "run-now", "sched"]),
+        # running a schedule submits its job: the submit rights for its type too (issue 12, item 1)
+        "run schedule": ("manage_schedules+submit_jobs", lambda m: m.run_schedule_now("sched"),
+                         ["schedule", "run-now", "sched"]),
         "agents": ("view_agents", lambda m: m.agents(), ["agents"]),
         "stop agent": ("manage_agents", lambda m: m.stop_agent("ag"), ["stop-agent", "ag"]),
         "list users": ("admin", lambda m: m.users(), ["user", "list"]),
@@ -82,7 +84,7 @@ def expected(perm: str | None, needed: str) -> bool:
     held = set() if perm is None else {perm} | ({"view_all_jobs"} if perm != "view_own_jobs" else set())
     if needed == "view":
         return bool(held & {"view_own_jobs", "view_all_jobs", "admin"})
-    return "admin" in held or needed in held
+    return "admin" in held or all(n in held for n in needed.split("+"))
 
 
 USERS = [*PERMISSIONS, None]

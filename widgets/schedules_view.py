@@ -29,7 +29,7 @@ def next_run_text(at: Any, where: str, now: float | None = None) -> str:
 def present_schedules(df: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["Name", "Type", "When", "Next run", "Last run", "Last result", "Enabled",
-                                     "Owner", "Configured in"])
+                                     "Runs as", "Configured in"])
     return pd.DataFrame({
         "Name": df["name"], "Type": df["type"], "When": df["description"],
         "Next run": [next_run_text(a, s, now) for a, s in zip(df["next_run_at"], df["next_run"], strict=True)],
@@ -37,7 +37,7 @@ def present_schedules(df: pd.DataFrame, now: float | None = None) -> pd.DataFram
         "Last result": [f"{label(s)} (#{int(j)})" if pd.notna(j) and s else "" for s, j in
                         zip(df["last_job_state"], df["last_job_id"], strict=True)],
         "Enabled": df["enabled"].map(lambda e: "enabled" if e else "disabled"),
-        "Owner": df["owner"], "Configured in": df["source_kind"],
+        "Runs as": df["runs_as"], "Configured in": df["source_kind"],
     })
 
 
@@ -130,7 +130,7 @@ class SchedulesTab(w.VBox):
         self.grid = DataGrid(present_schedules(self.rows), selection_mode="row", base_row_size=26,
                              base_column_size=130, layout=w.Layout(height="200px"), header_visibility="column",
                              column_widths={"Name": 170, "Type": 100, "When": 290, "Next run": 300, "Last run": 90,
-                                            "Last result": 160, "Enabled": 75, "Owner": 75, "Configured in": 100},
+                                            "Last result": 160, "Enabled": 75, "Runs as": 75, "Configured in": 100},
                              renderers={"Enabled": TextRenderer(
                                  text_color=VegaExpr(f"cell.value === 'enabled' ? '{STATE_COLORS['enabled'][0]}' : "
                                                      f"'{STATE_COLORS['disabled'][0]}'"),
@@ -172,7 +172,7 @@ class SchedulesTab(w.VBox):
         self.detail.value = (
             f"<div class='jm-details'><h3>{html.escape(s['name'])}</h3>"
             f"<div>{html.escape(s['description'])} · {badge('enabled' if s['enabled'] else 'disabled')} · "
-            f"misfire {s['misfire']} · owner {html.escape(s['owner'])}</div>"
+            f"misfire {s['misfire']} · runs as {html.escape(s['runs_as'])}</div>"
             f"{self._next_run_html(s)}"
             f"<div class='jm-muted'>configured in {html.escape(s['source_kind'])}"
             f"{': ' + html.escape(s['source_ref']) if s['source_ref'] else ''}</div>"

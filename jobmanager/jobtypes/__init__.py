@@ -19,6 +19,7 @@ import pydantic
 
 from ..errors import BadParams
 from ..models import NewTask
+from ..permissions import PERMISSIONS
 
 if TYPE_CHECKING:
     from ..context import TaskContext
@@ -36,6 +37,9 @@ class JobType:
     retries: int = 0
     #: the parameters, validated before anything is stored
     Params: type[pydantic.BaseModel] = pydantic.BaseModel
+    #: a permission needed, besides ``submit_jobs``, to submit a job of this type or to create, edit or run a
+    #: schedule of it (``notebook`` runs code on the agents: ``run_notebooks``); None = submit_jobs is enough
+    requires: str | None = None
 
     def plan(self, params: pydantic.BaseModel) -> list[NewTask]:
         """The tasks of a job with these parameters (at least one)."""
@@ -44,6 +48,12 @@ class JobType:
     def run(self, ctx: "TaskContext", params: pydantic.BaseModel, task: dict[str, Any]) -> None:
         """Run one task. Raise to fail it; check ``ctx.cancelled()`` in long loops."""
         raise NotImplementedError
+
+    @classmethod
+    def submit_actions(cls) -> tuple[str, ...]:
+        """What submitting a job of this type takes, the one place this rule is written: the ``submit``
+        action and the type's own ``requires`` (checked by the service and again at each schedule run)."""
+        return ("submit",) if cls.requires is None else ("submit", cls.requires)
 
     def check_inputs(self, home: "Home", params: pydantic.BaseModel, case: str | None) -> None:
         """Optional: refuse at submit (one line) the input files a job of ``case`` may not read."""
@@ -69,6 +79,8 @@ def job_type(name: str) -> Callable[[T], T]:
     def register(cls: T) -> T:
         if not (isinstance(cls, type) and issubclass(cls, JobType)):
             raise TypeError("@job_type decorates a JobType subclass")
+        if cls.requires is not None and cls.requires not in PERMISSIONS:
+            raise TypeError(f"job type {name!r} requires {cls.requires!r}, which is not a permission")
         cls.name = name
         _REGISTRY[name] = cls
         return cls

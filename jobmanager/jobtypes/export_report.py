@@ -1,19 +1,18 @@
 """``export_report``: run one read-only SQL query with DuckDB and keep the result as CSV, Parquet or Excel.
 
-The query reads either a CSV/Parquet file (``source``, visible as the view
-``source``) or the home's job store, attached READ_ONLY through DuckDB's sqlite
-extension (or its postgres extension for a PostgreSQL store) as the default schema
-(``SELECT * FROM jobs``). Writing statements are
-refused when the job is submitted: the query must parse as exactly one SELECT.
-The extension is loaded by path from the ``duckdb-extension-sqlite-scanner``
-package with automatic extension installing/loading off, so nothing is ever
-downloaded.
+The query reads either a CSV/Parquet file (``source``, visible as the table ``source``) or the
+history's views (``SELECT * FROM jobs``), and either way it runs in the same sandbox as
+``jm.sql`` (:mod:`jobmanager.history_sandbox`): a fresh DuckDB holding only those rows, with no
+store attached, no extension, no file access. The views are read through the service as the
+job's owner, so the report holds only the rows its owner may see (``jm.sql``'s scope); the
+source file is read by the agent (from the job's input folders) before the query runs. A query
+that is not exactly one SELECT is refused when the job is submitted.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,9 +21,6 @@ from ..errors import BadParams
 from ..home import safe_name
 from ..models import NewTask
 from . import JobType, job_type
-
-if TYPE_CHECKING:
-    import duckdb
 
 FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet",
            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
@@ -59,7 +55,7 @@ def check_read_only(query: str) -> str:
 class ExportReportParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(..., min_length=1, description="one SELECT; reads the view `source`, or the store's tables")
+    query: str = Field(..., min_length=1, description="one SELECT; reads the table `source`, or the history's views")
     source: str | None = Field(None, description="a CSV or Parquet file to query as `source` (default: the store)")
     format: Literal["csv", "parquet", "xlsx"] = Field("csv", description="output format")
     name: str = Field("report", min_length=1, max_length=100, description="output file name without extension")
@@ -106,39 +102,17 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(source: str | None, store_path: Path | str) -> "duckdb.DuckDBPyConnection":
-    """An in-memory DuckDB with the source (or the store, read-only) in view and its configuration locked.
-
-    ``store_path`` is the SQLite store file, or a PostgreSQL store's URL (ATTACHed with DuckDB's
-    postgres extension, see :mod:`jobmanager.history_pg`)."""
+def read_source(path: Path) -> Any:
+    """A CSV or Parquet file as an Arrow table, read by a DuckDB that runs nothing else."""
     duckdb = _duckdb()
+    if not path.is_file():
+        raise FileNotFoundError(f"source {path} does not exist")
+    reader = "read_parquet" if path.suffix.lower() in (".parquet", ".pq") else "read_csv_auto"
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
-        if source is not None:
-            path = Path(source)
-            if not path.is_file():
-                raise FileNotFoundError(f"source {path} does not exist")
-            reader = "read_parquet" if path.suffix.lower() in (".parquet", ".pq") else "read_csv_auto"
-            # a table, not a view: then file access can be switched off for the user's query
-            con.execute(f"CREATE TABLE source AS SELECT * FROM {reader}({_sql_string(str(path))})")
-            con.execute("SET enable_external_access = false")
-        elif isinstance(store_path, str) and store_path.startswith(("postgresql://", "postgres://")):
-            from ..history_pg import attach_postgres
-
-            attach_postgres(con, store_path)  # the postgres extension, by path; READ_ONLY
-            con.execute("USE store")
-        else:
-            store_path = Path(store_path)
-            if not store_path.is_file():
-                raise FileNotFoundError(f"no job store at {store_path}")
-            con.execute(f"LOAD {_sql_string(str(sqlite_extension_path()))}")
-            con.execute(f"ATTACH {_sql_string(str(store_path))} AS store (TYPE sqlite, READ_ONLY)")
-            con.execute("USE store")
-        con.execute("SET lock_configuration = true")
-    except BaseException:
+        return con.execute(f"SELECT * FROM {reader}({_sql_string(str(path))})").arrow().read_all()
+    finally:
         con.close()
-        raise
-    return con
 
 
 @job_type("export_report")
@@ -156,40 +130,35 @@ class ExportReport(JobType):
 
     def run(self, ctx: TaskContext, params: ExportReportParams, task: dict[str, Any]) -> None:  # type: ignore[override]
         ctx.progress(0, 3)
+        ctx.log.info("query on %s: %s", params.source or "the job history", params.query)
         if params.source is None:
-            # The store is read through the service, as the job's owner: the history's views only, their
-            # permissions and cases, and DuckDB in a process of its own (never beside this agent's
+            # The history is read through the service, as the job's owner: the views' rows the owner may
+            # see, in the sandbox, and DuckDB in a process of its own (never beside this agent's
             # connections to the store; see jobmanager.history_process).
             from ..service import JobManager
 
             with JobManager(ctx.home, user=ctx.owner, interface="agent") as jm:
-                frame = jm.sql(params.query)
-            con = _duckdb().connect(config={"autoinstall_known_extensions": False,
-                                            "autoload_known_extensions": False})
-            con.register("result", frame)
-            query = "SELECT * FROM result"
+                df = jm.sql(params.query)
         else:
-            con = connect(str(ctx.input_path(params.source)), "")
-            query = params.query
-        try:
-            ctx.log.info("query on %s: %s", params.source or "the job history", params.query)
-            rel = con.sql(query)
-            ctx.progress(1, 3)
-            out = ctx.output_path(f"{params.name}.{params.format}", FORMATS[params.format])
-            df = rel.df()  # written by pandas: DuckDB itself may not touch files (external access is off)
-            if params.format == "csv":
-                df.to_csv(out, index=False)
-            elif params.format == "parquet":
-                df.to_parquet(out, index=False)
-            else:
-                if len(df) >= EXCEL_MAX_ROWS:
-                    raise ValueError(f"{len(df)} rows do not fit in one Excel sheet; export CSV or Parquet")
-                for col in df.select_dtypes(include=["datetimetz"]).columns:
-                    df[col] = df[col].dt.tz_localize(None)  # Excel has no time zones
-                df.to_excel(out, index=False, sheet_name="report")
-            ctx.progress(2, 3)
-            rows = len(df)
-        finally:
-            con.close()
+            from .. import history_sandbox
+
+            table = read_source(Path(ctx.input_path(params.source)))
+            history_sandbox.plan(params.query, {"source": table.column_names})
+            df = history_sandbox.run(params.query, None, {"source": table})
+        ctx.progress(1, 3)
+        out = ctx.output_path(f"{params.name}.{params.format}", FORMATS[params.format])
+        # written by pandas: the sandbox's DuckDB may not touch files
+        if params.format == "csv":
+            df.to_csv(out, index=False)
+        elif params.format == "parquet":
+            df.to_parquet(out, index=False)
+        else:
+            if len(df) >= EXCEL_MAX_ROWS:
+                raise ValueError(f"{len(df)} rows do not fit in one Excel sheet; export CSV or Parquet")
+            for col in df.select_dtypes(include=["datetimetz"]).columns:
+                df[col] = df[col].dt.tz_localize(None)  # Excel has no time zones
+            df.to_excel(out, index=False, sheet_name="report")
+        ctx.progress(2, 3)
+        rows = len(df)
         ctx.progress(3, 3)
         ctx.log.info("wrote %s: %d row(s), %d bytes", out.name, rows, out.stat().st_size)

@@ -8,6 +8,9 @@ bar). A failing cell fails the task with the cell's number and its error
 
 from __future__ import annotations
 
+import keyword
+import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,26 +29,113 @@ class NotebookCellError(Exception):
     """A cell of the notebook raised; the message is the cell's error."""
 
 
+#: how deeply lists and dicts may nest in a parameter's value
+MAX_DEPTH = 20
+#: a parameter name's length limit (names are pasted into the generated cell)
+MAX_NAME = 100
+#: a Jupyter kernel name as jupyter_client allows it (letters, digits, ``-``, ``.``, ``_``), no path in it
+KERNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``repr`` of user text, cut short: safe in a one-line message (control characters come out escaped)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def check_parameter_name(name: object) -> str:
+    """A parameter name papermill may paste into the generated cell as ``name = value``.
+
+    papermill writes names unchecked, so a name is the one place a submitter could write code: it must
+    be a Python identifier and not a keyword. Names starting with ``__`` are refused too: they are the
+    interpreter's own (``__builtins__``, ``__name__``, ``__spec__``...), which the notebook's code and
+    IPython trust, and no parameter needs one.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"parameter name {name!r} must be a string")
+    if not name.isidentifier():
+        raise ValueError(f"parameter name {_shown(name)} is not a Python identifier (letters, digits and _, "
+                         "not starting with a digit)")
+    if keyword.iskeyword(name):
+        raise ValueError(f"parameter name {_shown(name)} is a Python keyword")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"parameter name {_shown(name)} is longer than {MAX_NAME} characters")
+    if name.startswith("__"):
+        raise ValueError(f"parameter name {_shown(name)} starts with '__' (reserved for Python itself)")
+    return name
+
+
+def check_json_value(name: str, value: object, depth: int = 0) -> None:
+    """Only what JSON holds: None, bool, int, finite float, str, and lists / string-keyed dicts of these,
+    nested at most :data:`MAX_DEPTH` deep (exact types: no subclass with its own ``repr``)."""
+    kind = type(value)
+    if value is None or kind in (bool, int, str):
+        return
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ValueError(f"parameter {_shown(name)}: {value} is not a JSON number")
+        return
+    if kind not in (list, dict):
+        raise ValueError(f"parameter {_shown(name)}: a value of type {kind.__name__} is not JSON "
+                         "(use null, true/false, numbers, strings, lists and objects)")
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"parameter {_shown(name)} nests deeper than {MAX_DEPTH} levels")
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[union-attr]
+            if type(key) is not str:
+                raise ValueError(f"parameter {_shown(name)}: object keys must be strings, not {key!r}")
+            check_json_value(name, item, depth + 1)
+    else:
+        for item in value:  # type: ignore[union-attr]
+            check_json_value(name, item, depth + 1)
+
+
+def _no_control(what: str, text: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ValueError(f"{what} {_shown(text)} contains control characters")
+    return text
+
+
 class NotebookParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    notebook: str = Field(..., min_length=1, description=".ipynb to run; relative paths resolve against base_dir")
+    notebook: str = Field(..., min_length=1, max_length=4096,
+                          description=".ipynb to run; relative paths resolve against base_dir")
     parameters: dict[str, Any] = Field(default_factory=dict, description="injected into the 'parameters' cell")
-    base_dir: str | None = Field(None, description="folder relative notebook paths start from (default: the home)")
-    kernel: str = Field("python3", min_length=1, description="Jupyter kernel name")
-    cell_timeout: float | None = Field(None, gt=0, description="seconds one cell may run (default: no limit)")
+    base_dir: str | None = Field(None, max_length=4096,
+                                 description="folder relative notebook paths start from (default: the home)")
+    kernel: str = Field("python3", min_length=1, description="Jupyter kernel name (a Python kernel)")
+    cell_timeout: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                       description="seconds one cell may run (default: no limit)")
 
     @field_validator("notebook")
     @classmethod
     def _ipynb(cls, notebook: str) -> str:
+        _no_control("notebook", notebook)
         if not notebook.strip().lower().endswith(".ipynb"):
-            raise ValueError(f"{notebook!r} is not a .ipynb notebook")
+            raise ValueError(f"{_shown(notebook)} is not a .ipynb notebook")
         return notebook.strip()
 
     @field_validator("base_dir")
     @classmethod
     def _absolute_base(cls, base: str | None) -> str | None:
-        return str(Path(base).expanduser().resolve()) if base else None
+        # Only where a relative notebook path starts: the notebook itself must still pass the home's
+        # input check (ctx.home.check_input) at run time, whatever this says.
+        return str(Path(_no_control("base_dir", base)).expanduser().resolve()) if base else None
+
+    @field_validator("parameters")
+    @classmethod
+    def _safe_parameters(cls, parameters: Any) -> Any:
+        if isinstance(parameters, dict):
+            for name, value in parameters.items():
+                check_json_value(check_parameter_name(name), value)
+        return parameters
+
+    @field_validator("kernel")
+    @classmethod
+    def _plain_kernel(cls, kernel: str) -> str:
+        if not KERNEL_NAME.fullmatch(kernel) or ".." in kernel:
+            raise ValueError(f"kernel {_shown(kernel)} is not a plain kernel name (letters, digits, - . _)")
+        return kernel
 
 
 def _register_engine() -> None:
@@ -76,6 +166,8 @@ class Notebook(JobType):
     """Execute a notebook with parameters; outputs the executed .ipynb and an HTML rendering."""
 
     Params = NotebookParams
+    #: running a notebook is running code on the agents: a permission of its own
+    requires = "run_notebooks"
 
     def plan(self, params: NotebookParams) -> list[NewTask]:  # type: ignore[override]
         return [NewTask(Path(params.notebook).name, {})]
@@ -95,6 +187,7 @@ class Notebook(JobType):
         stem = safe_name(source.stem)
         executed = ctx.output_path(f"{stem}.ipynb", "application/x-ipynb+json")
         _register_engine()
+        python_kernel(params.kernel)
 
         def on_cell(done: int, total: int) -> None:
             ctx.progress(done, total)
@@ -105,8 +198,8 @@ class Notebook(JobType):
         try:
             papermill.execute_notebook(
                 str(source), str(executed), parameters=params.parameters, engine_name=ENGINE,
-                kernel_name=params.kernel, progress_bar=False, log_output=True, cwd=str(source.parent),
-                execution_timeout=params.cell_timeout, on_cell=on_cell,
+                kernel_name=params.kernel, language="python", progress_bar=False, log_output=True,
+                cwd=str(source.parent), execution_timeout=params.cell_timeout, on_cell=on_cell,
             )
         except PapermillExecutionError as exc:
             ctx.log.error("cell %s failed:\n%s", exc.exec_count, "\n".join(exc.traceback))
@@ -117,6 +210,23 @@ class Notebook(JobType):
         html = ctx.output_path(f"{stem}.html", "text/html")
         html.write_text(to_html(executed), encoding="utf-8")
         ctx.log.info("executed %s; wrote %s and %s", source.name, executed.name, html.name)
+
+
+def python_kernel(kernel: str) -> None:
+    """Refuse a kernel that is not a Python kernel installed here.
+
+    Parameters are written as Python (``language="python"``): papermill's translators for other
+    languages do not escape every string interpolation (Julia's ``$(...)``, PowerShell's), so a
+    string value could become code in such a kernel.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel)
+    except NoSuchKernel:
+        raise ValueError(f"no Jupyter kernel {kernel!r} on this agent") from None
+    if (spec.language or "").lower() != "python":
+        raise ValueError(f"kernel {kernel!r} runs {spec.language}, not Python: notebook jobs run Python kernels")
 
 
 def to_html(notebook: Path) -> str:

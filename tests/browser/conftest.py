@@ -37,9 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_status(url: str, method: str = "GET") -> int:
+def http_status(url: str, method: str = "GET", cookie: str = "") -> int:
+    headers = {"Cookie": cookie} if cookie else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers), timeout=10) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -52,6 +53,8 @@ class DashboardServer:
     proc: subprocess.Popen
     log: Path
     seen_kernels: set[int] = field(default_factory=set)
+    #: kernel id -> the Cookie header of the browser that opened its page (kernels answer only their owner)
+    cookies: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -77,10 +80,12 @@ class DashboardServer:
         return pids
 
     def kernel_status(self, kernel_id: str) -> int:
-        return http_status(f"{self.url}api/kernels/{kernel_id}")
+        return http_status(f"{self.url}api/kernels/{kernel_id}", cookie=self.cookies.get(kernel_id, ""))
 
     def kernel_model(self, kernel_id: str) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}api/kernels/{kernel_id}", timeout=10) as resp:
+        request = urllib.request.Request(f"{self.url}api/kernels/{kernel_id}",
+                                         headers={"Cookie": self.cookies.get(kernel_id, "")})
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return json.load(resp)
 
     def stop(self) -> None:
@@ -185,7 +190,9 @@ def open_dashboard(page: Page, server: DashboardServer, timeout: float = 60.0) -
     page.page.get_by_text("fixture dashboard").wait_for(timeout=timeout * 1000)
     page.page.get_by_role("button", name="Click").wait_for(timeout=timeout * 1000)
     config = json.loads(page.page.locator("#jupyter-config-data").text_content() or "{}")
-    return config["kernelId"]
+    kernel_id = config["kernelId"]
+    server.cookies[kernel_id] = "; ".join(f"{c['name']}={c['value']}" for c in page.page.context.cookies(server.url))
+    return kernel_id
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> float:

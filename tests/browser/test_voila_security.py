@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 import pytest
-import websocket
 
 from .conftest import http_status, open_dashboard, screenshot, wait_for
-
-
-def _message(msg_type: str, content: dict, channel: str = "shell") -> dict:
-    return {
-        "header": {"msg_id": uuid.uuid4().hex, "username": "intruder", "session": uuid.uuid4().hex,
-                   "msg_type": msg_type, "version": "5.3", "date": datetime.now(UTC).isoformat()},
-        "parent_header": {}, "metadata": {}, "content": content, "channel": channel, "buffers": [],
-    }
+from .ws_client import V1, connect, load_page, message, read_v1, v1_frame
 
 
 def test_page_is_self_contained(start_dashboard, page, tmp_path: Path) -> None:
@@ -55,28 +44,27 @@ def test_page_headers(start_dashboard, page) -> None:
     assert headers["x-content-type-options"] == "nosniff"
 
 
-def test_kernel_websocket_runs_no_code(start_dashboard, page, tmp_path: Path) -> None:
+def test_kernel_websocket_runs_no_code(start_dashboard, tmp_path: Path) -> None:
     server = start_dashboard()
-    kernel_id = open_dashboard(page, server)
+    session = load_page(server.url)  # the page's own cookie: the websocket answers its owner only
     marker = tmp_path / "pwned.txt"
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4()}",
-        origin=f"http://127.0.0.1:{server.port}", timeout=20)
+    ws = connect(server.port, session.kernel_id, session.cookie, [V1])
+    assert not isinstance(ws, int), f"refused: {ws}"
     try:
         code = f"open({str(marker)!r}, 'w').write('executed')"
-        ws.send(json.dumps(_message("execute_request", {
+        ws.send_binary(v1_frame(message("execute_request", {
             "code": code, "silent": False, "store_history": False, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": True})))
         # the control channel is filtered the same way
-        ws.send(json.dumps(_message("execute_request", {"code": code, "silent": True}, channel="control")))
-        info = _message("kernel_info_request", {})
-        ws.send(json.dumps(info))
+        ws.send_binary(v1_frame(message("execute_request", {"code": code, "silent": True}), channel="control"))
+        info = message("kernel_info_request", {})
+        ws.send_binary(v1_frame(info))
         deadline = time.monotonic() + 20
         replies: list[str] = []
         while time.monotonic() < deadline:
-            msg = json.loads(ws.recv())
+            msg = read_v1(ws.recv())
             replies.append(msg["msg_type"])
-            if msg.get("parent_header", {}).get("msg_id") == info["header"]["msg_id"] \
+            if msg["parent_header"].get("msg_id") == info["header"]["msg_id"] \
                     and msg["msg_type"] == "kernel_info_reply":
                 break
         else:
