@@ -53,7 +53,7 @@ def _demo_users(home: Path) -> None:
                 admin.add_user(name, password, groups=[group])
         admin.add_case("analysts", "ACME-12")
     demodata.generate(home, jobs=300, days=5, seed=7)
-    write_store(home, [("UPDATE jobs SET case_id = 'ACME-12' WHERE id % 10 = 0", ())])
+    write_store(home, [("UPDATE jobs SET case_id = 'ACME-12' WHERE id - (id / 10) * 10 = 0", ())])
 
 
 def test_analysis_notebook_runs(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

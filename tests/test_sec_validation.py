@@ -244,3 +244,17 @@ def test_python_submit_with_a_broken_queue_returns_the_id_and_warns(
     start_agent("sweeper")
     with JobManager(home, user="tester") as jm:
         assert jm.wait(job_id, timeout=30).state == "completed"
+
+
+def test_dashboard_message_bar_says_stored_when_the_queue_fails(
+    home: Path, start_agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from widgets.models import Messages
+
+    bar = Messages()
+    with broken_queue(home, monkeypatch), JobManager(home, user="tester", interface="dashboard") as jm:
+        job_id = bar.attempt(lambda: jm.submit("sleep", {"tasks": 1}), "submitted")
+        assert bar.kind == "info" and bar.message.startswith(f"job {job_id} is stored; agents will pick it up")
+    start_agent("sweeper")
+    with JobManager(home, user="tester") as jm:
+        assert jm.wait(job_id, timeout=30).state == "completed"

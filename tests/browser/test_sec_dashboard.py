@@ -109,13 +109,11 @@ def test_malformed_v1_frames_close_the_socket(start_dashboard, frame: bytes | st
 
 
 def test_oversized_frame_closes_the_socket_unread(start_dashboard) -> None:
-    from jobmanager.dashboard_server import MAX_MESSAGE_BYTES
-
     server = start_dashboard()
     session = load_page(server.url)
     before = _rss_mb(server)
     ws = connect(server.port, session.kernel_id, session.cookie, [V1])
-    big = _comm_update("x", {}, [b"\0" * (MAX_MESSAGE_BYTES + 1)])
+    big = _comm_update("x", {}, [b"\0" * (2 * 1024 * 1024)])  # the cap is 1 MiB (tornado's default: 10)
     try:
         ws.send_binary(v1_frame(big))
     except (BrokenPipeError, ConnectionResetError, websocket.WebSocketConnectionClosedException):
