@@ -23,7 +23,7 @@ import pandas as pd
 from . import validate
 from .errors import BadParams
 from .states import JOB_STATES, tab_states
-from .store.sqlite import scope_sql
+from .store.sql import scope_sql
 
 #: what the grid shows (and what exports write), as SQL over the store's ``jobs`` table;
 #: ``{p}`` is the table qualifier (``""`` or ``"j."``)

@@ -40,7 +40,7 @@ from .errors import BadParams, HomeError
 from .grid import GRID_COLUMNS, TIME_COLUMNS, build_where, order_by, select_list
 from .home import Home
 from .states import FINISHED, IN_PROGRESS
-from .store.sqlite import scope_sql
+from .store.sql import scope_sql
 
 PERIODS = {"hour": 3600, "day": 86400}
 #: percentiles are exact for groups up to this many rows and sampled above it: exact quantiles

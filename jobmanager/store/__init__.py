@@ -1,4 +1,4 @@
-"""The job store: one contract (:class:`JobStore`), one module per backend."""
+"""The job store: one contract (:class:`JobStore`), one SQL implementation over a dialect per backend."""
 
 from __future__ import annotations
 

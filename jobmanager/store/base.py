@@ -3,8 +3,9 @@
 The store is the only code that writes job, task, agent, event and artifact rows.
 Every state transition is one short transaction whose conditional UPDATE
 (``... WHERE state = 'running' AND agent = ?``) decides who wins, so two processes
-racing can never both succeed. Backends (SQLite now, PostgreSQL later) fill in
-these methods; ``tests/test_store_contract.py`` runs the same suite on each.
+racing can never both succeed. One SQL implementation (:class:`~jobmanager.store.sql.SqlStore`)
+fills in these methods for SQLite and PostgreSQL; ``tests/test_store_contract.py`` runs the same
+suite on each.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ class JobStore:
     def schedule_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    # -- users, groups, audit (see store/sqlite_users.py for the SQLite version) --------------------
+    # -- users, groups, audit ------------------------------------------------------------------------------
     def create_user(self, username: str, display_name: str, password_hash: str) -> None:
         """Only a hash ever arrives here; InvalidState if the name is taken."""
         raise NotImplementedError

@@ -1,20 +1,46 @@
-"""The store's tables, version 1, in SQLite's dialect.
+"""The store's tables, once for both backends, and the versioned migrations that build and move them.
 
-Timestamps are seconds since the epoch (UTC) as REAL; JSON columns hold TEXT.
-The ``meta`` table carries the schema version from the first day so later
-versions can migrate forward.
+Same tables and column names on SQLite and PostgreSQL, so the grid's SQL and the DuckDB history views
+read either. Timestamps are seconds since the epoch (UTC), JSON columns hold TEXT, and flags stay
+INTEGER 0/1 so ``has_finish = 1`` means the same on both. The column types that differ are named in
+braces and filled in by the dialect (:attr:`Dialect.types`): ``{id}`` is SQLite's rowid alias or
+PostgreSQL's BIGSERIAL, ``{real}`` REAL or DOUBLE PRECISION, ``{ref}`` and ``{big}`` INTEGER or
+BIGINT. ``interval`` is a type name in PostgreSQL, so that column is always written quoted.
+
+``MIGRATIONS[n]`` takes a store from version ``n - 1`` to ``n`` (one transaction per version, on both
+backends); version 1 is the whole schema of the first release. Add a version by appending its
+statements and raising ``base.SCHEMA_VERSION``. The ``meta`` table carries the version.
 """
 
 from __future__ import annotations
 
-SQLITE_DDL = """
+from dataclasses import dataclass
+
+from .dialect import Dialect
+
+
+@dataclass(frozen=True)
+class DDL:
+    """One schema statement (types in braces), for every backend or only the one named in ``only``."""
+
+    sql: str
+    only: str | None = None
+
+
+def _script(text: str, only: str | None = None) -> list[DDL]:
+    """The statements of a script without triggers (no semicolon inside a statement)."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    return [DDL(s.strip(), only) for s in "\n".join(lines).split(";") if s.strip()]
+
+
+TABLES = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS jobs (
-    id              INTEGER PRIMARY KEY,
+    id              {id},
     type            TEXT    NOT NULL,
     name            TEXT    NOT NULL,
     params          TEXT    NOT NULL,
@@ -30,11 +56,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     tasks_failed    INTEGER NOT NULL DEFAULT 0,
     tasks_cancelled INTEGER NOT NULL DEFAULT 0,
     error           TEXT,
-    created_at      REAL    NOT NULL,
-    started_at      REAL,
-    finished_at     REAL,
-    updated_at      REAL    NOT NULL,
-    schedule_id     INTEGER
+    created_at      {real}    NOT NULL,
+    started_at      {real},
+    finished_at     {real},
+    updated_at      {real}    NOT NULL,
+    schedule_id     {ref}
 );
 CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
@@ -42,8 +68,8 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (schedule_id, id);
 
 CREATE TABLE IF NOT EXISTS tasks (
-    id               INTEGER PRIMARY KEY,
-    job_id           INTEGER NOT NULL REFERENCES jobs (id),
+    id               {id},
+    job_id           {ref} NOT NULL REFERENCES jobs (id),
     seq              INTEGER NOT NULL,
     name             TEXT    NOT NULL,
     params           TEXT    NOT NULL,
@@ -52,42 +78,24 @@ CREATE TABLE IF NOT EXISTS tasks (
     max_attempts     INTEGER NOT NULL DEFAULT 1,
     dispatch         INTEGER NOT NULL DEFAULT 0,
     agent            TEXT,
-    progress_done    REAL,
-    progress_total   REAL,
+    progress_done    {real},
+    progress_total   {real},
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     error            TEXT,
     traceback        TEXT,
-    queued_at        REAL,
-    started_at       REAL,
-    finished_at      REAL,
+    queued_at        {real},
+    started_at       {real},
+    finished_at      {real},
     UNIQUE (job_id, seq)
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
 CREATE INDEX IF NOT EXISTS tasks_agent ON tasks (agent, state);
-CREATE INDEX IF NOT EXISTS tasks_agent_job ON tasks (agent, job_id);
-
--- Jobs per state, kept by triggers in the same transaction as every change: the dashboard's
--- unfiltered tab counts cost the same at 1M jobs as at 1k (a COUNT(*) would read every row).
-CREATE TABLE IF NOT EXISTS job_counts (
-    state TEXT PRIMARY KEY,
-    n     INTEGER NOT NULL DEFAULT 0
-);
-CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
-    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
-END;
 
 CREATE TABLE IF NOT EXISTS events (
-    id         INTEGER PRIMARY KEY,
-    at         REAL    NOT NULL,
-    job_id     INTEGER,
-    task_id    INTEGER,
+    id         {id},
+    at         {real}    NOT NULL,
+    job_id     {ref},
+    task_id    {ref},
     seq        INTEGER,
     kind       TEXT    NOT NULL,
     from_state TEXT,
@@ -108,33 +116,33 @@ CREATE TABLE IF NOT EXISTS agents (
     version       TEXT    NOT NULL,
     queues        TEXT    NOT NULL,
     state         TEXT    NOT NULL,
-    interval      REAL    NOT NULL,
-    started_at    REAL    NOT NULL,
-    heartbeat_at  REAL    NOT NULL,
-    stopped_at    REAL,
+    "interval"    {real}    NOT NULL,
+    started_at    {real}    NOT NULL,
+    heartbeat_at  {real}    NOT NULL,
+    stopped_at    {real},
     current_tasks TEXT    NOT NULL DEFAULT '[]',
     done          INTEGER NOT NULL DEFAULT 0,
     failed        INTEGER NOT NULL DEFAULT 0,
-    cpu_percent   REAL,
-    rss_bytes     INTEGER,
+    cpu_percent   {real},
+    rss_bytes     {big},
     log_path      TEXT,
     command       TEXT
 );
 
 CREATE TABLE IF NOT EXISTS artifacts (
-    id         INTEGER PRIMARY KEY,
-    job_id     INTEGER NOT NULL REFERENCES jobs (id),
-    task_id    INTEGER,
+    id         {id},
+    job_id     {ref} NOT NULL REFERENCES jobs (id),
+    task_id    {ref},
     name       TEXT    NOT NULL,
     path       TEXT    NOT NULL,
     media_type TEXT    NOT NULL,
-    size       INTEGER NOT NULL,
-    created_at REAL    NOT NULL,
+    size       {big} NOT NULL,
+    created_at {real}    NOT NULL,
     UNIQUE (job_id, name)
 );
 
 CREATE TABLE IF NOT EXISTS schedules (
-    id            INTEGER PRIMARY KEY,
+    id            {id},
     name          TEXT    NOT NULL UNIQUE,
     type          TEXT    NOT NULL,
     params        TEXT    NOT NULL,
@@ -144,27 +152,27 @@ CREATE TABLE IF NOT EXISTS schedules (
     trigger_kind  TEXT    NOT NULL,
     trigger_value TEXT    NOT NULL,
     timezone      TEXT    NOT NULL,
-    anchor        REAL,
+    anchor        {real},
     misfire       TEXT    NOT NULL DEFAULT 'run_once',
     enabled       INTEGER NOT NULL DEFAULT 1,
-    next_run_at   REAL,
-    last_run_at   REAL,
-    last_job_id   INTEGER,
+    next_run_at   {real},
+    last_run_at   {real},
+    last_job_id   {ref},
     source_kind   TEXT    NOT NULL,
     source_ref    TEXT,
-    created_at    REAL    NOT NULL,
-    updated_at    REAL    NOT NULL
+    created_at    {real}    NOT NULL,
+    updated_at    {real}    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (enabled, next_run_at);
 
 -- One row per (schedule, due time): the unique key makes each firing a database fact,
 -- so with several agents each due run fires exactly once.
 CREATE TABLE IF NOT EXISTS schedule_runs (
-    schedule_id INTEGER NOT NULL,
-    due_at      REAL    NOT NULL,
-    fired_at    REAL    NOT NULL,
+    schedule_id {ref} NOT NULL,
+    due_at      {real}    NOT NULL,
+    fired_at    {real}    NOT NULL,
     outcome     TEXT    NOT NULL,
-    job_id      INTEGER,
+    job_id      {ref},
     agent       TEXT,
     message     TEXT,
     PRIMARY KEY (schedule_id, due_at)
@@ -176,15 +184,15 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT    NOT NULL,
     active        INTEGER NOT NULL DEFAULT 1,
     failures      INTEGER NOT NULL DEFAULT 0,
-    locked_until  REAL,
-    last_login_at REAL,
-    created_at    REAL    NOT NULL
+    locked_until  {real},
+    last_login_at {real},
+    created_at    {real}    NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS groups (
     name        TEXT PRIMARY KEY,
     description TEXT NOT NULL DEFAULT '',
-    created_at  REAL NOT NULL
+    created_at  {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS group_members (
     group_name TEXT NOT NULL REFERENCES groups (name) ON DELETE CASCADE,
@@ -204,8 +212,8 @@ CREATE TABLE IF NOT EXISTS group_cases (
 
 -- Every action, allowed or refused: who, what, on which target, when, through which interface.
 CREATE TABLE IF NOT EXISTS audit (
-    id          INTEGER PRIMARY KEY,
-    at          REAL    NOT NULL,
+    id          {id},
+    at          {real}    NOT NULL,
     actor       TEXT    NOT NULL,
     interface   TEXT    NOT NULL,
     action      TEXT    NOT NULL,
@@ -216,3 +224,36 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """
+
+#: SQLite keeps the jobs per state in a table, by triggers in the same transaction as every change:
+#: the dashboard's unfiltered tab counts cost the same at 1M jobs as at 1k (a COUNT(*) reads every
+#: row). PostgreSQL's grid counts with COUNT(*) (see ``history_pg``).
+SQLITE_JOB_COUNTS = [
+    DDL("CREATE TABLE IF NOT EXISTS job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0)", "sqlite"),
+    DDL("""CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END""", "sqlite"),
+    DDL("""CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
+WHEN OLD.state <> NEW.state BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END""", "sqlite"),
+    DDL("""CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+END""", "sqlite"),
+]
+
+#: version -> the statements that take a store from version - 1 to version
+MIGRATIONS: dict[int, list[DDL]] = {
+    1: [
+        *_script(TABLES),
+        DDL("CREATE INDEX IF NOT EXISTS tasks_agent_job ON tasks (agent, job_id)", "sqlite"),
+        DDL("CREATE INDEX IF NOT EXISTS jobs_finisher ON jobs (finisher) WHERE finisher IS NOT NULL", "postgresql"),
+        *SQLITE_JOB_COUNTS,
+    ],
+}
+
+
+def statements(version: int, dialect: Dialect) -> list[str]:
+    """The statements that take a store on ``dialect`` from ``version - 1`` to ``version``."""
+    return [dialect.ddl(s.sql) for s in MIGRATIONS[version] if s.only in (None, dialect.name)]

@@ -1,0 +1,1258 @@
+"""The job store's SQL, written once for SQLite and PostgreSQL: :class:`SqlStore`.
+
+Every method of the contract (:class:`JobStore`) is here, once, over a small
+:class:`~jobmanager.store.dialect.Dialect` that spells the few fragments the two
+databases write differently. A backend subclass (:mod:`.sqlite`, :mod:`.postgres`)
+only connects, sets its pragmas, begins transactions, and says which errors are
+worth running a transaction again for.
+
+How races are decided, on both backends:
+
+- Every state transition is one short transaction whose conditional UPDATE
+  (``... WHERE id = ? AND state = ? AND dispatch = ?``) decides who wins; its row
+  count says whether this caller did.
+- The read-then-decide steps (settling a job when its last task ends, counting
+  tasks) are serialised per job: a write that touches a job reads its ``jobs`` row
+  ``FOR UPDATE`` first, then its tasks. Lock order is always agents -> jobs
+  (ascending id) -> tasks, so transactions wait for each other instead of
+  deadlocking; the recovery paths, which lock several jobs, are retried anyway
+  (:meth:`SqlStore._retrying`). On SQLite the dialect's row locks are empty:
+  ``BEGIN IMMEDIATE`` already lets one writer in at a time.
+- Lost-agent recovery takes the lost agents' rows with ``FOR UPDATE SKIP LOCKED``,
+  so agents looking at once each recover different agents, never the same one
+  twice (and then the conditional UPDATE on ``heartbeat_at`` decides).
+- Firing a schedule is a database fact: one transaction moves ``next_run_at`` on
+  only if it still holds the due time (compare-and-set) and inserts the
+  (schedule, due time) row whose primary key refuses a second firing.
+
+SQL is written with ``?`` placeholders; the PostgreSQL connection adapts it
+(:meth:`Dialect.adapt`). Rows are read by column name (``sqlite3.Row`` or a dict).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from ..errors import HomeError, InvalidState, NotFound
+from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
+from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK
+from .base import SCHEMA_VERSION, JobStore
+from .dialect import Dialect
+from .schema import statements
+
+T = TypeVar("T")
+
+#: an agent silent for this many heartbeat intervals is lost
+LOST_AFTER_INTERVALS = 3
+
+SCHEDULE_FIELDS = (
+    "name", "type", "params", "owner", "case_id", "priority", "trigger_kind", "trigger_value", "timezone",
+    "anchor", "misfire", "enabled", "next_run_at", "source_kind", "source_ref",
+)
+
+USER_FIELDS = frozenset({"display_name", "password_hash", "active", "failures", "locked_until", "last_login_at"})
+
+#: a group's link tables and the column each links
+GROUP_LINKS = {"group_members": "username", "group_permissions": "permission", "group_cases": "case_id"}
+
+_COUNTER = {"succeeded": "tasks_succeeded", "failed": "tasks_failed", "cancelled": "tasks_cancelled"}
+
+
+class Row(Protocol):
+    """A result row read by column name: ``sqlite3.Row`` or psycopg's dict row."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What the store needs of a connection: ``sqlite3.Connection``, or psycopg's behind an adapter."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> object: ...
+
+
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``a = ?, b = ?`` and the values, for an UPDATE's SET (the keys are the store's own column names)."""
+    return ", ".join(f"{key} = ?" for key in fields), list(fields.values())
+
+
+def _first(cur: Cursor) -> Any:
+    """The first row a statement returned, or None; reads them all, so the statement is finished
+    (SQLite refuses to COMMIT while an ``UPDATE ... RETURNING`` has rows left to step through)."""
+    rows = cur.fetchall()
+    return rows[0] if rows else None
+
+
+class _AlreadyFired(Exception):
+    """The (schedule, due time) row exists: another agent fired this run."""
+
+
+class SqlStore(JobStore):
+    """The store over one SQL database; subclasses connect and begin transactions."""
+
+    dialect: ClassVar[Dialect]
+    #: errors after which :meth:`_retrying` runs a transaction again (deadlocks, serialisation failures)
+    retryable: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: how many times :meth:`_retrying` runs a transaction at most
+    RETRIES: ClassVar[int] = 5
+
+    # -- what a backend provides --------------------------------------------------------------
+    def _conn(self) -> Connection:
+        """This thread's connection (autocommit: transactions are begun explicitly)."""
+        raise NotImplementedError
+
+    def _where(self) -> str:
+        """The store's location for messages (a path, or a URL without its password)."""
+        raise NotImplementedError
+
+    def _prepare_new(self) -> None:
+        """Before the first migration of a new store (SQLite: switch to WAL)."""
+
+    def _repair(self) -> None:
+        """After opening a store of the current version (SQLite: objects added to version 1 later)."""
+
+    def _storage_problem(self, exc: BaseException) -> str | None:
+        """One line naming a full disk or a permission problem behind ``exc``, if the backend can tell."""
+        return None
+
+    # -- transactions ----------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[Connection]:
+        """Begin with ``begin``, commit at the end; roll back on any error, even one from COMMIT itself
+        (so the connection works again once the trouble is over)."""
+        c = self._conn()
+        c.execute(begin)
+        try:
+            yield c
+            c.execute("COMMIT")
+        except BaseException:
+            self._rollback(c)
+            raise
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """One write transaction, begun with the dialect's statement (SQLite: the write lock up front).
+
+        A full disk or a permission problem becomes one HomeError line that says so.
+        """
+        try:
+            with self._transaction(self.dialect.begin_write) as c:
+                yield c
+        except Exception as exc:
+            problem = self._storage_problem(exc)
+            if problem is None:
+                raise
+            raise HomeError(problem) from exc
+
+    def _read(self) -> AbstractContextManager[Connection]:
+        """A consistent snapshot for several SELECTs."""
+        return self._transaction(self.dialect.begin_read)
+
+    @staticmethod
+    def _rollback(c: Connection) -> None:
+        try:
+            c.execute("ROLLBACK")
+        except Exception:
+            pass  # the connection broke, or the transaction already ended: the error being raised says why
+
+    def _retrying(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in a write transaction, again if the database aborted it to break a deadlock."""
+        for attempt in range(self.RETRIES):
+            try:
+                with self._tx() as c:
+                    return fn(c)
+            except self.retryable:
+                if attempt == self.RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _serialise(self, c: Connection, key: str) -> None:
+        """Make transactions naming ``key`` take turns, even when there is no row to lock yet."""
+        sql = self.dialect.advisory_lock()
+        if sql is not None:
+            c.execute(sql, (key,))
+
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One SELECT outside a transaction (a single statement is its own snapshot)."""
+        return self._conn().execute(sql, params).fetchall()
+
+    def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn().execute(sql, params).fetchone()
+
+    # -- schema and migrations -----------------------------------------------------------------------
+    def _schema_state(self, c: Connection) -> tuple[int | None, set[str]]:
+        """The schema version (None without a ``meta`` table) and the tables there are."""
+        tables = {r["name"] for r in c.execute(self.dialect.tables_sql).fetchall()}
+        if "meta" not in tables:
+            return None, tables
+        row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            raise HomeError(f"{self._where()} is not a Job Manager store (no schema version)")
+        return int(row["value"]), tables
+
+    def initialize(self, create: bool = True) -> None:
+        where = self._where()
+        with self._read() as c:
+            version, tables = self._schema_state(c)
+        if version is None:
+            if tables:
+                raise HomeError(f"{where} is not a Job Manager store (no meta table; it has other tables)")
+            if not create:
+                raise HomeError(f"no job store at {where}; create one with: jobmanager init")
+            self._prepare_new()
+            self.migrate()
+            return
+        if version > SCHEMA_VERSION:
+            raise HomeError(
+                f"{where} has schema version {version}, newer than this jobmanager "
+                f"understands ({SCHEMA_VERSION}); upgrade jobmanager"
+            )
+        if version < SCHEMA_VERSION:
+            if not create:
+                raise HomeError(
+                    f"{where} has schema version {version}; this jobmanager needs {SCHEMA_VERSION}: "
+                    "run jobmanager migrate"
+                )
+            self.migrate()
+        self._repair()
+
+    def schema_version(self) -> int:
+        with self._read() as c:
+            version, _ = self._schema_state(c)
+        if version is None:
+            raise HomeError(f"{self._where()} is not a Job Manager store (no meta table)")
+        return version
+
+    def migrate(self) -> tuple[int, int]:
+        """Move the store forward to SCHEMA_VERSION, one version per transaction; returns (from, to).
+
+        Concurrent ``init``/``migrate`` runs take turns (SQLite's write lock, PostgreSQL's advisory lock).
+        """
+        start: int | None = None
+        while True:
+            with self._tx() as c:
+                self._serialise(c, "jobmanager:schema")
+                version, tables = self._schema_state(c)
+                if version is None and tables:
+                    raise HomeError(f"{self._where()} is not a Job Manager store (no meta table)")
+                current = version or 0
+                if start is None:
+                    start = current
+                if current > SCHEMA_VERSION:
+                    raise HomeError(f"{self._where()} has schema version {current}, newer than this "
+                                    f"jobmanager understands ({SCHEMA_VERSION}); upgrade jobmanager")
+                if current == SCHEMA_VERSION:
+                    return start, current
+                for stmt in statements(current + 1, self.dialect):
+                    c.execute(stmt)
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(current + 1),),
+                )
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _event(
+        c: Connection,
+        kind: str,
+        *,
+        job_id: int | None = None,
+        task_id: int | None = None,
+        seq: int | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        agent: str | None = None,
+        actor: str | None = None,
+        message: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        c.execute(
+            "INSERT INTO events (at, job_id, task_id, seq, kind, from_state, to_state, agent, actor, message)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (at or time.time(), job_id, task_id, seq, kind, from_state, to_state, agent, actor, message),
+        )
+
+    def _job_row(self, c: Connection, job_id: int, *, lock: bool = False) -> Row:
+        row: Row | None = c.execute(
+            "SELECT * FROM jobs WHERE id = ?" + (self.dialect.for_update if lock else ""), (job_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return row
+
+    def _task_row(self, c: Connection, task_id: int, *, lock: bool = False) -> Row | None:
+        row: Row | None = c.execute(
+            "SELECT * FROM tasks WHERE id = ?" + (self.dialect.for_update if lock else ""), (task_id,)
+        ).fetchone()
+        return row
+
+    def _lock_task_and_job(self, c: Connection, task: Row) -> tuple[Row, Row] | None:
+        """Lock a task's job row, then the task (the one lock order: jobs before tasks).
+
+        ``task`` was read without a lock; it is read again under the lock, except where the whole
+        database is locked for this transaction (SQLite) and nothing can have changed it.
+        """
+        job = self._job_row(c, task["job_id"], lock=True)
+        if not self.dialect.row_locks:
+            return task, job
+        again = self._task_row(c, task["id"], lock=True)
+        return (again, job) if again is not None else None
+
+    def _task_state(self, c: Connection, task: Row, new_state: str, *, by: str | None = None, actor: str | None = None,
+                    message: str | None = None, require_agent: str | None = None, **fields: Any) -> bool:
+        """Move one task from the state it was read in to ``new_state``, conditionally.
+
+        Keeps the job's per-state counters and writes the event. Returns False when
+        someone else changed the task first.
+        """
+        now = time.time()
+        sets, values = _assignments({"state": new_state, **fields})
+        where = "id = ? AND state = ? AND dispatch = ?"
+        values += [task["id"], task["state"], task["dispatch"]]
+        if require_agent is not None:
+            where += " AND agent = ?"
+            values.append(require_agent)
+        if c.execute(f"UPDATE tasks SET {sets} WHERE {where}", values).rowcount != 1:
+            return False
+        old, new = _COUNTER.get(task["state"]), _COUNTER.get(new_state)
+        if old != new:
+            parts = ([f"{old} = {old} - 1"] if old else []) + ([f"{new} = {new} + 1"] if new else [])
+            c.execute(f"UPDATE jobs SET {', '.join(parts)}, updated_at = ? WHERE id = ?", (now, task["job_id"]))
+        self._event(c, "task", job_id=task["job_id"], task_id=task["id"], seq=task["seq"], from_state=task["state"],
+                    to_state=new_state, agent=by, actor=actor, message=message, at=now)
+        return True
+
+    def _job_state(self, c: Connection, job: Row, new_state: str, *, by: str | None = None, actor: str | None = None,
+                   message: str | None = None, **fields: Any) -> bool:
+        """Move a job from the state it was read in to ``new_state``, conditionally; writes the event."""
+        now = time.time()
+        sets, values = _assignments({"state": new_state, "updated_at": now, **fields})
+        values += [job["id"], job["state"]]
+        if c.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND state = ?", values).rowcount != 1:
+            return False
+        self._event(c, "job", job_id=job["id"], from_state=job["state"], to_state=new_state,
+                    agent=by, actor=actor, message=message, at=now)
+        return True
+
+    @staticmethod
+    def _final_state(job: Row) -> str:
+        if job["tasks_succeeded"] == job["tasks_total"]:
+            return "completed"
+        if job["tasks_succeeded"] == 0:
+            return "failed"
+        return "completed_with_errors"
+
+    @staticmethod
+    def _failure_summary(c: Connection, job: Row) -> str | None:
+        bad = job["tasks_failed"] + job["tasks_cancelled"]
+        if not bad:
+            return None
+        first = c.execute(
+            "SELECT name, error FROM tasks WHERE job_id = ? AND state IN ('failed', 'cancelled')"
+            " ORDER BY seq LIMIT 1",
+            (job["id"],),
+        ).fetchone()
+        detail = f" (first: {first['name']}: {first['error']})" if first and first["error"] else ""
+        return f"{bad} of {job['tasks_total']} tasks failed{detail}"
+
+    def _settle(self, c: Connection, job_id: int, agent: str | None) -> tuple[bool, str | None]:
+        """After a task ended: finish the job if nothing is left to run (the job row is locked).
+
+        Returns (this agent must run the finishing step, the job's final state).
+        """
+        job = self._job_row(c, job_id, lock=True)
+        if job["state"] not in IN_PROGRESS:
+            return False, None
+        left = job["tasks_total"] - job["tasks_succeeded"] - job["tasks_failed"] - job["tasks_cancelled"]
+        if left > 0:
+            return False, None
+        if job["has_finish"] and job["tasks_succeeded"] > 0:
+            if job["finisher"] is not None or agent is None:
+                return False, None
+            c.execute(
+                "UPDATE jobs SET finisher = ?, updated_at = ? WHERE id = ? AND finisher IS NULL",
+                (agent, time.time(), job_id),
+            )
+            self._event(c, "finish", job_id=job_id, agent=agent, message="finishing step started")
+            return True, None
+        final = self._final_state(job)
+        self._job_state(c, job, final, by=agent, finished_at=time.time(), error=self._failure_summary(c, job))
+        return False, final
+
+    def _bump_runnable(self, c: Connection, job: Row) -> list[Dispatch]:
+        """Give every runnable task of a job a new dispatch; older messages become stale."""
+        runnable, values = self.dialect.in_("state", RUNNABLE_TASK)
+        rows = c.execute(
+            f"UPDATE tasks SET dispatch = dispatch + 1 WHERE job_id = ? AND {runnable} RETURNING id, dispatch, seq",
+            (job["id"], *values),
+        ).fetchall()
+        return [Dispatch(r["id"], r["dispatch"], job["priority"]) for r in sorted(rows, key=lambda r: r["seq"])]
+
+    @staticmethod
+    def _to_task(r: Row) -> Task:
+        return Task(
+            id=r["id"], job_id=r["job_id"], seq=r["seq"], name=r["name"], params=json.loads(r["params"]),
+            state=r["state"], attempts=r["attempts"], max_attempts=r["max_attempts"], dispatch=r["dispatch"],
+            agent=r["agent"], progress_done=r["progress_done"], progress_total=r["progress_total"],
+            cancel_requested=bool(r["cancel_requested"]), error=r["error"], traceback=r["traceback"],
+            queued_at=r["queued_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+        )
+
+    @staticmethod
+    def _to_job(r: Row, running_fraction: float = 0.0) -> Job:
+        total = r["tasks_total"] or 1
+        done = r["tasks_succeeded"] + r["tasks_failed"] + r["tasks_cancelled"]
+        progress = 1.0 if r["state"] in ("completed",) else min(1.0, (done + running_fraction) / total)
+        return Job(
+            id=r["id"], type=r["type"], name=r["name"], params=json.loads(r["params"]), owner=r["owner"],
+            case=r["case_id"], priority=r["priority"], state=r["state"], retries=r["retries"],
+            has_finish=bool(r["has_finish"]), finisher=r["finisher"], tasks_total=r["tasks_total"],
+            tasks_succeeded=r["tasks_succeeded"], tasks_failed=r["tasks_failed"],
+            tasks_cancelled=r["tasks_cancelled"], error=r["error"], created_at=r["created_at"],
+            started_at=r["started_at"], finished_at=r["finished_at"], progress=progress,
+            schedule_id=r["schedule_id"],
+        )
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    def create_job(
+        self,
+        *,
+        type: str,
+        name: str,
+        params: dict[str, Any],
+        owner: str,
+        case: str | None,
+        priority: int,
+        retries: int,
+        has_finish: bool,
+        tasks: list[NewTask],
+        actor: str,
+    ) -> tuple[int, list[Dispatch]]:
+        with self._tx() as c:
+            return self._insert_job(
+                c, type=type, name=name, params=params, owner=owner, case=case, priority=priority,
+                retries=retries, has_finish=has_finish, tasks=tasks, actor=actor,
+            )
+
+    def _insert_job(
+        self, c: Connection, *, type: str, name: str, params: dict[str, Any], owner: str, case: str | None,
+        priority: int, retries: int, has_finish: bool, tasks: list[NewTask], actor: str,
+        schedule_id: int | None = None,
+    ) -> tuple[int, list[Dispatch]]:
+        now = time.time()
+        row = _first(c.execute(
+            "INSERT INTO jobs (type, name, params, owner, case_id, priority, state, retries, has_finish,"
+            " tasks_total, created_at, updated_at, schedule_id) VALUES (?,?,?,?,?,?,'queued',?,?,?,?,?,?)"
+            " RETURNING id",
+            (type, name, json.dumps(params), owner, case, priority, retries, int(has_finish),
+             len(tasks), now, now, schedule_id),
+        ))
+        job_id = int(row["id"])
+        c.executemany(
+            "INSERT INTO tasks (job_id, seq, name, params, state, max_attempts, queued_at)"
+            " VALUES (?,?,?,?,'queued',?,?)",
+            [(job_id, i + 1, t.name, json.dumps(t.params), 1 + retries, now) for i, t in enumerate(tasks)],
+        )
+        message = "submitted" if schedule_id is None else f"fired by schedule {schedule_id}"
+        self._event(c, "job", job_id=job_id, to_state="queued", actor=actor, message=message, at=now)
+        rows = c.execute("SELECT id FROM tasks WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
+        return job_id, [Dispatch(r["id"], 0, priority) for r in rows]
+
+    def _running_fraction(self, c: Connection, job_id: int) -> float:
+        row = c.execute(
+            f"SELECT COALESCE(SUM({self.dialect.least}(1.0, progress_done / progress_total)), 0) AS part"
+            " FROM tasks WHERE job_id = ? AND state = 'running' AND progress_total > 0",
+            (job_id,),
+        ).fetchone()
+        return float(row["part"] or 0.0) if row else 0.0
+
+    def get_job(self, job_id: int, *, with_tasks: bool = False) -> Job:
+        with self._read() as c:
+            row = self._job_row(c, job_id)
+            job = self._to_job(row, self._running_fraction(c, job_id))
+            if with_tasks:
+                job.tasks = [
+                    self._to_task(r)
+                    for r in c.execute("SELECT * FROM tasks WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
+                ]
+        return job
+
+    def get_tasks(self, job_id: int) -> list[Task]:
+        return self.get_job(job_id, with_tasks=True).tasks
+
+    def list_jobs(
+        self,
+        *,
+        states: tuple[str, ...] | None = None,
+        type: str | None = None,
+        owner: str | None = None,
+        case: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        scope: dict[str, Any] | None = None,
+    ) -> list[Job]:
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if scope is not None:
+            clause, values = scope_sql(scope)
+            where.append(clause)
+            params += values
+        if states:
+            clause, values = self.dialect.in_("state", states)
+            where.append(clause)
+            params += values
+        for column, value in (("type", type), ("owner", owner), ("case_id", case)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ? OFFSET ?"
+        with self._read() as c:
+            rows = c.execute(sql, (*params, int(limit), int(offset))).fetchall()
+            return [self._to_job(r, self._running_fraction(c, r["id"]) if r["state"] == "running" else 0.0)
+                    for r in rows]
+
+    def running_info(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Progress (with in-task progress) and the agents running each job, for one grid page."""
+        if not job_ids:
+            return {}
+        out: dict[int, dict[str, Any]] = {}
+        with self._read() as c:
+            ids, values = self.dialect.in_("id", [int(j) for j in job_ids])
+            jobs = {r["id"]: r for r in c.execute(f"SELECT * FROM jobs WHERE {ids}", values).fetchall()}
+            for job_id, r in jobs.items():
+                out[job_id] = {"progress": self._to_job(r).progress, "agents": ""}
+            ids, values = self.dialect.in_("job_id", [int(j) for j in job_ids])
+            for r in c.execute(
+                f"SELECT job_id, {self.dialect.string_agg('agent', distinct=True)} AS agents,"
+                f" SUM(CASE WHEN progress_total > 0 THEN {self.dialect.least}(1.0, progress_done / progress_total)"
+                f" ELSE 0 END) AS part FROM tasks WHERE {ids} AND state = 'running' GROUP BY job_id",
+                values,
+            ).fetchall():
+                info = out.get(r["job_id"])
+                if info is not None:
+                    info["agents"] = r["agents"] or ""
+                    info["progress"] = self._to_job(jobs[r["job_id"]], float(r["part"] or 0)).progress
+        return out
+
+    def events(self, job_id: int) -> list[dict[str, Any]]:
+        with self._read() as c:
+            self._job_row(c, job_id)
+            rows = c.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- what agents do with tasks ----------------------------------------------------------------------
+    def claim_task(self, task_id: int, dispatch: int, agent: str) -> Claim | None:
+        now = time.time()
+        with self._tx() as c:
+            first = self._task_row(c, task_id)
+            # Most stale messages are dropped here, before any lock is taken.
+            if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
+                return None
+            locked = self._lock_task_and_job(c, first)
+            if locked is None:
+                return None
+            task, job = locked
+            if task["dispatch"] != dispatch or task["state"] not in RUNNABLE_TASK:
+                return None
+            if job["state"] not in ("queued", "running"):
+                return None
+            claimed = _first(c.execute(
+                "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
+                " finished_at = NULL, progress_done = NULL, progress_total = NULL, error = NULL,"
+                " traceback = NULL, cancel_requested = 0"
+                " WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
+                (agent, now, task_id, task["state"], task["dispatch"]),
+            ))
+            if claimed is None:
+                return None
+            self._event(
+                c, "task", job_id=task["job_id"], task_id=task_id, seq=task["seq"], from_state=task["state"],
+                to_state="running", agent=agent, message=f"attempt {task['attempts'] + 1}", at=now,
+            )
+            if job["state"] == "queued":
+                self._job_state(c, job, "running", by=agent, started_at=job["started_at"] or now)
+                job = self._job_row(c, job["id"])
+            return Claim(self._to_task(claimed), self._to_job(job))
+
+    def report_progress(self, task_id: int, agent: str, done: float, total: float | None) -> bool:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE tasks SET progress_done = ?, progress_total = ? WHERE id = ? AND state = 'running'"
+                " AND agent = ?",
+                (float(done), None if total is None else float(total), task_id, agent),
+            )
+            row = c.execute("SELECT cancel_requested, state, agent FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return bool(row is None or row["cancel_requested"] or row["state"] != "running" or row["agent"] != agent)
+
+    def cancel_requested(self, task_id: int) -> bool:
+        row = self._fetchone("SELECT cancel_requested, state FROM tasks WHERE id = ?", (task_id,))
+        return bool(row is None or row["cancel_requested"] or row["state"] != "running")
+
+    def finish_task(
+        self,
+        task_id: int,
+        agent: str,
+        state: str,
+        *,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> Outcome:
+        if state not in DONE_TASK:
+            raise ValueError(f"finish_task: {state!r} is not a final task state")
+        now = time.time()
+        with self._tx() as c:
+            first = self._task_row(c, task_id)
+            locked = None if first is None else self._lock_task_and_job(c, first)
+            if locked is None:
+                return Outcome(recorded=False)
+            task, job = locked
+            if task["state"] != "running" or task["agent"] != agent:
+                return Outcome(recorded=False)
+            if (state == "failed" and task["attempts"] < task["max_attempts"]
+                    and job["state"] not in FINISHED and not task["cancel_requested"]):
+                self._task_state(
+                    c, task, "retrying", by=agent, message=error, require_agent=agent,
+                    dispatch=task["dispatch"] + 1, error=error, traceback=traceback, finished_at=now,
+                )
+                return Outcome(retry=Dispatch(task_id, task["dispatch"] + 1, job["priority"]))
+            self._task_state(
+                c, task, state, by=agent, message=error, require_agent=agent,
+                error=error, traceback=traceback, finished_at=now,
+            )
+            finalize, final = self._settle(c, task["job_id"], agent)
+        return Outcome(finalize=finalize, job_state=final)
+
+    def begin_finalize(self, job_id: int, agent: str) -> Job | None:
+        in_progress, values = self.dialect.in_("state", IN_PROGRESS)
+        with self._tx() as c:
+            row = _first(c.execute(
+                f"UPDATE jobs SET finisher = ? WHERE id = ? AND finisher IS NULL AND has_finish = 1 AND {in_progress}"
+                " AND tasks_succeeded + tasks_failed + tasks_cancelled = tasks_total RETURNING *",
+                (agent, job_id, *values),
+            ))
+            if row is None:
+                return None
+            self._event(c, "finish", job_id=job_id, agent=agent, message="finishing step started")
+            return self._to_job(row)
+
+    def end_finalize(self, job_id: int, agent: str, error: str | None) -> str | None:
+        with self._tx() as c:
+            job = self._job_row(c, job_id, lock=True)
+            if job["finisher"] != agent or job["state"] not in IN_PROGRESS:
+                return None
+            summary: str | None
+            if error:
+                final, summary = "failed", f"finishing step failed: {error}"
+            else:
+                final, summary = self._final_state(job), self._failure_summary(c, job)
+            self._job_state(c, job, final, by=agent, message=error, finished_at=time.time(),
+                            finisher=None, error=summary)
+            return final
+
+    def queue_targets(self, queued_before: float | None = None) -> tuple[list[Dispatch], list[int]]:
+        runnable, runnable_values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        in_progress, in_progress_values = self.dialect.in_("state", IN_PROGRESS)
+        with self._read() as c:
+            rows = c.execute(
+                "SELECT t.id, t.dispatch, j.priority FROM tasks t JOIN jobs j ON j.id = t.job_id"
+                f" WHERE {runnable} AND j.state IN ('queued', 'running')"
+                " AND COALESCE(t.queued_at, 0) < ? ORDER BY t.id",
+                (*runnable_values, time.time() if queued_before is None else queued_before),
+            ).fetchall()
+            finals = c.execute(
+                f"SELECT id FROM jobs WHERE {in_progress} AND has_finish = 1 AND finisher IS NULL"
+                " AND tasks_succeeded > 0 AND tasks_succeeded + tasks_failed + tasks_cancelled = tasks_total"
+                " ORDER BY id",
+                in_progress_values,
+            ).fetchall()
+        return [Dispatch(r["id"], r["dispatch"], r["priority"]) for r in rows], [r["id"] for r in finals]
+
+    # -- user actions --------------------------------------------------------------------------------
+    def pause_job(self, job_id: int, actor: str) -> None:
+        with self._tx() as c:
+            job = self._job_row(c, job_id, lock=True)
+            if job["state"] not in ("queued", "running"):
+                raise InvalidState(f"job {job_id} is {job['state']}; only a queued or running job can be paused")
+            self._job_state(c, job, "paused", actor=actor, message="paused")
+
+    def resume_job(self, job_id: int, actor: str) -> list[Dispatch]:
+        with self._tx() as c:
+            job = self._job_row(c, job_id, lock=True)
+            if job["state"] != "paused":
+                raise InvalidState(f"job {job_id} is {job['state']}; only a paused job can be resumed")
+            self._job_state(c, job, "running" if job["started_at"] else "queued", actor=actor, message="resumed")
+            return self._bump_runnable(c, job)
+
+    def cancel_job(self, job_id: int, actor: str) -> None:
+        now = time.time()
+        runnable, values = self.dialect.in_("state", RUNNABLE_TASK)
+        with self._tx() as c:
+            job = self._job_row(c, job_id, lock=True)
+            if job["state"] not in IN_PROGRESS:
+                raise InvalidState(f"job {job_id} is {job['state']}; only a job in progress can be cancelled")
+            for task in c.execute(
+                f"SELECT * FROM tasks WHERE job_id = ? AND {runnable} ORDER BY id{self.dialect.for_update}",
+                (job_id, *values),
+            ).fetchall():
+                self._task_state(c, task, "cancelled", actor=actor, finished_at=now, message="job cancelled")
+            c.execute("UPDATE tasks SET cancel_requested = 1 WHERE job_id = ? AND state = 'running'", (job_id,))
+            self._job_state(c, job, "cancelled", actor=actor, message="cancelled", finished_at=now,
+                            finisher=None, error="cancelled by " + actor)
+
+    def retry_job(self, job_id: int, actor: str, seq: int | None = None) -> tuple[list[Dispatch], bool]:
+        lock = self.dialect.for_update
+        with self._tx() as c:
+            job = self._job_row(c, job_id, lock=True)
+            if seq is None:
+                if job["state"] not in FINISHED:
+                    raise InvalidState(
+                        f"job {job_id} is {job['state']}; retry applies to a finished job (or one failed task)"
+                    )
+                retryable, values = self.dialect.in_(
+                    "state", ("failed", "cancelled") if job["state"] == "cancelled" else ("failed",)
+                )
+                tasks = c.execute(
+                    f"SELECT * FROM tasks WHERE job_id = ? AND {retryable} ORDER BY seq{lock}", (job_id, *values)
+                ).fetchall()
+            else:
+                task = c.execute(f"SELECT * FROM tasks WHERE job_id = ? AND seq = ?{lock}", (job_id, seq)).fetchone()
+                if task is None:
+                    raise NotFound(f"job {job_id} has no task {seq}")
+                if task["state"] not in ("failed", "cancelled"):
+                    raise InvalidState(
+                        f"task {seq} of job {job_id} is {task['state']}; only a failed task can be retried"
+                    )
+                tasks = [task]
+            refinish = bool(not tasks and job["state"] == "failed" and job["has_finish"]
+                            and job["tasks_succeeded"] == job["tasks_total"])
+            if not tasks and not refinish:
+                raise InvalidState(f"job {job_id} is {job['state']} and has no failed tasks to retry")
+            now = time.time()
+            for task in tasks:
+                self._task_state(
+                    c, task, "queued", actor=actor, message="retry requested", dispatch=task["dispatch"] + 1,
+                    max_attempts=task["attempts"] + 1 + job["retries"], error=None, traceback=None,
+                    agent=None, queued_at=now, finished_at=None, cancel_requested=0,
+                )
+            if job["state"] in FINISHED:
+                self._job_state(
+                    c, job, "running" if refinish else "queued", actor=actor, message="retry requested",
+                    finished_at=None, error=None, finisher=None,
+                )
+            job = self._job_row(c, job_id)
+            dispatches = [Dispatch(t["id"], t["dispatch"] + 1, job["priority"]) for t in tasks]
+            if job["state"] == "paused":
+                dispatches = []
+            return dispatches, refinish
+
+    def set_priority(self, job_id: int, priority: int, actor: str) -> list[Dispatch]:
+        with self._tx() as c:
+            job = self._job_row(c, job_id, lock=True)
+            if job["state"] not in IN_PROGRESS:
+                raise InvalidState(f"job {job_id} is {job['state']}; priority applies to jobs in progress")
+            c.execute("UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?", (priority, time.time(), job_id))
+            self._event(c, "priority", job_id=job_id, actor=actor, message=f"priority {job['priority']} -> {priority}")
+            job = self._job_row(c, job_id)
+            dispatches = self._bump_runnable(c, job)
+            return [] if job["state"] == "paused" else dispatches
+
+    # -- agents: registration, heartbeats, the recovery of lost agents ----------------------------------
+    def register_agent(self, info: dict[str, Any]) -> Recovery:
+        def register(c: Connection) -> Recovery:
+            now = time.time()
+            recovery = Recovery()
+            self._serialise(c, "jobmanager.agent:" + info["name"])  # even when there is no row to lock yet
+            old = c.execute(
+                f"SELECT * FROM agents WHERE name = ?{self.dialect.for_update}", (info["name"],)
+            ).fetchone()
+            if old is not None and old["state"] == "online":
+                fresh = old["heartbeat_at"] >= now - LOST_AFTER_INTERVALS * old["interval"]
+                same_host = old["host"] == info["host"]
+                if fresh and not (same_host and not _pid_alive(old["pid"])):
+                    raise InvalidState(
+                        f"agent {info['name']} is already running (host {old['host']}, pid {old['pid']})"
+                    )
+            if old is not None and old["state"] in ("online", "lost"):
+                self._recover_agent(c, old["name"], info["name"], recovery, message="agent restarted")
+            c.execute("DELETE FROM agents WHERE name = ?", (info["name"],))
+            c.execute(
+                'INSERT INTO agents (name, host, pid, workers, worker_type, version, queues, state, "interval",'
+                " started_at, heartbeat_at, log_path) VALUES (?,?,?,?,?,?,?,'online',?,?,?,?)",
+                (info["name"], info["host"], info["pid"], info["workers"], info["worker_type"], info["version"],
+                 json.dumps(info.get("queues", ["default"])), info["interval"], now, now, info.get("log_path")),
+            )
+            self._event(c, "agent", agent=info["name"], to_state="online",
+                        message=f"started on {info['host']} pid {info['pid']}", at=now)
+            return recovery
+
+        return self._retrying(register)
+
+    def heartbeat(self, name: str, pid: int, stats: dict[str, Any]) -> str | None:
+        with self._tx() as c:
+            row = c.execute(
+                f"SELECT state, pid, command FROM agents WHERE name = ?{self.dialect.for_update}", (name,)
+            ).fetchone()
+            now = time.time()  # after the lock: a long wait for it must not age the heartbeat
+            if row is None or row["pid"] != pid:
+                return "stop"  # another incarnation owns the name now
+            c.execute(
+                "UPDATE agents SET heartbeat_at = ?, state = 'online', current_tasks = ?, done = ?, failed = ?,"
+                " cpu_percent = ?, rss_bytes = ? WHERE name = ? AND pid = ?",
+                (now, json.dumps(stats.get("current", [])), stats.get("done", 0), stats.get("failed", 0),
+                 stats.get("cpu_percent"), stats.get("rss_bytes"), name, pid),
+            )
+            if row["state"] != "online":
+                self._event(c, "agent", agent=name, from_state=row["state"], to_state="online",
+                            message="heartbeat resumed", at=now)
+            command: str | None = row["command"]
+            return command
+
+    def agent_stopped(self, name: str, pid: int) -> Recovery:
+        def stopped(c: Connection) -> Recovery:
+            recovery = Recovery()
+            row = c.execute(
+                f"SELECT * FROM agents WHERE name = ? AND pid = ?{self.dialect.for_update}", (name, pid)
+            ).fetchone()
+            if row is None:
+                return recovery
+            self._recover_agent(c, name, name, recovery, message="agent stopped", count_attempt=False)
+            c.execute("UPDATE agents SET state = 'offline', stopped_at = ?, current_tasks = '[]', command = NULL"
+                      " WHERE name = ? AND pid = ?", (time.time(), name, pid))
+            self._event(c, "agent", agent=name, from_state=row["state"], to_state="offline", message="stopped")
+            return recovery
+
+        return self._retrying(stopped)
+
+    def recover_lost(self, by_agent: str, now: float | None = None) -> Recovery:
+        def recover(c: Connection) -> Recovery:
+            at = now or time.time()  # after BEGIN (SQLite: the lock): a busy store must not make agents look lost
+            recovery = Recovery()
+            # Rows another agent is recovering right now are skipped, not waited for.
+            stale = c.execute(
+                'SELECT name, heartbeat_at FROM agents WHERE state = \'online\' AND heartbeat_at < ? - ? * "interval"'
+                f" AND name <> ? ORDER BY name{self.dialect.skip_locked}",  # never itself: it is evidently alive
+                (at, LOST_AFTER_INTERVALS, by_agent),
+            ).fetchall()
+            for row in stale:
+                cur = c.execute(
+                    "UPDATE agents SET state = 'lost', stopped_at = ?, current_tasks = '[]'"
+                    " WHERE name = ? AND state = 'online' AND heartbeat_at = ?",
+                    (at, row["name"], row["heartbeat_at"]),
+                )
+                if cur.rowcount != 1:
+                    continue
+                recovery.lost.append(row["name"])
+                self._event(c, "agent", agent=row["name"], from_state="online", to_state="lost",
+                            actor=by_agent, message=f"no heartbeat for {at - row['heartbeat_at']:.1f} s")
+                self._recover_agent(c, row["name"], by_agent, recovery, message=f"agent {row['name']} lost")
+            return recovery
+
+        return self._retrying(recover)
+
+    def _recover_agent(
+        self, c: Connection, name: str, by: str, recovery: Recovery, *, message: str, count_attempt: bool = True,
+    ) -> None:
+        """Hand back the work an agent held: its running tasks and finishing steps (jobs locked in id order)."""
+        now = time.time()
+        held = c.execute(
+            "SELECT id, job_id FROM tasks WHERE state = 'running' AND agent = ? ORDER BY job_id, id", (name,)
+        ).fetchall()
+        if self.dialect.row_locks:
+            finishing = c.execute("SELECT id FROM jobs WHERE finisher = ?", (name,)).fetchall()
+            for job_id in sorted({r["job_id"] for r in held} | {r["id"] for r in finishing}):
+                self._job_row(c, job_id, lock=True)
+        for ref in held:
+            task = self._task_row(c, ref["id"], lock=True)
+            if task is None or task["state"] != "running" or task["agent"] != name:
+                continue
+            job = self._job_row(c, task["job_id"])
+            attempts = task["attempts"] if count_attempt else task["attempts"] - 1
+            if job["state"] in FINISHED or task["cancel_requested"]:
+                self._task_state(c, task, "cancelled", by=by, message=message, finished_at=now)
+            elif attempts < task["max_attempts"]:
+                self._task_state(c, task, "queued", by=by, message=message, attempts=attempts,
+                                 dispatch=task["dispatch"] + 1, queued_at=now)
+                if job["state"] != "paused":
+                    recovery.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"]))
+                continue
+            else:
+                self._task_state(c, task, "failed", by=by, message=message, finished_at=now,
+                                 error=f"{message} while running the task (attempt {attempts} of "
+                                       f"{task['max_attempts']})")
+            self._settle(c, task["job_id"], None)
+            if job["has_finish"]:
+                self._queue_finalize_if_ready(c, task["job_id"], recovery)
+        for job in c.execute("UPDATE jobs SET finisher = NULL WHERE finisher = ? RETURNING id", (name,)).fetchall():
+            self._event(c, "finish", job_id=job["id"], agent=by, message=f"{message}; finishing step resent")
+            recovery.finalize.append(job["id"])
+
+    def _queue_finalize_if_ready(self, c: Connection, job_id: int, recovery: Recovery) -> None:
+        job = self._job_row(c, job_id)
+        left = job["tasks_total"] - job["tasks_succeeded"] - job["tasks_failed"] - job["tasks_cancelled"]
+        if job["state"] in IN_PROGRESS and left == 0 and job["finisher"] is None and job_id not in recovery.finalize:
+            recovery.finalize.append(job_id)
+
+    def agent_throughput(self, since: float, width: float, buckets: int) -> dict[str, list[int]]:
+        rows = self._fetchall(
+            f"SELECT agent, {self.dialect.bucket('(at - ?) / ?')} AS b, count(*) AS n FROM events"
+            " WHERE kind = 'task' AND at >= ? AND to_state IN ('succeeded', 'failed') AND agent IS NOT NULL"
+            " GROUP BY agent, b",
+            (since, width, since),
+        )
+        out: dict[str, list[int]] = {}
+        for r in rows:
+            if 0 <= r["b"] < buckets:
+                out.setdefault(r["agent"], [0] * buckets)[r["b"]] = int(r["n"])
+        return out
+
+    def request_agent(self, name: str, command: str | None, actor: str) -> None:
+        with self._tx() as c:
+            cur = c.execute("UPDATE agents SET command = ? WHERE name = ? AND state = 'online'", (command, name))
+            if cur.rowcount != 1:
+                raise NotFound(f"no online agent {name!r}")
+            self._event(c, "agent", agent=name, actor=actor, message=f"{command} requested")
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self._fetchall("SELECT * FROM agents ORDER BY name"):
+            d = dict(r)
+            d["current_tasks"] = json.loads(d["current_tasks"] or "[]")
+            d["queues"] = json.loads(d["queues"] or "[]")
+            out.append(d)
+        return out
+
+    # -- artifacts -----------------------------------------------------------------------------------
+    def add_artifact(
+        self, job_id: int, task_id: int | None, name: str, path: str, media_type: str, size: int
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO artifacts (job_id, task_id, name, path, media_type, size, created_at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (job_id, name) DO UPDATE SET task_id = excluded.task_id,"
+                " path = excluded.path, media_type = excluded.media_type, size = excluded.size,"
+                " created_at = excluded.created_at",
+                (job_id, task_id, name, path, media_type, size, time.time()),
+            )
+
+    def artifacts(self, job_id: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._fetchall("SELECT * FROM artifacts WHERE job_id = ? ORDER BY name", (job_id,))]
+
+    # -- schedules -------------------------------------------------------------------------------------
+    def save_schedule(self, spec: dict[str, Any], *, actor: str, create_only: bool = False) -> int:
+        """Create a schedule, or (unless ``create_only``) replace the one with the same name."""
+        now = time.time()
+        values = [json.dumps(spec["params"]) if k == "params" else spec.get(k) for k in SCHEDULE_FIELDS]
+        values[SCHEDULE_FIELDS.index("enabled")] = int(bool(spec.get("enabled", True)))
+        find = f"SELECT id FROM schedules WHERE name = ?{self.dialect.for_update}"
+        with self._tx() as c:
+            old = c.execute(find, (spec["name"],)).fetchone()
+            if old is None:
+                row = _first(c.execute(
+                    f"INSERT INTO schedules ({', '.join(SCHEDULE_FIELDS)}, created_at, updated_at)"
+                    f" VALUES ({', '.join('?' * len(SCHEDULE_FIELDS))}, ?, ?)"
+                    " ON CONFLICT (name) DO NOTHING RETURNING id",
+                    (*values, now, now),
+                ))
+                if row is not None:
+                    self._event(c, "schedule", actor=actor, message=f"schedule {spec['name']} created")
+                    return int(row["id"])
+                old = c.execute(find, (spec["name"],)).fetchone()  # created by another writer since our SELECT
+            if create_only:
+                raise InvalidState(f"schedule {spec['name']!r} already exists; edit it or choose another name")
+            sid = int(old["id"])
+            c.execute(
+                f"UPDATE schedules SET {', '.join(f'{k} = ?' for k in SCHEDULE_FIELDS)}, updated_at = ? WHERE id = ?",
+                (*values, now, sid),
+            )
+            self._event(c, "schedule", actor=actor, message=f"schedule {spec['name']} updated")
+            return sid
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        row = self._fetchone("SELECT * FROM schedules WHERE name = ?", (name,))
+        if row is None:
+            raise NotFound(f"no schedule {name!r}")
+        return _schedule(row)
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        rows = self._fetchall(
+            "SELECT s.*, j.state AS last_job_state FROM schedules s LEFT JOIN jobs j ON j.id = s.last_job_id"
+            " ORDER BY s.name"
+        )
+        return [_schedule(r) for r in rows]
+
+    def update_schedule(self, name: str, fields: dict[str, Any], *, actor: str, message: str) -> None:
+        unknown = set(fields) - set(SCHEDULE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown schedule fields {sorted(unknown)}")
+        sets, values = _assignments({k: json.dumps(v) if k == "params" else int(bool(v)) if k == "enabled" else v
+                                     for k, v in fields.items()})
+        with self._tx() as c:
+            cur = c.execute(f"UPDATE schedules SET {sets}, updated_at = ? WHERE name = ?", (*values, time.time(), name))
+            if cur.rowcount != 1:
+                raise NotFound(f"no schedule {name!r}")
+            self._event(c, "schedule", actor=actor, message=f"schedule {name} {message}")
+
+    def delete_schedule(self, name: str, *, actor: str) -> None:
+        with self._tx() as c:
+            if _first(c.execute("DELETE FROM schedules WHERE name = ? RETURNING id", (name,))) is None:
+                raise NotFound(f"no schedule {name!r}")
+            self._event(c, "schedule", actor=actor, message=f"schedule {name} deleted")
+
+    def due_schedules(self, now: float) -> list[dict[str, Any]]:
+        rows = self._fetchall(
+            "SELECT * FROM schedules WHERE enabled = 1 AND next_run_at IS NOT NULL AND next_run_at <= ?"
+            " ORDER BY next_run_at",
+            (now,),
+        )
+        return [_schedule(r) for r in rows]
+
+    def fire_schedule(
+        self,
+        schedule: dict[str, Any],
+        next_run_at: float | None,
+        *,
+        agent: str,
+        tasks: list[NewTask] | None,
+        has_finish: bool = False,
+        retries: int = 0,
+        outcome: str = "fired",
+        message: str | None = None,
+    ) -> tuple[int | None, list[Dispatch]] | None:
+        """Fire (or, with ``tasks=None``, skip) the run due at ``schedule['next_run_at']``.
+
+        Returns None when another agent fired it first; else the new job id (None
+        when skipped) and its queue messages.
+        """
+        try:
+            return self._fire(schedule, next_run_at, agent=agent, tasks=tasks, has_finish=has_finish,
+                              retries=retries, outcome=outcome, message=message)
+        except _AlreadyFired:  # rolled back: nothing of this attempt was written
+            return None
+
+    def _fire(
+        self, schedule: dict[str, Any], next_run_at: float | None, *, agent: str, tasks: list[NewTask] | None,
+        has_finish: bool, retries: int, outcome: str, message: str | None,
+    ) -> tuple[int | None, list[Dispatch]] | None:
+        due = schedule["next_run_at"]
+        now = time.time()
+        with self._tx() as c:
+            # On PostgreSQL the UPDATE locks the schedule row: a second agent waits, then matches nothing.
+            cur = c.execute(
+                "UPDATE schedules SET next_run_at = ?, updated_at = ? WHERE id = ? AND next_run_at = ? AND enabled = 1",
+                (next_run_at, now, schedule["id"], due),
+            )
+            if cur.rowcount != 1:
+                return None
+            cur = c.execute(
+                "INSERT INTO schedule_runs (schedule_id, due_at, fired_at, outcome, agent, message)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (schedule_id, due_at) DO NOTHING",
+                (schedule["id"], due, now, outcome, agent, message),
+            )
+            if cur.rowcount != 1:
+                raise _AlreadyFired()
+            if tasks is None:
+                self._event(c, "schedule", agent=agent, message=f"schedule {schedule['name']}: {message}")
+                return None, []
+            job_id, dispatches = self._insert_job(
+                c, type=schedule["type"], name=schedule["name"], params=schedule["params"], owner=schedule["owner"],
+                case=schedule["case_id"], priority=schedule["priority"], retries=retries, has_finish=has_finish,
+                tasks=tasks, actor=f"schedule:{schedule['name']}", schedule_id=schedule["id"],
+            )
+            c.execute("UPDATE schedule_runs SET job_id = ? WHERE schedule_id = ? AND due_at = ?",
+                      (job_id, schedule["id"], due))
+            c.execute("UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE id = ?",
+                      (now, job_id, schedule["id"]))
+            return job_id, dispatches
+
+    def run_schedule_now(
+        self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool, retries: int, actor: str
+    ) -> tuple[int, list[Dispatch]]:
+        """A manual run: a job now, recorded as the last run; the next run is unchanged."""
+        now = time.time()
+        with self._tx() as c:
+            job_id, dispatches = self._insert_job(
+                c, type=schedule["type"], name=schedule["name"], params=schedule["params"], owner=schedule["owner"],
+                case=schedule["case_id"], priority=schedule["priority"], retries=retries, has_finish=has_finish,
+                tasks=tasks, actor=actor, schedule_id=schedule["id"],
+            )
+            c.execute(
+                "INSERT INTO schedule_runs (schedule_id, due_at, fired_at, outcome, job_id, agent, message)"
+                " VALUES (?,?,?,'run-now',?,NULL,?) ON CONFLICT (schedule_id, due_at) DO NOTHING",
+                (schedule["id"], now, now, job_id, f"run now by {actor}"),
+            )
+            c.execute("UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE id = ?",
+                      (now, job_id, schedule["id"]))
+            return job_id, dispatches
+
+    def schedule_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        sid = self.get_schedule(name)["id"]
+        rows = self._fetchall(
+            "SELECT r.*, j.state AS job_state FROM schedule_runs r LEFT JOIN jobs j ON j.id = r.job_id"
+            " WHERE r.schedule_id = ? ORDER BY r.fired_at DESC LIMIT ?",
+            (sid, int(limit)),
+        )
+        return [dict(r) for r in rows]
+
+    # -- users (only password hashes reach these tables; the clear password never leaves auth.py) ----------
+    def create_user(self, username: str, display_name: str, password_hash: str) -> None:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO users (username, display_name, password_hash, created_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (username) DO NOTHING",
+                (username, display_name, password_hash, time.time()),
+            )
+            if cur.rowcount != 1:
+                raise InvalidState(f"user {username!r} already exists")
+
+    def get_user(self, username: str) -> dict[str, Any]:
+        row = self._fetchone("SELECT * FROM users WHERE username = ?", (username,))
+        if row is None:
+            raise NotFound(f"no user {username!r}")
+        return dict(row)
+
+    def update_user(self, username: str, **fields: Any) -> None:
+        if set(fields) - USER_FIELDS:
+            raise ValueError(f"unknown user fields {sorted(set(fields) - USER_FIELDS)}")
+        sets, values = _assignments({k: int(bool(v)) if k == "active" else v for k, v in fields.items()})
+        with self._tx() as c:
+            cur = c.execute(f"UPDATE users SET {sets} WHERE username = ?", (*values, username))
+            if cur.rowcount != 1:
+                raise NotFound(f"no user {username!r}")
+
+    def claim_sign_in(self, username: str, now: float, max_failures: int, lockout_s: float) -> int | None:
+        """Count one sign-in attempt before its password is checked; see :meth:`JobStore.claim_sign_in`."""
+        with self._tx() as c:
+            row = _first(c.execute(
+                "UPDATE users SET"
+                " failures = CASE WHEN locked_until <= ? THEN 1 ELSE failures + 1 END,"
+                " locked_until = CASE WHEN (CASE WHEN locked_until <= ? THEN 0 ELSE failures END) + 1 >= ?"
+                " THEN ? WHEN locked_until <= ? THEN NULL ELSE locked_until END"
+                " WHERE username = ? AND (locked_until <= ? OR (locked_until IS NULL AND failures < ?))"
+                " RETURNING failures",
+                (now, now, max_failures, now + lockout_s, now, username, now, max_failures),
+            ))
+        return int(row["failures"]) if row else None
+
+    def list_users(self) -> list[dict[str, Any]]:
+        rows = self._fetchall(
+            "SELECT u.username, u.display_name, u.active, u.locked_until, u.last_login_at, u.created_at,"
+            f" {self.dialect.string_agg('m.group_name')} AS groups FROM users u"
+            " LEFT JOIN group_members m ON m.username = u.username GROUP BY u.username ORDER BY u.username"
+        )
+        return [dict(r) for r in rows]
+
+    def count_users(self) -> int:
+        return int(self._fetchone("SELECT count(*) AS n FROM users")["n"])
+
+    # -- groups ----------------------------------------------------------------------------------------
+    def create_group(self, name: str, description: str = "") -> None:
+        with self._tx() as c:
+            cur = c.execute("INSERT INTO groups (name, description, created_at) VALUES (?,?,?)"
+                            " ON CONFLICT (name) DO NOTHING", (name, description, time.time()))
+            if cur.rowcount != 1:
+                raise InvalidState(f"group {name!r} already exists")
+
+    def group_link(self, table: str, group: str, value: str, add: bool) -> bool:
+        """Add or remove one member, permission or case of a group; returns whether anything changed."""
+        column = GROUP_LINKS[table]
+        share = self.dialect.for_share
+        with self._tx() as c:
+            if c.execute(f"SELECT 1 FROM groups WHERE name = ?{share}", (group,)).fetchone() is None:
+                raise NotFound(f"no group {group!r}")
+            if table == "group_members" and c.execute(
+                    f"SELECT 1 FROM users WHERE username = ?{share}", (value,)).fetchone() is None:
+                raise NotFound(f"no user {value!r}")
+            if add:
+                cur = c.execute(f"INSERT INTO {table} (group_name, {column}) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (group, value))
+            else:
+                cur = c.execute(f"DELETE FROM {table} WHERE group_name = ? AND {column} = ?", (group, value))
+            return cur.rowcount == 1
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        out = []
+        with self._read() as c:
+            for g in c.execute("SELECT * FROM groups ORDER BY name").fetchall():
+                d = dict(g)
+                for key, table in (("members", "group_members"), ("permissions", "group_permissions"),
+                                   ("cases", "group_cases")):
+                    column = GROUP_LINKS[table]
+                    d[key] = [r[column] for r in c.execute(
+                        f"SELECT {column} FROM {table} WHERE group_name = ? ORDER BY {column}", (d["name"],)
+                    ).fetchall()]
+                out.append(d)
+        return out
+
+    def grants_of(self, username: str) -> tuple[set[str], set[str]]:
+        """The union of a user's groups' permissions and cases."""
+        with self._read() as c:
+            perms = {r["permission"] for r in c.execute(
+                "SELECT p.permission FROM group_permissions p JOIN group_members m ON m.group_name = p.group_name"
+                " WHERE m.username = ?", (username,)).fetchall()}
+            cases = {r["case_id"] for r in c.execute(
+                "SELECT k.case_id FROM group_cases k JOIN group_members m ON m.group_name = k.group_name"
+                " WHERE m.username = ?", (username,)).fetchall()}
+        return perms, cases
+
+    # -- audit: every action, allowed or refused -------------------------------------------------------
+    def audit(self, actor: str, interface: str, action: str, target_kind: str | None, target: str | None,
+              allowed: bool, detail: str | None = None) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO audit (at, actor, interface, action, target_kind, target, allowed, detail)"
+                      " VALUES (?,?,?,?,?,?,?,?)",
+                      (time.time(), actor, interface, action, target_kind, target, int(allowed), detail))
+
+    def list_audit(self, limit: int = 200) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._fetchall("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (int(limit),))]
+
+
+def _schedule(r: Row) -> dict[str, Any]:
+    d = dict(r)
+    d["params"] = json.loads(d["params"])
+    d["enabled"] = bool(d["enabled"])
+    return d
+
+
+def scope_sql(scope: dict[str, Any], owner: str = "owner", case: str = "case_id") -> tuple[str, list[Any]]:
+    """The visibility rule of :meth:`Actor.scope` as a WHERE clause with bound ``?`` parameters."""
+    ors: list[str] = []
+    values: list[Any] = []
+    if scope["own"]:
+        ors.append(f"{owner} = ?")
+        values.append(scope["user"])
+    if scope["all"]:
+        if scope["cases"] is None:
+            ors.append("1 = 1")
+        else:
+            ors.append(f"({case} IS NULL OR {case} IN ({','.join('?' * len(scope['cases'])) or 'NULL'}))")
+            values += scope["cases"]
+    return "(" + (" OR ".join(ors) or "1 = 0") + ")", values
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
