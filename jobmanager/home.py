@@ -192,17 +192,12 @@ class Home:
         _tighten(root)
         cfg = root / CONFIG_NAME
         if not cfg.exists():
-            _create_private(cfg, DEFAULT_CONFIG)
+            create_private(cfg, DEFAULT_CONFIG)
         home = cls.open(root)
         for sub in (home.logs_dir / "jobs", home.logs_dir / "agents", home.artifacts_dir,
                     home.inputs_dir, home.path / NOTEBOOKS):
             sub.parent.mkdir(mode=0o700, exist_ok=True)
             sub.mkdir(mode=0o700, exist_ok=True)
-        # SQLite creates its -wal and -shm files with the database file's mode: make that 0600 first
-        if home.store_url == "sqlite" and not home.store_path.exists():
-            _create_private(home.store_path, "")
-        if home.queue_url == "sqlite" and not home.queue_path.exists():
-            _create_private(home.queue_path, "")
         for p in home.private_files():
             _tighten(p)
         return home
@@ -380,7 +375,9 @@ def private_umask() -> int:
     return os.umask(PRIVATE_UMASK)
 
 
-def _create_private(path: Path, text: str) -> None:
+def create_private(path: Path, text: str = "") -> None:
+    """Create ``path`` readable by its owner only, unless it exists. SQLite creates its -wal and -shm
+    files with the database file's mode, so a database made this way stays private whatever the umask."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

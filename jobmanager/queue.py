@@ -16,7 +16,7 @@ from huey.api import Huey
 from huey.storage import RedisStorage, SqliteStorage
 
 from .errors import HomeError
-from .home import Home
+from .home import Home, create_private
 from .models import Dispatch
 from .queue_redis import is_redis_url, redis_huey, send_many
 
@@ -69,6 +69,7 @@ class Queue:
         elif url != "sqlite":
             raise HomeError(f"unsupported queue {url!r}: use 'sqlite' or a redis://host:port/db URL")
         else:
+            create_private(home.queue_path)  # before SQLite makes it (and its -wal/-shm) with the umask's mode
             self.huey = Huey(
                 QUEUE_NAME, storage_class=QueueStorage, filename=str(home.queue_path), results=False, utc=True,
                 timeout=30,

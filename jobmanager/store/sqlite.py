@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from ..errors import HomeError
+from ..home import create_private
 from ..trouble import storage_problem
 from .dialect import SQLITE
 from .schema import statements
@@ -32,6 +33,8 @@ class SQLiteStore(SqlStore):
         self._local = threading.local()
         if not create and not self.path.exists():
             raise HomeError(f"no job store at {self.path}")
+        if create and self.path.parent.is_dir():
+            create_private(self.path)
         self.initialize(create=create)
 
     def __repr__(self) -> str:
