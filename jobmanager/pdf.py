@@ -240,7 +240,7 @@ def _render_image(path: Path, label: str) -> Document:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             probe.verify()  # catches truncated and damaged files that open() alone accepts
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         img.load()
     except UnidentifiedImageError:
         raise RenderError(f"{label}: corrupt image: cannot identify image file") from None

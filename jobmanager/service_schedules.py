@@ -38,8 +38,11 @@ class ScheduleMethods:
     user: str
     interface: str
     store: JobStore
-    queue: Queue
     _imports: tuple[str, ...]
+
+    if TYPE_CHECKING:  # JobManager's read-only property
+        @property
+        def queue(self) -> Queue: ...
 
     def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
                case: str | None = None) -> Actor:  # provided by JobManager
