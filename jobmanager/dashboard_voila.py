@@ -127,6 +127,7 @@ class DashboardKernelManager(AsyncMappingKernelManager):
         # kernel id -> the browser token of the page that started it
         self._owners: dict[str, str] = {}
 
+    # jupyter_server types AsyncMappingKernelManager.start_kernel as sync (def (*Any, **Any) -> str); it is a coroutine
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         if self.max_kernels and len(self._kernels) >= self.max_kernels:
             raise tornado.web.HTTPError(503, "too many dashboard sessions; try again later")
@@ -242,6 +243,7 @@ class KernelOwnerCheck:
 class OwnedKernelHandler(KernelOwnerCheck, KernelHandler):
     """``/api/kernels/<id>`` (the page reads its kernel's model): the owner's browser only."""
 
+    # jupyter_server's APIHandler.prepare is async over a base typed as sync and carries this same ignore
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
         self.check_kernel_owner()

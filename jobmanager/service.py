@@ -18,6 +18,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -207,7 +208,7 @@ class JobManager(ScheduleMethods, AdminMethods):
                                           f"be written: {reason})"), stacklevel=4)
 
     # -- submitting ----------------------------------------------------------------------------
-    def _allow_submit(self, type: str, case: str | None) -> jobtypes.JobType:
+    def _allow_submit(self, type: str | None, case: str | None) -> jobtypes.JobType:
         """The right to submit a job of ``type`` in ``case``, the rule written once (``JobType.submit_actions``):
         submit_jobs, and the type's own ``requires`` (``run_notebooks`` for notebooks). Used by submit and
         by every schedule create, edit, enable and run-now; a schedule's runs re-check it for the user it
@@ -567,9 +568,9 @@ class JobManager(ScheduleMethods, AdminMethods):
 
 def _calling_method() -> str:
     """The public service method being checked (``pause``, ``grant``...), named in the audit trail."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None and (frame.f_code.co_name.startswith("_") or frame.f_code.co_name == "actor"):
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return frame.f_code.co_name if frame is not None else "unknown"
 
 

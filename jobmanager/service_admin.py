@@ -75,6 +75,10 @@ class AdminMethods:
                case: str | None = None) -> Actor:  # provided by JobManager
         raise NotImplementedError
 
+    if TYPE_CHECKING:  # provided by JobManager
+        @property
+        def actor(self) -> Actor: ...
+
     # -- sign-in -------------------------------------------------------------------------------
     @classmethod
     def sign_in(cls, home: Any, username: str, password: str, *, interface: str = "dashboard",
@@ -215,6 +219,6 @@ class AdminMethods:
 
     def me(self) -> dict[str, Any]:
         """The acting user's name, permissions and cases (what the dashboard offers)."""
-        actor: Actor = self.actor  # type: ignore[attr-defined]
+        actor = self.actor
         return {"username": actor.username, "permissions": sorted(actor.permissions), "cases": sorted(actor.cases),
                 "interface": self.interface}

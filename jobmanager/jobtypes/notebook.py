@@ -162,21 +162,21 @@ def _register_engine() -> None:
 
 
 @job_type("notebook")
-class Notebook(JobType):
+class Notebook(JobType[NotebookParams]):
     """Execute a notebook with parameters; outputs the executed .ipynb and an HTML rendering."""
 
     Params = NotebookParams
     #: running a notebook is running code on the agents: a permission of its own
     requires = "run_notebooks"
 
-    def plan(self, params: NotebookParams) -> list[NewTask]:  # type: ignore[override]
+    def plan(self, params: NotebookParams) -> list[NewTask]:
         return [NewTask(Path(params.notebook).name, {})]
 
-    def check_inputs(self, home: Any, params: NotebookParams, case: str | None) -> None:  # type: ignore[override]
+    def check_inputs(self, home: Any, params: NotebookParams, case: str | None) -> None:
         """Refuse at submit a notebook outside the notebook folders, or one that does not exist."""
         home.resolve_input(params.notebook, case=case, base_dir=params.base_dir, kind="notebook", must_exist=True)
 
-    def run(self, ctx: TaskContext, params: NotebookParams, task: dict[str, Any]) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: NotebookParams, task: dict[str, Any]) -> None:
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
