@@ -29,7 +29,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy   # [tool.mypy] in pyproject.toml: jobmanager/ and widgets/
+	$(BIN)/mypy   # [tool.mypy] in pyproject.toml: jobmanager/, widgets/ and scripts/
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
