@@ -230,7 +230,7 @@ class Agent:
                 trouble.ok("queue")
             return task
 
-        huey.dequeue = guarded_dequeue  # type: ignore[method-assign]
+        huey.dequeue = guarded_dequeue
 
     def recover(self) -> Recovery:
         recovery = self.store.recover_lost(self.name)

@@ -134,7 +134,7 @@ def scope_clauses(scope: dict[str, Any] | None) -> dict[str, tuple[str, list[Any
         return {name: ("true", []) for name in VIEWS}
     agents = "true" if scope.get("agents") else "false"
     if scope["all"] and scope["cases"] is None:
-        jobs_sql, jobs_params = "true", []
+        jobs_sql, jobs_params = "true", list[Any]()
         of_job = "true"
     else:
         jobs_sql, jobs_params = scope_sql(scope, owner="owner", case="case_id")
@@ -346,6 +346,7 @@ class History:
         """
         import psycopg
 
+        assert self.pg_url is not None  # only a PostgreSQL store's history syncs this way
         with psycopg.connect(self.pg_url, connect_timeout=10) as raw:
             raw.read_only = True
             raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for all reads

@@ -38,14 +38,19 @@ class ScheduleMethods:
     user: str
     interface: str
     store: JobStore
-    queue: Queue
     _imports: tuple[str, ...]
+
+    if TYPE_CHECKING:  # provided by JobManager
+        @property
+        def queue(self) -> Queue: ...
+
+        def _send(self, dispatches: Any, job_id: int, *, finalize: bool = False) -> None: ...
 
     def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
                case: str | None = None) -> Actor:  # provided by JobManager
         raise NotImplementedError
 
-    def _allow_submit(self, type: str, case: str | None) -> jobtypes.JobType:  # provided by JobManager
+    def _allow_submit(self, type: str | None, case: str | None) -> jobtypes.JobType:  # provided by JobManager
         raise NotImplementedError
 
     def schedule(
@@ -107,7 +112,7 @@ class ScheduleMethods:
                 old = None
         if old is not None:  # replacing a schedule needs the right to its present case too
             self._allow("manage_schedules", case=old["case_id"], target=("schedule", old["name"]))
-        self._allow_submit(args.get("type"), args.get("case"))  # type: ignore[arg-type]
+        self._allow_submit(args.get("type"), args.get("case"))
         spec = build_spec(owner=self.user, source_kind=kind, source_ref=ref, imports=self._imports, **args)
         if old is not None and _same_trigger(old, spec):  # re-running the cell keeps the planned run
             spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
@@ -186,7 +191,7 @@ class ScheduleMethods:
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
         job_id, dispatches = self.store.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),
                                                          retries=jt.retries, actor=self.user)
-        self._send(dispatches, job_id)  # type: ignore[attr-defined]  # (JobManager: a queue failure warns)
+        self._send(dispatches, job_id)  # (JobManager: a queue failure warns)
         return job_id
 
     def sync_schedules_file(self) -> dict[str, int]:
