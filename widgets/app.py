@@ -220,7 +220,13 @@ class JobManagerApp(w.VBox):
         self.home = home if isinstance(home, Home) else Home.open(home)
         self.dashboard: Dashboard | None = None
         self.style = w.HTML(CSS)
-        super().__init__([self.style])
+        # The page's script (the dashboard's Voila template) types the browser's time zone in here,
+        # so exact times on hover read in the viewer's own zone (see format.set_viewer_zone).
+        self.browser_zone = w.Text(layout=w.Layout(display="none"))
+        self.browser_zone.add_class("jm-browser-zone")
+        self.browser_zone.observe(lambda change: fmt.set_viewer_zone(change["new"]), "value")
+        self.style_box = w.VBox([self.style, self.browser_zone])
+        super().__init__([self.style_box])
         self.add_class("jm-app")
         if user is not None:  # an analyst's own kernel: they already hold the home's files
             self._signed_in(JobManager(self.home, user=user, interface="python"))
@@ -228,11 +234,11 @@ class JobManagerApp(w.VBox):
             self._show_sign_in()
 
     def _show_sign_in(self) -> None:
-        self.children = [self.style, SignIn(self.home, self._signed_in)]
+        self.children = [self.style_box, SignIn(self.home, self._signed_in)]
 
     def _signed_in(self, jm: JobManager) -> None:
         self.dashboard = Dashboard(jm, self._sign_out)
-        self.children = [self.style, self.dashboard]
+        self.children = [self.style_box, self.dashboard]
 
     def _sign_out(self) -> None:
         if self.dashboard is not None:

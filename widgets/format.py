@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import pandas as pd
 
@@ -38,12 +40,37 @@ def relative(value: Any, now: float | None = None) -> str:
     return exact(ts, with_seconds=False)
 
 
+#: the zone exact times are shown in: the viewer's (their browser's), once the page has said it; else UTC
+_viewer_zone: tzinfo = UTC
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}")
+
+
+def set_viewer_zone(name: object) -> bool:
+    """Show exact times in ``name`` (an IANA zone such as "Europe/Berlin"); returns whether it was taken.
+
+    The name comes from the browser over a widget comm, so it is hostile until checked: only a
+    well-formed name that the system's zone database lists is used (never a path), anything else is
+    ignored and times stay in UTC. One dashboard kernel serves one page, so this is per viewer.
+    """
+    global _viewer_zone
+    if not isinstance(name, str) or len(name) > 64 or not _ZONE_NAME.fullmatch(name):
+        return False
+    if name != "UTC" and name not in available_timezones():
+        return False
+    try:
+        _viewer_zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def exact(value: Any, with_seconds: bool = True) -> str:
+    """The exact time, in the viewer's zone when the page has told it (else UTC), with the zone's name."""
     ts = _epoch(value)
     if ts is None:
         return ""
     fmt = "%Y-%m-%d %H:%M:%S" if with_seconds else "%Y-%m-%d %H:%M"
-    return datetime.fromtimestamp(ts, UTC).strftime(fmt) + " UTC"
+    return datetime.fromtimestamp(ts, _viewer_zone).strftime(fmt + " %Z")
 
 
 def duration(seconds: Any) -> str:
