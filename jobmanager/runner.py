@@ -17,9 +17,9 @@ from typing import Any
 
 from . import jobtypes
 from .context import Cancelled, TaskContext
+from .engine import Engine
 from .home import Home
 from .logcapture import router
-from .queue import Queue
 from .store import JobStore
 
 log = logging.getLogger("jobmanager.agent")
@@ -40,10 +40,10 @@ class Counters:
 
 
 class Runner:
-    def __init__(self, home: Home, store: JobStore, queue: Queue, agent: str) -> None:
+    def __init__(self, home: Home, store: JobStore, engine: Engine, agent: str) -> None:
         self.home = home
         self.store = store
-        self.queue = queue
+        self.engine = engine
         self.agent = agent
         self.counters = Counters()
         #: how a task's outcome is written; the agent retries it with back-off while the store cannot
@@ -90,10 +90,8 @@ class Runner:
                     self.counters.done += 1
                 else:
                     self.counters.failed += 1
-        outcome = self.until_stored(
-            lambda: self.store.finish_task(task.id, self.agent, state, error=error, traceback=trace))
-        if outcome.retry is not None:
-            self.queue.send([outcome.retry])
+        outcome = self.engine.finish_task(task.id, self.agent, state, error=error, traceback=trace,
+                                          stored=self.until_stored)
         if outcome.finalize:
             self._run_finish(job.id)
 

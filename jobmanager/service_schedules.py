@@ -184,10 +184,8 @@ class ScheduleMethods:
             self.store.audit(self.user, self.interface, "run_schedule_now", "schedule", name, False, str(exc))
             raise
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
-        job_id, dispatches = self.store.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),
-                                                         retries=jt.retries, actor=self.user)
-        self._send(dispatches, job_id)  # type: ignore[attr-defined]  # (JobManager: a queue failure warns)
-        return job_id
+        return self.engine.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),  # type: ignore[attr-defined]
+                                            retries=jt.retries, actor=self.user)  # (JobManager's engine)
 
     def sync_schedules_file(self) -> dict[str, int]:
         """Load ``schedules.toml`` from the home and make the store match it (all or nothing)."""

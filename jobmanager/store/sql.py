@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from ..errors import HomeError, InvalidState, NotFound
 from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
 from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK
-from .base import SCHEMA_VERSION, JobStore
+from .base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
 from .dialect import Dialect
 from .schema import statements
 
@@ -774,6 +774,43 @@ class SqlStore(JobStore):
             job = self._job_row(c, job_id)
             dispatches = self._bump_runnable(c, job)
             return [] if job["state"] == "paused" else dispatches
+
+    # -- synthetic history ----------------------------------------------------------------------------------
+    def insert_history(self, batches: Callable[[int, int], Iterable[HistoryBatch]]) -> dict[str, int]:
+        sql = {}
+        for table, cols in HISTORY_COLUMNS.items():  # every column quoted: "interval" is a type in PostgreSQL
+            quoted = ", ".join(f'"{col}"' for col in cols)
+            keep = " ON CONFLICT (name) DO NOTHING" if table == "agents" else ""
+            sql[table] = f"INSERT INTO {table} ({quoted}) VALUES ({','.join('?' * len(cols))}){keep}"
+        unchecked = self.dialect.unchecked
+        if unchecked:
+            self._conn().execute(unchecked[0])
+        try:
+            return self._insert_history(batches, sql)
+        finally:
+            if unchecked:
+                self._conn().execute(unchecked[1])
+
+    def _insert_history(self, batches: Callable[[int, int], Iterable[HistoryBatch]],
+                        sql: dict[str, str]) -> dict[str, int]:
+        counts = dict.fromkeys(HISTORY_COLUMNS, 0)
+        with self._tx() as c:
+            lock = self.dialect.lock_writers_out(("jobs", "tasks"))  # explicit ids follow MAX(id)
+            if lock:
+                c.execute(lock)
+            job_base = _first(c.execute("SELECT COALESCE(MAX(id), 0) AS n FROM jobs"))["n"]
+            task_base = _first(c.execute("SELECT COALESCE(MAX(id), 0) AS n FROM tasks"))["n"]
+            for batch in batches(int(job_base), int(task_base)):
+                for table in HISTORY_COLUMNS:
+                    rows = batch.get(table)
+                    if rows:
+                        c.executemany(sql[table], rows)
+                        counts[table] += len(rows)
+            for table in ("jobs", "tasks"):
+                move = self.dialect.move_sequence(table)
+                if move:
+                    c.execute(move)
+        return counts
 
     # -- agents: registration, heartbeats, the recovery of lost agents ----------------------------------
     def register_agent(self, info: dict[str, Any]) -> Recovery:
