@@ -20,6 +20,7 @@ from .context import Cancelled, TaskContext
 from .engine import Engine
 from .home import Home
 from .logcapture import router
+from .states import TaskState
 from .store import JobStore
 
 log = logging.getLogger("jobmanager.agent")
@@ -65,7 +66,7 @@ class Runner:
             seq=task.seq, attempt=task.attempts, job_params=job.params, log=task_log, owner=job.owner,
             case=job.case,
         )
-        state, error, trace = "succeeded", None, None
+        state, error, trace = TaskState.SUCCEEDED, None, None
         header = f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {self.agent}"
         try:
             with router().capture(self.home.task_log(job.id, task.seq), header):
@@ -75,18 +76,18 @@ class Runner:
                     jt.run(ctx, params, task.params)
                     ctx.flush_progress()
                     if ctx.cancelled():
-                        state, error = "cancelled", "cancelled while running"
+                        state, error = TaskState.CANCELLED, "cancelled while running"
                     else:
                         ctx.record_outputs()
                 except Cancelled:
-                    state, error = "cancelled", "cancelled while running"
+                    state, error = TaskState.CANCELLED, "cancelled while running"
                 except Exception as exc:  # the task's own failure: record it, never crash the agent
-                    state, error, trace = "failed", _one_line(exc), tb.format_exc()
+                    state, error, trace = TaskState.FAILED, _one_line(exc), tb.format_exc()
                     task_log.error("task failed: %s\n%s", error, trace)
         finally:
             with self.counters.lock:
                 self.counters.current.pop(task.id, None)
-                if state == "succeeded":
+                if state == TaskState.SUCCEEDED:
                     self.counters.done += 1
                 else:
                     self.counters.failed += 1

@@ -31,7 +31,7 @@ from .permissions import Actor, allowed, needs
 from .queue import Queue
 from .service_admin import AdminMethods, create_default_groups
 from .service_schedules import ScheduleMethods
-from .states import FINISHED, JOB_STATES, tab_states
+from .states import FINISHED, JOB_STATES, AgentState, tab_states
 from .store import JobStore, open_store
 
 JOB_COLUMNS = [
@@ -331,9 +331,9 @@ class JobManager(ScheduleMethods, AdminMethods):
         for a in self.store.list_agents():
             age = now - a["heartbeat_at"]
             status = a["state"]
-            if status == "online":
+            if status == AgentState.ONLINE:
                 if age > 3 * a["interval"]:
-                    status = "lost"
+                    status = AgentState.LOST
                 else:
                     status = "busy" if a["current_tasks"] else "idle"
             rows.append({
