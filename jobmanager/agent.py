@@ -98,7 +98,7 @@ class Agent:
         jobtypes.discover(self.imports)
         self.store: JobStore = open_store(self.home)
         self.queue = Queue(self.home)
-        self.engine = Engine(self.store, self.queue)
+        self.engine = Engine(self.store, lambda: self.queue)
         # The schedules file is loaded before the agent shows as online, so whoever sees the agent
         # online also sees its schedules (a bad file must not keep agents from running jobs).
         schedules: dict[str, int] | Exception

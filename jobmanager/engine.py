@@ -24,6 +24,7 @@ from typing import Any
 from . import validate
 from .errors import QueueNotReached
 from .models import Dispatch, NewTask, Outcome, Recovery
+from .queue import Queue
 from .states import JobState as J
 from .states import TaskState as T
 from .store.base import JobStore
@@ -62,19 +63,17 @@ def task_move_allowed(before: str, after: str) -> bool:
 class Engine:
     """The store and the queue of a home; one method per action: the store transition, then the send.
 
-    ``queue`` is a Queue, or a function that makes one when a message is first sent (a process that
-    only reads never opens the queue).
+    ``queue`` returns the home's queue when a message is to be sent (so a process that only reads
+    never opens it, and a queue that cannot even be opened counts as one that cannot be written).
     """
 
-    def __init__(self, store: JobStore, queue: Any) -> None:
+    def __init__(self, store: JobStore, queue: Callable[[], Queue]) -> None:
         self.store = store
         self._queue = queue
 
     @property
-    def queue(self) -> Any:
-        if callable(self._queue) and not hasattr(self._queue, "send"):
-            self._queue = self._queue()
-        return self._queue
+    def queue(self) -> Queue:
+        return self._queue()
 
     # -- sending ------------------------------------------------------------------------------------
     def _send(self, dispatches: Iterable[Dispatch] = (), finals: Iterable[int] = ()) -> None:
