@@ -23,14 +23,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash .ci/system-deps chromium
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 	bash .ci/test-backends $(BIN)/python   # again on PostgreSQL + Redis (as root: installs and starts them)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy   # [tool.mypy] in pyproject.toml: jobmanager/, widgets/ and scripts/
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo-home .pytest_cache
+	rm -rf $(VENV) demo-home .pytest_cache .mypy_cache

@@ -231,7 +231,7 @@ class Agent:
                 trouble.ok("queue")
             return task
 
-        huey.dequeue = guarded_dequeue  # type: ignore[method-assign]
+        huey.dequeue = guarded_dequeue
 
     def recover(self) -> Recovery:
         recovery = self.engine.recover(self.name)

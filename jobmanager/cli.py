@@ -101,7 +101,7 @@ SMALL_INT = Whole(*validate.INT32)
 
 
 def _jm(ctx: click.Context) -> JobManager:
-    obj = ctx.find_object(dict)
+    obj = ctx.ensure_object(dict)
     if obj.get("jm") is None:
         obj["jm"] = JobManager(obj["home"], user=obj["user"], imports=tuple(obj.get("imports", ())), interface="cli")
         ctx.call_on_close(obj["jm"].close)

@@ -127,6 +127,7 @@ class DashboardKernelManager(AsyncMappingKernelManager):
         # kernel id -> the browser token of the page that started it
         self._owners: dict[str, str] = {}
 
+    # jupyter_server types AsyncMappingKernelManager.start_kernel as sync (def (*Any, **Any) -> str); it is a coroutine
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         if self.max_kernels and len(self._kernels) >= self.max_kernels:
             raise tornado.web.HTTPError(503, "too many dashboard sessions; try again later")
@@ -143,7 +144,9 @@ class DashboardKernelManager(AsyncMappingKernelManager):
     def owned_by(self, kernel_id: str, token: str | None) -> bool:
         """True when ``token`` is the browser token of the page that started the kernel."""
         owner = self._owners.get(kernel_id)
-        return bool(owner and token) and hmac.compare_digest(owner, token or "")
+        if not owner or not token:
+            return False
+        return hmac.compare_digest(owner, token)
 
     def notify_connect(self, kernel_id: str) -> None:
         super().notify_connect(kernel_id)
@@ -240,6 +243,7 @@ class KernelOwnerCheck:
 class OwnedKernelHandler(KernelOwnerCheck, KernelHandler):
     """``/api/kernels/<id>`` (the page reads its kernel's model): the owner's browser only."""
 
+    # jupyter_server's APIHandler.prepare is async over a base typed as sync and carries this same ignore
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
         self.check_kernel_owner()
@@ -248,7 +252,7 @@ class OwnedKernelHandler(KernelOwnerCheck, KernelHandler):
 class OwnedShutdownHandler(KernelOwnerCheck, VoilaShutdownKernelHandler):
     """The page's shutdown beacon: the owner's browser only."""
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    async def prepare(self) -> None:
         await super().prepare()
         self.check_kernel_owner()
 
@@ -273,7 +277,7 @@ def v1_frame_ok(frame: bytes) -> bool:
 class DashboardKernelWebsocketHandler(KernelOwnerCheck, VoilaKernelWebsocketHandler):
     """The kernel websocket: the owner's browser only, the v1 subprotocol only, checked frames only."""
 
-    async def prepare(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:
         await super().prepare(*args, **kwargs)
         self.check_kernel_owner()
         offered = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")]

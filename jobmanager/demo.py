@@ -182,9 +182,9 @@ def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float 
                 print(f"dashboard: {url}  (sign in as one of the users below)")
         print("users: " + ", ".join(f"{n} / {p} ({g})" for n, (p, g) in DEMO_USERS.items()))
         print("Ctrl-C stops the agents and the demo.", flush=True)
-        deadline = None if run_for is None else time.monotonic() + run_for
+        end = None if run_for is None else time.monotonic() + run_for
         while not stop.wait(0.5):
-            if deadline is not None and time.monotonic() >= deadline:
+            if end is not None and time.monotonic() >= end:
                 break
             if any(a.poll() is not None for a in agents):
                 print("an agent exited unexpectedly; stopping the demo", file=sys.stderr)

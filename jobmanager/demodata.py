@@ -69,6 +69,7 @@ NAMES = {
 }
 #: hourly weights of submissions (UTC): office hours are busy
 HOUR_WEIGHTS = np.array([1, 1, 1, 1, 1, 2, 4, 8, 12, 14, 14, 12, 10, 12, 14, 14, 12, 9, 6, 4, 3, 2, 1, 1], float)
+_NONE = np.array(None, dtype=object)  # np.where's fill for a missing value (its stubs take no bare None)
 CHUNK = 50_000  # jobs generated and written per round
 
 
@@ -238,7 +239,7 @@ class _Chunk:
         owner = np.array(OWNERS, dtype=object)[rng.zipf(1.6, n) % len(OWNERS)]
         self.owner = owner
         case_no = rng.integers(1000, 1000 + max(20, n // 200), n)
-        case = np.where(rng.random(n) < 0.85, np.char.add("CASE-", case_no.astype(str)).astype(object), None)
+        case = np.where(rng.random(n) < 0.85, np.char.add("CASE-", case_no.astype(str)).astype(object), _NONE)
         priority = np.where(rng.random(n) < 0.1, rng.integers(1, 10, n), 0)
         # the store's failure summary: "<bad> of <total> tasks failed (first: <name>: <error>)"
         bad_idx = np.flatnonzero(self.t_state == "failed")
@@ -283,14 +284,14 @@ class _Chunk:
         over = (st == "succeeded") | (st == "failed")
         names = self._task_names()
         agents = np.array(AGENTS, dtype=object)[self.agent]
-        agent = np.where(started, agents, None)
+        agent = np.where(started, agents, _NONE)
         attempts = np.where(started, self.attempts, 0)
         progress_total = np.where(started, 10.0, np.nan)
         running_done = np.floor(10 * np.clip((self.now - self.t_start) / self.dur, 0, 1))
         progress_done = np.where(st == "succeeded", 10.0, np.where(started, running_done, np.nan))
         finish = np.where(over, self.t_end, np.where(st == "cancelled", self.cancel_at[self.job_of], np.nan))
         queued_at = self.created[self.job_of]
-        tb = np.where(st == "failed", "Traceback (most recent call last):\n  ...\n" + self.t_error.astype(str), None)
+        tb = np.where(st == "failed", "Traceback (most recent call last):\n  ...\n" + self.t_error.astype(str), _NONE)
         cols = zip(
             self.task_ids.tolist(), self.ids[self.job_of].tolist(), self.seq.tolist(), names.tolist(),
             st.tolist(), attempts.tolist(), self.max_attempts.tolist(), agent.tolist(),

@@ -124,7 +124,10 @@ def jupyter_files_url(path: Path, name: str, *, cwd: Path | None = None) -> str 
     server = _jupyter_server_for(cwd or Path.cwd())
     if server is None:
         return None
-    root = Path(server.get("root_dir") or server.get("notebook_dir")).resolve() / JUPYTER_FOLDER
+    server_root = server.get("root_dir") or server.get("notebook_dir")
+    if not server_root:
+        return None
+    root = Path(server_root).resolve() / JUPYTER_FOLDER
     root.mkdir(mode=0o700, exist_ok=True)
     clean_expired(root)
     token = secrets.token_urlsafe(TOKEN_BYTES)

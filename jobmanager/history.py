@@ -122,7 +122,7 @@ def scope_clauses(scope: dict[str, Any] | None) -> dict[str, tuple[str, list[Any
         return {name: ("true", []) for name in VIEWS}
     agents = "true" if scope.get("agents") else "false"
     if scope["all"] and scope["cases"] is None:
-        jobs_sql, jobs_params = "true", []
+        jobs_sql, jobs_params = "true", list[Any]()
         of_job = "true"
     else:
         jobs_sql, jobs_params = scope_sql(scope, owner="owner", case="case_id")
@@ -305,7 +305,8 @@ class History:
                 self._build_mirror()
             elif mark > self._mirror_mark:
                 changed = [r[0] for r in conn.execute(
-                    "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL", (self._mirror_mark,))]
+                    "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL",
+                    (self._mirror_mark,)).fetchall()]
                 self._replace_jobs(conn, changed)
             self._mirror_mark = mark
             live_tasks = self._live_tasks(conn)
@@ -342,7 +343,7 @@ class History:
                 first = old[-1] if old else 0
                 changed = [r[0] for r in conn.execute(
                     "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL",
-                    (self._pg_marks[first][1],))]
+                    (self._pg_marks[first][1],)).fetchall()]
                 self._replace_jobs(conn, changed)
                 self._pg_marks = [*self._pg_marks[first:], (now, mark)]
             self._mirror_mark = mark

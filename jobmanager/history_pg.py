@@ -14,6 +14,7 @@ case-insensitive LIKE), on the store's indexes.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -52,7 +53,8 @@ def _quote(text: str) -> str:
     return text.replace("'", "''")
 
 
-def attach_postgres(con: Any, url: str, *, alias: str = "store", extension: str | Path | None = None) -> None:
+def attach_postgres(con: Any, url: str, *, alias: str = "store",
+                    extension: str | os.PathLike[str] | None = None) -> None:
     """LOAD the postgres extension by path and ATTACH the store at ``url`` READ_ONLY as ``alias``.
 
     ``con`` is a DuckDB connection opened with ``autoinstall_known_extensions`` and

@@ -116,7 +116,8 @@ class HistoryProcess:
         with self._lock:
             try:
                 self._conn.send(None)
-                self._proc.stdin.close()  # type: ignore[union-attr]
+                if self._proc.stdin is not None:
+                    self._proc.stdin.close()
             except (BrokenPipeError, OSError, ValueError):
                 pass
             try:

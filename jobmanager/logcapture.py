@@ -38,6 +38,7 @@ class TaskLogRouter(logging.Handler):
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter(FORMAT))
+        assert handler.stream is not None  # opened by the constructor (delay=False)
         handler.stream.write(f"--- {header}\n")
         self._files[ident] = handler
         return handler

@@ -77,15 +77,16 @@ def _find_fonts() -> dict[tuple[str, str], Path] | None:
     return None
 
 
-_FONTS: dict[tuple[str, str], Path] | None | bool = False  # False: not looked up yet
+_FONTS: dict[tuple[str, str], Path] | None = None
+_FONTS_LOOKED_UP = False
 
 
 def unicode_fonts() -> dict[tuple[str, str], Path] | None:
     """The DejaVu font files, or None when the core (Latin-1) fonts must do."""
-    global _FONTS
-    if _FONTS is False:
-        _FONTS = _find_fonts()
-    return _FONTS  # type: ignore[return-value]
+    global _FONTS, _FONTS_LOOKED_UP
+    if not _FONTS_LOOKED_UP:
+        _FONTS, _FONTS_LOOKED_UP = _find_fonts(), True
+    return _FONTS
 
 
 class Document(FPDF):
@@ -240,7 +241,7 @@ def _render_image(path: Path, label: str) -> Document:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             probe.verify()  # catches truncated and damaged files that open() alone accepts
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         img.load()
     except UnidentifiedImageError:
         raise RenderError(f"{label}: corrupt image: cannot identify image file") from None

@@ -25,8 +25,9 @@ PERMISSIONS: dict[str, str] = {
     "download_logs": "Read and download job logs",
     "download_outputs": "Download job outputs (PDFs, exports, executed notebooks)",
     "view_schedules": "See scheduled jobs and where each is configured",
-    "manage_schedules": "Create, edit, enable, disable, delete and run schedules (all but "
-                        "disable and delete also need the submit rights for the schedule's job type)",
+    "manage_schedules": "Create, edit, enable, disable, delete and run schedules (these, except disable and "
+                        "delete, also need the submit rights for the schedule's job type; a schedule runs as "
+                        "whoever last created, edited or enabled it)",
     "view_agents": "See agents, their status, load and logs",
     "manage_agents": "Stop (drain) agents",
     "admin": "Administer users, groups, permissions and cases; read the audit trail",

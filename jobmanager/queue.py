@@ -9,7 +9,7 @@ submits never executes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from huey.api import Huey
@@ -82,15 +82,16 @@ class Queue:
         def finalize(job_id: int) -> None:
             _handler().finalize(job_id)
 
-        self._run: Callable[..., Any] = run
-        self._finalize: Callable[..., Any] = finalize
+        # huey's TaskWrapper objects (huey has no type hints): called, or ``.s(...)`` to build a message
+        self._run: Any = run
+        self._finalize: Any = finalize
 
     def send(self, dispatches: Iterable[Dispatch]) -> None:
         """Enqueue run messages; on SQLite all of them in one transaction."""
         items = list(dispatches)
         if not items:
             return
-        messages = [
+        messages: list[tuple[bytes, int | None]] = [
             (self.huey.serialize_task(self._run.s(d.task_id, d.dispatch, priority=d.priority)), d.priority)
             for d in items
         ]

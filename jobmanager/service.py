@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -33,6 +34,9 @@ from .service_admin import AdminMethods, create_default_groups
 from .service_schedules import ScheduleMethods
 from .states import FINISHED, JOB_STATES, AgentState, tab_states
 from .store import JobStore, open_store
+
+if TYPE_CHECKING:
+    from .history_process import HistoryProcess
 
 JOB_COLUMNS = [
     "id", "name", "type", "state", "progress", "owner", "case", "priority", "tasks_total",
@@ -64,6 +68,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         self._queue: Queue | None = None
         #: the store transitions that send queue messages go through the engine (commit, then send)
         self.engine = Engine(self.store, lambda: self.queue)
+        self._history: HistoryProcess | None = None
 
     @classmethod
     def init(cls, home: str | os.PathLike[str] | None, *, admin: str = "admin",
@@ -99,7 +104,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         self.store.close()
         if self._queue is not None:
             self._queue.close()
-        if getattr(self, "_history", None) is not None:
+        if self._history is not None:
             self._history.close()
             self._history = None
 
@@ -192,7 +197,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         return job
 
     # -- submitting ----------------------------------------------------------------------------
-    def _allow_submit(self, type: str, case: str | None) -> jobtypes.JobType:
+    def _allow_submit(self, type: str | None, case: str | None) -> jobtypes.JobType:
         """The right to submit a job of ``type`` in ``case``, the rule written once (``JobType.submit_actions``):
         submit_jobs, and the type's own ``requires`` (``run_notebooks`` for notebooks). Used by submit and
         by every schedule create, edit, enable and run-now; a schedule's runs re-check it for the user it
@@ -478,7 +483,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         """The history, opened on first use (needs the ``history`` extra), in a child process:
         DuckDB's own SQLite must never share a process with the store's connections
         (see :mod:`jobmanager.history_process`)."""
-        if getattr(self, "_history", None) is None:
+        if self._history is None:
             from .history_process import HistoryProcess
 
             self._history = HistoryProcess(str(self.home.path))
@@ -547,9 +552,9 @@ class JobManager(ScheduleMethods, AdminMethods):
 
 def _calling_method() -> str:
     """The public service method being checked (``pause``, ``grant``...), named in the audit trail."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None and (frame.f_code.co_name.startswith("_") or frame.f_code.co_name == "actor"):
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return frame.f_code.co_name if frame is not None else "unknown"
 
 
@@ -570,7 +575,11 @@ def _public_method() -> str:
     return getattr(_AUDIT, "method", None) or _calling_method()
 
 
-def _audit_when_done(store: JobStore, row: tuple[Any, ...], detail: str) -> None:
+#: who did what to which target: (actor, interface, action, target_kind, target), as JobStore.audit takes them
+AuditRow = tuple[str, str, str, str | None, str | None]
+
+
+def _audit_when_done(store: JobStore, row: AuditRow, detail: str) -> None:
     pending = getattr(_AUDIT, "pending", None)
     if pending is None:  # not inside a public method: write it now
         store.audit(*row, True, detail)
@@ -587,7 +596,7 @@ def _audited(fn: Any) -> Any:
     def _audited_call(self: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(_AUDIT, "pending", None) is not None:
             return fn(self, *args, **kwargs)
-        pending: list[tuple[Any, ...]] = []
+        pending: list[tuple[JobStore, AuditRow, str]] = []
         _AUDIT.pending, _AUDIT.method = pending, fn.__name__
         outcome = None
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
@@ -75,6 +75,10 @@ class AdminMethods:
                case: str | None = None) -> Actor:  # provided by JobManager
         raise NotImplementedError
 
+    if TYPE_CHECKING:  # provided by JobManager
+        @property
+        def actor(self) -> Actor: ...
+
     # -- sign-in -------------------------------------------------------------------------------
     @classmethod
     def sign_in(cls, home: Any, username: str, password: str, *, interface: str = "dashboard",
@@ -87,14 +91,14 @@ class AdminMethods:
         the same message (:data:`SIGN_IN_REFUSED`) and the same hash work; the audit trail keeps
         the real reason. An old scrypt hash is replaced by argon2id on a successful sign-in.
         """
-        jm = cls(home, user=username, interface=interface, **kwargs)  # type: ignore[call-arg]
+        jm = cast("type[JobManager]", cls)(home, user=username, interface=interface, **kwargs)  # a mixin of JobManager
         store, now = jm.store, time.time()
         try:
             user = store.get_user(username)
         except NotFound:
             user = None
         attempt = store.claim_sign_in(username, now, MAX_FAILURES, LOCKOUT_S) if user is not None else None
-        if attempt is None:  # unknown or locked: the user's hash is never checked, but the work is the same
+        if user is None or attempt is None:  # unknown or locked: the user's hash is never checked, the work the same
             verify_password(password, _dummy_hash())
             reason = "unknown user" if user is None else "locked"
         elif not verify_password(password, user["password_hash"]):
@@ -215,6 +219,6 @@ class AdminMethods:
 
     def me(self) -> dict[str, Any]:
         """The acting user's name, permissions and cases (what the dashboard offers)."""
-        actor: Actor = self.actor  # type: ignore[attr-defined]
+        actor = self.actor
         return {"username": actor.username, "permissions": sorted(actor.permissions), "cases": sorted(actor.cases),
                 "interface": self.interface}

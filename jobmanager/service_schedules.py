@@ -14,10 +14,10 @@ from .schedules import _same_trigger, build_spec, caller_source, check_runs_as, 
 from .triggers import Trigger, local_label
 
 if TYPE_CHECKING:
+    from .engine import Engine
     from .home import Home
     from .models import Job
     from .permissions import Actor
-    from .queue import Queue
     from .store import JobStore
 
 SCHEDULE_COLUMNS = [
@@ -38,14 +38,14 @@ class ScheduleMethods:
     user: str
     interface: str
     store: JobStore
-    queue: Queue
+    engine: Engine  # (JobManager's: commit, then send)
     _imports: tuple[str, ...]
 
     def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
                case: str | None = None) -> Actor:  # provided by JobManager
         raise NotImplementedError
 
-    def _allow_submit(self, type: str, case: str | None) -> jobtypes.JobType:  # provided by JobManager
+    def _allow_submit(self, type: str | None, case: str | None) -> jobtypes.JobType:  # provided by JobManager
         raise NotImplementedError
 
     def schedule(
@@ -107,7 +107,7 @@ class ScheduleMethods:
                 old = None
         if old is not None:  # replacing a schedule needs the right to its present case too
             self._allow("manage_schedules", case=old["case_id"], target=("schedule", old["name"]))
-        self._allow_submit(args.get("type"), args.get("case"))  # type: ignore[arg-type]
+        self._allow_submit(args.get("type"), args.get("case"))
         spec = build_spec(owner=self.user, source_kind=kind, source_ref=ref, imports=self._imports, **args)
         if old is not None and _same_trigger(old, spec):  # re-running the cell keeps the planned run
             spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
@@ -184,8 +184,8 @@ class ScheduleMethods:
             self.store.audit(self.user, self.interface, "run_schedule_now", "schedule", name, False, str(exc))
             raise
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
-        return self.engine.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),  # type: ignore[attr-defined]
-                                            retries=jt.retries, actor=self.user)  # (JobManager's engine)
+        return self.engine.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(), retries=jt.retries,
+                                            actor=self.user)
 
     def sync_schedules_file(self) -> dict[str, int]:
         """Load ``schedules.toml`` from the home and make the store match it (all or nothing)."""

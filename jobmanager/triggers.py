@@ -257,7 +257,8 @@ class Trigger:
             if not m or int(m.group(1)) <= 0:
                 raise BadParams(f"invalid interval {every!r}: use a whole number and a unit, e.g. 30s, 15m, 2h, 1d")
             return cls("interval", f"{int(m.group(1))}{m.group(2)}", tz, anchor=now)
-        local = _parse_local(at, tz)  # type: ignore[arg-type]
+        assert at is not None  # exactly one of the three was given
+        local = _parse_local(at, tz)
         if wall_to_utc(local, zone(tz)).timestamp() <= now:
             raise BadParams(f"the one-time date {local:%Y-%m-%d %H:%M} {tz} is in the past")
         return cls("once", local.isoformat(timespec="minutes"), tz)
@@ -296,12 +297,13 @@ class Trigger:
     def upcoming(self, count: int, after: float) -> list[float]:
         """The next ``count`` runs after ``after`` (fewer when the trigger ends)."""
         out: list[float] = []
-        t: float | None = after
+        t = after
         while len(out) < count:
-            t = self.next_after(t)  # type: ignore[arg-type]
-            if t is None:
+            following = self.next_after(t)
+            if following is None:
                 break
-            out.append(t)
+            out.append(following)
+            t = following
         return out
 
     # -- description -----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def _task_rows(job: Job) -> str:
 def _timeline(events: list[dict[str, Any]]) -> str:
     items = []
     for raw in events[-40:]:
-        e = {k: (None if isinstance(v, float) and v != v else v) for k, v in raw.items()}  # NaN -> None
+        e: dict[str, Any] = {k: (None if isinstance(v, float) and v != v else v) for k, v in raw.items()}  # NaN -> None
         when = fmt.exact(e["at"])[11:19]
         who = e.get("agent") or e.get("actor") or ""
         if e["kind"] == "task":
@@ -70,12 +70,12 @@ class DetailsPanel(w.VBox):
         self._links: list[str] = []
         self.header = w.HTML()
         self.retry = w.Button(description="Retry failed tasks", icon="repeat")
-        self.retry.on_click(lambda _: self._act(lambda: self.jm.retry(self.job_id), "retry queued"))
+        self.retry.on_click(lambda _: self._retry(None, "retry queued"))
         self.task_number = w.BoundedIntText(min=1, max=100_000, value=1, layout=w.Layout(width="120px"),
                                             description="Task #", style={"description_width": "46px"})
         self.retry_task = w.Button(description="Retry task", icon="repeat", layout=w.Layout(width="auto"))
-        self.retry_task.on_click(lambda _: self._act(lambda: self.jm.retry(self.job_id, task=self.task_number.value),
-                                                     f"retry of task {self.task_number.value} queued"))
+        self.retry_task.on_click(lambda _: self._retry(self.task_number.value,
+                                                       f"retry of task {self.task_number.value} queued"))
         self.log_button = w.Button(description="Download log", icon="file-text")
         self.log_button.on_click(lambda _: self._download_log())
         self.close_button = w.Button(icon="times", tooltip="Close details", layout=w.Layout(width="36px"))
@@ -168,6 +168,11 @@ class DetailsPanel(w.VBox):
         if can_retry:
             self.retry.tooltip = ("Re-queue the failed tasks" if not self.retry.disabled else
                                   "no failed tasks to retry" if failed == 0 else "retry once the job has finished")
+
+    def _retry(self, task: int | None, success: str) -> None:
+        job_id = self.job_id
+        if job_id is not None:  # the buttons show only while a job is open
+            self._act(lambda: self.jm.retry(job_id, task=task), success)
 
     def _act(self, fn: Callable[[], Any], success: str) -> None:
         self.messages.attempt(fn, success)

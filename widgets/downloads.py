@@ -22,14 +22,11 @@ INLINE_LIMIT = 5 * 2**20
 
 def link_for(path: Path, name: str) -> str | None:
     """A URL the browser can save ``path`` from, or None when there is none."""
-    try:
-        from jobmanager.downloads import publish
-    except ImportError:  # pragma: no cover - older core
-        publish = None
-    if publish is not None:
-        url = publish(path, name)
-        if url:
-            return url
+    from jobmanager.downloads import publish
+
+    url = publish(path, name)
+    if url:
+        return url
     if path.stat().st_size <= INLINE_LIMIT:
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
         return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"

@@ -239,7 +239,12 @@ class JobsTab(w.VBox):
             return
         yes = w.Button(description=f"Cancel {n} job{'s' if n != 1 else ''}", button_style="danger")
         no = w.Button(description="Keep running")
-        yes.on_click(lambda _: (self.model.act("cancel"), setattr(self.confirm, "children", ())))
+
+        def cancel(_: Any) -> None:
+            self.model.act("cancel")
+            self.confirm.children = ()
+
+        yes.on_click(cancel)
         no.on_click(lambda _: setattr(self.confirm, "children", ()))
         self.confirm.children = (w.HTML("<b>&nbsp;Cancel the selected jobs? Queued tasks will never run.&nbsp;</b>"),
                                  yes, no)

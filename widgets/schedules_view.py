@@ -203,10 +203,15 @@ class SchedulesTab(w.VBox):
             if key == "delete":
                 yes = w.Button(description=f"Delete {name}", button_style="danger")
                 no = w.Button(description="Keep it")
-                yes.on_click(lambda _: (self.messages.attempt(lambda: self.jm.delete_schedule(name),
-                                                              f"schedule {name} deleted"),
-                                        setattr(self, "current", None), setattr(self.confirm, "children", ()),
-                                        setattr(self.detail, "value", ""), self.refresh()))
+
+                def delete(_: Any) -> None:
+                    self.messages.attempt(lambda: self.jm.delete_schedule(name), f"schedule {name} deleted")
+                    self.current = None
+                    self.confirm.children = ()
+                    self.detail.value = ""
+                    self.refresh()
+
+                yes.on_click(delete)
                 no.on_click(lambda _: setattr(self.confirm, "children", ()))
                 self.confirm.children = (yes, no)
                 return None

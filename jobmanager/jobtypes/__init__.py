@@ -13,7 +13,7 @@ import importlib
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
 
@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "jobmanager.job_types"
 
+#: a job type's parameters model: ``class Sleep(JobType[SleepParams])`` types its methods' ``params``
+P = TypeVar("P", bound=pydantic.BaseModel)
 
-class JobType:
-    """Base class of job types. Subclass, set ``Params``, and decorate with @job_type."""
+
+class JobType(Generic[P]):
+    """Base class of job types. Subclass (``JobType[MyParams]``), set ``Params``, and decorate with @job_type."""
 
     #: registered name, set by the decorator
     name: str = ""
@@ -41,11 +44,11 @@ class JobType:
     #: schedule of it (``notebook`` runs code on the agents: ``run_notebooks``); None = submit_jobs is enough
     requires: str | None = None
 
-    def plan(self, params: pydantic.BaseModel) -> list[NewTask]:
+    def plan(self, params: P) -> list[NewTask]:
         """The tasks of a job with these parameters (at least one)."""
         return [NewTask("task", {})]
 
-    def run(self, ctx: "TaskContext", params: pydantic.BaseModel, task: dict[str, Any]) -> None:
+    def run(self, ctx: "TaskContext", params: P, task: dict[str, Any]) -> None:
         """Run one task. Raise to fail it; check ``ctx.cancelled()`` in long loops."""
         raise NotImplementedError
 
@@ -55,14 +58,14 @@ class JobType:
         action and the type's own ``requires`` (checked by the service and again at each schedule run)."""
         return ("submit",) if cls.requires is None else ("submit", cls.requires)
 
-    def check_inputs(self, home: "Home", params: pydantic.BaseModel, case: str | None) -> None:
+    def check_inputs(self, home: "Home", params: P, case: str | None) -> None:
         """Optional: refuse at submit (one line) the input files a job of ``case`` may not read."""
 
     @classmethod
     def has_finish(cls) -> bool:
         return cls.finish is not JobType.finish
 
-    def finish(self, ctx: "TaskContext", params: pydantic.BaseModel) -> None:
+    def finish(self, ctx: "TaskContext", params: P) -> None:
         """Optional: run once all tasks are over (only if at least one succeeded)."""
 
 
@@ -107,8 +110,9 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str) -> JobType:
-    cls = _REGISTRY.get(name)
+def get(name: str | None) -> JobType:
+    """The registered job type ``name``; BadParams names the known ones (also for a missing name)."""
+    cls = None if name is None else _REGISTRY.get(name)
     if cls is None:
         known = ", ".join(registered()) or "none"
         raise BadParams(f"unknown job type {name!r} (known: {known})")

@@ -116,19 +116,19 @@ def read_source(path: Path) -> Any:
 
 
 @job_type("export_report")
-class ExportReport(JobType):
+class ExportReport(JobType[ExportReportParams]):
     """Run a read-only query over a file or the job store; the result is the job's output file."""
 
     Params = ExportReportParams
 
-    def plan(self, params: ExportReportParams) -> list[NewTask]:  # type: ignore[override]
+    def plan(self, params: ExportReportParams) -> list[NewTask]:
         return [NewTask(f"export {params.format}", {})]
 
-    def check_inputs(self, home: Any, params: ExportReportParams, case: str | None) -> None:  # type: ignore[override]
+    def check_inputs(self, home: Any, params: ExportReportParams, case: str | None) -> None:
         if params.source:  # only from the job's input folders (never the home's logs, artifacts or store)
             home.resolve_input(params.source, case=case, must_exist=True)
 
-    def run(self, ctx: TaskContext, params: ExportReportParams, task: dict[str, Any]) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: ExportReportParams, task: dict[str, Any]) -> None:
         ctx.progress(0, 3)
         ctx.log.info("query on %s: %s", params.source or "the job history", params.query)
         if params.source is None:

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -71,7 +71,7 @@ def check_json_value(name: str, value: object, depth: int = 0) -> None:
     if value is None or kind in (bool, int, str):
         return
     if kind is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
+        if not math.isfinite(cast(float, value)):
             raise ValueError(f"parameter {_shown(name)}: {value} is not a JSON number")
         return
     if kind not in (list, dict):
@@ -80,12 +80,12 @@ def check_json_value(name: str, value: object, depth: int = 0) -> None:
     if depth >= MAX_DEPTH:
         raise ValueError(f"parameter {_shown(name)} nests deeper than {MAX_DEPTH} levels")
     if kind is dict:
-        for key, item in value.items():  # type: ignore[union-attr]
+        for key, item in cast(dict[object, object], value).items():
             if type(key) is not str:
                 raise ValueError(f"parameter {_shown(name)}: object keys must be strings, not {key!r}")
             check_json_value(name, item, depth + 1)
     else:
-        for item in value:  # type: ignore[union-attr]
+        for item in cast(list[object], value):
             check_json_value(name, item, depth + 1)
 
 
@@ -162,21 +162,21 @@ def _register_engine() -> None:
 
 
 @job_type("notebook")
-class Notebook(JobType):
+class Notebook(JobType[NotebookParams]):
     """Execute a notebook with parameters; outputs the executed .ipynb and an HTML rendering."""
 
     Params = NotebookParams
     #: running a notebook is running code on the agents: a permission of its own
     requires = "run_notebooks"
 
-    def plan(self, params: NotebookParams) -> list[NewTask]:  # type: ignore[override]
+    def plan(self, params: NotebookParams) -> list[NewTask]:
         return [NewTask(Path(params.notebook).name, {})]
 
-    def check_inputs(self, home: Any, params: NotebookParams, case: str | None) -> None:  # type: ignore[override]
+    def check_inputs(self, home: Any, params: NotebookParams, case: str | None) -> None:
         """Refuse at submit a notebook outside the notebook folders, or one that does not exist."""
         home.resolve_input(params.notebook, case=case, base_dir=params.base_dir, kind="notebook", must_exist=True)
 
-    def run(self, ctx: TaskContext, params: NotebookParams, task: dict[str, Any]) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: NotebookParams, task: dict[str, Any]) -> None:
         import papermill
         from papermill.exceptions import PapermillExecutionError
 

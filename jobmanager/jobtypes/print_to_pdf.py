@@ -56,22 +56,22 @@ def _resolve(ctx: TaskContext, params: PrintToPdfParams, document: str) -> Path:
 
 
 @job_type("print_to_pdf")
-class PrintToPdf(JobType):
+class PrintToPdf(JobType[PrintToPdfParams]):
     """Print text, Markdown, CSV, HTML and image files into one merged PDF with a cover page."""
 
     Params = PrintToPdfParams
 
-    def plan(self, params: PrintToPdfParams) -> list[NewTask]:  # type: ignore[override]
+    def plan(self, params: PrintToPdfParams) -> list[NewTask]:
         return [NewTask(Path(doc).name or doc, {"index": i, "document": doc})
                 for i, doc in enumerate(params.documents, 1)]
 
-    def check_inputs(self, home: Home, params: PrintToPdfParams, case: str | None) -> None:  # type: ignore[override]
+    def check_inputs(self, home: Home, params: PrintToPdfParams, case: str | None) -> None:
         """Refuse at submit a document the job may not read. A missing one is not refused: it fails
         only its own task, so the others still print and a retry after fixing it prints the rest."""
         for doc in params.documents:
             home.resolve_input(doc, case=case, base_dir=params.base_dir)
 
-    def run(self, ctx: TaskContext, params: PrintToPdfParams, task: dict[str, Any]) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: PrintToPdfParams, task: dict[str, Any]) -> None:
         from ..pdf import render_document
 
         document = task["document"]
@@ -89,7 +89,7 @@ class PrintToPdf(JobType):
         ctx.progress(pages, pages)
         ctx.log.info("printed %s: %d page(s)", document, pages)
 
-    def finish(self, ctx: TaskContext, params: PrintToPdfParams) -> None:  # type: ignore[override]
+    def finish(self, ctx: TaskContext, params: PrintToPdfParams) -> None:
         from ..pdf import Part, merge
 
         job = ctx.store.get_job(ctx.job_id, with_tasks=True)

@@ -32,15 +32,15 @@ class SleepParams(BaseModel):
 
 
 @job_type("sleep")
-class Sleep(JobType):
+class Sleep(JobType[SleepParams]):
     """Each task sleeps ``seconds`` in ``steps`` steps, reporting progress, and may fail on purpose."""
 
     Params = SleepParams
 
-    def plan(self, params: SleepParams) -> list[NewTask]:  # type: ignore[override]
+    def plan(self, params: SleepParams) -> list[NewTask]:
         return [NewTask(f"sleep {i}", {"n": i}) for i in range(1, params.tasks + 1)]
 
-    def run(self, ctx: TaskContext, params: SleepParams, task: dict[str, Any]) -> None:  # type: ignore[override]
+    def run(self, ctx: TaskContext, params: SleepParams, task: dict[str, Any]) -> None:
         n = task["n"]
         ctx.log.info("task %s: sleeping %.3f s", n, params.seconds)
         step = params.seconds / params.steps if params.seconds else 0.0

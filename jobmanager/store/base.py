@@ -46,6 +46,10 @@ class JobStore:
     def schema_version(self) -> int:
         raise NotImplementedError
 
+    def migrate(self) -> tuple[int, int]:
+        """Move the store to the current schema (``jobmanager migrate``); returns (from, to) versions."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 

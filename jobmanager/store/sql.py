@@ -60,8 +60,8 @@ USER_FIELDS = frozenset({"display_name", "password_hash", "active", "failures", 
 #: a group's link tables and the column each links
 GROUP_LINKS = {"group_members": "username", "group_permissions": "permission", "group_cases": "case_id"}
 
-_COUNTER = {TaskState.SUCCEEDED: "tasks_succeeded", TaskState.FAILED: "tasks_failed",
-            TaskState.CANCELLED: "tasks_cancelled"}
+_COUNTER: dict[str, str] = {TaskState.SUCCEEDED: "tasks_succeeded", TaskState.FAILED: "tasks_failed",
+                            TaskState.CANCELLED: "tasks_cancelled"}
 
 
 class Row(Protocol):
@@ -662,6 +662,7 @@ class SqlStore(JobStore):
             if job["finisher"] != agent or job["state"] not in IN_PROGRESS:
                 return None
             summary: str | None
+            final: str
             if error:
                 final, summary = JobState.FAILED, f"finishing step failed: {error}"
             else:
