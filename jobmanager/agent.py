@@ -28,13 +28,15 @@ from typing import Any, TypeVar
 import psutil
 
 from . import __version__, jobtypes
+from .backends import queue_at
+from .engine import Engine
 from .errors import HomeError
 from .home import Home
 from .logcapture import FORMAT, router
 from .models import Recovery
 from .queue import Queue, set_handler
 from .runner import Runner
-from .schedules import fire_due, sync_file
+from .schedules import sync_file
 from .store import JobStore, open_store
 from .trouble import Backoff, TroubleLog, describe, storage_problem
 
@@ -96,6 +98,7 @@ class Agent:
         jobtypes.discover(self.imports)
         self.store: JobStore = open_store(self.home)
         self.queue = Queue(self.home)
+        self.engine = Engine(self.store, lambda: self.queue)
         # The schedules file is loaded before the agent shows as online, so whoever sees the agent
         # online also sees its schedules (a bad file must not keep agents from running jobs).
         schedules: dict[str, int] | Exception
@@ -103,17 +106,16 @@ class Agent:
             schedules = sync_file(self.store, self.home, f"agent:{self.name}", self.imports)
         except Exception as exc:
             schedules = exc
-        recovery = self.store.register_agent({
+        self.engine.register_agent({
             "name": self.name, "host": self.host, "pid": self.pid, "workers": self.workers,
             "worker_type": self.worker_type, "version": __version__, "queues": ["default"],
             "interval": self.interval, "log_path": self.home.relative(self.home.agent_log(self.name)),
         })
         self._setup_logging()
-        self.runner = Runner(self.home, self.store, self.queue, self.name)
+        self.runner = Runner(self.home, self.store, self.engine, self.name)
         self.runner.until_stored = self._until_stored
         self._handler = _Guarded(self.runner, self.trouble, self._store_where(), self._stop)
         set_handler(self._handler)
-        self._apply(recovery)
         self.recover()
         self.sweep(min_age=0.0)
         if isinstance(schedules, Exception):
@@ -143,8 +145,7 @@ class Agent:
         finally:
             self._stop.set()
             beat.join(timeout=self.interval + 1)
-            recovery = self.store.agent_stopped(self.name, self.pid)
-            self._apply(recovery)
+            self.engine.agent_stopped(self.name, self.pid)
             log.info("agent %s stopped", self.name)
 
     # -- heartbeat, recovery, sweep ---------------------------------------------------------------
@@ -178,8 +179,7 @@ class Agent:
         backoff, delay = Backoff(), SCHEDULER_TICK_S
         while not self._stop.wait(delay):
             try:
-                for _job_id, dispatches in fire_due(self.store, self.name):
-                    self.queue.send(dispatches)
+                self.engine.fire_due(self.name)
             except Exception as exc:
                 self.trouble.failed("scheduler", exc, self._store_where())
                 delay = max(SCHEDULER_TICK_S, backoff.failed())
@@ -215,7 +215,8 @@ class Agent:
         """Huey logs a traceback for every failed dequeue and retries within 50 ms (our polling):
         instead, a failure is reported once and the worker backs off until the queue works again."""
         huey, trouble, backoff = self.queue.huey, self.trouble, Backoff()
-        where = str(self.home.queue_path) if self.home.queue_url == "sqlite" else "the Redis queue"
+        at = queue_at(self.home)
+        where = str(at.path) if at.url is None else "the Redis queue"
         dequeue = huey.dequeue
 
         def guarded_dequeue() -> Any:
@@ -233,29 +234,18 @@ class Agent:
         huey.dequeue = guarded_dequeue
 
     def recover(self) -> Recovery:
-        recovery = self.store.recover_lost(self.name)
+        recovery = self.engine.recover(self.name)
         for name in recovery.lost:
             log.warning("agent %s is lost; recovered its work (%d tasks requeued)", name, len(recovery.dispatches))
-        self._apply(recovery)
         return recovery
 
     def sweep(self, min_age: float = SWEEP_MIN_AGE_S) -> int:
         """Re-send messages for runnable tasks the queue does not hold; returns how many."""
         self._last_sweep = time.monotonic()
-        dispatches, finals = self.store.queue_targets(queued_before=time.time() - min_age)
-        pending_runs, pending_finals = self.queue.pending()
-        missing = [d for d in dispatches if (d.task_id, d.dispatch) not in pending_runs]
-        missing_finals = [j for j in finals if j not in pending_finals]
-        if missing or missing_finals:
-            log.warning("sweep: re-sending %d task messages and %d finishing steps the queue did not hold",
-                        len(missing), len(missing_finals))
-            self.queue.send(missing)
-            self.queue.send_finalize(missing_finals)
-        return len(missing) + len(missing_finals)
-
-    def _apply(self, recovery: Recovery) -> None:
-        self.queue.send(recovery.dispatches)
-        self.queue.send_finalize(recovery.finalize)
+        runs, finals = self.engine.sweep(queued_before=time.time() - min_age)
+        if runs or finals:
+            log.warning("sweep: re-sent %d task messages and %d finishing steps the queue did not hold", runs, finals)
+        return runs + finals
 
     def _setup_logging(self) -> None:
         path = self.home.agent_log(self.name)

@@ -1,10 +1,9 @@
-"""A realistic synthetic history, written straight into a home's store.
+"""A realistic synthetic history, written into a home's store in bulk.
 
 Used by the demo, the history tests, the analysis notebook and the benchmark
-(1M jobs / ~10M tasks), so it writes with ``executemany`` in one transaction
-from numpy-generated columns instead of going through the service. SQLite or
-PostgreSQL: on PostgreSQL the transaction locks ``jobs`` and ``tasks`` against other
-writers (the ids follow ``MAX(id)``) and moves their sequences past the new ids.
+(1M jobs / ~10M tasks), so it generates the rows column-wise with numpy and hands them
+to the store's :meth:`~jobmanager.store.base.JobStore.insert_history` (one transaction,
+``executemany``; SQLite or PostgreSQL alike) instead of going through the service.
 
 What it produces (all with the store's exact columns and valid state combinations):
 
@@ -26,16 +25,16 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import BadParams
 from .home import Home
 from .store import open_store
+from .store.base import HistoryBatch
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,6 @@ def generate(
     minute so some are still queued, running or paused at ``now``. Returns row counts.
     """
     home = home_path if isinstance(home_path, Home) else Home.open(home_path)
-    open_store(home).close()  # checks it is a store of a version we understand
     rng = np.random.default_rng(seed)
     now = time.time() if now is None else float(now)
     if in_progress is None:
@@ -97,76 +95,23 @@ def generate(
     in_progress = min(in_progress, jobs)
     created = _created_times(rng, jobs - in_progress, now, days)
     created = np.concatenate([created, np.sort(now - rng.uniform(0, 60, in_progress))])
-    counts = {"jobs": 0, "tasks": 0, "events": 0, "artifacts": 0}
     bursts = _bursts(rng, now, days)
-    url = home.store_url
-    conn: Any
-    if url.startswith(("postgresql://", "postgres://")):
-        conn = _PgWriter(url)
-        conn.execute("BEGIN")
-        # explicit ids follow MAX(id), so no other writer may add jobs or tasks meanwhile (readers may read)
-        conn.execute("LOCK TABLE jobs, tasks IN EXCLUSIVE MODE")
-    elif url.startswith("sqlite"):
-        conn = sqlite3.connect(home.store_path, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("BEGIN IMMEDIATE")
-    else:
-        raise BadParams(f"demo data is written into SQLite and PostgreSQL stores, not {url!r}")
-    try:
-        job_base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
-        task_base = conn.execute("SELECT COALESCE(MAX(id), 0) FROM tasks").fetchone()[0]
+
+    def batches(job_base: int, task_base: int) -> Iterator[HistoryBatch]:
+        tally = _AgentTally()
         for start in range(0, jobs, CHUNK):
             part = _Chunk(rng, created[start:start + CHUNK], now, bursts, job_base + start, task_base)
             task_base += part.n_tasks
-            for key, value in part.write(conn).items():
-                counts[key] += value
-        _write_agents(conn, rng, now, days)
-        if isinstance(conn, _PgWriter):  # the sequences past the explicit ids
-            for table in ("jobs", "tasks"):
-                conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-                             f" (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+            yield part.rows()
+            tally.add(part)
+        yield {"agents": tally.rows(rng, now, days)}
+
+    store = open_store(home)  # (which checks it is a store of a version we understand)
+    try:
+        counts = store.insert_history(batches)
     finally:
-        conn.close()
-    return counts
-
-
-class _PgWriter:
-    """Just enough of a sqlite3 connection over psycopg for :func:`generate`: ``?`` becomes ``%s``,
-    the ``interval`` column is quoted (a type name in PostgreSQL), numpy scalars become Python's."""
-
-    def __init__(self, url: str) -> None:
-        import psycopg
-
-        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-
-    @property
-    def in_transaction(self) -> bool:
-        import psycopg
-
-        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-
-    @staticmethod
-    def _sql(sql: str) -> str:
-        return sql.replace("?", "%s").replace(" interval,", ' "interval",')
-
-    @staticmethod
-    def _row(row: Any) -> tuple[Any, ...]:
-        return tuple(v.item() if isinstance(v, np.generic) else v for v in row)
-
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        return self.conn.execute(self._sql(sql), self._row(params))
-
-    def executemany(self, sql: str, rows: list[Any]) -> None:
-        with self.conn.cursor() as cur:
-            cur.executemany(self._sql(sql), [self._row(r) for r in rows])
-
-    def close(self) -> None:
-        self.conn.close()
+        store.close()
+    return {table: counts[table] for table in ("jobs", "tasks", "events", "artifacts")}
 
 
 def _created_times(rng: np.random.Generator, n: int, now: float, days: float) -> np.ndarray:
@@ -275,24 +220,10 @@ class _Chunk:
         # all tasks over, finishing step still running: an agent holds it
         self.finishing = over & ~finished & finish_step & (jstate != "queued")
 
-    # -- rows ------------------------------------------------------------------------------------
-    def write(self, conn: Any) -> dict[str, int]:
-        jobs, tasks, events, artifacts = self._job_rows(), self._task_rows(), self._event_rows(), self._artifacts()
-        conn.executemany(
-            "INSERT INTO jobs (id, type, name, params, owner, case_id, priority, state, retries, has_finish,"
-            " finisher, tasks_total, tasks_succeeded, tasks_failed, tasks_cancelled, error, created_at,"
-            " started_at, finished_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", jobs)
-        conn.executemany(
-            "INSERT INTO tasks (id, job_id, seq, name, params, state, attempts, max_attempts, dispatch, agent,"
-            " progress_done, progress_total, cancel_requested, error, traceback, queued_at, started_at,"
-            " finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", tasks)
-        conn.executemany(
-            "INSERT INTO events (at, job_id, task_id, seq, kind, from_state, to_state, agent, actor, message)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)", events)
-        conn.executemany(
-            "INSERT INTO artifacts (job_id, task_id, name, path, media_type, size, created_at)"
-            " VALUES (?,?,?,?,?,?,?)", artifacts)
-        return {"jobs": len(jobs), "tasks": len(tasks), "events": len(events), "artifacts": len(artifacts)}
+    # -- rows (in the store's HISTORY_COLUMNS order) --------------------------------------------------
+    def rows(self) -> HistoryBatch:
+        return {"jobs": self._job_rows(), "tasks": self._task_rows(), "events": self._event_rows(),
+                "artifacts": self._artifacts()}
 
     def _task_errors(self) -> np.ndarray:
         errors = np.full(self.n_tasks, None, dtype=object)
@@ -417,21 +348,33 @@ def _nan_none(a: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in a.tolist()]
 
 
-def _write_agents(conn: Any, rng: np.random.Generator, now: float, days: float) -> None:
-    """The agents' rows: online (heartbeat now) if they hold a running task, else offline."""
-    for k, name in enumerate(AGENTS):
-        running = [{"job": r[0], "task": r[1], "name": r[2]} for r in conn.execute(
-            "SELECT job_id, seq, name FROM tasks WHERE agent = ? AND state = 'running' ORDER BY id", (name,))]
-        done, failed = (conn.execute("SELECT COUNT(*) FROM tasks WHERE agent = ? AND state = ?", (name, s))
-                        .fetchone()[0] for s in ("succeeded", "failed"))
-        online = bool(running)
-        conn.execute(
-            "INSERT INTO agents (name, host, pid, workers, worker_type, version, queues, state, interval,"
-            " started_at, heartbeat_at, stopped_at, current_tasks, done, failed, cpu_percent, rss_bytes, log_path)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO NOTHING",
-            (name, name.removeprefix("agent-") + ".example.org", 4000 + k, max(8, len(running)), "thread", "0.1.0",
-             '["default"]',
-             "online" if online else "offline", 5.0, now - days * 86400 - 3600, now,
-             None if online else now, json.dumps(running), done, failed, float(rng.uniform(0, 30)),
-             int(rng.integers(80, 400)) * 2**20, f"logs/agents/{name}.log"),
-        )
+class _AgentTally:
+    """What each demo agent holds and has done, over the chunks written (for the agents' rows)."""
+
+    def __init__(self) -> None:
+        self.running: list[list[dict[str, Any]]] = [[] for _ in AGENTS]
+        self.done = [0] * len(AGENTS)
+        self.failed = [0] * len(AGENTS)
+
+    def add(self, part: _Chunk) -> None:
+        st, seq, names = part.t_state, part.seq, part._task_names()
+        jobs = part.ids[part.job_of]
+        for k in range(len(AGENTS)):
+            mine = part.agent == k  # (a task's agent is recorded once it started; these all did)
+            self.done[k] += int(np.count_nonzero(mine & (st == "succeeded")))
+            self.failed[k] += int(np.count_nonzero(mine & (st == "failed")))
+            for t in np.flatnonzero(mine & (st == "running")).tolist():
+                self.running[k].append({"job": int(jobs[t]), "task": int(seq[t]), "name": names[t]})
+
+    def rows(self, rng: np.random.Generator, now: float, days: float) -> list[tuple[Any, ...]]:
+        """The agents' rows: online (heartbeat now) if they hold a running task, else offline."""
+        rows = []
+        for k, name in enumerate(AGENTS):
+            running = self.running[k]
+            online = bool(running)
+            rows.append(
+                (name, name.removeprefix("agent-") + ".example.org", 4000 + k, max(8, len(running)), "thread",
+                 "0.1.0", '["default"]', "online" if online else "offline", 5.0, now - days * 86400 - 3600, now,
+                 None if online else now, json.dumps(running), self.done[k], self.failed[k],
+                 float(rng.uniform(0, 30)), int(rng.integers(80, 400)) * 2**20, f"logs/agents/{name}.log"))
+        return rows

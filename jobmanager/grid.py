@@ -21,9 +21,10 @@ from typing import Any
 import pandas as pd
 
 from . import validate
+from .backends import StoreAt, as_store_at, read_connection
 from .errors import BadParams
 from .states import JOB_STATES, tab_states
-from .store.sql import scope_sql
+from .store.sql import Connection, scope_sql
 
 #: what the grid shows (and what exports write), as SQL over the store's ``jobs`` table;
 #: ``{p}`` is the table qualifier (``""`` or ``"j."``)
@@ -169,7 +170,7 @@ def to_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     return df
 
 
-def _counted_total(conn: sqlite3.Connection, tab: str, filters: dict[str, Any],
+def _counted_total(conn: Connection, tab: str, filters: dict[str, Any],
                    scope: dict[str, Any] | None) -> int | None:
     """A tab's total from the trigger-kept ``job_counts`` (constant time at any size), when nothing but the
     tab (and perhaps a state) narrows it and the user sees every job; else None (count the matches)."""
@@ -182,13 +183,13 @@ def _counted_total(conn: sqlite3.Connection, tab: str, filters: dict[str, Any],
         states &= wanted
     try:
         rows = conn.execute("SELECT state, n FROM job_counts").fetchall()
-    except sqlite3.OperationalError:  # a store from before the counters
+    except sqlite3.OperationalError:  # a SQLite store from before the counters
         return None
     return int(sum(n for state, n in rows if state in states))
 
 
 def grid_page(
-    store_path: str | os.PathLike[str],
+    store: StoreAt | str | os.PathLike[str],
     tab: str = "completed",
     filters: dict[str, Any] | None = None,
     sort: str = "created_at",
@@ -199,37 +200,30 @@ def grid_page(
 ) -> tuple[pd.DataFrame, int]:
     """One page of the grid (1-based ``page``) and the number of matching jobs ``scope`` may see.
 
-    ``store_path`` may also be a PostgreSQL store URL (as :func:`jobmanager.history.store_file`
-    returns): the page then comes from :func:`jobmanager.history_pg.grid_page_pg`.
+    ``store`` is where the store is (:func:`jobmanager.backends.store_at`), or a SQLite store file, or
+    a PostgreSQL store URL; the count and the page come from one snapshot.
     """
     validate.integer(page, "page", 1, validate.MAX_ID // MAX_PAGE_SIZE)
     validate.integer(page_size, "page_size", 1, MAX_PAGE_SIZE)
     if not isinstance(sort, str):
         raise BadParams(f"cannot sort by {validate.shown(sort)}: choose one of {', '.join(SORTABLE)}")
-    if isinstance(store_path, str) and store_path.startswith(("postgresql://", "postgres://")):
-        from .history_pg import grid_page_pg
-
-        return grid_page_pg(store_path, tab, filters, sort, desc, page, page_size, scope=scope)
-    where = build_where({**(filters or {}), "tab": tab}, scope=scope)
+    at = as_store_at(store)
+    dialect = at.dialect
+    where = build_where({**(filters or {}), "tab": tab}, like=dialect.ilike, scope=scope)
     order = order_by(sort, desc)
-    conn = sqlite3.connect(store_path, timeout=30.0)
-    try:
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute("BEGIN")  # the count and the page from one snapshot
-        total = _counted_total(conn, tab, filters or {}, scope)
+    with read_connection(at) as conn:  # the count and the page from one snapshot
+        # PostgreSQL's schema has no trigger-kept job_counts: a plain COUNT(*) on the jobs_state_id index
+        total = _counted_total(conn, tab, filters or {}, scope) if dialect.job_counts else None
         if total is None:
             total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where.sql}", where.params).fetchone()[0]
         where_sql = where.sql
         if total > WALK_SORT_INDEX_ABOVE and sort in INDEXED_SORTS:
             # Many matches: walk the sort column's index and stop after one page, instead of letting
             # SQLite fetch every match through jobs_state_id and sort them all (unary + hides the index).
-            where_sql = where_sql.replace("state IN (", "+state IN (", 1)
+            where_sql = where_sql.replace("state IN (", f"{dialect.no_index('state')} IN (", 1)
         rows = conn.execute(
             f"SELECT {select_list()} FROM jobs WHERE {where_sql} ORDER BY {order} LIMIT ? OFFSET ?",
             (*where.params, page_size, (page - 1) * page_size),
         ).fetchall()
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
     return to_frame(rows), int(total)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from .backends import StoreAt, as_store_at, read_connection, store_at
 from .errors import BadParams, HomeError
 from .grid import GRID_COLUMNS, TIME_COLUMNS, build_where, order_by, select_list
 from .home import Home
@@ -83,21 +83,9 @@ VIEWS: dict[str, str] = {
 }
 
 
-def store_file(home: Home) -> Path | str:
-    """What the history opens for a home's store: the SQLite file, or a PostgreSQL store's URL."""
-    url = home.store_url
-    if url == "sqlite":
-        return home.store_path
-    if url.startswith("sqlite:"):
-        return Path(url.removeprefix("sqlite:///"))
-    if is_postgres(url):
-        return url
-    raise HomeError(f"the history reads SQLite and PostgreSQL stores; this home's store is {url!r}")
-
-
-def is_postgres(store: object) -> bool:
-    """Whether ``store`` (a path or URL, as :func:`store_file` returns) names a PostgreSQL store."""
-    return isinstance(store, str) and store.startswith(("postgresql://", "postgres://"))
+def store_file(home: Home) -> StoreAt:
+    """What the history opens for a home's store (:func:`jobmanager.backends.store_at` decides)."""
+    return store_at(home)
 
 
 def find_extension() -> Path:
@@ -151,11 +139,12 @@ def scope_clauses(scope: dict[str, Any] | None) -> dict[str, tuple[str, list[Any
 class History:
     """DuckDB views over one store file: ``jobs``, ``tasks``, ``events``, ``agents``, ``artifacts``."""
 
-    def __init__(self, store_path: str | os.PathLike[str], *, extension: str | os.PathLike[str] | None = None,
+    def __init__(self, store_path: StoreAt | str | os.PathLike[str], *, extension: str | os.PathLike[str] | None = None,
                  duckdb_config: dict[str, Any] | None = None) -> None:
-        """``store_path``: the SQLite store file, or a PostgreSQL store URL (see :func:`store_file`)."""
-        self.pg_url: str | None = str(store_path) if is_postgres(store_path) else None
-        self.store_path = Path(store_path) if self.pg_url is None else Path()
+        """``store_path``: where the store is (:func:`store_file`), a SQLite store file, or a PostgreSQL URL."""
+        self.at = as_store_at(store_path)
+        self.pg_url: str | None = self.at.url
+        self.store_path = self.at.path if self.at.path is not None else Path()
         if self.pg_url is None and not self.store_path.is_file():
             raise HomeError(f"no job store at {self.store_path}")
         ext: Path | None = None
@@ -310,22 +299,17 @@ class History:
         if self.pg_url is not None:
             self._sync_mirror_pg()
             return
-        conn = sqlite3.connect(self.store_path, timeout=30.0)
-        try:
-            conn.execute("PRAGMA query_only = ON")
-            conn.execute("BEGIN")
+        with read_connection(self.at) as conn:
             mark = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
             if self._mirror_mark is None:
                 self._build_mirror()
             elif mark > self._mirror_mark:
                 changed = [r[0] for r in conn.execute(
-                    "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL", (self._mirror_mark,))]
+                    "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL",
+                    (self._mirror_mark,)).fetchall()]
                 self._replace_jobs(conn, changed)
             self._mirror_mark = mark
             live_tasks = self._live_tasks(conn)
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
         self._load_live(live_tasks)
 
     def _sync_mirror_pg(self) -> None:
@@ -344,33 +328,26 @@ class History:
         bound is the largest id of the events written (by the writers' clocks) before the
         margin plus ``PG_CLOCK_SKEW_S``, found by walking the primary key backwards.
         """
-        import psycopg
-
-        assert self.pg_url is not None  # only a PostgreSQL store's history syncs this way
-        with psycopg.connect(self.pg_url, connect_timeout=10) as raw:
-            raw.read_only = True
-            raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for all reads
-            conn = _PgReader(raw)
-            with raw.transaction():
-                mark = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
-                now = time.monotonic()  # the snapshot is taken by the first query
-                if self._mirror_mark is None:
-                    row = conn.execute(
-                        "SELECT id FROM events WHERE at < ? ORDER BY id DESC LIMIT 1",
-                        (time.time() - PG_COMMIT_MARGIN_S - PG_CLOCK_SKEW_S,)).fetchone()
-                    self._build_mirror()  # (DuckDB reads a snapshot at least as new as this one)
-                    self._pg_marks = [(float("-inf"), row[0] if row else 0), (now, mark)]
-                else:
-                    previous = self._pg_marks[-1][0]
-                    old = [i for i, (t, _) in enumerate(self._pg_marks) if t <= previous - PG_COMMIT_MARGIN_S]
-                    first = old[-1] if old else 0
-                    changed = [r[0] for r in conn.execute(
-                        "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL",
-                        (self._pg_marks[first][1],))]
-                    self._replace_jobs(conn, changed)
-                    self._pg_marks = [*self._pg_marks[first:], (now, mark)]
-                self._mirror_mark = mark
-                live_tasks = self._live_tasks(conn)
+        with read_connection(self.at) as conn:  # one snapshot for all reads
+            mark = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+            now = time.monotonic()  # the snapshot is taken by the first query
+            if self._mirror_mark is None:
+                row = conn.execute(
+                    "SELECT id FROM events WHERE at < ? ORDER BY id DESC LIMIT 1",
+                    (time.time() - PG_COMMIT_MARGIN_S - PG_CLOCK_SKEW_S,)).fetchone()
+                self._build_mirror()  # (DuckDB reads a snapshot at least as new as this one)
+                self._pg_marks = [(float("-inf"), row[0] if row else 0), (now, mark)]
+            else:
+                previous = self._pg_marks[-1][0]
+                old = [i for i, (t, _) in enumerate(self._pg_marks) if t <= previous - PG_COMMIT_MARGIN_S]
+                first = old[-1] if old else 0
+                changed = [r[0] for r in conn.execute(
+                    "SELECT DISTINCT job_id FROM events WHERE id > ? AND job_id IS NOT NULL",
+                    (self._pg_marks[first][1],)).fetchall()]
+                self._replace_jobs(conn, changed)
+                self._pg_marks = [*self._pg_marks[first:], (now, mark)]
+            self._mirror_mark = mark
+            live_tasks = self._live_tasks(conn)
         self._load_live(live_tasks)
 
     def _live_tasks(self, conn: Any) -> pd.DataFrame:
@@ -378,7 +355,7 @@ class History:
         live = pd.DataFrame(conn.execute(
             f"SELECT id, owner, case_id FROM jobs WHERE state IN ({','.join('?' * len(IN_PROGRESS))})",
             IN_PROGRESS).fetchall(), columns=["job_id", "owner", "case_id"])
-        tasks = _done_tasks(conn, live.job_id.tolist())
+        tasks = _done_tasks(conn, live.job_id.tolist(), self.at.dialect.no_index("state"))
         live = live.astype({"job_id": "uint32", "owner": "object", "case_id": "object"})
         return tasks.merge(live, on="job_id", how="left")
 
@@ -407,14 +384,15 @@ class History:
     def _replace_jobs(self, conn: Any, ids: list[int]) -> None:
         """Re-read jobs that changed: drop their mirror rows, add them back if they are finished."""
         jobs = []
+        state = self.at.dialect.no_index("state")
         for chunk in _chunks(ids):
             jobs += conn.execute(
                 "SELECT id, type, state, finished_at, started_at - created_at, finished_at - started_at, owner,"
                 f" case_id FROM jobs"
-                f" WHERE id IN ({','.join('?' * len(chunk))}) AND +state IN ({','.join('?' * len(FINISHED))})",
+                f" WHERE id IN ({','.join('?' * len(chunk))}) AND {state} IN ({','.join('?' * len(FINISHED))})",
                 (*chunk, *FINISHED)).fetchall()
         jobs_df = pd.DataFrame(jobs, columns=["id", "type", "state", "finished_at", "wait", "dur", "owner", "case_id"])
-        tasks_df = _done_tasks(conn, [r[0] for r in jobs])
+        tasks_df = _done_tasks(conn, [r[0] for r in jobs], self.at.dialect.no_index("state"))
         self.con.register("_changed", pd.DataFrame({"id": ids}))
         self.con.register("_jobs_df", jobs_df)
         self.con.register("_tasks_df", tasks_df)
@@ -428,28 +406,18 @@ class History:
                 self.con.unregister(name)
 
 
-def _done_tasks(conn: Any, job_ids: list[int]) -> pd.DataFrame:
-    """The finished tasks of some jobs, in the mirror's columns (indexed lookups by job_id)."""
+def _done_tasks(conn: Any, job_ids: list[int], state: str) -> pd.DataFrame:
+    """The finished tasks of some jobs, in the mirror's columns (indexed lookups by job_id); ``state`` is
+    the state column with the index hidden (the dialect's :meth:`no_index`)."""
     rows: list[tuple[Any, ...]] = []
     for chunk in _chunks(job_ids):
         rows += conn.execute(
             "SELECT job_id, agent, state = 'failed', finished_at, started_at - queued_at, finished_at - started_at"
-            f" FROM tasks WHERE job_id IN ({','.join('?' * len(chunk))}) AND +state IN ('succeeded', 'failed')",
+            f" FROM tasks WHERE job_id IN ({','.join('?' * len(chunk))}) AND {state} IN ('succeeded', 'failed')",
             chunk).fetchall()
     df = pd.DataFrame(rows, columns=["job_id", "agent", "failed", "finished_at", "wait", "dur"])
     return df.astype({"job_id": "uint32", "failed": "bool", "finished_at": "float64", "wait": "float32",
                       "dur": "float32"})
-
-
-class _PgReader:
-    """A psycopg connection that runs the mirror's SQLite-dialect SQL: ``%s`` for ``?``, and no
-    ``+state`` (SQLite's "do not use the index" hint; PostgreSQL's planner needs none)."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    def execute(self, sql: str, params: Any = None) -> Any:
-        return self.conn.execute(sql.replace("+state", "state").replace("?", "%s"), params)
 
 
 def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:

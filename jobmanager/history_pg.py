@@ -1,4 +1,4 @@
-"""The history and the grid on a PostgreSQL store.
+"""The history on a PostgreSQL store.
 
 DuckDB 1.5.5's postgres extension ships on PyPI as ``duckdb-extension-postgres-scanner==1.5.5``
 (like the sqlite one: the ``.duckdb_extension`` file for that exact DuckDB), and it LOADs by path
@@ -6,9 +6,9 @@ with automatic extension install/load switched off, so nothing is downloaded. :f
 ATTACHes the store READ_ONLY under the alias the SQLite history uses (``store``), so the views of
 :data:`jobmanager.history.VIEWS` (``... FROM store.jobs s``) work unchanged.
 
-The grid does not need DuckDB on PostgreSQL: :func:`grid_page_pg` runs the grid's own SQL
-(:func:`jobmanager.grid.build_where`, same column names) with psycopg, ``%s`` for ``?`` and
-ILIKE for SQLite's case-insensitive LIKE, on the store's indexes.
+The grid needs no DuckDB on either backend: :func:`jobmanager.grid.grid_page` runs its own SQL
+on :func:`jobmanager.backends.read_connection`, in the store's dialect (ILIKE for SQLite's
+case-insensitive LIKE), on the store's indexes.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pandas as pd
-
-from .errors import BadParams, HomeError
-from .grid import MAX_PAGE_SIZE, build_where, order_by, select_list, to_frame
+from .backends import redact
+from .errors import HomeError
 
 
 def find_postgres_extension() -> Path:
@@ -71,41 +69,4 @@ def attach_postgres(con: Any, url: str, *, alias: str = "store",
         con.execute(f"LOAD '{_quote(str(ext))}'")
         con.execute(f"ATTACH '{_quote(url)}' AS {alias} ({options})")
     except duckdb.Error as exc:
-        from .store.postgres import redact
-
         raise HomeError(f"cannot open the history of {redact(url)}: {str(exc).splitlines()[0]}") from None
-
-
-def grid_page_pg(
-    url: str,
-    tab: str = "completed",
-    filters: dict[str, Any] | None = None,
-    sort: str = "created_at",
-    desc: bool = True,
-    page: int = 1,
-    page_size: int = 100,
-    scope: dict[str, Any] | None = None,
-) -> tuple[pd.DataFrame, int]:
-    """:func:`jobmanager.grid.grid_page` on a PostgreSQL store: one page and the matching count."""
-    import psycopg
-
-    if not isinstance(page, int) or isinstance(page, bool) or page < 1:
-        raise BadParams(f"page must be a whole number >= 1, not {page!r}")
-    if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise BadParams(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size!r}")
-    where = build_where({**(filters or {}), "tab": tab}, like="ILIKE", scope=scope)
-    sql_where = where.sql.replace("?", "%s")
-    with psycopg.connect(url, connect_timeout=10) as conn:
-        conn.read_only = True
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # count and page from one snapshot
-        with conn.transaction():
-            # A plain COUNT(*) (the jobs_state_id index answers the unfiltered tabs): the PostgreSQL
-            # schema has no trigger-kept job_counts table, unlike SQLite's (see grid._counted_total).
-            count = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {sql_where}", where.params).fetchone()
-            total = count[0] if count else 0
-            rows = conn.execute(
-                f"SELECT {select_list()} FROM jobs WHERE {sql_where} ORDER BY {order_by(sort, desc)}"
-                " LIMIT %s OFFSET %s",
-                (*where.params, page_size, (page - 1) * page_size),
-            ).fetchall()
-    return to_frame(rows), int(total)

@@ -273,11 +273,16 @@ class Home:
     # -- job inputs ------------------------------------------------------------------
     def _store_files(self) -> list[Path]:
         """A SQLite store kept outside the home (``store = "sqlite:///path"``): never an input either."""
-        url = self.store_url
-        if url.startswith("sqlite:///"):
-            db = Path(url.removeprefix("sqlite:///")).expanduser().resolve()
-            return [db.with_name(db.name + s) for s in ("", "-wal", "-shm", "-journal")]
-        return []
+        from .backends import store_at
+
+        try:
+            at = store_at(self)
+        except HomeError:
+            return []
+        if at.path is None:
+            return []
+        db = at.path.expanduser().resolve()
+        return [db.with_name(db.name + s) for s in ("", "-wal", "-shm", "-journal")]
 
     def _roots(self, folders: list[str]) -> list[Path]:
         return [Path(f).expanduser().resolve() for f in folders]

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 from huey.api import Huey
 from huey.storage import RedisStorage, SqliteStorage
 
-from .errors import HomeError
+from .backends import queue_at
 from .home import Home, create_private
 from .models import Dispatch
-from .queue_redis import is_redis_url, redis_huey, send_many
+from .queue_redis import redis_huey, send_many
 
 QUEUE_NAME = "jobmanager"
 
@@ -63,15 +63,14 @@ class Queue:
     """The Huey instance of a home, with the two tasks registered."""
 
     def __init__(self, home: Home) -> None:
-        url = home.queue_url
-        if is_redis_url(url):  # redis://host:port/db: PriorityRedisHuey, blocking dequeue (queue_redis.py)
-            self.huey: Huey = redis_huey(url, QUEUE_NAME)
-        elif url != "sqlite":
-            raise HomeError(f"unsupported queue {url!r}: use 'sqlite' or a redis://host:port/db URL")
+        at = queue_at(home)
+        if at.url is not None:  # redis://host:port/db: PriorityRedisHuey, blocking dequeue (queue_redis.py)
+            self.huey: Huey = redis_huey(at.url, QUEUE_NAME)
         else:
-            create_private(home.queue_path)  # before SQLite makes it (and its -wal/-shm) with the umask's mode
+            assert at.path is not None
+            create_private(at.path)  # before SQLite makes it (and its -wal/-shm) with the umask's mode
             self.huey = Huey(
-                QUEUE_NAME, storage_class=QueueStorage, filename=str(home.queue_path), results=False, utc=True,
+                QUEUE_NAME, storage_class=QueueStorage, filename=str(at.path), results=False, utc=True,
                 timeout=30,
             )
 

@@ -16,29 +16,15 @@ from __future__ import annotations
 import struct
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from huey.api import Huey, PriorityRedisHuey
 from huey.storage import RedisStorage
 
+from .backends import redact
 from .errors import HomeError
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 #: how long one blocking pop waits before the worker loop looks around (shutdown, backoff)
 READ_TIMEOUT_S = 1
-
-
-def is_redis_url(url: str) -> bool:
-    return url.startswith(REDIS_SCHEMES)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def redis_huey(url: str, name: str) -> Huey:

@@ -17,9 +17,10 @@ from typing import Any
 
 from . import jobtypes
 from .context import Cancelled, TaskContext
+from .engine import Engine
 from .home import Home
 from .logcapture import router
-from .queue import Queue
+from .states import TaskState
 from .store import JobStore
 
 log = logging.getLogger("jobmanager.agent")
@@ -40,10 +41,10 @@ class Counters:
 
 
 class Runner:
-    def __init__(self, home: Home, store: JobStore, queue: Queue, agent: str) -> None:
+    def __init__(self, home: Home, store: JobStore, engine: Engine, agent: str) -> None:
         self.home = home
         self.store = store
-        self.queue = queue
+        self.engine = engine
         self.agent = agent
         self.counters = Counters()
         #: how a task's outcome is written; the agent retries it with back-off while the store cannot
@@ -65,7 +66,7 @@ class Runner:
             seq=task.seq, attempt=task.attempts, job_params=job.params, log=task_log, owner=job.owner,
             case=job.case,
         )
-        state, error, trace = "succeeded", None, None
+        state, error, trace = TaskState.SUCCEEDED, None, None
         header = f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {self.agent}"
         try:
             with router().capture(self.home.task_log(job.id, task.seq), header):
@@ -75,25 +76,23 @@ class Runner:
                     jt.run(ctx, params, task.params)
                     ctx.flush_progress()
                     if ctx.cancelled():
-                        state, error = "cancelled", "cancelled while running"
+                        state, error = TaskState.CANCELLED, "cancelled while running"
                     else:
                         ctx.record_outputs()
                 except Cancelled:
-                    state, error = "cancelled", "cancelled while running"
+                    state, error = TaskState.CANCELLED, "cancelled while running"
                 except Exception as exc:  # the task's own failure: record it, never crash the agent
-                    state, error, trace = "failed", _one_line(exc), tb.format_exc()
+                    state, error, trace = TaskState.FAILED, _one_line(exc), tb.format_exc()
                     task_log.error("task failed: %s\n%s", error, trace)
         finally:
             with self.counters.lock:
                 self.counters.current.pop(task.id, None)
-                if state == "succeeded":
+                if state == TaskState.SUCCEEDED:
                     self.counters.done += 1
                 else:
                     self.counters.failed += 1
-        outcome = self.until_stored(
-            lambda: self.store.finish_task(task.id, self.agent, state, error=error, traceback=trace))
-        if outcome.retry is not None:
-            self.queue.send([outcome.retry])
+        outcome = self.engine.finish_task(task.id, self.agent, state, error=error, traceback=trace,
+                                          stored=self.until_stored)
         if outcome.finalize:
             self._run_finish(job.id)
 

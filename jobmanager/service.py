@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -25,14 +24,15 @@ import pandas as pd
 
 from . import jobtypes, validate
 from .auth import generate_password, hash_password
-from .errors import BadParams, NotFound, NotVisible, PermissionDenied, QueueNotReached, Timeout
+from .engine import Engine
+from .errors import BadParams, NotFound, NotVisible, PermissionDenied, Timeout
 from .home import Home, safe_name
 from .models import Job
 from .permissions import Actor, allowed, needs
 from .queue import Queue
 from .service_admin import AdminMethods, create_default_groups
 from .service_schedules import ScheduleMethods
-from .states import FINISHED, JOB_STATES, tab_states
+from .states import FINISHED, JOB_STATES, AgentState, tab_states
 from .store import JobStore, open_store
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class JobManager(ScheduleMethods, AdminMethods):
         self.store: JobStore = open_store(self.home)
         self._imports = tuple(self.home.imports) + tuple(imports)
         self._queue: Queue | None = None
+        #: the store transitions that send queue messages go through the engine (commit, then send)
+        self.engine = Engine(self.store, lambda: self.queue)
         self._history: HistoryProcess | None = None
 
     @classmethod
@@ -194,19 +196,6 @@ class JobManager(ScheduleMethods, AdminMethods):
         self._allow(action, job, quiet=quiet)
         return job
 
-    def _send(self, dispatches: Any, job_id: int, *, finalize: bool = False) -> None:
-        """Send queue messages after the store committed; a queue that cannot be written is a warning, not an
-        error: the job is stored, an agent's sweep re-sends its messages, and an error would invite a duplicate."""
-        try:
-            if finalize:
-                self.queue.send_finalize(dispatches)
-            else:
-                self.queue.send(dispatches)
-        except Exception as exc:  # the queue's own errors (sqlite3, redis, OS): the store already holds the truth
-            reason = validate.printable(f"{type(exc).__name__}: {exc}")[:300]
-            warnings.warn(QueueNotReached(f"job {job_id} is stored; agents will pick it up (the queue could not "
-                                          f"be written: {reason})"), stacklevel=4)
-
     # -- submitting ----------------------------------------------------------------------------
     def _allow_submit(self, type: str | None, case: str | None) -> jobtypes.JobType:
         """The right to submit a job of ``type`` in ``case``, the rule written once (``JobType.submit_actions``):
@@ -256,13 +245,11 @@ class JobManager(ScheduleMethods, AdminMethods):
         tasks = jt.plan(model)
         if not tasks:
             raise BadParams(f"{type}: these parameters plan no tasks")
-        job_id, dispatches = self.store.create_job(
+        return self.engine.submit(
             type=type, name=name or f"{type} job", params=model.model_dump(mode="json"), owner=self.user,
             case=case, priority=priority, retries=jt.retries if retries is None else retries,
             has_finish=jt.has_finish(), tasks=tasks, actor=self.user,
         )
-        self._send(dispatches, job_id)
-        return job_id
 
     # -- reading ---------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
@@ -349,9 +336,9 @@ class JobManager(ScheduleMethods, AdminMethods):
         for a in self.store.list_agents():
             age = now - a["heartbeat_at"]
             status = a["state"]
-            if status == "online":
+            if status == AgentState.ONLINE:
                 if age > 3 * a["interval"]:
-                    status = "lost"
+                    status = AgentState.LOST
                 else:
                     status = "busy" if a["current_tasks"] else "idle"
             rows.append({
@@ -461,31 +448,28 @@ class JobManager(ScheduleMethods, AdminMethods):
     def pause(self, job_id: int) -> None:
         """No new task of the job starts; running ones finish."""
         job_id = self._visible_job(job_id, "manage").id
-        self.store.pause_job(job_id, self.user)
+        self.engine.pause(job_id, self.user)
 
     def resume(self, job_id: int) -> None:
         job_id = self._visible_job(job_id, "manage").id
-        self._send(self.store.resume_job(job_id, self.user), job_id)
+        self.engine.resume(job_id, self.user)
 
     def cancel(self, job_id: int) -> None:
         """Queued tasks never run; running tasks are asked to stop (``ctx.cancelled()``)."""
         job_id = self._visible_job(job_id, "manage").id
-        self.store.cancel_job(job_id, self.user)
+        self.engine.cancel(job_id, self.user)
 
     def retry(self, job_id: int, task: int | None = None) -> None:
         """Re-queue the failed tasks of a finished job, or the one task ``task``."""
         task = None if task is None else validate.job_id(task, "task number")
         job_id = self._visible_job(job_id, "retry").id
-        dispatches, refinish = self.store.retry_job(job_id, self.user, task)
-        self._send(dispatches, job_id)
-        if refinish:
-            self._send([job_id], job_id, finalize=True)
+        self.engine.retry(job_id, self.user, task)
 
     def set_priority(self, job_id: int, priority: int) -> None:
         """Higher runs first; applies to the job's tasks that have not started."""
         priority = validate.integer(priority, "priority", *validate.INT32)
         job_id = self._visible_job(job_id, "manage").id
-        self._send(self.store.set_priority(job_id, priority, self.user), job_id)
+        self.engine.set_priority(job_id, priority, self.user)
 
     def stop_agent(self, name: str) -> None:
         """Ask an agent to stop gracefully (it finishes its running tasks)."""

@@ -14,10 +14,10 @@ from .schedules import _same_trigger, build_spec, caller_source, check_runs_as, 
 from .triggers import Trigger, local_label
 
 if TYPE_CHECKING:
+    from .engine import Engine
     from .home import Home
     from .models import Job
     from .permissions import Actor
-    from .queue import Queue
     from .store import JobStore
 
 SCHEDULE_COLUMNS = [
@@ -38,13 +38,8 @@ class ScheduleMethods:
     user: str
     interface: str
     store: JobStore
+    engine: Engine  # (JobManager's: commit, then send)
     _imports: tuple[str, ...]
-
-    if TYPE_CHECKING:  # provided by JobManager
-        @property
-        def queue(self) -> Queue: ...
-
-        def _send(self, dispatches: Any, job_id: int, *, finalize: bool = False) -> None: ...
 
     def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
                case: str | None = None) -> Actor:  # provided by JobManager
@@ -189,10 +184,8 @@ class ScheduleMethods:
             self.store.audit(self.user, self.interface, "run_schedule_now", "schedule", name, False, str(exc))
             raise
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
-        job_id, dispatches = self.store.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(),
-                                                         retries=jt.retries, actor=self.user)
-        self._send(dispatches, job_id)  # (JobManager: a queue failure warns)
-        return job_id
+        return self.engine.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(), retries=jt.retries,
+                                            actor=self.user)
 
     def sync_schedules_file(self) -> dict[str, int]:
         """Load ``schedules.toml`` from the home and make the store match it (all or nothing)."""

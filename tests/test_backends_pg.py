@@ -269,8 +269,9 @@ def test_two_agents_in_different_folders_share_redis_and_pg_and_survive_a_kill(p
 # -- history and grid on PostgreSQL ------------------------------------------------------------------------
 def test_duckdb_reads_the_pg_store_offline_and_grid_runs_on_pg(pg_url: str) -> None:
     duckdb = pytest.importorskip("duckdb")
+    from jobmanager.grid import grid_page
     from jobmanager.history import VIEWS
-    from jobmanager.history_pg import attach_postgres, grid_page_pg
+    from jobmanager.history_pg import attach_postgres
 
     store = _store(pg_url, create=True)
     job_id, dispatches = _job(store, 2)
@@ -287,7 +288,7 @@ def test_duckdb_reads_the_pg_store_offline_and_grid_runs_on_pg(pg_url: str) -> N
     with pytest.raises(duckdb.Error):
         con.execute("DELETE FROM store.jobs")  # READ_ONLY
     con.close()
-    df, total = grid_page_pg(pg_url, tab="completed", filters={"search": "J"})  # case-insensitive like SQLite
+    df, total = grid_page(pg_url, tab="completed", filters={"search": "J"})  # case-insensitive like SQLite
     assert total == 1 and list(df.id) == [job_id] and list(df.state) == ["completed"]
-    assert grid_page_pg(pg_url, tab="in-progress")[1] == 0
+    assert grid_page(pg_url, tab="in-progress")[1] == 0
     store.close()

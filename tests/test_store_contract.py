@@ -382,3 +382,78 @@ def test_exactly_one_agent_recovers_when_several_notice_at_once(tmp_path: Path) 
     assert sorted(len(r) for r in results) == [0, 0, 0, 1]
     tasks = [t for j in store.list_jobs() for t in store.get_tasks(j.id)]
     assert [t.state for t in tasks] == ["queued"] * 3 and all(t.dispatch == 1 for t in tasks)
+
+
+# -- the engine's transition table --------------------------------------------------------------------
+def _job_in(store: JobStore, state: str) -> int:
+    """A job in ``state``, made through the store's own transitions."""
+    job_id, dispatches = make_job(store, 2)
+    if state == "running":
+        store.claim_task(dispatches[0].task_id, dispatches[0].dispatch, "a1")
+    elif state == "paused":
+        store.pause_job(job_id, "ana")
+    elif state == "completed":
+        run_all(store, dispatches)
+    elif state == "completed_with_errors":
+        run_all(store, dispatches[:1])
+        run_all(store, dispatches[1:], state="failed")
+    elif state == "failed":
+        run_all(store, dispatches, state="failed")
+    elif state == "cancelled":
+        store.cancel_job(job_id, "ana")
+    assert store.get_job(job_id).state == state
+    return job_id
+
+
+def test_the_store_moves_jobs_only_as_the_engine_table_allows(store: JobStore) -> None:
+    """Every user action, tried from every job state: the store's conditional UPDATEs accept it exactly
+    from the states :data:`jobmanager.engine.JOB_MOVES` names, and end in one it allows; and every job
+    and task event any of it wrote is a move of the table."""
+    from jobmanager.engine import JOB_MOVES, job_move_allowed, task_move_allowed
+    from jobmanager.states import JobState
+
+    calls = {"pause": lambda j: store.pause_job(j, "ana"), "resume": lambda j: store.resume_job(j, "ana"),
+             "cancel": lambda j: store.cancel_job(j, "ana"), "retry": lambda j: store.retry_job(j, "ana")}
+    jobs = []
+    for action, call in calls.items():
+        sources, targets = JOB_MOVES[action]
+        for state in JobState:
+            job_id = _job_in(store, state)
+            jobs.append(job_id)
+            try:
+                call(job_id)
+            except InvalidState:
+                assert state not in sources, f"{action} refused from {state}, which the table allows"
+            else:
+                assert state in sources, f"{action} accepted from {state}, which the table does not allow"
+                assert store.get_job(job_id).state in targets, f"{action} from {state}"
+    for job_id in jobs:
+        for e in store.events(job_id):
+            if e["kind"] == "job":
+                assert job_move_allowed(e["from_state"], e["to_state"]), e
+            elif e["kind"] == "task":
+                assert task_move_allowed(e["from_state"], e["to_state"]), e
+
+
+def test_insert_history_appends_rows_after_the_largest_ids(store: JobStore) -> None:
+    from jobmanager.store.base import HISTORY_COLUMNS
+
+    job_id, _ = make_job(store, 1)
+    seen = []
+
+    def batches(job_base: int, task_base: int):
+        seen.append((job_base, task_base))
+        job = dict.fromkeys(HISTORY_COLUMNS["jobs"])
+        job.update(id=job_base + 1, type="sleep", name="old", params="{}", owner="bo", priority=0,
+                   state="completed", retries=0, has_finish=0, tasks_total=1, tasks_succeeded=1, tasks_failed=0,
+                   tasks_cancelled=0, created_at=1.0, updated_at=2.0, finished_at=2.0, started_at=1.5)
+        task = dict.fromkeys(HISTORY_COLUMNS["tasks"])
+        task.update(id=task_base + 1, job_id=job_base + 1, seq=1, name="t", params="{}", state="succeeded",
+                    attempts=1, max_attempts=1, dispatch=0, agent="a9", cancel_requested=0, queued_at=1.0)
+        yield {"jobs": [tuple(job.values())], "tasks": [tuple(task.values())]}
+
+    counts = store.insert_history(batches)
+    assert seen == [(job_id, 1)] and counts["jobs"] == 1 and counts["tasks"] == 1
+    assert store.get_job(job_id + 1, with_tasks=True).tasks[0].state == "succeeded"
+    new_id, _ = make_job(store, 1)  # the id sequence moved past the explicit ids
+    assert new_id == job_id + 2

@@ -10,11 +10,29 @@ suite on each.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
 
 SCHEMA_VERSION = 1
+
+#: the columns :meth:`JobStore.insert_history` takes, per table, in the order of each row's values
+HISTORY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "jobs": ("id", "type", "name", "params", "owner", "case_id", "priority", "state", "retries", "has_finish",
+             "finisher", "tasks_total", "tasks_succeeded", "tasks_failed", "tasks_cancelled", "error",
+             "created_at", "started_at", "finished_at", "updated_at"),
+    "tasks": ("id", "job_id", "seq", "name", "params", "state", "attempts", "max_attempts", "dispatch", "agent",
+              "progress_done", "progress_total", "cancel_requested", "error", "traceback", "queued_at",
+              "started_at", "finished_at"),
+    "events": ("at", "job_id", "task_id", "seq", "kind", "from_state", "to_state", "agent", "actor", "message"),
+    "artifacts": ("job_id", "task_id", "name", "path", "media_type", "size", "created_at"),
+    "agents": ("name", "host", "pid", "workers", "worker_type", "version", "queues", "state", "interval",
+               "started_at", "heartbeat_at", "stopped_at", "current_tasks", "done", "failed", "cpu_percent",
+               "rss_bytes", "log_path"),
+}
+#: one batch of :meth:`JobStore.insert_history`: rows (tuples in :data:`HISTORY_COLUMNS` order) per table
+HistoryBatch = dict[str, list[tuple[Any, ...]]]
 
 
 class JobStore:
@@ -26,6 +44,10 @@ class JobStore:
         raise NotImplementedError
 
     def schema_version(self) -> int:
+        raise NotImplementedError
+
+    def migrate(self) -> tuple[int, int]:
+        """Move the store to the current schema (``jobmanager migrate``); returns (from, to) versions."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -152,6 +174,20 @@ class JobStore:
         raise NotImplementedError
 
     def set_priority(self, job_id: int, priority: int, actor: str) -> list[Dispatch]:
+        raise NotImplementedError
+
+    def insert_history(self, batches: Callable[[int, int], Iterable[HistoryBatch]]) -> dict[str, int]:
+        """Append a synthetic history (demo data, benchmarks) in bulk, in one transaction; rows per table.
+
+        ``batches(job_base, task_base)`` is called once inside the transaction with the largest job and
+        task ids, and yields batches of rows in :data:`HISTORY_COLUMNS` order; job and task rows carry
+        explicit ids above those bases, inserted as given (no transition is checked: the caller answers
+        for valid state combinations, counters that match the tasks, and their events). Each batch's
+        tables are written in the order jobs, tasks, events, artifacts, agents. No other writer adds
+        jobs or tasks meanwhile (SQLite: the write lock; PostgreSQL: the two tables are locked against
+        writers, readers go on), and the id sequences move past the new ids. An agent whose name is
+        already there keeps its row. Returns how many rows were inserted per table.
+        """
         raise NotImplementedError
 
     # -- agents ----------------------------------------------------------------------------

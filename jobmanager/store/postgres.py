@@ -21,12 +21,12 @@ import threading
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
+from ..backends import redact
 from ..errors import HomeError
 from ..trouble import storage_problem
 from .dialect import POSTGRES
@@ -35,16 +35,6 @@ from .sql import Connection, SqlStore
 RawConn = psycopg.Connection[dict[str, Any]]
 
 CONNECT_TIMEOUT_S = 10
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class PgConnection:

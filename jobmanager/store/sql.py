@@ -40,8 +40,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..errors import HomeError, InvalidState, NotFound
 from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
-from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK
-from .base import SCHEMA_VERSION, JobStore
+from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK, AgentState, JobState, TaskState
+from .base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
 from .dialect import Dialect
 from .schema import statements
 
@@ -60,7 +60,8 @@ USER_FIELDS = frozenset({"display_name", "password_hash", "active", "failures", 
 #: a group's link tables and the column each links
 GROUP_LINKS = {"group_members": "username", "group_permissions": "permission", "group_cases": "case_id"}
 
-_COUNTER = {"succeeded": "tasks_succeeded", "failed": "tasks_failed", "cancelled": "tasks_cancelled"}
+_COUNTER: dict[str, str] = {TaskState.SUCCEEDED: "tasks_succeeded", TaskState.FAILED: "tasks_failed",
+                            TaskState.CANCELLED: "tasks_cancelled"}
 
 
 class Row(Protocol):
@@ -356,10 +357,10 @@ class SqlStore(JobStore):
     @staticmethod
     def _final_state(job: Row) -> str:
         if job["tasks_succeeded"] == job["tasks_total"]:
-            return "completed"
+            return JobState.COMPLETED
         if job["tasks_succeeded"] == 0:
-            return "failed"
-        return "completed_with_errors"
+            return JobState.FAILED
+        return JobState.COMPLETED_WITH_ERRORS
 
     @staticmethod
     def _failure_summary(c: Connection, job: Row) -> str | None:
@@ -421,7 +422,7 @@ class SqlStore(JobStore):
     def _to_job(r: Row, running_fraction: float = 0.0) -> Job:
         total = r["tasks_total"] or 1
         done = r["tasks_succeeded"] + r["tasks_failed"] + r["tasks_cancelled"]
-        progress = 1.0 if r["state"] in ("completed",) else min(1.0, (done + running_fraction) / total)
+        progress = 1.0 if r["state"] in (JobState.COMPLETED,) else min(1.0, (done + running_fraction) / total)
         return Job(
             id=r["id"], type=r["type"], name=r["name"], params=json.loads(r["params"]), owner=r["owner"],
             case=r["case_id"], priority=r["priority"], state=r["state"], retries=r["retries"],
@@ -473,7 +474,7 @@ class SqlStore(JobStore):
             [(job_id, i + 1, t.name, json.dumps(t.params), 1 + retries, now) for i, t in enumerate(tasks)],
         )
         message = "submitted" if schedule_id is None else f"fired by schedule {schedule_id}"
-        self._event(c, "job", job_id=job_id, to_state="queued", actor=actor, message=message, at=now)
+        self._event(c, "job", job_id=job_id, to_state=JobState.QUEUED, actor=actor, message=message, at=now)
         rows = c.execute("SELECT id FROM tasks WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
         return job_id, [Dispatch(r["id"], 0, priority) for r in rows]
 
@@ -527,7 +528,7 @@ class SqlStore(JobStore):
         sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ? OFFSET ?"
         with self._read() as c:
             rows = c.execute(sql, (*params, int(limit), int(offset))).fetchall()
-            return [self._to_job(r, self._running_fraction(c, r["id"]) if r["state"] == "running" else 0.0)
+            return [self._to_job(r, self._running_fraction(c, r["id"]) if r["state"] == JobState.RUNNING else 0.0)
                     for r in rows]
 
     def running_info(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -573,7 +574,7 @@ class SqlStore(JobStore):
             task, job = locked
             if task["dispatch"] != dispatch or task["state"] not in RUNNABLE_TASK:
                 return None
-            if job["state"] not in ("queued", "running"):
+            if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
                 return None
             claimed = _first(c.execute(
                 "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
@@ -586,10 +587,10 @@ class SqlStore(JobStore):
                 return None
             self._event(
                 c, "task", job_id=task["job_id"], task_id=task_id, seq=task["seq"], from_state=task["state"],
-                to_state="running", agent=agent, message=f"attempt {task['attempts'] + 1}", at=now,
+                to_state=TaskState.RUNNING, agent=agent, message=f"attempt {task['attempts'] + 1}", at=now,
             )
-            if job["state"] == "queued":
-                self._job_state(c, job, "running", by=agent, started_at=job["started_at"] or now)
+            if job["state"] == JobState.QUEUED:
+                self._job_state(c, job, JobState.RUNNING, by=agent, started_at=job["started_at"] or now)
                 job = self._job_row(c, job["id"])
             return Claim(self._to_task(claimed), self._to_job(job))
 
@@ -601,11 +602,12 @@ class SqlStore(JobStore):
                 (float(done), None if total is None else float(total), task_id, agent),
             )
             row = c.execute("SELECT cancel_requested, state, agent FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return bool(row is None or row["cancel_requested"] or row["state"] != "running" or row["agent"] != agent)
+        return bool(row is None or row["cancel_requested"] or row["state"] != TaskState.RUNNING
+                    or row["agent"] != agent)
 
     def cancel_requested(self, task_id: int) -> bool:
         row = self._fetchone("SELECT cancel_requested, state FROM tasks WHERE id = ?", (task_id,))
-        return bool(row is None or row["cancel_requested"] or row["state"] != "running")
+        return bool(row is None or row["cancel_requested"] or row["state"] != TaskState.RUNNING)
 
     def finish_task(
         self,
@@ -625,12 +627,12 @@ class SqlStore(JobStore):
             if locked is None:
                 return Outcome(recorded=False)
             task, job = locked
-            if task["state"] != "running" or task["agent"] != agent:
+            if task["state"] != TaskState.RUNNING or task["agent"] != agent:
                 return Outcome(recorded=False)
-            if (state == "failed" and task["attempts"] < task["max_attempts"]
+            if (state == TaskState.FAILED and task["attempts"] < task["max_attempts"]
                     and job["state"] not in FINISHED and not task["cancel_requested"]):
                 self._task_state(
-                    c, task, "retrying", by=agent, message=error, require_agent=agent,
+                    c, task, TaskState.RETRYING, by=agent, message=error, require_agent=agent,
                     dispatch=task["dispatch"] + 1, error=error, traceback=traceback, finished_at=now,
                 )
                 return Outcome(retry=Dispatch(task_id, task["dispatch"] + 1, job["priority"]))
@@ -660,8 +662,9 @@ class SqlStore(JobStore):
             if job["finisher"] != agent or job["state"] not in IN_PROGRESS:
                 return None
             summary: str | None
+            final: str
             if error:
-                final, summary = "failed", f"finishing step failed: {error}"
+                final, summary = JobState.FAILED, f"finishing step failed: {error}"
             else:
                 final, summary = self._final_state(job), self._failure_summary(c, job)
             self._job_state(c, job, final, by=agent, message=error, finished_at=time.time(),
@@ -690,16 +693,17 @@ class SqlStore(JobStore):
     def pause_job(self, job_id: int, actor: str) -> None:
         with self._tx() as c:
             job = self._job_row(c, job_id, lock=True)
-            if job["state"] not in ("queued", "running"):
+            if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
                 raise InvalidState(f"job {job_id} is {job['state']}; only a queued or running job can be paused")
-            self._job_state(c, job, "paused", actor=actor, message="paused")
+            self._job_state(c, job, JobState.PAUSED, actor=actor, message=JobState.PAUSED)
 
     def resume_job(self, job_id: int, actor: str) -> list[Dispatch]:
         with self._tx() as c:
             job = self._job_row(c, job_id, lock=True)
-            if job["state"] != "paused":
+            if job["state"] != JobState.PAUSED:
                 raise InvalidState(f"job {job_id} is {job['state']}; only a paused job can be resumed")
-            self._job_state(c, job, "running" if job["started_at"] else "queued", actor=actor, message="resumed")
+            back = JobState.RUNNING if job["started_at"] else JobState.QUEUED
+            self._job_state(c, job, back, actor=actor, message="resumed")
             return self._bump_runnable(c, job)
 
     def cancel_job(self, job_id: int, actor: str) -> None:
@@ -713,9 +717,9 @@ class SqlStore(JobStore):
                 f"SELECT * FROM tasks WHERE job_id = ? AND {runnable} ORDER BY id{self.dialect.for_update}",
                 (job_id, *values),
             ).fetchall():
-                self._task_state(c, task, "cancelled", actor=actor, finished_at=now, message="job cancelled")
+                self._task_state(c, task, TaskState.CANCELLED, actor=actor, finished_at=now, message="job cancelled")
             c.execute("UPDATE tasks SET cancel_requested = 1 WHERE job_id = ? AND state = 'running'", (job_id,))
-            self._job_state(c, job, "cancelled", actor=actor, message="cancelled", finished_at=now,
+            self._job_state(c, job, JobState.CANCELLED, actor=actor, message=JobState.CANCELLED, finished_at=now,
                             finisher=None, error="cancelled by " + actor)
 
     def retry_job(self, job_id: int, actor: str, seq: int | None = None) -> tuple[list[Dispatch], bool]:
@@ -727,9 +731,9 @@ class SqlStore(JobStore):
                     raise InvalidState(
                         f"job {job_id} is {job['state']}; retry applies to a finished job (or one failed task)"
                     )
-                retryable, values = self.dialect.in_(
-                    "state", ("failed", "cancelled") if job["state"] == "cancelled" else ("failed",)
-                )
+                again = (TaskState.FAILED, TaskState.CANCELLED) if job["state"] == JobState.CANCELLED \
+                    else (TaskState.FAILED,)
+                retryable, values = self.dialect.in_("state", again)
                 tasks = c.execute(
                     f"SELECT * FROM tasks WHERE job_id = ? AND {retryable} ORDER BY seq{lock}", (job_id, *values)
                 ).fetchall()
@@ -737,30 +741,30 @@ class SqlStore(JobStore):
                 task = c.execute(f"SELECT * FROM tasks WHERE job_id = ? AND seq = ?{lock}", (job_id, seq)).fetchone()
                 if task is None:
                     raise NotFound(f"job {job_id} has no task {seq}")
-                if task["state"] not in ("failed", "cancelled"):
+                if task["state"] not in (TaskState.FAILED, TaskState.CANCELLED):
                     raise InvalidState(
                         f"task {seq} of job {job_id} is {task['state']}; only a failed task can be retried"
                     )
                 tasks = [task]
-            refinish = bool(not tasks and job["state"] == "failed" and job["has_finish"]
+            refinish = bool(not tasks and job["state"] == JobState.FAILED and job["has_finish"]
                             and job["tasks_succeeded"] == job["tasks_total"])
             if not tasks and not refinish:
                 raise InvalidState(f"job {job_id} is {job['state']} and has no failed tasks to retry")
             now = time.time()
             for task in tasks:
                 self._task_state(
-                    c, task, "queued", actor=actor, message="retry requested", dispatch=task["dispatch"] + 1,
+                    c, task, TaskState.QUEUED, actor=actor, message="retry requested", dispatch=task["dispatch"] + 1,
                     max_attempts=task["attempts"] + 1 + job["retries"], error=None, traceback=None,
                     agent=None, queued_at=now, finished_at=None, cancel_requested=0,
                 )
             if job["state"] in FINISHED:
                 self._job_state(
-                    c, job, "running" if refinish else "queued", actor=actor, message="retry requested",
+                    c, job, JobState.RUNNING if refinish else JobState.QUEUED, actor=actor, message="retry requested",
                     finished_at=None, error=None, finisher=None,
                 )
             job = self._job_row(c, job_id)
             dispatches = [Dispatch(t["id"], t["dispatch"] + 1, job["priority"]) for t in tasks]
-            if job["state"] == "paused":
+            if job["state"] == JobState.PAUSED:
                 dispatches = []
             return dispatches, refinish
 
@@ -773,7 +777,44 @@ class SqlStore(JobStore):
             self._event(c, "priority", job_id=job_id, actor=actor, message=f"priority {job['priority']} -> {priority}")
             job = self._job_row(c, job_id)
             dispatches = self._bump_runnable(c, job)
-            return [] if job["state"] == "paused" else dispatches
+            return [] if job["state"] == JobState.PAUSED else dispatches
+
+    # -- synthetic history ----------------------------------------------------------------------------------
+    def insert_history(self, batches: Callable[[int, int], Iterable[HistoryBatch]]) -> dict[str, int]:
+        sql = {}
+        for table, cols in HISTORY_COLUMNS.items():  # every column quoted: "interval" is a type in PostgreSQL
+            quoted = ", ".join(f'"{col}"' for col in cols)
+            keep = " ON CONFLICT (name) DO NOTHING" if table == "agents" else ""
+            sql[table] = f"INSERT INTO {table} ({quoted}) VALUES ({','.join('?' * len(cols))}){keep}"
+        unchecked = self.dialect.unchecked
+        if unchecked:
+            self._conn().execute(unchecked[0])
+        try:
+            return self._insert_history(batches, sql)
+        finally:
+            if unchecked:
+                self._conn().execute(unchecked[1])
+
+    def _insert_history(self, batches: Callable[[int, int], Iterable[HistoryBatch]],
+                        sql: dict[str, str]) -> dict[str, int]:
+        counts = dict.fromkeys(HISTORY_COLUMNS, 0)
+        with self._tx() as c:
+            lock = self.dialect.lock_writers_out(("jobs", "tasks"))  # explicit ids follow MAX(id)
+            if lock:
+                c.execute(lock)
+            job_base = _first(c.execute("SELECT COALESCE(MAX(id), 0) AS n FROM jobs"))["n"]
+            task_base = _first(c.execute("SELECT COALESCE(MAX(id), 0) AS n FROM tasks"))["n"]
+            for batch in batches(int(job_base), int(task_base)):
+                for table in HISTORY_COLUMNS:
+                    rows = batch.get(table)
+                    if rows:
+                        c.executemany(sql[table], rows)
+                        counts[table] += len(rows)
+            for table in ("jobs", "tasks"):
+                move = self.dialect.move_sequence(table)
+                if move:
+                    c.execute(move)
+        return counts
 
     # -- agents: registration, heartbeats, the recovery of lost agents ----------------------------------
     def register_agent(self, info: dict[str, Any]) -> Recovery:
@@ -784,14 +825,14 @@ class SqlStore(JobStore):
             old = c.execute(
                 f"SELECT * FROM agents WHERE name = ?{self.dialect.for_update}", (info["name"],)
             ).fetchone()
-            if old is not None and old["state"] == "online":
+            if old is not None and old["state"] == AgentState.ONLINE:
                 fresh = old["heartbeat_at"] >= now - LOST_AFTER_INTERVALS * old["interval"]
                 same_host = old["host"] == info["host"]
                 if fresh and not (same_host and not _pid_alive(old["pid"])):
                     raise InvalidState(
                         f"agent {info['name']} is already running (host {old['host']}, pid {old['pid']})"
                     )
-            if old is not None and old["state"] in ("online", "lost"):
+            if old is not None and old["state"] in (AgentState.ONLINE, AgentState.LOST):
                 self._recover_agent(c, old["name"], info["name"], recovery, message="agent restarted")
             c.execute("DELETE FROM agents WHERE name = ?", (info["name"],))
             c.execute(
@@ -800,7 +841,7 @@ class SqlStore(JobStore):
                 (info["name"], info["host"], info["pid"], info["workers"], info["worker_type"], info["version"],
                  json.dumps(info.get("queues", ["default"])), info["interval"], now, now, info.get("log_path")),
             )
-            self._event(c, "agent", agent=info["name"], to_state="online",
+            self._event(c, "agent", agent=info["name"], to_state=AgentState.ONLINE,
                         message=f"started on {info['host']} pid {info['pid']}", at=now)
             return recovery
 
@@ -820,8 +861,8 @@ class SqlStore(JobStore):
                 (now, json.dumps(stats.get("current", [])), stats.get("done", 0), stats.get("failed", 0),
                  stats.get("cpu_percent"), stats.get("rss_bytes"), name, pid),
             )
-            if row["state"] != "online":
-                self._event(c, "agent", agent=name, from_state=row["state"], to_state="online",
+            if row["state"] != AgentState.ONLINE:
+                self._event(c, "agent", agent=name, from_state=row["state"], to_state=AgentState.ONLINE,
                             message="heartbeat resumed", at=now)
             command: str | None = row["command"]
             return command
@@ -837,7 +878,7 @@ class SqlStore(JobStore):
             self._recover_agent(c, name, name, recovery, message="agent stopped", count_attempt=False)
             c.execute("UPDATE agents SET state = 'offline', stopped_at = ?, current_tasks = '[]', command = NULL"
                       " WHERE name = ? AND pid = ?", (time.time(), name, pid))
-            self._event(c, "agent", agent=name, from_state=row["state"], to_state="offline", message="stopped")
+            self._event(c, "agent", agent=name, from_state=row["state"], to_state=AgentState.OFFLINE, message="stopped")
             return recovery
 
         return self._retrying(stopped)
@@ -861,7 +902,7 @@ class SqlStore(JobStore):
                 if cur.rowcount != 1:
                     continue
                 recovery.lost.append(row["name"])
-                self._event(c, "agent", agent=row["name"], from_state="online", to_state="lost",
+                self._event(c, "agent", agent=row["name"], from_state=AgentState.ONLINE, to_state=AgentState.LOST,
                             actor=by_agent, message=f"no heartbeat for {at - row['heartbeat_at']:.1f} s")
                 self._recover_agent(c, row["name"], by_agent, recovery, message=f"agent {row['name']} lost")
             return recovery
@@ -882,20 +923,20 @@ class SqlStore(JobStore):
                 self._job_row(c, job_id, lock=True)
         for ref in held:
             task = self._task_row(c, ref["id"], lock=True)
-            if task is None or task["state"] != "running" or task["agent"] != name:
+            if task is None or task["state"] != TaskState.RUNNING or task["agent"] != name:
                 continue
             job = self._job_row(c, task["job_id"])
             attempts = task["attempts"] if count_attempt else task["attempts"] - 1
             if job["state"] in FINISHED or task["cancel_requested"]:
-                self._task_state(c, task, "cancelled", by=by, message=message, finished_at=now)
+                self._task_state(c, task, TaskState.CANCELLED, by=by, message=message, finished_at=now)
             elif attempts < task["max_attempts"]:
-                self._task_state(c, task, "queued", by=by, message=message, attempts=attempts,
+                self._task_state(c, task, TaskState.QUEUED, by=by, message=message, attempts=attempts,
                                  dispatch=task["dispatch"] + 1, queued_at=now)
-                if job["state"] != "paused":
+                if job["state"] != JobState.PAUSED:
                     recovery.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"]))
                 continue
             else:
-                self._task_state(c, task, "failed", by=by, message=message, finished_at=now,
+                self._task_state(c, task, TaskState.FAILED, by=by, message=message, finished_at=now,
                                  error=f"{message} while running the task (attempt {attempts} of "
                                        f"{task['max_attempts']})")
             self._settle(c, task["job_id"], None)
