@@ -24,7 +24,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: starts an agent with an explicit Polling (the CLI always uses the agent's default)
 AGENT_SNIPPET = """
 import sys
-from jobmanager.agent import Agent, Polling
+from jobmanager.engine.agent import Agent, Polling
 from jobmanager.home import Home
 home, name, workers, d, m, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(float, sys.argv[4:7])
 agent = Agent(Home.open(home), name=name, workers=workers, polling=Polling(d, m, b))

@@ -28,7 +28,7 @@ def make_huey(path: str, normal: bool = False) -> tuple[SqliteHuey, Callable[...
     if normal:
         from huey.api import Huey
 
-        from jobmanager.queue import QueueStorage
+        from jobmanager.engine.queue import QueueStorage
 
         huey = Huey("bench", storage_class=QueueStorage, filename=path, results=False, utc=True, timeout=30)
     else:

@@ -50,7 +50,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobmanager import JobManager, demodata  # noqa: E402
+from jobmanager import JobManager
+from jobmanager.history import demodata
 from jobmanager.home import Home  # noqa: E402
 from jobmanager.store import open_store  # noqa: E402
 

@@ -1,9 +1,9 @@
 """Which engine serves which history query: DuckDB over the live SQLite file, or indexed SQLite.
 
 Builds homes of 10k, 100k and 1M synthetic jobs (~10 tasks each) with
-``jobmanager.demodata`` and times, per size:
+``jobmanager.history.demodata`` and times, per size:
 
-* the grid's page (filter + sort + page of 100 + total count) on SQLite (``jobmanager.grid``)
+* the grid's page (filter + sort + page of 100 + total count) on SQLite (``jobmanager.history.grid``)
   and the same page on DuckDB's sqlite scanner, against the indexed-SQLite floor
   (the two bare statements, no DataFrame);
 * a few grid variants (type + search, agent filter, sort by an unindexed column);
@@ -31,9 +31,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobmanager import JobManager, demodata  # noqa: E402
-from jobmanager.grid import build_where, grid_page, order_by, select_list  # noqa: E402
-from jobmanager.history import History  # noqa: E402
+from jobmanager import JobManager
+from jobmanager.history import demodata
+from jobmanager.history.grid import build_where, grid_page, order_by, select_list  # noqa: E402
+from jobmanager.history.history import History  # noqa: E402
 
 FINISHED = "('completed', 'completed_with_errors', 'failed', 'cancelled')"
 

@@ -45,7 +45,7 @@ from _common import (  # noqa: E402
 )
 
 from jobmanager import JobManager  # noqa: E402
-from jobmanager.agent import Polling  # noqa: E402
+from jobmanager.engine.agent import Polling  # noqa: E402
 
 HUEY_DEFAULT = (0.1, 10.0, 1.15)  # huey_consumer's -d, -m, -b defaults
 FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")

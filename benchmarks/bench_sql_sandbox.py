@@ -19,7 +19,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobmanager.history import History  # noqa: E402
+from jobmanager.history.history import History  # noqa: E402
 
 QUERIES = {
     "count jobs": "SELECT count(*) FROM jobs",

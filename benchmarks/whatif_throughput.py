@@ -46,7 +46,7 @@ EXPERIMENTS = ("stock", "queue-normal", "no-task-logs", "one-log-file", "no-even
 
 def patch(exp: set[str], home: str) -> None:
     """Apply the experiments in this (agent) process, before the agent starts."""
-    from jobmanager import context, logcapture, runner
+    from jobmanager.engine import context, logcapture, runner
     from jobmanager.store import sqlite as store_sqlite
 
     if "queue-normal" in exp:
@@ -131,7 +131,7 @@ def patch(exp: set[str], home: str) -> None:
 
 def agent_main() -> None:
     """Subprocess entry: argv = HOME NAME WORKERS EXPERIMENT."""
-    from jobmanager.agent import Agent
+    from jobmanager.engine.agent import Agent
     from jobmanager.home import Home
 
     home, name, workers, exp = sys.argv[1], sys.argv[2], int(sys.argv[3]), set(sys.argv[4].split("+"))

@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .context import Cancelled, TaskContext  # noqa: E402
-from .errors import (  # noqa: E402
+from jobmanager.engine.context import Cancelled, TaskContext  # noqa: E402
+from jobmanager.errors import (  # noqa: E402
     BadParams,
     HomeError,
     InvalidState,
@@ -12,9 +12,9 @@ from .errors import (  # noqa: E402
     PermissionDenied,
     Timeout,
 )
-from .jobtypes import JobType, job_type  # noqa: E402
-from .models import Job, NewTask, Task  # noqa: E402
-from .service import JobManager  # noqa: E402
+from jobmanager.jobtypes import JobType, job_type  # noqa: E402
+from jobmanager.models import Job, NewTask, Task  # noqa: E402
+from jobmanager.service import JobManager  # noqa: E402
 
 __all__ = [
     "BadParams", "Cancelled", "HomeError", "InvalidState", "Job", "JobManager", "JobManagerError", "JobType",

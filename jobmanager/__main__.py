@@ -1,3 +1,3 @@
-from .cli import main
+from jobmanager.cli.main import main
 
 main()

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import BadParams, HomeError
-from .home import CONFIG_NAME, Home
-from .store.base import SCHEMA_VERSION
-from .store.dialect import POSTGRES, SQLITE, Dialect
+from jobmanager.errors import BadParams, HomeError
+from jobmanager.home import CONFIG_NAME, Home
+from jobmanager.store.base import SCHEMA_VERSION
+from jobmanager.store.dialect import POSTGRES, SQLITE, Dialect
 
 if TYPE_CHECKING:
-    from .store.base import JobStore
-    from .store.sql import Connection
+    from jobmanager.store.base import JobStore
+    from jobmanager.store.sql import Connection
 
 PG_SCHEMES = ("postgresql://", "postgres://")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -109,11 +109,11 @@ def open_store(where: Home | StoreAt, *, create: bool = False, check: bool = Tru
     at = store_at(where) if isinstance(where, Home) else where
     if at.url is not None:
         try:
-            from .store.postgres import PostgresStore
+            from jobmanager.store.postgres import PostgresStore
         except ImportError:
             raise HomeError("a PostgreSQL store needs psycopg 3: pip install 'psycopg[binary]'") from None
         return PostgresStore(at.url, create=create, check=check)
-    from .store.sqlite import SQLiteStore
+    from jobmanager.store.sqlite import SQLiteStore
 
     assert at.path is not None
     return SQLiteStore(at.path, create=create)
@@ -136,7 +136,7 @@ def read_connection(where: StoreAt) -> Iterator[Connection]:
         return
     import psycopg
 
-    from .store.postgres import PgConnection
+    from jobmanager.store.postgres import PgConnection
 
     try:
         raw = psycopg.connect(where.url, connect_timeout=CONNECT_TIMEOUT_S)
@@ -228,7 +228,7 @@ def doctor(home: Home) -> list[Check]:
     if queue == "sqlite":
         checks.append(Check("queue", True, f"sqlite ({home.queue_path})"))
     elif is_redis_url(queue):
-        from .queue_redis import ping
+        from jobmanager.engine.queue_redis import ping
 
         result = ping(queue)
         checks.append(Check("queue", result == "ok", f"{redact(queue)}: reachable" if result == "ok" else result))

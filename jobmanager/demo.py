@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from .service import JobManager
+from jobmanager.service import JobManager
 
 #: the demo's users (documented in the README): name -> (password, group)
 DEMO_USERS = {

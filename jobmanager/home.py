@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import BadParams, HomeError, NotFound, PermissionDenied
+from jobmanager.errors import BadParams, HomeError, NotFound, PermissionDenied
 
 CONFIG_NAME = "jobmanager.toml"
 INPUTS = "inputs"
@@ -273,7 +273,7 @@ class Home:
     # -- job inputs ------------------------------------------------------------------
     def _store_files(self) -> list[Path]:
         """A SQLite store kept outside the home (``store = "sqlite:///path"``): never an input either."""
-        from .backends import store_at
+        from jobmanager.backends import store_at
 
         try:
             at = store_at(self)

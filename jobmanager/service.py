@@ -16,27 +16,43 @@ import os
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import jobtypes, validate
-from .auth import generate_password, hash_password
-from .engine import Engine
-from .errors import BadParams, NotFound, NotVisible, PermissionDenied, Timeout
-from .home import Home, safe_name
-from .models import Job
-from .permissions import Actor, allowed, needs
-from .queue import Queue
-from .service_admin import AdminMethods, create_default_groups
-from .service_schedules import ScheduleMethods
-from .states import FINISHED, JOB_STATES, AgentState, tab_states
-from .store import JobStore, open_store
+from jobmanager import jobtypes, validate
+from jobmanager.auth.passwords import (
+    LOCKOUT_S,
+    MAX_FAILURES,
+    check_password_strength,
+    generate_password,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+from jobmanager.auth.permissions import DEFAULT_GROUPS, PERMISSIONS, Actor, allowed, needs
+from jobmanager.engine.engine import Engine
+from jobmanager.engine.queue import Queue
+from jobmanager.engine.states import FINISHED, JOB_STATES, AgentState, tab_states
+from jobmanager.errors import BadParams, NotFound, NotVisible, PermissionDenied, Timeout
+from jobmanager.home import Home, safe_name
+from jobmanager.models import Job
+from jobmanager.schedules.schedules import (
+    _same_trigger,
+    build_spec,
+    caller_source,
+    check_runs_as,
+    sync_file,
+    trigger_of,
+)
+from jobmanager.schedules.triggers import Trigger, local_label
+from jobmanager.store import JobStore, open_store
 
 if TYPE_CHECKING:
-    from .history_process import HistoryProcess
+    from jobmanager.history.process import HistoryProcess
 
 JOB_COLUMNS = [
     "id", "name", "type", "state", "progress", "owner", "case", "priority", "tasks_total",
@@ -48,7 +64,53 @@ def _ts(value: float | None) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(value, unit="s", tz="UTC")
 
 
-class JobManager(ScheduleMethods, AdminMethods):
+SCHEDULE_COLUMNS = [
+    "name", "type", "description", "enabled", "next_run", "next_run_at", "last_run_at", "last_job_id",
+    "last_job_state", "runs_as", "owner", "case", "misfire", "source_kind", "source_ref", "timezone",
+]
+
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= 64 or set(name) - _NAME_CHARS:
+        raise BadParams(f"invalid {kind} name {name!r}: 1-64 letters, digits, '.', '_', '-', '@'")
+    return name
+
+
+#: the one answer to every refused sign-in (unknown user, wrong password, locked, disabled), so the
+#: answer never tells which accounts exist; the audit trail records the real reason
+SIGN_IN_REFUSED = "wrong username or password, or the account is locked or disabled"
+
+_DUMMY: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """A real argon2id hash to verify against when the user's own hash must not be checked.
+
+    Unknown users and locked accounts cost the same hash work as a real check, so the time an
+    answer takes does not tell names apart either.
+    """
+    if not _DUMMY:
+        _DUMMY.append(hash_password("not-a-password-of-anyone"))
+    return _DUMMY[0]
+
+
+def create_default_groups(store: JobStore) -> None:
+    """admins, operators and analysts with the permissions of :data:`DEFAULT_GROUPS`."""
+    existing = {g["name"] for g in store.list_groups()}
+    for name, (perms, cases) in DEFAULT_GROUPS.items():
+        if name in existing:
+            continue
+        store.create_group(name, f"default {name} group")
+        for perm in perms:
+            store.group_link("group_permissions", name, perm, True)
+        for case in cases:
+            store.group_link("group_cases", name, case, True)
+
+
+class JobManager:
     """Open a home and act in it as ``user``.
 
     >>> jm = JobManager("~/jobs")
@@ -201,7 +263,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         """The right to submit a job of ``type`` in ``case``, the rule written once (``JobType.submit_actions``):
         submit_jobs, and the type's own ``requires`` (``run_notebooks`` for notebooks). Used by submit and
         by every schedule create, edit, enable and run-now; a schedule's runs re-check it for the user it
-        runs as (:func:`jobmanager.schedules.check_runs_as`). Returns the job type."""
+        runs as (:func:`jobmanager.schedules.schedules.check_runs_as`). Returns the job type."""
         self._allow("submit", case=case, target=("job type", str(type)))
         jobtypes.discover(self._imports)
         jt = jobtypes.get(type)
@@ -482,9 +544,9 @@ class JobManager(ScheduleMethods, AdminMethods):
     def _hist(self) -> Any:
         """The history, opened on first use (needs the ``history`` extra), in a child process:
         DuckDB's own SQLite must never share a process with the store's connections
-        (see :mod:`jobmanager.history_process`)."""
+        (see :mod:`jobmanager.history.process`)."""
         if self._history is None:
-            from .history_process import HistoryProcess
+            from jobmanager.history.process import HistoryProcess
 
             self._history = HistoryProcess(str(self.home.path))
         return self._history
@@ -502,7 +564,7 @@ class JobManager(ScheduleMethods, AdminMethods):
 
     def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         """One SELECT over the views jobs, tasks, events, agents, artifacts, holding only the rows you may
-        see; it runs in a sandbox with nothing else in it (:mod:`jobmanager.history_sandbox`). A refused
+        see; it runs in a sandbox with nothing else in it (:mod:`jobmanager.history.sandbox`). A refused
         query is written to the audit trail with the reason."""
         scope = self._history_scope()
         try:
@@ -523,8 +585,8 @@ class JobManager(ScheduleMethods, AdminMethods):
              page_size: int = 100, **filters: Any) -> tuple[pd.DataFrame, int]:
         """One page of the dashboard grid and the number of matching jobs you may see."""
         scope = self._allow("view").scope()
-        from .grid import grid_page
-        from .history import store_file
+        from jobmanager.history.grid import grid_page
+        from jobmanager.history.history import store_file
 
         return grid_page(store_file(self.home), tab, filters, sort, desc, page, page_size, scope=scope)
 
@@ -532,7 +594,7 @@ class JobManager(ScheduleMethods, AdminMethods):
         """Write the jobs you may see matching ``filters``, with the grid's columns, to csv/parquet/excel."""
         path = validate.path(path, "export path")
         scope = self._allow("view").scope()
-        from .export import write_frame
+        from jobmanager.history.export import write_frame
 
         if Path(path).expanduser().resolve().is_relative_to(self.home.path.resolve()):
             raise BadParams(f"{path} is inside the home folder: write exports somewhere else (the home holds the "
@@ -545,9 +607,307 @@ class JobManager(ScheduleMethods, AdminMethods):
         days = validate.number(days, "days", 0.01, 3650)
         seed = validate.integer(seed, "seed", -(2**63), 2**63 - 1)
         self._allow("admin")
-        from . import demodata
+        from jobmanager.history import demodata
 
         return demodata.generate(self.home, jobs=jobs, days=days, seed=seed)
+
+    # -- schedules ---------------------------------------------------------------------------------------
+    # Who a schedule runs as: the user who last created, replaced, edited or enabled it (kept in the schedule's
+    # ``owner``, shown as ``runs_as``). Its runs act with that user's rights, re-checked at every run and at "Run
+    # now", and the jobs it creates are theirs. So editing someone else's schedule makes it yours: it can never do
+    # more than you may. Each of these changes (and Run now) also needs the submit rights for the schedule's job
+    # type (:meth:`JobManager._allow_submit`); disabling and deleting, which start nothing, need manage_schedules
+    # only.
+    def schedule(
+        self, name: str, type: str, params: dict[str, Any] | None = None, *, cron: str | None = None,
+        every: str | None = None, at: str | datetime | None = None, tz: str = "UTC", misfire: str = "run_once",
+        case: str | None = None, priority: int = 0, enabled: bool = True,
+    ) -> dict[str, Any]:
+        """Declare a schedule in code: creates it, or updates the one of that name (re-running a cell is safe).
+
+        Exactly one trigger: ``cron="0 2 * * 1-5"``, ``every="15m"`` or ``at="2026-12-01T09:00"``.
+        Records the calling notebook or file and line as where it is configured.
+        """
+        kind, ref = caller_source()
+        return self._save_schedule(
+            dict(name=name, type=type, params=params, cron=cron, every=every, at=at, tz=tz, misfire=misfire,
+                 case=case, priority=priority, enabled=enabled), kind, ref, create_only=False,
+        )
+
+    def create_schedule(self, name: str, type: str, params: dict[str, Any] | None = None, *,
+                        source: str = "cli", **trigger: Any) -> dict[str, Any]:
+        """Create a schedule from the CLI or the dashboard form; an existing name is refused."""
+        return self._save_schedule(dict(name=name, type=type, params=params, **trigger), source,
+                                   source if source == "dashboard" else None, create_only=True)
+
+    def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change some fields (type, params, cron/every/at, tz, misfire, case, priority, enabled)."""
+        old = self.store.get_schedule(validate.name(name, "schedule name"))
+        self._allow("manage_schedules", case=old["case_id"], target=("schedule", name))
+        merged: dict[str, Any] = {
+            "name": name, "type": old["type"], "params": old["params"], "tz": old["timezone"],
+            "misfire": old["misfire"], "case": old["case_id"], "priority": old["priority"], "enabled": old["enabled"],
+        }
+        if not {"cron", "every", "at"} & {k for k, v in changes.items() if v is not None}:
+            key = {"cron": "cron", "interval": "every", "once": "at"}[old["trigger_kind"]]
+            merged[key] = old["trigger_value"]
+        unknown = set(changes) - {*merged, "cron", "every", "at"}
+        if unknown:
+            raise BadParams(f"cannot edit {', '.join(sorted(unknown))} of a schedule")
+        merged.update({k: v for k, v in changes.items() if v is not None})
+        if merged.get("case") != old["case_id"]:  # moving it into another case needs that case too
+            self._allow("manage_schedules", case=merged.get("case"), target=("schedule", name))
+        self._allow_submit(merged["type"], merged.get("case"))
+        spec = build_spec(owner=self.user, source_kind=old["source_kind"], source_ref=old["source_ref"],
+                          imports=self._imports, **merged)
+        if merged.get("every") == old["trigger_value"] and old["trigger_kind"] == "interval":
+            spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
+        self.store.save_schedule(spec, actor=self.user)
+        return self.store.get_schedule(name)
+
+    def _save_schedule(self, args: dict[str, Any], kind: str, ref: str | None, *, create_only: bool) -> dict[str, Any]:
+        if args.get("name") not in (None, ""):  # (build_spec says what an empty name lacks)
+            validate.name(args["name"], "schedule name")
+        self._allow("manage_schedules", case=args.get("case"), target=("schedule", str(args.get("name"))))
+        old = None
+        if not create_only:
+            try:
+                old = self.store.get_schedule(str(args.get("name")))
+            except NotFound:
+                old = None
+        if old is not None:  # replacing a schedule needs the right to its present case too
+            self._allow("manage_schedules", case=old["case_id"], target=("schedule", old["name"]))
+        self._allow_submit(args.get("type"), args.get("case"))
+        spec = build_spec(owner=self.user, source_kind=kind, source_ref=ref, imports=self._imports, **args)
+        if old is not None and _same_trigger(old, spec):  # re-running the cell keeps the planned run
+            spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
+        self.store.save_schedule(spec, actor=self.user, create_only=create_only)
+        return self.store.get_schedule(spec["name"])
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        row = self.store.get_schedule(validate.name(name, "schedule name"))
+        self._allow("view_schedules", case=row["case_id"], target=("schedule", name))
+        row["description"] = trigger_of(row).describe()
+        row["runs_as"] = row["owner"]
+        row["runs"] = self.store.schedule_runs(name)
+        return row
+
+    def schedules(self) -> pd.DataFrame:
+        """Every schedule with its next run (in its own zone), last run and result, and where it is configured."""
+        actor = self._allow("view_schedules")
+        rows = []
+        for s in self.store.list_schedules():
+            if not actor.sees_case(s["case_id"]):
+                continue
+            nxt = s["next_run_at"]
+            rows.append({
+                **s, "case": s["case_id"], "runs_as": s["owner"], "description": trigger_of(s).describe(),
+                "next_run": "" if nxt is None or not s["enabled"] else
+                local_label(nxt, s["timezone"]),
+            })
+        df = pd.DataFrame(rows, columns=SCHEDULE_COLUMNS)
+        for col in ("next_run_at", "last_run_at"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        return df
+
+    def preview_schedule(self, *, cron: str | None = None, every: str | None = None, at: str | None = None,
+                         tz: str = "UTC", count: int = 5) -> dict[str, Any]:
+        """What a trigger would do, before it is saved: its description and next ``count`` runs (UTC epoch
+        seconds and in its own zone). Bad input raises BadParams with the line ``schedule add`` would print."""
+        self._allow("view_schedules")
+        now = time.time()
+        trigger = Trigger.parse(cron=cron, every=every, at=at, tz=tz, now=now)
+        runs = trigger.upcoming(max(0, min(int(count), 50)), now)
+        return {"description": trigger.describe(), "runs": runs, "labels": [local_label(t, tz) for t in runs]}
+
+    def _manage(self, name: str) -> dict[str, Any]:
+        row = self.store.get_schedule(validate.name(name, "schedule name"))
+        self._allow("manage_schedules", case=row["case_id"], target=("schedule", name))
+        return row
+
+    def enable_schedule(self, name: str) -> None:
+        """Enabling starts runs again, so it is a change like an edit: the schedule then runs as you."""
+        row = self._manage(name)
+        self._allow_submit(row["type"], row["case_id"])
+        nxt = trigger_of(row).next_after(time.time())
+        self.store.update_schedule(name, {"enabled": 1, "next_run_at": nxt, "owner": self.user}, actor=self.user,
+                                   message=f"enabled (runs as {self.user})")
+
+    def disable_schedule(self, name: str) -> None:
+        self._manage(name)
+        self.store.update_schedule(name, {"enabled": 0}, actor=self.user, message="disabled")
+
+    def delete_schedule(self, name: str) -> None:
+        self._manage(name)
+        self.store.delete_schedule(name, actor=self.user)
+
+    def run_schedule_now(self, name: str) -> int:
+        """Submit the schedule's job now; its next planned run stays as it was.
+
+        You need the submit rights for its type; the job runs as (and belongs to) the user the schedule
+        runs as, whose rights are checked again now, as at every scheduled run."""
+        row = self._manage(name)
+        jt = self._allow_submit(row["type"], row["case_id"])
+        try:
+            check_runs_as(self.store, row)
+        except PermissionDenied as exc:
+            self.store.audit(self.user, self.interface, "run_schedule_now", "schedule", name, False, str(exc))
+            raise
+        tasks = jt.plan(jobtypes.validate(jt, row["params"]))
+        return self.engine.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(), retries=jt.retries,
+                                            actor=self.user)
+
+    def sync_schedules_file(self) -> dict[str, int]:
+        """Load ``schedules.toml`` from the home and make the store match it (all or nothing)."""
+        self._allow("manage_schedules")
+        return sync_file(self.store, self.home, self.user, self._imports,
+                         check=lambda spec: self._allow_submit(spec["type"], spec["case_id"]))
+
+    # -- users, groups, cases and the audit trail --------------------------------------------------------
+
+    # -- sign-in -------------------------------------------------------------------------------
+    @classmethod
+    def sign_in(cls, home: Any, username: str, password: str, *, interface: str = "dashboard",
+                **kwargs: Any) -> JobManager:
+        """A JobManager acting as ``username`` once the password checks out.
+
+        The attempt is counted in the store before the password is checked
+        (:meth:`JobStore.claim_sign_in`), so at most MAX_FAILURES guesses are ever checked before
+        the account locks for LOCKOUT_S seconds, however many arrive at once. Every refusal gets
+        the same message (:data:`SIGN_IN_REFUSED`) and the same hash work; the audit trail keeps
+        the real reason. An old scrypt hash is replaced by argon2id on a successful sign-in.
+        """
+        jm = cls(home, user=username, interface=interface, **kwargs)
+        store, now = jm.store, time.time()
+        try:
+            user = store.get_user(username)
+        except NotFound:
+            user = None
+        attempt = store.claim_sign_in(username, now, MAX_FAILURES, LOCKOUT_S) if user is not None else None
+        if user is None or attempt is None:  # unknown or locked: the user's hash is never checked, the work the same
+            verify_password(password, _dummy_hash())
+            reason = "unknown user" if user is None else "locked"
+        elif not verify_password(password, user["password_hash"]):
+            reason = "wrong password" + (f"; locked for {round(LOCKOUT_S / 60)} min after {attempt} failures"
+                                         if attempt >= MAX_FAILURES else f" (attempt {attempt} of {MAX_FAILURES})")
+        elif not user["active"]:
+            reason = "disabled"
+        else:
+            fields: dict[str, Any] = {"failures": 0, "locked_until": None, "last_login_at": now}
+            if needs_rehash(user["password_hash"]):
+                fields["password_hash"] = hash_password(password, check_strength=False)
+            store.update_user(username, **fields)
+            store.audit(username, interface, "sign_in", "user", username, True,
+                        "password rehashed with argon2id" if "password_hash" in fields else None)
+            return jm
+        store.audit(username, interface, "sign_in", "user", username, False, reason)
+        jm.close()  # a refused attempt keeps no connection open
+        raise PermissionDenied(SIGN_IN_REFUSED)
+
+    # -- users -------------------------------------------------------------------------------------
+    def add_user(self, username: str, password: str | None = None, *, display_name: str | None = None,
+                 groups: tuple[str, ...] | list[str] = ()) -> str | None:
+        """Create a user; returns the generated password when none was given (show it once)."""
+        self._allow("admin", target=("user", str(username)))
+        _check_name("user", username)
+        generated = None
+        if password is None:
+            password = generated = generate_password()
+        check_password_strength(password)
+        for group in groups:
+            if group not in {g["name"] for g in self.store.list_groups()}:
+                raise NotFound(f"no group {group!r}")
+        self.store.create_user(username, display_name or username, hash_password(password))
+        for group in groups:
+            self.store.group_link("group_members", group, username, True)
+        return generated
+
+    def set_password(self, username: str, password: str) -> None:
+        """Administrators may set anyone's password; every user may set their own."""
+        if username != self.user:
+            self._allow("admin", target=("user", username))
+        else:
+            me = self.store.get_user(username)
+            if not me["active"]:
+                raise PermissionDenied(f"user {username!r} is disabled")
+            self.store.audit(self.user, self.interface, "passwd", "user", username, True)
+        self.store.get_user(username)
+        self.store.update_user(username, password_hash=hash_password(password), failures=0, locked_until=None)
+
+    def disable_user(self, username: str) -> None:
+        self._allow("admin", target=("user", username))
+        self.store.update_user(username, active=0)
+
+    def enable_user(self, username: str) -> None:
+        self._allow("admin", target=("user", username))
+        self.store.update_user(username, active=1, failures=0, locked_until=None)
+
+    def users(self) -> pd.DataFrame:
+        self._allow("admin", target=("users", "*"))
+        df = pd.DataFrame(self.store.list_users(), columns=["username", "display_name", "active", "groups",
+                                                             "locked_until", "last_login_at", "created_at"])
+        for col in ("locked_until", "last_login_at", "created_at"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        return df
+
+    # -- groups --------------------------------------------------------------------------------------
+    def add_group(self, name: str, description: str = "") -> None:
+        self._allow("admin", target=("group", str(name)))
+        self.store.create_group(_check_name("group", name), description)
+
+    def grant(self, group: str, permission: str) -> None:
+        self._allow("admin", target=("group", group))
+        if permission not in PERMISSIONS:
+            raise BadParams(f"unknown permission {permission!r}; the list: {', '.join(PERMISSIONS)}")
+        self.store.group_link("group_permissions", group, permission, True)
+
+    def revoke(self, group: str, permission: str) -> None:
+        self._allow("admin", target=("group", group))
+        if permission not in PERMISSIONS:
+            raise BadParams(f"unknown permission {permission!r}; the list: {', '.join(PERMISSIONS)}")
+        self.store.group_link("group_permissions", group, permission, False)
+
+    def add_to_group(self, group: str, username: str) -> None:
+        self._allow("admin", target=("group", group))
+        self.store.group_link("group_members", group, username, True)
+
+    def remove_from_group(self, group: str, username: str) -> None:
+        self._allow("admin", target=("group", group))
+        self.store.group_link("group_members", group, username, False)
+
+    def add_case(self, group: str, case: str) -> None:
+        """Let a group see a case's jobs, schedules and outputs (``*``: every case)."""
+        self._allow("admin", target=("group", group))
+        if not isinstance(case, str) or not case.strip():
+            raise BadParams("a case needs a name")
+        self.store.group_link("group_cases", group, case.strip(), True)
+
+    def remove_case(self, group: str, case: str) -> None:
+        self._allow("admin", target=("group", group))
+        self.store.group_link("group_cases", group, case, False)
+
+    def groups(self) -> pd.DataFrame:
+        self._allow("admin", target=("groups", "*"))
+        return pd.DataFrame(self.store.list_groups(),
+                            columns=["name", "description", "members", "permissions", "cases", "created_at"])
+
+    def audit_log(self, limit: int = 200) -> pd.DataFrame:
+        """The newest audit rows: who did (or was refused) what, when, from which interface."""
+        self._allow("admin", target=("audit", "*"))
+        df = pd.DataFrame(self.store.list_audit(limit), columns=["id", "at", "actor", "interface", "action",
+                                                                  "target_kind", "target", "allowed", "detail"])
+        df["at"] = pd.to_datetime(df["at"], unit="s", utc=True)
+        df["allowed"] = df["allowed"].astype(bool)
+        return df
+
+    def permissions_list(self) -> dict[str, str]:
+        return dict(PERMISSIONS)
+
+    def me(self) -> dict[str, Any]:
+        """The acting user's name, permissions and cases (what the dashboard offers)."""
+        actor = self.actor
+        return {"username": actor.username, "permissions": sorted(actor.permissions), "cases": sorted(actor.cases),
+                "interface": self.interface}
 
 
 def _calling_method() -> str:
@@ -556,7 +916,6 @@ def _calling_method() -> str:
     while frame is not None and (frame.f_code.co_name.startswith("_") or frame.f_code.co_name == "actor"):
         frame = frame.f_back
     return frame.f_code.co_name if frame is not None else "unknown"
-
 
 
 log = logging.getLogger("jobmanager.service")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import JobManagerError
+from jobmanager.errors import JobManagerError
 
 #: below this many free bytes, an I/O error on a file system is taken for a full disk
 LOW_SPACE_BYTES = 1 << 20

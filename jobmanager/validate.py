@@ -31,7 +31,7 @@ import os
 import re
 from typing import Any
 
-from .errors import BadParams
+from jobmanager.errors import BadParams
 
 MAX_NAME = 200
 MAX_SEARCH = 200

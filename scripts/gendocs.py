@@ -1,7 +1,7 @@
 """Write the docs that are generated from the code, so they cannot drift from it.
 
 - README.md, between ``<!-- permissions:start -->`` and ``<!-- permissions:end -->``: the Permissions
-  List table, from :data:`jobmanager.permissions.PERMISSIONS`.
+  List table, from :data:`jobmanager.auth.permissions.PERMISSIONS`.
 - docs/cli.md: the CLI reference, every command's ``--help`` (click, at 80 columns).
 
     python scripts/gendocs.py           # rewrite the generated parts
@@ -30,7 +30,7 @@ WIDTH = 80  # the help text's width, whatever the terminal that runs this
 
 def permissions_table() -> str:
     """The README's Permissions List table."""
-    from jobmanager.permissions import PERMISSIONS
+    from jobmanager.auth.permissions import PERMISSIONS
 
     rows = ["| `{}` | {} |".format(name, text.replace("|", "\\|")) for name, text in PERMISSIONS.items()]
     return "\n".join(["| permission | what it allows |", "| --- | --- |", *rows])
@@ -38,7 +38,7 @@ def permissions_table() -> str:
 
 def commands() -> Iterator[tuple[str, click.Command, click.Context]]:
     """Every command and group of the ``jobmanager`` CLI, depth first in name order, with its context."""
-    from jobmanager.cli import cli
+    from jobmanager.cli.main import cli
 
     def walk(cmd: click.Command, ctx: click.Context) -> Iterator[tuple[str, click.Command, click.Context]]:
         yield ctx.command_path, cmd, ctx

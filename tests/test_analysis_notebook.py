@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from jobmanager import JobManager, demodata
+from jobmanager import JobManager
 from jobmanager.demo import DEMO_USERS
+from jobmanager.history import demodata
 
 from .backends import write_store
 

@@ -269,9 +269,9 @@ def test_two_agents_in_different_folders_share_redis_and_pg_and_survive_a_kill(p
 # -- history and grid on PostgreSQL ------------------------------------------------------------------------
 def test_duckdb_reads_the_pg_store_offline_and_grid_runs_on_pg(pg_url: str) -> None:
     duckdb = pytest.importorskip("duckdb")
-    from jobmanager.grid import grid_page
-    from jobmanager.history import VIEWS
-    from jobmanager.history_pg import attach_postgres
+    from jobmanager.history.grid import grid_page
+    from jobmanager.history.history import VIEWS
+    from jobmanager.history.postgres import attach_postgres
 
     store = _store(pg_url, create=True)
     job_id, dispatches = _job(store, 2)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import JobManager
-from jobmanager.cli import cli
+from jobmanager.cli.main import cli
 
 from .backends import query_store
 from .conftest import agent_env, wait_for

@@ -31,8 +31,8 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import BadParams, JobManager
-from jobmanager.cli import cli
-from jobmanager.triggers import Trigger, zone
+from jobmanager.cli.main import cli
+from jobmanager.schedules.triggers import Trigger, zone
 
 from .backends import query_store
 

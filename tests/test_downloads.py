@@ -1,4 +1,4 @@
-"""jobmanager.downloads without a browser: token folders, expiry, the JupyterLab fallback."""
+"""jobmanager.dashboard.downloads without a browser: token folders, expiry, the JupyterLab fallback."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from jobmanager import dashboard_server, downloads
+from jobmanager.dashboard import downloads
+from jobmanager.dashboard import server as dashboard_server
 
 
 def test_publish_links_into_a_token_folder(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobmanager import JobManager, Timeout
-from jobmanager.queue import Queue
+from jobmanager.engine.queue import Queue
 from jobmanager.store import open_store
 
 from .conftest import HEARTBEAT, wait_for

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from jobmanager import JobManager
-from jobmanager.grid import grid_page
+from jobmanager.history.grid import grid_page
 
 
 def counted_by_scan(jm: JobManager, states: tuple[str, ...]) -> int:
@@ -18,7 +18,7 @@ def counted_by_scan(jm: JobManager, states: tuple[str, ...]) -> int:
 
 @pytest.mark.sqlite_only  # job_counts is SQLite's (PostgreSQL's grid counts with COUNT(*))
 def test_counters_follow_every_transition(jm: JobManager, start_agent) -> None:
-    from jobmanager import demodata
+    from jobmanager.history import demodata
 
     demodata.generate(jm.home, jobs=300, days=3, seed=7)  # bulk inserts go through the triggers too
     a = jm.submit("sleep", {"tasks": 2})

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from jobmanager import BadParams, HomeError, JobManager, PermissionDenied, demodata
-from jobmanager.cli import cli
-from jobmanager.grid import GRID_COLUMNS
-from jobmanager.history import History, find_extension
+from jobmanager import BadParams, HomeError, JobManager, PermissionDenied
+from jobmanager.cli.main import cli
+from jobmanager.history import demodata
+from jobmanager.history.grid import GRID_COLUMNS
+from jobmanager.history.history import History, find_extension
 
 from .backends import write_store
 
@@ -94,7 +95,7 @@ def test_extension_is_loaded_by_path_without_network(home: Path, tmp_path: Path)
 def test_missing_extension_is_a_clear_home_error(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(HomeError, match="sqlite extension is missing"):
         History(home / "store.db", extension=tmp_path / "nope.duckdb_extension")
-    import jobmanager.history as history
+    import jobmanager.history.history as history
 
     monkeypatch.setattr(history.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(HomeError, match="pip install duckdb-extension-sqlite-scanner=="):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobmanager.downloads import publish
+from jobmanager.dashboard.downloads import publish
 
 
 def _port() -> int:

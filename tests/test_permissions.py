@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import JobManager, PermissionDenied
-from jobmanager.auth import MAX_FAILURES
-from jobmanager.cli import cli
-from jobmanager.permissions import PERMISSIONS
-from jobmanager.service_admin import SIGN_IN_REFUSED
+from jobmanager.auth.passwords import MAX_FAILURES
+from jobmanager.auth.permissions import PERMISSIONS
+from jobmanager.cli.main import cli
+from jobmanager.service import SIGN_IN_REFUSED
 
 from .backends import query_store
 from .conftest import ADMIN_PASSWORD

@@ -10,7 +10,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 from jobmanager import JobManager
-from jobmanager.cli import cli
+from jobmanager.cli.main import cli
 from jobmanager.demo import DEMO_DOCUMENTS
 from jobmanager.errors import BadParams, NotFound
 

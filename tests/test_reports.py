@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import JobManager
-from jobmanager.cli import cli
+from jobmanager.cli.main import cli
 from jobmanager.errors import BadParams
 from jobmanager.jobtypes.export_report import sqlite_extension_path
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobmanager import JobManager, PermissionDenied
-from jobmanager.schedules import fire_due
+from jobmanager.schedules.schedules import fire_due
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import BadParams, InvalidState, JobManager, NotFound
-from jobmanager.cli import cli
-from jobmanager.schedules import fire_due
+from jobmanager.cli.main import cli
+from jobmanager.schedules.schedules import fire_due
+from jobmanager.schedules.triggers import Trigger, zone
 from jobmanager.store.sqlite import SQLiteStore
-from jobmanager.triggers import Trigger, zone
 
 from .backends import query_store
 from .conftest import wait_for

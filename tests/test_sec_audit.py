@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import BadParams, InvalidState, JobManager, NotFound, PermissionDenied
-from jobmanager.cli import cli
+from jobmanager.cli.main import cli
 
 
 def audit_rows(home: Path, actor: str) -> list[dict]:

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import JobManager
-from jobmanager.cli import cli
+from jobmanager.cli.main import cli
 from jobmanager.errors import HomeError
 from jobmanager.home import CONFIG_NAME, Home
 

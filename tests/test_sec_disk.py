@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import JobManager
-from jobmanager.cli import cli
+from jobmanager.cli.main import cli
 from jobmanager.trouble import Backoff, TroubleLog
 
 from .conftest import ADMIN_PASSWORD, AgentProcess, wait_for
@@ -120,7 +120,7 @@ def test_opening_a_store_on_a_full_disk_says_disk_full(small_disk: Path) -> None
 def _as_nobody(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a process that drops to user ``nobody`` (root) or runs as the current user (not root)."""
     code = ("import os, sys\n"
-            "from jobmanager.cli import cli\n"
+            "from jobmanager.cli.main import cli\n"
             "import jobmanager.store.sqlite, jobmanager.trouble, pwd\n"  # imported before dropping root
             "if os.geteuid() == 0:\n"
             "    nobody = pwd.getpwnam('nobody')\n"

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from pypdf import PdfReader
 
 from jobmanager import JobManager
-from jobmanager.cli import cli
-from jobmanager.dashboard_server import find_notebook, prepare
+from jobmanager.cli.main import cli
+from jobmanager.dashboard.server import find_notebook, prepare
 from jobmanager.errors import PermissionDenied
 
 SECRET = "s3cret-from-another-case"

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import JobManager
-from jobmanager.cli import cli
+from jobmanager.cli.main import cli
 
 from .conftest import agent_env
 
@@ -33,7 +33,7 @@ def loose(root: Path) -> list[str]:
 
 def _run_with_umask(args: list[str], umask: int = 0o022, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """The CLI in a process whose umask would make files world-readable."""
-    code = f"import os, sys; os.umask({umask}); from jobmanager.cli import cli; sys.exit(cli.main({args!r}))"
+    code = f"import os, sys; os.umask({umask}); from jobmanager.cli.main import cli; sys.exit(cli.main({args!r}))"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, input=stdin,
                           env=agent_env(), timeout=120)
 

@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import BadParams, JobManager, PermissionDenied
-from jobmanager.cli import cli
+from jobmanager.auth.permissions import DEFAULT_GROUPS, PERMISSIONS
+from jobmanager.cli.main import cli
 from jobmanager.models import NewTask
-from jobmanager.permissions import DEFAULT_GROUPS, PERMISSIONS
 
 from .backends import query_store
 from .conftest import wait_for

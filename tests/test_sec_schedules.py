@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import JobManager, PermissionDenied
-from jobmanager.cli import cli
-from jobmanager.schedules import fire_due
+from jobmanager.cli.main import cli
+from jobmanager.schedules.schedules import fire_due
 
 from .backends import query_store
 from .conftest import wait_for

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from jobmanager import JobManager, PermissionDenied, service_admin
-from jobmanager.auth import LOCKOUT_S, MAX_FAILURES, verify_password
-from jobmanager.service_admin import SIGN_IN_REFUSED
+from jobmanager import JobManager, PermissionDenied, service
+from jobmanager.auth.passwords import LOCKOUT_S, MAX_FAILURES, verify_password
+from jobmanager.service import SIGN_IN_REFUSED
 
 PASSWORD = "ana-password-1"
 
@@ -44,7 +44,7 @@ def checked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             seen.append(stored or "")
         return verify_password(password, stored)
 
-    monkeypatch.setattr(service_admin, "verify_password", counting_verify)
+    monkeypatch.setattr(service, "verify_password", counting_verify)
     return seen
 
 

@@ -1,6 +1,6 @@
 """Issue 12, item 2 (and the sql part of item 12): free SQL reads only the views' rows of the caller's scope.
 
-User SQL runs in a fresh DuckDB holding only those rows (jobmanager/history_sandbox.py): no store attached,
+User SQL runs in a fresh DuckDB holding only those rows (jobmanager/history/sandbox.py): no store attached,
 no extension, no files, configuration locked. Every attack below worked on the old code (an operator read
 every password hash with ``sqlite_query``; EXPLAIN ANALYZE ran DDL); each is now one line, exit status 2 on
 the CLI, written to the audit trail as refused with the reason, and nothing changed.
@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import BadParams, JobManager
-from jobmanager.cli import cli
-from jobmanager.history import SQL_VIEWS
+from jobmanager.cli.main import cli
+from jobmanager.history.history import SQL_VIEWS
 
 from .backends import write_store
 
@@ -216,7 +216,7 @@ PRUNING = [
 @pytest.mark.parametrize("query", PRUNING)
 def test_the_sandbox_answers_as_the_store_attached_connection_did(people: Path, query: str) -> None:
     """Only the columns a query names are copied into the sandbox: the answers do not change."""
-    from jobmanager.history import History, store_file
+    from jobmanager.history.history import History, store_file
     from jobmanager.home import Home
 
     with History(store_file(Home.open(people))) as h:

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import BadParams, JobManager
-from jobmanager.cli import cli
+from jobmanager.cli.main import cli
 from jobmanager.errors import QueueNotReached
 from jobmanager.home import Home
 

@@ -407,10 +407,10 @@ def _job_in(store: JobStore, state: str) -> int:
 
 def test_the_store_moves_jobs_only_as_the_engine_table_allows(store: JobStore) -> None:
     """Every user action, tried from every job state: the store's conditional UPDATEs accept it exactly
-    from the states :data:`jobmanager.engine.JOB_MOVES` names, and end in one it allows; and every job
+    from the states :data:`jobmanager.engine.engine.JOB_MOVES` names, and end in one it allows; and every job
     and task event any of it wrote is a move of the table."""
-    from jobmanager.engine import JOB_MOVES, job_move_allowed, task_move_allowed
-    from jobmanager.states import JobState
+    from jobmanager.engine.engine import JOB_MOVES, job_move_allowed, task_move_allowed
+    from jobmanager.engine.states import JobState
 
     calls = {"pause": lambda j: store.pause_job(j, "ana"), "resume": lambda j: store.resume_job(j, "ana"),
              "cancel": lambda j: store.cancel_job(j, "ana"), "retry": lambda j: store.retry_job(j, "ana")}

@@ -38,9 +38,8 @@ def test_a_bad_zone_name_is_ignored(name: object) -> None:
 
 
 def test_the_app_takes_the_zone_from_its_hidden_box(tmp_path) -> None:
-    from jobmanager.widgets import JobManagerApp
-
     from jobmanager import JobManager
+    from jobmanager.widgets import JobManagerApp
 
     with JobManager.init(tmp_path / "home", admin_password="admin-password-1"):
         pass

@@ -13,7 +13,7 @@ from typing import Any
 import ipywidgets as w
 
 from jobmanager import Job, JobManager, JobManagerError
-from jobmanager.states import FINISHED
+from jobmanager.engine.states import FINISHED
 
 from . import format as fmt
 from .downloads import DownloadArea, anchor

@@ -1,6 +1,6 @@
 """Offering a file to the browser: a link the user clicks, saved under the right name.
 
-The file is published by :mod:`jobmanager.downloads` (an unguessable, expiring
+The file is published by :mod:`jobmanager.dashboard.downloads` (an unguessable, expiring
 link served by the dashboard's Voila server). Where there is no such server
 (JupyterLab), small files travel as a ``data:`` URL and big ones are named with
 the command that downloads them.
@@ -22,7 +22,7 @@ INLINE_LIMIT = 5 * 2**20
 
 def link_for(path: Path, name: str) -> str | None:
     """A URL the browser can save ``path`` from, or None when there is none."""
-    from jobmanager.downloads import publish
+    from jobmanager.dashboard.downloads import publish
 
     url = publish(path, name)
     if url:

@@ -11,7 +11,7 @@ import pandas as pd
 from ipydatagrid import DataGrid, TextRenderer, VegaExpr
 
 from jobmanager import JobManager
-from jobmanager.triggers import local_label
+from jobmanager.schedules.triggers import local_label
 
 from . import format as fmt
 from .models import Messages, ScheduleFormModel

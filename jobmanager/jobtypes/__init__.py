@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
 
-from ..errors import BadParams
-from ..models import NewTask
-from ..permissions import PERMISSIONS
+from jobmanager.auth.permissions import PERMISSIONS
+from jobmanager.errors import BadParams
+from jobmanager.models import NewTask
 
 if TYPE_CHECKING:
-    from ..context import TaskContext
-    from ..home import Home
+    from jobmanager.engine.context import TaskContext
+    from jobmanager.home import Home
 
 ENTRY_POINT_GROUP = "jobmanager.job_types"
 

@@ -2,7 +2,7 @@
 
 The query reads either a CSV/Parquet file (``source``, visible as the table ``source``) or the
 history's views (``SELECT * FROM jobs``), and either way it runs in the same sandbox as
-``jm.sql`` (:mod:`jobmanager.history_sandbox`): a fresh DuckDB holding only those rows, with no
+``jm.sql`` (:mod:`jobmanager.history.sandbox`): a fresh DuckDB holding only those rows, with no
 store attached, no extension, no file access. The views are read through the service as the
 job's owner, so the report holds only the rows its owner may see (``jm.sql``'s scope); the
 source file is read by the agent (from the job's input folders) before the query runs. A query
@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..context import TaskContext
-from ..errors import BadParams
-from ..home import safe_name
-from ..models import NewTask
-from . import JobType, job_type
+from jobmanager.engine.context import TaskContext
+from jobmanager.errors import BadParams
+from jobmanager.home import safe_name
+from jobmanager.jobtypes import JobType, job_type
+from jobmanager.models import NewTask
 
 FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet",
            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
@@ -134,13 +134,13 @@ class ExportReport(JobType[ExportReportParams]):
         if params.source is None:
             # The history is read through the service, as the job's owner: the views' rows the owner may
             # see, in the sandbox, and DuckDB in a process of its own (never beside this agent's
-            # connections to the store; see jobmanager.history_process).
-            from ..service import JobManager
+            # connections to the store; see jobmanager.history.process).
+            from jobmanager.service import JobManager
 
             with JobManager(ctx.home, user=ctx.owner, interface="agent") as jm:
                 df = jm.sql(params.query)
         else:
-            from .. import history_sandbox
+            from jobmanager.history import sandbox as history_sandbox
 
             table = read_source(Path(ctx.input_path(params.source)))
             history_sandbox.plan(params.query, {"source": table.column_names})

@@ -17,10 +17,10 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..context import Cancelled, TaskContext
-from ..home import safe_name
-from ..models import NewTask
-from . import JobType, job_type
+from jobmanager.engine.context import Cancelled, TaskContext
+from jobmanager.home import safe_name
+from jobmanager.jobtypes import JobType, job_type
+from jobmanager.models import NewTask
 
 ENGINE = "jobmanager"
 

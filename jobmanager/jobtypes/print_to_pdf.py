@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..context import Cancelled, TaskContext
-from ..home import Home, safe_name
-from ..models import NewTask
-from . import JobType, job_type
+from jobmanager.engine.context import Cancelled, TaskContext
+from jobmanager.home import Home, safe_name
+from jobmanager.jobtypes import JobType, job_type
+from jobmanager.models import NewTask
 
 MERGED = "merged.pdf"
 
@@ -72,7 +72,7 @@ class PrintToPdf(JobType[PrintToPdfParams]):
             home.resolve_input(doc, case=case, base_dir=params.base_dir)
 
     def run(self, ctx: TaskContext, params: PrintToPdfParams, task: dict[str, Any]) -> None:
-        from ..pdf import render_document
+        from jobmanager.jobtypes.pdf import render_document
 
         document = task["document"]
         path = _resolve(ctx, params, document)
@@ -90,7 +90,7 @@ class PrintToPdf(JobType[PrintToPdfParams]):
         ctx.log.info("printed %s: %d page(s)", document, pages)
 
     def finish(self, ctx: TaskContext, params: PrintToPdfParams) -> None:
-        from ..pdf import Part, merge
+        from jobmanager.jobtypes.pdf import Part, merge
 
         job = ctx.store.get_job(ctx.job_id, with_tasks=True)
         folder = ctx.home.job_artifacts(ctx.job_id)

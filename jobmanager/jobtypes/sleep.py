@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..context import TaskContext
-from ..models import NewTask
-from . import JobType, job_type
+from jobmanager.engine.context import TaskContext
+from jobmanager.jobtypes import JobType, job_type
+from jobmanager.models import NewTask
 
 
 class SleepParams(BaseModel):

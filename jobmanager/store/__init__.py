@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..home import Home
-from .base import SCHEMA_VERSION, JobStore
+from jobmanager.home import Home
+from jobmanager.store.base import SCHEMA_VERSION, JobStore
 
 __all__ = ["JobStore", "SCHEMA_VERSION", "open_store"]
 
 
 def open_store(home: Home, *, create: bool = False) -> JobStore:
     """The store the home's configuration names (``sqlite`` is the default); :mod:`jobmanager.backends` decides."""
-    from ..backends import open_store as _open
+    from jobmanager.backends import open_store as _open
 
     return _open(home, create=create)

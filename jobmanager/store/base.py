@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
+from jobmanager.models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
 
 SCHEMA_VERSION = 1
 

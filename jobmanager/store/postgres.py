@@ -26,11 +26,11 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
-from ..backends import redact
-from ..errors import HomeError
-from ..trouble import storage_problem
-from .dialect import POSTGRES
-from .sql import Connection, SqlStore
+from jobmanager.backends import redact
+from jobmanager.errors import HomeError
+from jobmanager.store.dialect import POSTGRES
+from jobmanager.store.sql import Connection, SqlStore
+from jobmanager.trouble import storage_problem
 
 RawConn = psycopg.Connection[dict[str, Any]]
 

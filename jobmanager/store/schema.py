@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .dialect import Dialect
+from jobmanager.store.dialect import Dialect
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from ..errors import HomeError, InvalidState, NotFound
-from ..models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
-from ..states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK, AgentState, JobState, TaskState
-from .base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
-from .dialect import Dialect
-from .schema import statements
+from jobmanager.engine.states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK, AgentState, JobState, TaskState
+from jobmanager.errors import HomeError, InvalidState, NotFound
+from jobmanager.models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
+from jobmanager.store.base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
+from jobmanager.store.dialect import Dialect
+from jobmanager.store.schema import statements
 
 T = TypeVar("T")
 
@@ -821,7 +821,7 @@ class SqlStore(JobStore):
         def register(c: Connection) -> Recovery:
             now = time.time()
             recovery = Recovery()
-            self._serialise(c, "jobmanager.agent:" + info["name"])  # even when there is no row to lock yet
+            self._serialise(c, "jobmanager.engine.agent:" + info["name"])  # even when there is no row to lock yet
             old = c.execute(
                 f"SELECT * FROM agents WHERE name = ?{self.dialect.for_update}", (info["name"],)
             ).fetchone()

@@ -15,12 +15,12 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..errors import HomeError
-from ..home import create_private
-from ..trouble import storage_problem
-from .dialect import SQLITE
-from .schema import statements
-from .sql import Connection, SqlStore
+from jobmanager.errors import HomeError
+from jobmanager.home import create_private
+from jobmanager.store.dialect import SQLITE
+from jobmanager.store.schema import statements
+from jobmanager.store.sql import Connection, SqlStore
+from jobmanager.trouble import storage_problem
 
 BUSY_TIMEOUT_S = 30.0
 

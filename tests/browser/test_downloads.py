@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 
-from jobmanager import downloads
+from jobmanager.dashboard import downloads
 
 from .conftest import open_dashboard
 

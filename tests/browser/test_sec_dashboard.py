@@ -21,7 +21,7 @@ import psutil
 import pytest
 import websocket
 
-from jobmanager import downloads
+from jobmanager.dashboard import downloads
 
 from .conftest import DashboardServer, open_dashboard, wait_for
 from .ws_client import V1, connect, load_page, message, read_v1, request, v1_frame

@@ -9,7 +9,7 @@ later write). So DuckDB never opens the store in a process that writes it: the
 service talks to a child process that holds only the history.
 
 Only read-only calls cross: ``sql``, ``jobs``, ``grid_rows``, ``stats``. ``sql`` runs in a
-sandbox of its own (:mod:`jobmanager.history_sandbox`) holding only the views' rows of the
+sandbox of its own (:mod:`jobmanager.history.sandbox`) holding only the views' rows of the
 caller's scope: the connection with the store attached never runs a user's SQL.
 """
 
@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import Any
 
-from .errors import BadParams, HomeError
+from jobmanager.errors import BadParams, HomeError
 
 
 class _Pipe:
@@ -46,8 +46,8 @@ class _Pipe:
 
 def _serve(conn: Any, home_path: str) -> None:
     try:
-        from .history import History, store_file
-        from .home import Home
+        from jobmanager.history.history import History, store_file
+        from jobmanager.home import Home
 
         history = History(store_file(Home.open(home_path)))
     except Exception as exc:  # reported to the parent as the error of its first call
@@ -81,7 +81,7 @@ class HistoryProcess:
 
     def __init__(self, home_path: str) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "jobmanager.history_process", str(home_path)],
+            [sys.executable, "-m", "jobmanager.history.process", str(home_path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
         )
         self._conn = _Pipe(self._proc.stdout, self._proc.stdin)

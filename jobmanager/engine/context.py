@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BadParams
-from .home import Home, safe_name
-from .store import JobStore
+from jobmanager.errors import BadParams
+from jobmanager.home import Home, safe_name
+from jobmanager.store import JobStore
 
 #: at most one progress write per task in this many seconds (the last one always lands)
 PROGRESS_EVERY_S = 0.25

@@ -8,11 +8,11 @@ Layout under the home (Voila's root folder is ``<home>/dashboard``)::
 
     dashboard/
       dashboard.ipynb            a copy of the notebook, made at every start
-      downloads/<token>/<name>   files offered to browsers (see jobmanager.downloads)
+      downloads/<token>/<name>   files offered to browsers (see jobmanager.dashboard.downloads)
 
 Voila's ``/voila/files/`` handler serves only ``downloads/<token>/<name>`` (its allowlist), so neither
 the notebook nor anything else of the home (``store.db`` is outside the root anyway) can be fetched.
-This module imports no Voila: :mod:`jobmanager.dashboard_voila` is the server process.
+This module imports no Voila: :mod:`jobmanager.dashboard.voila` is the server process.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import downloads
-from .errors import HomeError
-from .home import Home
+from jobmanager.dashboard import downloads
+from jobmanager.errors import HomeError
+from jobmanager.home import Home
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8866
@@ -38,7 +38,7 @@ TEMPLATE = "jobmanager"
 #: a bigger one closes the socket before it is read
 MAX_MESSAGE_BYTES = 1024 * 1024
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # jobmanager/, which holds share/
 #: the dashboard notebook in a source checkout: the repo root is the parent of jobmanager/
 REPO_NOTEBOOK = PACKAGE_DIR.parent / "notebooks" / "dashboard.ipynb"
 #: a Jupyter data dir holding the "jobmanager" Voila template (added to JUPYTER_PATH)
@@ -102,7 +102,7 @@ def prepare(home: Home, notebook: Path) -> Path:
 def voila_args(notebook: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_browser: bool = True,
                cull_after: float = CULL_AFTER, cull_interval: int = CULL_INTERVAL,
                downloads_dir: Path | None = None) -> list[str]:
-    """The command-line arguments of :mod:`jobmanager.dashboard_voila` (Voila's own options)."""
+    """The command-line arguments of :mod:`jobmanager.dashboard.voila` (Voila's own options)."""
     downloads_dir = downloads_dir or notebook.parent / "downloads"
     args = [
         str(notebook),
@@ -139,7 +139,7 @@ def command(home: str | os.PathLike[str] | None, host: str = DEFAULT_HOST, port:
     h = Home.open(home)
     copy = prepare(h, find_notebook(h, notebook))
     folder = copy.parent / "downloads"
-    argv = [sys.executable, "-m", "jobmanager.dashboard_voila",
+    argv = [sys.executable, "-m", "jobmanager.dashboard.voila",
             *voila_args(copy, host, port, open_browser, cull_after, cull_interval, folder)]
     return argv, server_env(h, folder)
 

@@ -15,15 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import jobtypes
-from .context import Cancelled, TaskContext
-from .engine import Engine
-from .home import Home
-from .logcapture import router
-from .states import TaskState
-from .store import JobStore
+from jobmanager import jobtypes
+from jobmanager.engine.context import Cancelled, TaskContext
+from jobmanager.engine.engine import Engine
+from jobmanager.engine.logcapture import router
+from jobmanager.engine.states import TaskState
+from jobmanager.home import Home
+from jobmanager.store import JobStore
 
-log = logging.getLogger("jobmanager.agent")
+log = logging.getLogger("jobmanager.engine.agent")
 
 
 @dataclass

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 from huey.api import Huey
 from huey.storage import RedisStorage, SqliteStorage
 
-from .backends import queue_at
-from .home import Home, create_private
-from .models import Dispatch
-from .queue_redis import redis_huey, send_many
+from jobmanager.backends import queue_at
+from jobmanager.engine.queue_redis import redis_huey, send_many
+from jobmanager.home import Home, create_private
+from jobmanager.models import Dispatch
 
 QUEUE_NAME = "jobmanager"
 

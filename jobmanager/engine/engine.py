@@ -21,13 +21,13 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import validate
-from .errors import QueueNotReached
-from .models import Dispatch, NewTask, Outcome, Recovery
-from .queue import Queue
-from .states import JobState as J
-from .states import TaskState as T
-from .store.base import JobStore
+from jobmanager import validate
+from jobmanager.engine.queue import Queue
+from jobmanager.engine.states import JobState as J
+from jobmanager.engine.states import TaskState as T
+from jobmanager.errors import QueueNotReached
+from jobmanager.models import Dispatch, NewTask, Outcome, Recovery
+from jobmanager.store.base import JobStore
 
 #: job transitions: action -> (states it may start from, states it may end in)
 JOB_MOVES: dict[str, tuple[frozenset[J], frozenset[J]]] = {
@@ -135,8 +135,8 @@ class Engine:
         return outcome
 
     def fire_due(self, agent: str, now: float | None = None) -> list[int | None]:
-        """Fire every due schedule once (:func:`jobmanager.schedules.fire_due`); returns the job ids."""
-        from .schedules import fire_due
+        """Fire every due schedule once (:func:`jobmanager.schedules.schedules.fire_due`); returns the job ids."""
+        from jobmanager.schedules.schedules import fire_due
 
         fired = fire_due(self.store, agent, now)
         for _job_id, dispatches in fired:

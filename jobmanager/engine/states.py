@@ -56,7 +56,7 @@ def tab_states(tab: str) -> tuple[str, ...]:
     """The job states shown on a tab (``in-progress`` or ``completed``)."""
     key = tab.replace("_", "-").lower()
     if key not in TABS:
-        from .errors import BadParams
+        from jobmanager.errors import BadParams
 
         raise BadParams(f"unknown tab {tab!r}: choose one of {', '.join(TABS)}")
     return TABS[key]

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import BadParams
+from jobmanager.errors import BadParams
 
 #: table functions that read nothing but their arguments
 TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})

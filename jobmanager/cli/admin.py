@@ -6,7 +6,13 @@ import sys
 
 import click
 
-from .cli import _jm, _print_frame, cli, echo, handle_errors
+from jobmanager.cli.common import (
+    cli,
+    echo,
+    handle_errors,
+    print_frame,
+    service_of,
+)
 
 
 # -- users, groups, audit --------------------------------------------------------------------------------
@@ -32,7 +38,7 @@ def user_add(ctx: click.Context, username: str, display_name: str | None, groups
              password_stdin: bool) -> None:
     """Create a user; prints a generated one-time password unless --password-stdin."""
     password = _read_password(False) if password_stdin else None
-    generated = _jm(ctx).add_user(username, password, display_name=display_name, groups=groups)
+    generated = service_of(ctx).add_user(username, password, display_name=display_name, groups=groups)
     echo(f"user {username} created" + (f"; one-time password: {generated}" if generated else ""))
 
 
@@ -42,7 +48,7 @@ def user_add(ctx: click.Context, username: str, display_name: str | None, groups
 @handle_errors
 def user_passwd(ctx: click.Context, username: str) -> None:
     """Set a user's password (prompted, or read from standard input)."""
-    _jm(ctx).set_password(username, _read_password(True))
+    service_of(ctx).set_password(username, _read_password(True))
     echo(f"password of {username} changed")
 
 
@@ -52,7 +58,7 @@ def user_passwd(ctx: click.Context, username: str) -> None:
 @handle_errors
 def user_disable(ctx: click.Context, username: str) -> None:
     """Disable a user: they can no longer sign in or act."""
-    _jm(ctx).disable_user(username)
+    service_of(ctx).disable_user(username)
     echo(f"user {username} disabled")
 
 
@@ -62,7 +68,7 @@ def user_disable(ctx: click.Context, username: str) -> None:
 @handle_errors
 def user_enable(ctx: click.Context, username: str) -> None:
     """Enable a disabled (or locked) user again."""
-    _jm(ctx).enable_user(username)
+    service_of(ctx).enable_user(username)
     echo(f"user {username} enabled")
 
 
@@ -72,7 +78,7 @@ def user_enable(ctx: click.Context, username: str) -> None:
 @handle_errors
 def user_list(ctx: click.Context, as_json: bool) -> None:
     """List users and their groups (never their passwords)."""
-    _print_frame(_jm(ctx).users(), as_json)
+    print_frame(service_of(ctx).users(), as_json)
 
 
 @cli.group()
@@ -87,7 +93,7 @@ def _group_command(name: str, method: str, arg: str, doc: str) -> None:
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, group_name: str, **kw: str) -> None:
-        getattr(_jm(ctx), method)(group_name, kw[arg])
+        getattr(service_of(ctx), method)(group_name, kw[arg])
         echo(f"group {group_name}: {name} {kw[arg]} done")
 
 
@@ -106,7 +112,7 @@ _group_command("remove-case", "remove_case", "case", "Take a case away from a gr
 @handle_errors
 def group_add(ctx: click.Context, group_name: str, description: str) -> None:
     """Create a group (with no permissions yet)."""
-    _jm(ctx).add_group(group_name, description)
+    service_of(ctx).add_group(group_name, description)
     echo(f"group {group_name} created")
 
 
@@ -116,7 +122,7 @@ def group_add(ctx: click.Context, group_name: str, description: str) -> None:
 @handle_errors
 def group_list(ctx: click.Context, as_json: bool) -> None:
     """List groups with their members, permissions and cases."""
-    _print_frame(_jm(ctx).groups(), as_json)
+    print_frame(service_of(ctx).groups(), as_json)
 
 
 @cli.command()
@@ -126,13 +132,13 @@ def group_list(ctx: click.Context, as_json: bool) -> None:
 @handle_errors
 def audit(ctx: click.Context, limit: int, as_json: bool) -> None:
     """The audit trail: every action, allowed or refused (administrators only)."""
-    _print_frame(_jm(ctx).audit_log(limit), as_json)
+    print_frame(service_of(ctx).audit_log(limit), as_json)
 
 
 @cli.command()
 def permissions() -> None:
     """Print the Permissions List."""
-    from .permissions import PERMISSIONS
+    from jobmanager.auth.permissions import PERMISSIONS
 
     for name, text in PERMISSIONS.items():
         echo(f"{name:<18} {text}")

@@ -1,6 +1,6 @@
-"""The standalone Voila server of ``jobmanager dashboard``, hardened; run as ``python -m jobmanager.dashboard_voila``.
+"""The standalone Voila server of ``jobmanager dashboard``, hardened; run as ``python -m jobmanager.dashboard.voila``.
 
-This module imports Voila; :mod:`jobmanager.dashboard_server` (which the CLI imports) does not, and starts
+This module imports Voila; :mod:`jobmanager.dashboard.server` (which the CLI imports) does not, and starts
 this one with the settings it computed. What it changes in Voila 0.5.13's standalone app:
 
 * Kernels of closed pages go away. Voila's page asks the server to shut its kernel down from a
@@ -21,12 +21,12 @@ this one with the settings it computed. What it changes in Voila 0.5.13's standa
   no longer reaches anyone's session. Kernel and session ids are blanked out of the server log.
 * The kernel websocket speaks only the ``v1.kernel.websocket.jupyter.org`` subprotocol (the page's own),
   every frame is checked before jupyter_server parses it, and frames above
-  :data:`~jobmanager.dashboard_server.MAX_MESSAGE_BYTES` close the socket. Voila 0.5.13 read a v1 frame
+  :data:`~jobmanager.dashboard.server.MAX_MESSAGE_BYTES` close the socket. Voila 0.5.13 read a v1 frame
   sent without the subprotocol as the legacy format: its first bytes became a part count of ~10^8, and
   one frame froze the server while its memory grew by GBs.
 * Cookies are SameSite=Strict (``_xsrf`` stays readable by the page's beacon script; the rest are
   HttpOnly); ``/login`` and ``/logout`` (Jupyter's, unused: the sign-in is in the app) are gone.
-* Every kernel loads :mod:`jobmanager.dashboard_kernel`: errors from the browser's widget messages reach
+* Every kernel loads :mod:`jobmanager.dashboard.kernel`: errors from the browser's widget messages reach
   the browser as one line at most, never a traceback with the server's paths.
 """
 
@@ -56,8 +56,8 @@ from voila.static_file_handler import AllowListFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 
-from . import downloads
-from .dashboard_server import MAX_MESSAGE_BYTES, SECURITY_HEADERS, TEMPLATE
+from jobmanager.dashboard import downloads
+from jobmanager.dashboard.server import MAX_MESSAGE_BYTES, SECURITY_HEADERS, TEMPLATE
 
 #: the cookie that ties kernels to the browser whose page started them (a signed random token)
 BROWSER_COOKIE = "jobmanager-browser"
@@ -133,7 +133,7 @@ class DashboardKernelManager(AsyncMappingKernelManager):
             raise tornado.web.HTTPError(503, "too many dashboard sessions; try again later")
         # every dashboard kernel loads the extension that keeps tracebacks out of the browser
         kwargs["extra_arguments"] = [*kwargs.get("extra_arguments", []),
-                                     "--IPKernelApp.extensions=['jobmanager.dashboard_kernel']"]
+                                     "--IPKernelApp.extensions=['jobmanager.dashboard.kernel']"]
         kernel_id = await super().start_kernel(*args, **kwargs)
         self._unconnected_since[kernel_id] = time.monotonic()
         owner = _page_browser.get()

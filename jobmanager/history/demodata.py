@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .home import Home
-from .store import open_store
-from .store.base import HistoryBatch
+from jobmanager.home import Home
+from jobmanager.store import open_store
+from jobmanager.store.base import HistoryBatch
 
 
 @dataclass(frozen=True)

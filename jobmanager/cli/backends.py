@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .backends import doctor as run_doctor
-from .backends import migrate as run_migrate
-from .cli import CLIError, cli, handle_errors
-from .home import Home
+from jobmanager.backends import doctor as run_doctor
+from jobmanager.backends import migrate as run_migrate
+from jobmanager.cli.common import (
+    CLIError,
+    cli,
+    handle_errors,
+)
+from jobmanager.home import Home
 
 
 @cli.command()

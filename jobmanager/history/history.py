@@ -10,7 +10,7 @@ Currency: the scanner opens the SQLite file per scan and keeps no cache
 are always current without re-ATTACHing.
 
 PostgreSQL stores: ``History(url)`` ATTACHes the store READ_ONLY through DuckDB's postgres
-extension instead (:func:`jobmanager.history_pg.attach_postgres`, loaded by path the same way);
+extension instead (:func:`jobmanager.history.postgres.attach_postgres`, loaded by path the same way);
 the views, the read-only guards and the mirror are the same, except the mirror's sync rule
 (:meth:`History._sync_mirror_pg`: PostgreSQL's event ids do not grow in commit order).
 
@@ -35,12 +35,12 @@ from typing import Any
 
 import pandas as pd
 
-from .backends import StoreAt, as_store_at, read_connection, store_at
-from .errors import BadParams, HomeError
-from .grid import GRID_COLUMNS, TIME_COLUMNS, build_where, order_by, select_list
-from .home import Home
-from .states import FINISHED, IN_PROGRESS
-from .store.sql import scope_sql
+from jobmanager.backends import StoreAt, as_store_at, read_connection, store_at
+from jobmanager.engine.states import FINISHED, IN_PROGRESS
+from jobmanager.errors import BadParams, HomeError
+from jobmanager.history.grid import GRID_COLUMNS, TIME_COLUMNS, build_where, order_by, select_list
+from jobmanager.home import Home
+from jobmanager.store.sql import scope_sql
 
 PERIODS = {"hour": 3600, "day": 86400}
 #: percentiles are exact for groups up to this many rows and sampled above it: exact quantiles
@@ -114,7 +114,7 @@ SQL_VIEWS: tuple[str, ...] = tuple(VIEWS)
 def scope_clauses(scope: dict[str, Any] | None) -> dict[str, tuple[str, list[Any]]]:
     """Per view, the WHERE clause (over the view's own columns) of the rows ``scope`` may see.
 
-    ``scope`` is :meth:`jobmanager.permissions.Actor.scope` plus ``agents`` (may see agents);
+    ``scope`` is :meth:`jobmanager.auth.permissions.Actor.scope` plus ``agents`` (may see agents);
     None sees everything. Tasks, events and artifacts follow their job; events without a job
     and the agents view need ``agents``.
     """
@@ -159,7 +159,7 @@ class History:
         self._lock = threading.RLock()
         self.con = duckdb.connect(":memory:", config=config)
         if self.pg_url is not None:
-            from .history_pg import attach_postgres
+            from jobmanager.history.postgres import attach_postgres
 
             try:  # LOADs the postgres extension by path and ATTACHes the store READ_ONLY as ``store``
                 attach_postgres(self.con, self.pg_url, extension=extension)
@@ -176,7 +176,7 @@ class History:
                 raise HomeError(f"cannot open the history of {self.store_path}: {str(exc).splitlines()[0]}") from None
         for name, projection in VIEWS.items():
             self.con.execute(f"CREATE VIEW {name} AS SELECT {projection} FROM store.{name} s")
-        #: each view's columns, in order (what :func:`jobmanager.history_sandbox.plan` may select)
+        #: each view's columns, in order (what :func:`jobmanager.history.sandbox.plan` may select)
         self.columns: dict[str, list[str]] = {
             name: [d[0] for d in self.con.execute(f"SELECT * FROM {name} LIMIT 0").description] for name in VIEWS}
         # Defence in depth for free SQL: no file reads/writes beyond the attached store, no setting changes.
@@ -199,8 +199,8 @@ class History:
     def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None,
             scope: dict[str, Any] | None = None) -> pd.DataFrame:
         """Run one SELECT over the views, in a sandbox holding only ``scope``'s rows (see
-        :mod:`jobmanager.history_sandbox`); ``params`` are bound (``?`` or ``$name``)."""
-        from . import history_sandbox
+        :mod:`jobmanager.history.sandbox`); ``params`` are bound (``?`` or ``$name``)."""
+        from jobmanager.history import sandbox as history_sandbox
 
         needed = history_sandbox.plan(query, self.columns)
         return history_sandbox.run(query, params, self.scoped_tables(needed, scope))
@@ -248,7 +248,7 @@ class History:
         ``by='type'`` counts finished jobs (duration = started -> finished, wait = created -> started);
         ``by='agent'`` counts finished tasks (wait = queued -> started). Returns
         ``{"summary": one row per key, "throughput": one row per period and key}``. Only the jobs
-        ``scope`` (:meth:`jobmanager.permissions.Actor.scope`; None: all) may see are counted.
+        ``scope`` (:meth:`jobmanager.auth.permissions.Actor.scope`; None: all) may see are counted.
         """
         key = by[0] if isinstance(by, tuple) and len(by) == 1 else by
         if key not in ("type", "agent"):

@@ -5,7 +5,7 @@ count is a few milliseconds on SQLite at 1M jobs because the store's indexes
 (``jobs_state_id``, ``jobs_created``, ``jobs_finished``) answer it, while DuckDB's
 sqlite scanner cannot use SQLite indexes and reads the whole table (~2 s at 1M).
 So the grid reads the store directly; stats, history and exports use DuckDB
-(:mod:`jobmanager.history`).
+(:mod:`jobmanager.history.history`).
 
 The filter builder is shared with the history: every value is a bound ``?``
 parameter; only allow-listed column names are ever put into the SQL text.
@@ -20,11 +20,11 @@ from typing import Any
 
 import pandas as pd
 
-from . import validate
-from .backends import StoreAt, as_store_at, read_connection
-from .errors import BadParams
-from .states import JOB_STATES, tab_states
-from .store.sql import Connection, scope_sql
+from jobmanager import validate
+from jobmanager.backends import StoreAt, as_store_at, read_connection
+from jobmanager.engine.states import JOB_STATES, tab_states
+from jobmanager.errors import BadParams
+from jobmanager.store.sql import Connection, scope_sql
 
 #: what the grid shows (and what exports write), as SQL over the store's ``jobs`` table;
 #: ``{p}`` is the table qualifier (``""`` or ``"j."``)

@@ -27,20 +27,20 @@ from typing import Any, TypeVar
 
 import psutil
 
-from . import __version__, jobtypes
-from .backends import queue_at
-from .engine import Engine
-from .errors import HomeError
-from .home import Home
-from .logcapture import FORMAT, router
-from .models import Recovery
-from .queue import Queue, set_handler
-from .runner import Runner
-from .schedules import sync_file
-from .store import JobStore, open_store
-from .trouble import Backoff, TroubleLog, describe, storage_problem
+from jobmanager import __version__, jobtypes
+from jobmanager.backends import queue_at
+from jobmanager.engine.engine import Engine
+from jobmanager.engine.logcapture import FORMAT, router
+from jobmanager.engine.queue import Queue, set_handler
+from jobmanager.engine.runner import Runner
+from jobmanager.errors import HomeError
+from jobmanager.home import Home
+from jobmanager.models import Recovery
+from jobmanager.schedules.schedules import sync_file
+from jobmanager.store import JobStore, open_store
+from jobmanager.trouble import Backoff, TroubleLog, describe, storage_problem
 
-log = logging.getLogger("jobmanager.agent")
+log = logging.getLogger("jobmanager.engine.agent")
 T = TypeVar("T")
 
 #: re-send messages of tasks queued longer than this that the queue does not hold

@@ -20,8 +20,8 @@ from typing import Any
 from huey.api import Huey, PriorityRedisHuey
 from huey.storage import RedisStorage
 
-from .backends import redact
-from .errors import HomeError
+from jobmanager.backends import redact
+from jobmanager.errors import HomeError
 
 #: how long one blocking pop waits before the worker loop looks around (shutdown, backoff)
 READ_TIMEOUT_S = 1

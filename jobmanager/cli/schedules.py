@@ -1,4 +1,4 @@
-"""The ``jobmanager schedule ...`` commands (they join the ``cli`` group of :mod:`jobmanager.cli`)."""
+"""The ``jobmanager schedule ...`` commands (they join the ``cli`` group of :mod:`jobmanager.cli.main`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from .cli import SMALL_INT, _jm, _parse_params, _print_frame, cli, echo, handle_errors
+from jobmanager.cli.common import (
+    SMALL_INT,
+    cli,
+    echo,
+    handle_errors,
+    parse_params,
+    print_frame,
+    service_of,
+)
 
 
 # -- schedules ---------------------------------------------------------------------------------------
@@ -37,7 +45,7 @@ def _trigger_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _schedule_fields(pairs: tuple[str, ...], params_json: str | None, **kw: Any) -> dict[str, Any]:
     fields = {k: v for k, v in kw.items() if v is not None}
     if pairs or params_json:
-        fields["params"] = _parse_params(pairs, params_json)
+        fields["params"] = parse_params(pairs, params_json)
     return fields
 
 
@@ -53,7 +61,7 @@ def schedule_add(ctx: click.Context, name: str, type: str, pairs: tuple[str, ...
     """Create schedule NAME running a job of TYPE (exactly one of --cron, --every, --at)."""
     fields = _schedule_fields(pairs, params_json, **kw)
     fields.setdefault("tz", "UTC")
-    row = _jm(ctx).create_schedule(name, type, fields.pop("params", {}), source="cli",
+    row = service_of(ctx).create_schedule(name, type, fields.pop("params", {}), source="cli",
                                    enabled=not disabled, **fields)
     echo(f"schedule {row['name']} created; next run {_when(row['next_run_at'])}")
 
@@ -65,7 +73,7 @@ def schedule_add(ctx: click.Context, name: str, type: str, pairs: tuple[str, ...
 @handle_errors
 def schedule_edit(ctx: click.Context, name: str, pairs: tuple[str, ...], params_json: str | None, **kw: Any) -> None:
     """Change a schedule's trigger, parameters, zone, misfire policy, case or priority."""
-    row = _jm(ctx).edit_schedule(name, **_schedule_fields(pairs, params_json, **kw))
+    row = service_of(ctx).edit_schedule(name, **_schedule_fields(pairs, params_json, **kw))
     echo(f"schedule {name} updated; next run {_when(row['next_run_at'])}")
 
 
@@ -81,11 +89,11 @@ def _when(ts: float | None) -> str:
 @handle_errors
 def schedule_list(ctx: click.Context, as_json: bool) -> None:
     """List schedules with their next and last runs."""
-    df = _jm(ctx).schedules()
+    df = service_of(ctx).schedules()
     if not as_json:
         df = df[["name", "type", "description", "enabled", "next_run", "last_job_id", "last_job_state",
                  "runs_as", "source_kind"]]
-    _print_frame(df, as_json)
+    print_frame(df, as_json)
 
 
 @schedule.command("show")
@@ -95,7 +103,7 @@ def schedule_list(ctx: click.Context, as_json: bool) -> None:
 @handle_errors
 def schedule_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one schedule and its recent runs."""
-    row = _jm(ctx).get_schedule(name)
+    row = service_of(ctx).get_schedule(name)
     if as_json:
         click.echo(json.dumps(row, indent=2, default=str))
         return
@@ -114,7 +122,7 @@ def _schedule_action(name: str, method: str, doc: str) -> None:
     @click.pass_context
     @handle_errors
     def command(ctx: click.Context, schedule_name: str) -> None:
-        result = getattr(_jm(ctx), method)(schedule_name)
+        result = getattr(service_of(ctx), method)(schedule_name)
         echo(f"schedule {schedule_name}: {name} done" + (f" (job {result})" if result else ""))
 
 
@@ -129,5 +137,5 @@ _schedule_action("run-now", "run_schedule_now", "Submit the schedule's job now; 
 @handle_errors
 def schedule_sync(ctx: click.Context) -> None:
     """Load schedules.toml from the home and make the store match it."""
-    summary = _jm(ctx).sync_schedules_file()
+    summary = service_of(ctx).sync_schedules_file()
     click.echo(", ".join(f"{k} {v}" for k, v in summary.items()))

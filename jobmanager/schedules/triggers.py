@@ -37,9 +37,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cron_descriptor import Options, get_description
 from croniter import croniter
 
-from .errors import BadParams
+from jobmanager.errors import BadParams
 
-log = logging.getLogger("jobmanager.triggers")
+log = logging.getLogger("jobmanager.schedules.triggers")
 
 KINDS = ("once", "interval", "cron")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

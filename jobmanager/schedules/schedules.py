@@ -18,14 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import jobtypes
-from .errors import BadParams, JobManagerError
-from .home import Home
-from .models import Dispatch
-from .store import JobStore
-from .triggers import Trigger
+from jobmanager import jobtypes
+from jobmanager.errors import BadParams, JobManagerError
+from jobmanager.home import Home
+from jobmanager.models import Dispatch
+from jobmanager.schedules.triggers import Trigger
+from jobmanager.store import JobStore
 
-log = logging.getLogger("jobmanager.schedules")
+log = logging.getLogger("jobmanager.schedules.schedules")
 
 MISFIRE = ("run_once", "skip")
 #: a run this late (seconds) is a misfire: "skip" drops it, "run_once" runs it once now
@@ -195,8 +195,8 @@ def check_runs_as(store: JobStore, row: dict[str, Any]) -> jobtypes.JobType:
     schedule's type (``JobType.submit_actions``: submit_jobs and e.g. run_notebooks) or its case, gets no
     run (PermissionDenied). Returns the job type.
     """
-    from .errors import NotFound, PermissionDenied
-    from .permissions import Actor, allowed, needs
+    from jobmanager.auth.permissions import Actor, allowed, needs
+    from jobmanager.errors import NotFound, PermissionDenied
 
     who = row["owner"]
     try:

@@ -4,9 +4,9 @@ DuckDB 1.5.5's postgres extension ships on PyPI as ``duckdb-extension-postgres-s
 (like the sqlite one: the ``.duckdb_extension`` file for that exact DuckDB), and it LOADs by path
 with automatic extension install/load switched off, so nothing is downloaded. :func:`attach_postgres`
 ATTACHes the store READ_ONLY under the alias the SQLite history uses (``store``), so the views of
-:data:`jobmanager.history.VIEWS` (``... FROM store.jobs s``) work unchanged.
+:data:`jobmanager.history.history.VIEWS` (``... FROM store.jobs s``) work unchanged.
 
-The grid needs no DuckDB on either backend: :func:`jobmanager.grid.grid_page` runs its own SQL
+The grid needs no DuckDB on either backend: :func:`jobmanager.history.grid.grid_page` runs its own SQL
 on :func:`jobmanager.backends.read_connection`, in the store's dialect (ILIKE for SQLite's
 case-insensitive LIKE), on the store's indexes.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .backends import redact
-from .errors import HomeError
+from jobmanager.backends import redact
+from jobmanager.errors import HomeError
 
 
 def find_postgres_extension() -> Path:
@@ -58,7 +58,7 @@ def attach_postgres(con: Any, url: str, *, alias: str = "store",
     """LOAD the postgres extension by path and ATTACH the store at ``url`` READ_ONLY as ``alias``.
 
     ``con`` is a DuckDB connection opened with ``autoinstall_known_extensions`` and
-    ``autoload_known_extensions`` off (as :class:`jobmanager.history.History` does).
+    ``autoload_known_extensions`` off (as :class:`jobmanager.history.history.History` does).
     """
     import duckdb
 

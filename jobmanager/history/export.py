@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import BadParams
+from jobmanager.errors import BadParams
 
 FORMATS = ("csv", "parquet", "excel")
 EXCEL_MAX_ROWS = 1_048_575  # one row of the sheet is the header

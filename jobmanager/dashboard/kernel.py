@@ -80,6 +80,6 @@ def one_line_tracebacks(shell: Any) -> None:
 
 
 def load_ipython_extension(shell: Any) -> None:
-    """IPython's hook: ``--IPKernelApp.extensions=['jobmanager.dashboard_kernel']``."""
+    """IPython's hook: ``--IPKernelApp.extensions=['jobmanager.dashboard.kernel']``."""
     quiet_comm_errors()
     one_line_tracebacks(shell)

@@ -18,7 +18,7 @@ import secrets
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .errors import BadParams
+from jobmanager.errors import BadParams
 
 #: OWASP Password Storage Cheat Sheet, Argon2id: "a minimum configuration of 19 MiB of memory,
 #: an iteration count of 2, and 1 degree of parallelism" (about 0.05-0.1 s a hash here).

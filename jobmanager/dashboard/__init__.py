@@ -1,0 +1,1 @@
+"""The dashboard's server side: the hardened Voila server, its kernels' extension, and downloads."""
