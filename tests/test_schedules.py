@@ -276,6 +276,25 @@ def test_agent_loads_the_schedules_file_at_start_up(jm: JobManager, home: Path, 
     assert sorted(jm.schedules().name) == ["hourly", "nightly"]
 
 
+@pytest.mark.sqlite_only
+def test_the_schedules_file_is_saved_all_or_nothing(jm: JobManager, home: Path) -> None:
+    """A store error on the second schedule leaves the first unsaved too (one transaction)."""
+    import sqlite3
+
+    con = sqlite3.connect(home / "store.db")
+    con.execute("CREATE TRIGGER refuse_hourly BEFORE INSERT ON schedules WHEN NEW.name = 'hourly' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    con.commit()
+    (home / "schedules.toml").write_text(SCHEDULES_TOML)
+    with pytest.raises(Exception, match="refused by the test"):
+        jm.sync_schedules_file()
+    assert list(jm.schedules().name) == []  # not even "nightly", which came first
+    con.execute("DROP TRIGGER refuse_hourly")
+    con.commit()
+    con.close()
+    assert jm.sync_schedules_file()["created"] == 2
+
+
 # -- CLI ----------------------------------------------------------------------------------------------------------
 def test_schedule_cli(home: Path) -> None:
     runner = CliRunner()

@@ -134,20 +134,21 @@ def sync_file(store: JobStore, home: Home, actor: str, imports: tuple[str, ...] 
                             f"(configured in {old['source_kind']}); rename one of them")
         if check is not None:
             check(spec)
+    saves: list[dict[str, Any]] = []
     created = updated = 0
     for spec in specs:
         old = existing.get(spec["name"])
         if old is not None and _same_trigger(old, spec):
             spec = {**spec, "next_run_at": old["next_run_at"], "anchor": old["anchor"]}
         if old is None or any(old.get(k) != spec.get(k) for k in spec if k != "owner"):
-            store.save_schedule(spec, actor=actor)
+            saves.append(spec)
             created += old is None
             updated += old is not None
-    removed = 0
-    for name, old in existing.items():
-        if old["source_kind"] == "file" and name not in {s["name"] for s in specs}:
-            store.delete_schedule(name, actor=actor)
-            removed += 1
+    declared = {s["name"] for s in specs}
+    deletes = [name for name, old in existing.items() if old["source_kind"] == "file" and name not in declared]
+    removed = len(deletes)
+    if saves or deletes:
+        store.sync_schedules(saves, deletes, actor=actor)  # one transaction: the file wins whole, or not at all
     return {"declared": len(specs), "created": created, "updated": updated, "removed": removed}
 
 

@@ -238,6 +238,10 @@ class JobStore:
         """Create a schedule, or replace the one of the same name (InvalidState if ``create_only``)."""
         raise NotImplementedError
 
+    def sync_schedules(self, saves: list[dict[str, Any]], deletes: list[str], *, actor: str) -> None:
+        """Save (create or replace) and delete several schedules in one transaction: all, or none."""
+        raise NotImplementedError
+
     def get_schedule(self, name: str) -> dict[str, Any]:
         raise NotImplementedError
 

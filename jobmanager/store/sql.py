@@ -1000,32 +1000,43 @@ class SqlStore(JobStore):
     # -- schedules -------------------------------------------------------------------------------------
     def save_schedule(self, spec: dict[str, Any], *, actor: str, create_only: bool = False) -> int:
         """Create a schedule, or (unless ``create_only``) replace the one with the same name."""
+        with self._tx() as c:
+            return self._save_schedule(c, spec, actor, create_only)
+
+    def sync_schedules(self, saves: list[dict[str, Any]], deletes: list[str], *, actor: str) -> None:
+        """Save and delete several schedules in one transaction: all of them, or (on any error) none."""
+        with self._tx() as c:
+            for spec in saves:
+                self._save_schedule(c, spec, actor, False)
+            for name in deletes:
+                self._delete_schedule(c, name, actor)
+
+    def _save_schedule(self, c: Connection, spec: dict[str, Any], actor: str, create_only: bool) -> int:
         now = time.time()
         values = [json.dumps(spec["params"]) if k == "params" else spec.get(k) for k in SCHEDULE_FIELDS]
         values[SCHEDULE_FIELDS.index("enabled")] = int(bool(spec.get("enabled", True)))
         find = f"SELECT id FROM schedules WHERE name = ?{self.dialect.for_update}"
-        with self._tx() as c:
-            old = c.execute(find, (spec["name"],)).fetchone()
-            if old is None:
-                row = _first(c.execute(
-                    f"INSERT INTO schedules ({', '.join(SCHEDULE_FIELDS)}, created_at, updated_at)"
-                    f" VALUES ({', '.join('?' * len(SCHEDULE_FIELDS))}, ?, ?)"
-                    " ON CONFLICT (name) DO NOTHING RETURNING id",
-                    (*values, now, now),
-                ))
-                if row is not None:
-                    self._event(c, "schedule", actor=actor, message=f"schedule {spec['name']} created")
-                    return int(row["id"])
-                old = c.execute(find, (spec["name"],)).fetchone()  # created by another writer since our SELECT
-            if create_only:
-                raise InvalidState(f"schedule {spec['name']!r} already exists; edit it or choose another name")
-            sid = int(old["id"])
-            c.execute(
-                f"UPDATE schedules SET {', '.join(f'{k} = ?' for k in SCHEDULE_FIELDS)}, updated_at = ? WHERE id = ?",
-                (*values, now, sid),
-            )
-            self._event(c, "schedule", actor=actor, message=f"schedule {spec['name']} updated")
-            return sid
+        old = c.execute(find, (spec["name"],)).fetchone()
+        if old is None:
+            row = _first(c.execute(
+                f"INSERT INTO schedules ({', '.join(SCHEDULE_FIELDS)}, created_at, updated_at)"
+                f" VALUES ({', '.join('?' * len(SCHEDULE_FIELDS))}, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING RETURNING id",
+                (*values, now, now),
+            ))
+            if row is not None:
+                self._event(c, "schedule", actor=actor, message=f"schedule {spec['name']} created")
+                return int(row["id"])
+            old = c.execute(find, (spec["name"],)).fetchone()  # created by another writer since our SELECT
+        if create_only:
+            raise InvalidState(f"schedule {spec['name']!r} already exists; edit it or choose another name")
+        sid = int(old["id"])
+        c.execute(
+            f"UPDATE schedules SET {', '.join(f'{k} = ?' for k in SCHEDULE_FIELDS)}, updated_at = ? WHERE id = ?",
+            (*values, now, sid),
+        )
+        self._event(c, "schedule", actor=actor, message=f"schedule {spec['name']} updated")
+        return sid
 
     def get_schedule(self, name: str) -> dict[str, Any]:
         row = self._fetchone("SELECT * FROM schedules WHERE name = ?", (name,))
@@ -1054,9 +1065,12 @@ class SqlStore(JobStore):
 
     def delete_schedule(self, name: str, *, actor: str) -> None:
         with self._tx() as c:
-            if _first(c.execute("DELETE FROM schedules WHERE name = ? RETURNING id", (name,))) is None:
-                raise NotFound(f"no schedule {name!r}")
-            self._event(c, "schedule", actor=actor, message=f"schedule {name} deleted")
+            self._delete_schedule(c, name, actor)
+
+    def _delete_schedule(self, c: Connection, name: str, actor: str) -> None:
+        if _first(c.execute("DELETE FROM schedules WHERE name = ? RETURNING id", (name,))) is None:
+            raise NotFound(f"no schedule {name!r}")
+        self._event(c, "schedule", actor=actor, message=f"schedule {name} deleted")
 
     def due_schedules(self, now: float) -> list[dict[str, Any]]:
         rows = self._fetchall(
