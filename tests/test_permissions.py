@@ -25,7 +25,8 @@ from .conftest import ADMIN_PASSWORD
 
 def snapshot(home: Path) -> tuple:
     """Everything an action could change, except the audit trail."""
-    return tuple(query_store(home, f"SELECT * FROM {t} ORDER BY 1")
+    # sorted whole: ORDER BY 1 leaves rows with the same first column in any order (PostgreSQL does reorder)
+    return tuple(sorted(query_store(home, f"SELECT * FROM {t}"), key=repr)
                  for t in ("jobs", "tasks", "schedules", "users", "groups", "group_permissions", "group_members",
                            "group_cases", "agents"))
 
