@@ -35,6 +35,10 @@ class Task:
     queued_at: float | None
     started_at: float | None
     finished_at: float | None
+    #: times an agent was lost (crashed, killed) while running this task; a loss spends no attempt
+    losses: int = 0
+    #: why a runnable task is not starting (e.g. a concurrency limit is full), for display
+    waiting: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +67,12 @@ class Job:
     finished_at: float | None
     progress: float = 0.0
     schedule_id: int | None = None
+    queue: str = "default"
+    soft_limit: float | None = None
+    hard_limit: float | None = None
+    max_losses: int = 3
+    rerun_safe: bool = True
+    notify: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
 
     @property
@@ -77,6 +87,23 @@ class Job:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How the engine treats a job's tasks, fixed when the job is stored (see ``jobtypes.options``).
+
+    ``soft_limit``/``hard_limit`` are seconds per task attempt (None: none); ``max_losses`` is how many
+    times a task may lose its agent before it fails as a poison task; ``rerun_safe`` False fails a lost
+    task at once; ``notify`` lists the job's notification rules (``{"on": [...], "to": "..."}``).
+    """
+
+    queue: str = "default"
+    soft_limit: float | None = None
+    hard_limit: float | None = None
+    max_losses: int = 3
+    rerun_safe: bool = True
+    notify: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -288,8 +288,13 @@ class JobManager:
         priority: int = 0,
         case: str | None = None,
         retries: int | None = None,
+        queue: str | None = None,
+        soft_limit: float | None = None,
+        hard_limit: float | None = None,
     ) -> int:
         """Validate, plan and store a job; returns its id once it is committed.
+
+        ``queue``, ``soft_limit`` and ``hard_limit`` (seconds per task attempt) override the job type's.
 
         The queue messages are sent after the commit. If the queue cannot be
         written, the job is still stored and an agent's sweep re-sends them: that
@@ -302,6 +307,7 @@ class JobManager:
         case = validate.name(case, "case", optional=True)
         retries = validate.integer(retries, "retries", 0, validate.MAX_RETRIES, optional=True)
         jt = self._allow_submit(type, case)
+        options = jobtypes.options(jt, queue=queue, soft_limit=soft_limit, hard_limit=hard_limit)
         model = jobtypes.validate(jt, params or {})
         jt.check_inputs(self.home, model, case)  # input files this job may not read: refused before storing
         tasks = jt.plan(model)
@@ -310,7 +316,7 @@ class JobManager:
         return self.engine.submit(
             type=type, name=name or f"{type} job", params=model.model_dump(mode="json"), owner=self.user,
             case=case, priority=priority, retries=jt.retries if retries is None else retries,
-            has_finish=jt.has_finish(), tasks=tasks, actor=self.user,
+            has_finish=jt.has_finish(), tasks=tasks, actor=self.user, options=options,
         )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -641,12 +647,13 @@ class JobManager:
                                    source if source == "dashboard" else None, create_only=True)
 
     def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Change some fields (type, params, cron/every/at, tz, misfire, case, priority, enabled)."""
+        """Change some fields (type, params, cron/every/at, tz, misfire, case, priority, enabled, options)."""
         old = self.store.get_schedule(validate.name(name, "schedule name"))
         self._allow("manage_schedules", case=old["case_id"], target=("schedule", name))
         merged: dict[str, Any] = {
             "name": name, "type": old["type"], "params": old["params"], "tz": old["timezone"],
             "misfire": old["misfire"], "case": old["case_id"], "priority": old["priority"], "enabled": old["enabled"],
+            "options": old["options"],
         }
         if not {"cron", "every", "at"} & {k for k, v in changes.items() if v is not None}:
             key = {"cron": "cron", "interval": "every", "once": "at"}[old["trigger_kind"]]
@@ -654,6 +661,8 @@ class JobManager:
         unknown = set(changes) - {*merged, "cron", "every", "at"}
         if unknown:
             raise BadParams(f"cannot edit {', '.join(sorted(unknown))} of a schedule")
+        if isinstance(changes.get("options"), dict):  # options change one by one; None drops an override
+            changes["options"] = {**old["options"], **changes["options"]}
         merged.update({k: v for k, v in changes.items() if v is not None})
         if merged.get("case") != old["case_id"]:  # moving it into another case needs that case too
             self._allow("manage_schedules", case=merged.get("case"), target=("schedule", name))
@@ -755,7 +764,7 @@ class JobManager:
             raise
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
         return self.engine.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(), retries=jt.retries,
-                                            actor=self.user)
+                                            actor=self.user, options=jobtypes.options(jt, **row["options"]))
 
     def sync_schedules_file(self) -> dict[str, int]:
         """Load ``schedules.toml`` from the home and make the store match it (all or nothing)."""

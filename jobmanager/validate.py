@@ -109,6 +109,30 @@ def name(value: Any, what: str = "name", *, optional: bool = False, max_len: int
     return _check_chars(value, what)
 
 
+_QUEUE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+#: the longest time limit a task may be given (a week)
+MAX_TIME_LIMIT_S = 7 * 86400
+
+
+def queue_name(value: Any, what: str = "queue") -> str:
+    """A queue name: 1..64 of lower-case letters, digits, ``_``, ``.``, ``-`` (it names Huey queues and
+    Redis keys, so nothing else)."""
+    text = name(value, what, max_len=64)
+    if not _QUEUE_RE.fullmatch(text):
+        raise BadParams(f"{what} {shown(text)} is not a queue name: use lower-case letters, digits, '_', '.', '-'")
+    return text
+
+
+def time_limit(value: Any, what: str) -> float | None:
+    """A per-task time limit in seconds: None for none, else more than 0 and at most a week."""
+    if value is None:
+        return None
+    seconds = number(value, what, 0, MAX_TIME_LIMIT_S)
+    if seconds <= 0:
+        raise BadParams(f"{what} must be more than 0 seconds, not {shown(value)}")
+    return seconds
+
+
 def path(value: Any, what: str = "path") -> str:
     """A file path given by a user: text or ``os.PathLike``, at most 4096 characters, no control characters
     (a NUL would be a ValueError deep in the OS layer)."""

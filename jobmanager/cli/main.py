@@ -87,16 +87,23 @@ def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float |
 @click.option("--priority", type=SMALL_INT, default=0, show_default=True, help="Higher runs first.")
 @click.option("--case", help="The case the job belongs to (access control).")
 @click.option("--retries", type=Whole(0, validate.MAX_RETRIES), help="Automatic retries of a failed task.")
+@click.option("--queue", help="The queue to run on (default: the job type's).")
+@click.option("--soft-limit", type=Seconds(0, validate.MAX_TIME_LIMIT_S), metavar="SECONDS",
+              help="Ask a task to stop after this long (default: the job type's).")
+@click.option("--hard-limit", type=Seconds(0, validate.MAX_TIME_LIMIT_S), metavar="SECONDS",
+              help="End a task after this long, whatever it does (default: the job type's).")
 @click.pass_context
 @handle_errors
 def submit(ctx: click.Context, type: str, pairs: tuple[str, ...], params_json: str | None, name: str | None,
-           priority: int, case: str | None, retries: int | None) -> None:
+           priority: int, case: str | None, retries: int | None, queue: str | None, soft_limit: float | None,
+           hard_limit: float | None) -> None:
     """Submit a job of TYPE; prints its id once it is safely stored.
 
     If the queue cannot be written after that, the job is still stored: a warning on stderr says so, the
     exit status is 0, and an agent's sweep sends it (submitting again would make a duplicate)."""
     params = parse_params(pairs, params_json)
-    click.echo(service_of(ctx).submit(type, params, name=name, priority=priority, case=case, retries=retries))
+    click.echo(service_of(ctx).submit(type, params, name=name, priority=priority, case=case, retries=retries,
+                                      queue=queue, soft_limit=soft_limit, hard_limit=hard_limit))
 
 
 @cli.command()

@@ -26,7 +26,7 @@ from jobmanager.engine.queue import Queue
 from jobmanager.engine.states import JobState as J
 from jobmanager.engine.states import TaskState as T
 from jobmanager.errors import QueueNotReached
-from jobmanager.models import Dispatch, NewTask, Outcome, Recovery
+from jobmanager.models import Dispatch, JobOptions, NewTask, Outcome, Recovery
 from jobmanager.store.base import JobStore
 
 #: job transitions: action -> (states it may start from, states it may end in)
@@ -117,9 +117,9 @@ class Engine:
         self._send_for_user(job_id, self.store.set_priority(job_id, priority, actor))
 
     def run_schedule_now(self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool,
-                         retries: int, actor: str) -> int:
+                         retries: int, actor: str, options: JobOptions) -> int:
         job_id, dispatches = self.store.run_schedule_now(schedule, tasks=tasks, has_finish=has_finish,
-                                                         retries=retries, actor=actor)
+                                                         retries=retries, actor=actor, options=options)
         self._send_for_user(job_id, dispatches)
         return job_id
 

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
 
+from jobmanager import validate as check
 from jobmanager.auth.permissions import PERMISSIONS
 from jobmanager.errors import BadParams
-from jobmanager.models import NewTask
+from jobmanager.models import JobOptions, NewTask
 
 if TYPE_CHECKING:
     from jobmanager.engine.context import TaskContext
@@ -43,6 +44,16 @@ class JobType(Generic[P]):
     #: a permission needed, besides ``submit_jobs``, to submit a job of this type or to create, edit or run a
     #: schedule of it (``notebook`` runs code on the agents: ``run_notebooks``); None = submit_jobs is enough
     requires: str | None = None
+    #: the queue its jobs go to unless the job or schedule names another
+    queue: str = "default"
+    #: seconds a task may run before it is asked to stop (``ctx.cancelled()``, TimeLimitExceeded), None: never
+    soft_limit: float | None = None
+    #: seconds after which a task is ended whatever it does, None: never (see the agent's time limits)
+    hard_limit: float | None = None
+    #: times a task may lose its agent (killed, crashed) and run again before it fails as a poison task
+    max_losses: int = 3
+    #: False: a task whose agent was lost fails at once instead of running again (it may have done half)
+    rerun_safe: bool = True
 
     def plan(self, params: P) -> list[NewTask]:
         """The tasks of a job with these parameters (at least one)."""
@@ -117,6 +128,27 @@ def get(name: str | None) -> JobType:
         known = ", ".join(registered()) or "none"
         raise BadParams(f"unknown job type {name!r} (known: {known})")
     return cls()
+
+
+#: the job options a job or a schedule may override (``options()``'s keyword arguments)
+OVERRIDABLE = ("queue", "soft_limit", "hard_limit")
+
+
+def options(jt: JobType, **overrides: Any) -> JobOptions:
+    """A job's options: the type's defaults, then the job's (or schedule's) overrides, each checked
+    (one line for a bad one). The one place these rules are written."""
+    unknown = set(overrides) - set(OVERRIDABLE)
+    if unknown:
+        raise BadParams(f"unknown job options: {', '.join(sorted(unknown))} (known: {', '.join(OVERRIDABLE)})")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    queue = check.queue_name(given.get("queue", jt.queue))
+    soft = check.time_limit(given.get("soft_limit", jt.soft_limit), "soft time limit")
+    hard = check.time_limit(given.get("hard_limit", jt.hard_limit), "hard time limit")
+    if soft is not None and hard is not None and hard < soft:
+        raise BadParams(f"the hard time limit ({hard:g} s) is shorter than the soft one ({soft:g} s)")
+    return JobOptions(queue=queue, soft_limit=soft, hard_limit=hard,
+                      max_losses=check.integer(jt.max_losses, "max_losses", 1, 1000),
+                      rerun_safe=bool(jt.rerun_safe))
 
 
 def validate(jt: JobType, params: dict[str, Any]) -> pydantic.BaseModel:

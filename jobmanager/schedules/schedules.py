@@ -38,9 +38,12 @@ def build_spec(
     *, name: str, type: str, params: dict[str, Any] | None, owner: str, case: str | None = None,
     priority: int = 0, cron: str | None = None, every: str | None = None, at: Any = None, tz: str = "UTC",
     misfire: str = "run_once", enabled: bool = True, source_kind: str, source_ref: str | None,
-    imports: tuple[str, ...] = (), now: float | None = None,
+    imports: tuple[str, ...] = (), now: float | None = None, options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A validated schedule row; raises BadParams (nothing saved) on any bad input."""
+    """A validated schedule row; raises BadParams (nothing saved) on any bad input.
+
+    ``options`` overrides its jobs' options (``jobtypes.OVERRIDABLE``: queue, time limits); only the
+    given ones are kept, so a job type's later defaults still apply to the rest."""
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise BadParams("a schedule needs a name (1 to 200 characters)")
     if misfire not in MISFIRE:
@@ -52,6 +55,11 @@ def build_spec(
     model = jobtypes.validate(jt, params or {})
     if not jt.plan(model):
         raise BadParams(f"{type}: these parameters plan no tasks")
+    if options is not None and not isinstance(options, dict):
+        raise BadParams(f"schedule options must be a table of {', '.join(jobtypes.OVERRIDABLE)}")
+    overrides = {k: v for k, v in (options or {}).items() if v is not None}
+    checked = jobtypes.options(jt, **overrides)
+    overrides = {k: getattr(checked, k) for k in overrides}
     now = time.time() if now is None else now
     trigger = Trigger.parse(cron=cron, every=every, at=at, tz=tz, now=now)
     return {
@@ -59,6 +67,7 @@ def build_spec(
         "case_id": case, "priority": priority, "trigger_kind": trigger.kind, "trigger_value": trigger.value,
         "timezone": trigger.tz, "anchor": trigger.anchor, "misfire": misfire, "enabled": bool(enabled),
         "next_run_at": trigger.next_after(now), "source_kind": source_kind, "source_ref": source_ref,
+        "options": overrides,
     }
 
 
@@ -174,6 +183,7 @@ def fire_due(store: JobStore, agent: str, now: float | None = None) -> list[tupl
             try:
                 jt = check_runs_as(store, row)
                 tasks = jt.plan(jobtypes.validate(jt, row["params"]))
+                options = jobtypes.options(jt, **row["options"])
             except Exception as exc:  # one broken schedule must not stop the others from firing
                 result = store.fire_schedule(row, following, agent=agent, tasks=None, outcome="error",
                                              message=str(exc))
@@ -181,7 +191,7 @@ def fire_due(store: JobStore, agent: str, now: float | None = None) -> list[tupl
             else:
                 note = f"late by {late:.0f} s (misfire: run once)" if late > MISFIRE_GRACE_S else None
                 result = store.fire_schedule(row, following, agent=agent, tasks=tasks, has_finish=jt.has_finish(),
-                                             retries=jt.retries, message=note)
+                                             retries=jt.retries, message=note, options=options)
         if result is not None:
             fired.append(result)
             if result[0] is not None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from jobmanager.models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
+from jobmanager.models import Claim, Dispatch, Job, JobOptions, NewTask, Outcome, Recovery, Task
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: the columns :meth:`JobStore.insert_history` takes, per table, in the order of each row's values
 HISTORY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -67,8 +67,9 @@ class JobStore:
         has_finish: bool,
         tasks: list[NewTask],
         actor: str,
+        options: JobOptions = JobOptions(),
     ) -> tuple[int, list[Dispatch]]:
-        """Insert a queued job and its queued tasks in one transaction.
+        """Insert a queued job and its queued tasks in one transaction (with its ``options``).
 
         Returns the job id and the queue messages to send once it is committed.
         """
@@ -269,12 +270,14 @@ class JobStore:
         retries: int = 0,
         outcome: str = "fired",
         message: str | None = None,
+        options: JobOptions = JobOptions(),
     ) -> tuple[int | None, list[Dispatch]] | None:
         """Fire the run due at ``schedule['next_run_at']`` exactly once (None if another agent did)."""
         raise NotImplementedError
 
     def run_schedule_now(
-        self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool, retries: int, actor: str
+        self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool, retries: int, actor: str,
+        options: JobOptions = JobOptions(),
     ) -> tuple[int, list[Dispatch]]:
         raise NotImplementedError
 

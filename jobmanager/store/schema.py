@@ -251,6 +251,55 @@ MIGRATIONS: dict[int, list[DDL]] = {
         DDL("CREATE INDEX IF NOT EXISTS jobs_finisher ON jobs (finisher) WHERE finisher IS NOT NULL", "postgresql"),
         *SQLITE_JOB_COUNTS,
     ],
+    # The engine for production (issue 14): queues and concurrency limits, time limits, a lost agent's
+    # tasks re-run without spending an attempt (up to ``max_losses``), and notifications. A job's
+    # options are copied from its type (and the job's or schedule's overrides) when it is stored, so
+    # what the engine enforces is a fact of the job row, not of whichever code an agent runs.
+    2: _script("""
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN soft_limit {real};
+ALTER TABLE jobs ADD COLUMN hard_limit {real};
+ALTER TABLE jobs ADD COLUMN max_losses INTEGER NOT NULL DEFAULT 3;
+ALTER TABLE jobs ADD COLUMN rerun_safe INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN notify TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tasks ADD COLUMN losses INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN waiting TEXT;
+ALTER TABLE schedules ADD COLUMN options TEXT NOT NULL DEFAULT '{{}}';
+
+-- At most max_running running tasks of the jobs that match (type and/or queue; NULL = any),
+-- counted per case when per_case = 1. A database fact, so it holds across every agent.
+CREATE TABLE IF NOT EXISTS limits (
+    name        TEXT PRIMARY KEY,
+    type        TEXT,
+    queue       TEXT,
+    per_case    INTEGER NOT NULL DEFAULT 0,
+    max_running INTEGER NOT NULL,
+    created_at  {real} NOT NULL,
+    updated_at  {real} NOT NULL
+);
+
+-- One row per notification to deliver (the outbox): written from the events the engine records,
+-- sent by an agent's notifier thread with retries, never by a worker.
+CREATE TABLE IF NOT EXISTS notifications (
+    id           {id},
+    event_id     {ref},
+    job_id       {ref},
+    agent_name   TEXT,
+    trigger      TEXT    NOT NULL,
+    channel      TEXT    NOT NULL,
+    target       TEXT    NOT NULL,
+    state        TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      {real}    NOT NULL,
+    sender       TEXT,
+    last_error   TEXT,
+    created_at   {real}    NOT NULL,
+    delivered_at {real},
+    UNIQUE (event_id, channel, target)
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_at);
+CREATE INDEX IF NOT EXISTS notifications_job ON notifications (job_id, id);
+"""),
 }
 
 

@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from jobmanager.engine.states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK, AgentState, JobState, TaskState
 from jobmanager.errors import HomeError, InvalidState, NotFound
-from jobmanager.models import Claim, Dispatch, Job, NewTask, Outcome, Recovery, Task
+from jobmanager.models import Claim, Dispatch, Job, JobOptions, NewTask, Outcome, Recovery, Task
 from jobmanager.store.base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
 from jobmanager.store.dialect import Dialect
 from jobmanager.store.schema import statements
@@ -52,7 +52,7 @@ LOST_AFTER_INTERVALS = 3
 
 SCHEDULE_FIELDS = (
     "name", "type", "params", "owner", "case_id", "priority", "trigger_kind", "trigger_value", "timezone",
-    "anchor", "misfire", "enabled", "next_run_at", "source_kind", "source_ref",
+    "anchor", "misfire", "enabled", "next_run_at", "source_kind", "source_ref", "options",
 )
 
 USER_FIELDS = frozenset({"display_name", "password_hash", "active", "failures", "locked_until", "last_login_at"})
@@ -416,6 +416,7 @@ class SqlStore(JobStore):
             agent=r["agent"], progress_done=r["progress_done"], progress_total=r["progress_total"],
             cancel_requested=bool(r["cancel_requested"]), error=r["error"], traceback=r["traceback"],
             queued_at=r["queued_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+            losses=r["losses"], waiting=r["waiting"],
         )
 
     @staticmethod
@@ -430,7 +431,8 @@ class SqlStore(JobStore):
             tasks_succeeded=r["tasks_succeeded"], tasks_failed=r["tasks_failed"],
             tasks_cancelled=r["tasks_cancelled"], error=r["error"], created_at=r["created_at"],
             started_at=r["started_at"], finished_at=r["finished_at"], progress=progress,
-            schedule_id=r["schedule_id"],
+            schedule_id=r["schedule_id"], queue=r["queue"], soft_limit=r["soft_limit"], hard_limit=r["hard_limit"],
+            max_losses=r["max_losses"], rerun_safe=bool(r["rerun_safe"]), notify=json.loads(r["notify"]),
         )
 
     # -- jobs ----------------------------------------------------------------------------------------
@@ -447,25 +449,27 @@ class SqlStore(JobStore):
         has_finish: bool,
         tasks: list[NewTask],
         actor: str,
+        options: JobOptions = JobOptions(),
     ) -> tuple[int, list[Dispatch]]:
         with self._tx() as c:
             return self._insert_job(
                 c, type=type, name=name, params=params, owner=owner, case=case, priority=priority,
-                retries=retries, has_finish=has_finish, tasks=tasks, actor=actor,
+                retries=retries, has_finish=has_finish, tasks=tasks, actor=actor, options=options,
             )
 
     def _insert_job(
         self, c: Connection, *, type: str, name: str, params: dict[str, Any], owner: str, case: str | None,
         priority: int, retries: int, has_finish: bool, tasks: list[NewTask], actor: str,
-        schedule_id: int | None = None,
+        schedule_id: int | None = None, options: JobOptions = JobOptions(),
     ) -> tuple[int, list[Dispatch]]:
         now = time.time()
         row = _first(c.execute(
             "INSERT INTO jobs (type, name, params, owner, case_id, priority, state, retries, has_finish,"
-            " tasks_total, created_at, updated_at, schedule_id) VALUES (?,?,?,?,?,?,'queued',?,?,?,?,?,?)"
-            " RETURNING id",
+            " tasks_total, created_at, updated_at, schedule_id, queue, soft_limit, hard_limit, max_losses,"
+            " rerun_safe, notify) VALUES (?,?,?,?,?,?,'queued',?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (type, name, json.dumps(params), owner, case, priority, retries, int(has_finish),
-             len(tasks), now, now, schedule_id),
+             len(tasks), now, now, schedule_id, options.queue, options.soft_limit, options.hard_limit,
+             options.max_losses, int(options.rerun_safe), json.dumps(list(options.notify))),
         ))
         job_id = int(row["id"])
         c.executemany(
@@ -1013,7 +1017,7 @@ class SqlStore(JobStore):
 
     def _save_schedule(self, c: Connection, spec: dict[str, Any], actor: str, create_only: bool) -> int:
         now = time.time()
-        values = [json.dumps(spec["params"]) if k == "params" else spec.get(k) for k in SCHEDULE_FIELDS]
+        values = [json.dumps(spec.get(k) or {}) if k in ("params", "options") else spec.get(k) for k in SCHEDULE_FIELDS]
         values[SCHEDULE_FIELDS.index("enabled")] = int(bool(spec.get("enabled", True)))
         find = f"SELECT id FROM schedules WHERE name = ?{self.dialect.for_update}"
         old = c.execute(find, (spec["name"],)).fetchone()
@@ -1091,6 +1095,7 @@ class SqlStore(JobStore):
         retries: int = 0,
         outcome: str = "fired",
         message: str | None = None,
+        options: JobOptions = JobOptions(),
     ) -> tuple[int | None, list[Dispatch]] | None:
         """Fire (or, with ``tasks=None``, skip) the run due at ``schedule['next_run_at']``.
 
@@ -1099,13 +1104,13 @@ class SqlStore(JobStore):
         """
         try:
             return self._fire(schedule, next_run_at, agent=agent, tasks=tasks, has_finish=has_finish,
-                              retries=retries, outcome=outcome, message=message)
+                              retries=retries, outcome=outcome, message=message, options=options)
         except _AlreadyFired:  # rolled back: nothing of this attempt was written
             return None
 
     def _fire(
         self, schedule: dict[str, Any], next_run_at: float | None, *, agent: str, tasks: list[NewTask] | None,
-        has_finish: bool, retries: int, outcome: str, message: str | None,
+        has_finish: bool, retries: int, outcome: str, message: str | None, options: JobOptions,
     ) -> tuple[int | None, list[Dispatch]] | None:
         due = schedule["next_run_at"]
         now = time.time()
@@ -1130,7 +1135,7 @@ class SqlStore(JobStore):
             job_id, dispatches = self._insert_job(
                 c, type=schedule["type"], name=schedule["name"], params=schedule["params"], owner=schedule["owner"],
                 case=schedule["case_id"], priority=schedule["priority"], retries=retries, has_finish=has_finish,
-                tasks=tasks, actor=f"schedule:{schedule['name']}", schedule_id=schedule["id"],
+                tasks=tasks, actor=f"schedule:{schedule['name']}", schedule_id=schedule["id"], options=options,
             )
             c.execute("UPDATE schedule_runs SET job_id = ? WHERE schedule_id = ? AND due_at = ?",
                       (job_id, schedule["id"], due))
@@ -1139,7 +1144,8 @@ class SqlStore(JobStore):
             return job_id, dispatches
 
     def run_schedule_now(
-        self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool, retries: int, actor: str
+        self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool, retries: int, actor: str,
+        options: JobOptions = JobOptions(),
     ) -> tuple[int, list[Dispatch]]:
         """A manual run: a job now, recorded as the last run; the next run is unchanged."""
         now = time.time()
@@ -1147,7 +1153,7 @@ class SqlStore(JobStore):
             job_id, dispatches = self._insert_job(
                 c, type=schedule["type"], name=schedule["name"], params=schedule["params"], owner=schedule["owner"],
                 case=schedule["case_id"], priority=schedule["priority"], retries=retries, has_finish=has_finish,
-                tasks=tasks, actor=actor, schedule_id=schedule["id"],
+                tasks=tasks, actor=actor, schedule_id=schedule["id"], options=options,
             )
             c.execute(
                 "INSERT INTO schedule_runs (schedule_id, due_at, fired_at, outcome, job_id, agent, message)"
@@ -1284,6 +1290,7 @@ def _schedule(r: Row) -> dict[str, Any]:
     d = dict(r)
     d["params"] = json.loads(d["params"])
     d["enabled"] = bool(d["enabled"])
+    d["options"] = json.loads(d["options"])
     return d
 
 

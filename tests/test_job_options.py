@@ -1,0 +1,113 @@
+"""A job's options (queue, time limits, losses, re-run safety): from the type, overridden per job or
+schedule, checked with one line, stored on the job row; and migration 2, which added them, on a store
+that holds version-1 rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from jobmanager import JobManager
+from jobmanager.cli.main import cli
+from jobmanager.errors import BadParams
+from jobmanager.store import sql as sql_store
+from jobmanager.store.base import SCHEMA_VERSION
+from jobmanager.store.schema import statements
+from jobmanager.store.sqlite import SQLiteStore
+
+from .test_store_contract import store  # noqa: F401  (the two-backend store fixture)
+
+
+def test_a_job_carries_its_types_options_and_the_overrides(jm: JobManager) -> None:
+    plain = jm.job(jm.submit("sleep", {"tasks": 1, "seconds": 0}))
+    assert (plain.queue, plain.soft_limit, plain.hard_limit, plain.max_losses, plain.rerun_safe) == (
+        "default", None, None, 3, True)
+    job = jm.job(jm.submit("sleep", {"tasks": 1, "seconds": 0}, queue="pdf.big-1", soft_limit=5, hard_limit=7.5))
+    assert (job.queue, job.soft_limit, job.hard_limit) == ("pdf.big-1", 5.0, 7.5)
+    assert job.tasks[0].losses == 0 and job.tasks[0].waiting is None
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"queue": "Bad Queue"}, "not a queue name"),
+    ({"queue": "x" * 65}, "at most 64"),
+    ({"queue": "../etc"}, "not a queue name"),
+    ({"soft_limit": -1}, "soft time limit must be a number"),
+    ({"soft_limit": 0}, "more than 0"),
+    ({"hard_limit": float("nan")}, "hard time limit must be a number"),
+    ({"hard_limit": 10 * 86400}, "hard time limit must be a number"),
+    ({"soft_limit": 10, "hard_limit": 5}, "shorter than the soft one"),
+    ({"soft_limit": True}, "soft time limit must be a number"),
+])
+def test_bad_options_are_refused_and_nothing_is_stored(jm: JobManager, options: dict, message: str) -> None:
+    before = len(jm.jobs())
+    with pytest.raises(BadParams, match=message):
+        jm.submit("sleep", {"tasks": 1}, **options)
+    assert len(jm.jobs()) == before
+
+
+@pytest.mark.parametrize("args", [
+    ["--queue", "a b"], ["--soft-limit", "-1"], ["--hard-limit", "nan"], ["--soft-limit", "10", "--hard-limit", "5"],
+])
+def test_the_cli_refuses_bad_options_with_one_line(home: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(home), "--user", "tester", "submit", "sleep", *args])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    with JobManager(home, user="tester") as jm:
+        assert jm.jobs().empty
+
+
+def test_the_cli_stores_the_options(home: Path) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(home), "--user", "tester", "submit", "sleep", "--queue", "pdf",
+                                      "--soft-limit", "2", "--hard-limit", "3"])
+    assert result.exit_code == 0, result.output
+    with JobManager(home, user="tester") as jm:
+        job = jm.job(int(result.output.strip()))
+    assert (job.queue, job.soft_limit, job.hard_limit) == ("pdf", 2.0, 3.0)
+
+
+def test_a_schedule_keeps_only_its_overrides_and_its_jobs_get_them(jm: JobManager) -> None:
+    jm.create_schedule("nightly", "sleep", {"tasks": 1, "seconds": 0}, cron="0 2 * * *",
+                       options={"queue": "night", "hard_limit": 60})
+    assert jm.get_schedule("nightly")["options"] == {"queue": "night", "hard_limit": 60.0}
+    job = jm.job(jm.run_schedule_now("nightly"))
+    assert (job.queue, job.hard_limit, job.soft_limit) == ("night", 60.0, None)
+    jm.edit_schedule("nightly", options={"hard_limit": None, "soft_limit": 30})
+    assert jm.get_schedule("nightly")["options"] == {"queue": "night", "soft_limit": 30.0}
+    with pytest.raises(BadParams, match="unknown job options: colour"):
+        jm.edit_schedule("nightly", options={"colour": "red"})
+    with pytest.raises(BadParams, match="not a queue name"):
+        jm.create_schedule("bad", "sleep", {"tasks": 1}, cron="0 2 * * *", options={"queue": "A;B"})
+    assert list(jm.schedules()["name"]) == ["nightly"]
+
+
+def test_migration_2_keeps_version_1_rows(store, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A store written by the first release (version 1) moves to version 2 in one step; its jobs,
+    tasks and schedules read back with the new options' defaults."""
+    assert SCHEMA_VERSION == 2
+    with store._tx() as c:  # back to version 1: what the first release's store looked like
+        for table in ("notifications", "limits"):
+            c.execute(f"DROP TABLE {table}")
+        for table, columns in {"jobs": ("queue", "soft_limit", "hard_limit", "max_losses", "rerun_safe", "notify"),
+                               "tasks": ("losses", "waiting"), "schedules": ("options",)}.items():
+            for column in columns:
+                c.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        c.execute("INSERT INTO jobs (type, name, params, owner, state, tasks_total, created_at, updated_at)"
+                  " VALUES ('sleep', 'old', '{}', 'ana', 'queued', 1, 1, 1)")
+        c.execute("INSERT INTO tasks (job_id, seq, name, params, state) VALUES (1, 1, 't', '{}', 'queued')")
+    assert store.schema_version() == 1
+    assert store.migrate() == (1, 2)
+    job = store.get_job(1, with_tasks=True)
+    assert (job.queue, job.max_losses, job.rerun_safe, job.notify, job.tasks[0].losses) == ("default", 3, True, [], 0)
+    assert statements(2, store.dialect)  # the version-2 statements exist for this backend
+
+
+def test_a_new_sqlite_store_is_at_the_latest_version(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "s.db", create=True)
+    assert s.schema_version() == sql_store.SCHEMA_VERSION
+    assert json.loads(json.dumps(s.list_schedules())) == []
+    s.close()
