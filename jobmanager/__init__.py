@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from jobmanager.engine.context import Cancelled, TaskContext  # noqa: E402
+from jobmanager.engine.context import Cancelled, TaskContext, TimeLimitExceeded  # noqa: E402
 from jobmanager.errors import (  # noqa: E402
     BadParams,
     HomeError,
@@ -18,5 +18,5 @@ from jobmanager.service import JobManager  # noqa: E402
 
 __all__ = [
     "BadParams", "Cancelled", "HomeError", "InvalidState", "Job", "JobManager", "JobManagerError", "JobType",
-    "NewTask", "NotFound", "PermissionDenied", "Task", "TaskContext", "Timeout", "job_type",
+    "NewTask", "NotFound", "PermissionDenied", "Task", "TaskContext", "TimeLimitExceeded", "Timeout", "job_type",
 ]

@@ -1,10 +1,11 @@
-"""What a running task sees: progress, its logger, output files, cancellation."""
+"""What a running task sees: progress, its logger, output files, cancellation, its soft time limit."""
 
 from __future__ import annotations
 
 import logging
 import mimetypes
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,58 @@ CANCEL_CHECK_EVERY_S = 0.25
 
 class Cancelled(Exception):
     """Raise from a task to stop it after ``ctx.cancelled()`` said so."""
+
+
+class TimeLimitExceeded(Exception):
+    """Raised at a task's next ``ctx.progress(...)`` or ``ctx.log.<level>(...)`` once it has run for its soft
+    time limit (``ctx.cancelled()`` is true from then on). Let it propagate: the task fails "timed out after
+    S s" and is retried like any failure. Clean up in ``finally`` blocks; do not log from them."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"timed out after {limit:g} s")
+        self.limit = limit
+
+
+class TaskLogger(logging.Logger):
+    """A task's logger with a soft time limit: each logging call first checks the limit (and raises
+    :class:`TimeLimitExceeded` once it is over), then logs through the job type's logger as usual.
+
+    A :class:`logging.Logger` subclass (not an adapter), so job types may hand it to any library that wants a
+    Logger. It is not registered with ``logging.getLogger``: its parent is the job type's logger, so records
+    carry the same name and reach the same handlers (the task's log file)."""
+
+    def __init__(self, logger: logging.Logger, check: Callable[[], None]) -> None:
+        super().__init__(logger.name)
+        self.parent = logger
+        self._check = check
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        super().debug(*args, **kwargs)
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        super().info(*args, **kwargs)
+
+    def warning(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        super().warning(*args, **kwargs)
+
+    def error(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        super().error(*args, **kwargs)
+
+    def exception(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        super().exception(*args, **kwargs)
+
+    def critical(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        super().critical(*args, **kwargs)
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        super().log(*args, **kwargs)
 
 
 @dataclass
@@ -41,9 +94,31 @@ class TaskContext:
     _pending_progress: tuple[float, float | None] | None = None
     _last_cancel_check: float = field(default_factory=time.monotonic)  # the claim just read the task
     _cancelled: bool = False
+    #: seconds this attempt may run before it is asked to stop (None: no soft limit)
+    soft_limit: float | None = None
+    #: when this attempt started (``time.time()``; the claim's ``started_at``), for the soft limit
+    started_at: float | None = None
+    #: set once ``cancelled()`` said True for the soft limit: a task that then returns has timed out
+    stopped_for_time: bool = False
+
+    def __post_init__(self) -> None:
+        if self.soft_limit is not None:
+            self.log = TaskLogger(self.log, self.check_time)
+
+    def timed_out(self) -> bool:
+        """True once this attempt has run for its soft limit."""
+        return (self.soft_limit is not None and self.started_at is not None
+                and time.time() - self.started_at >= self.soft_limit)
+
+    def check_time(self) -> None:
+        """Raise :class:`TimeLimitExceeded` once the soft limit is over (a no-op without one)."""
+        if self.soft_limit is not None and self.timed_out():
+            raise TimeLimitExceeded(self.soft_limit)
 
     def progress(self, done: float, total: float | None = None) -> None:
-        """Report in-task progress (``done`` of ``total``); cheap to call often."""
+        """Report in-task progress (``done`` of ``total``); cheap to call often. Raises
+        :class:`TimeLimitExceeded` once the task's soft time limit is over."""
+        self.check_time()
         now = time.monotonic()
         self._pending_progress = (done, total)
         if self.task_id is None or now - self._last_progress < PROGRESS_EVERY_S:
@@ -60,7 +135,15 @@ class TaskContext:
             self._cancelled = True
 
     def cancelled(self) -> bool:
-        """True once the job was cancelled (or the task taken away); stop soon when it is."""
+        """True once the job was cancelled (or the task taken away) or the soft time limit is over; stop soon
+        when it is."""
+        if self.soft_limit is not None and self.timed_out():
+            self.stopped_for_time = True
+            return True
+        return self.cancel_requested()
+
+    def cancel_requested(self) -> bool:
+        """True once the job was cancelled (or the task taken away), whatever the time limit says."""
         if self._cancelled or self.task_id is None:
             return self._cancelled
         now = time.monotonic()

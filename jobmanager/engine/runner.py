@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobmanager import jobtypes
-from jobmanager.engine.context import Cancelled, TaskContext
+from jobmanager.engine.child import ChildTasks
+from jobmanager.engine.context import Cancelled, TaskContext, TimeLimitExceeded
 from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import router
 from jobmanager.engine.states import TaskState
 from jobmanager.home import Home
+from jobmanager.models import Job, Task
 from jobmanager.store import JobStore
 
 log = logging.getLogger("jobmanager.engine.agent")
@@ -50,6 +52,8 @@ class Runner:
         #: how a task's outcome is written; the agent retries it with back-off while the store cannot
         #: be written (a full disk), so an outcome is never dropped and the task never stays "running"
         self.until_stored: Callable[[Callable[[], Any]], Any] = lambda write: write()
+        #: tasks of jobs with a hard time limit run in child processes it starts and may kill
+        self.children = ChildTasks(home, agent)
 
     # -- jm.run ----------------------------------------------------------------------------
     def run(self, task_id: int, dispatch: int) -> None:
@@ -60,30 +64,12 @@ class Runner:
         task, job = claim.task, claim.job
         with self.counters.lock:
             self.counters.current[task.id] = {"job": job.id, "task": task.seq, "name": task.name}
-        task_log = logging.getLogger(f"jobmanager.job.{job.type}")
-        ctx = TaskContext(
-            home=self.home, store=self.store, agent=self.agent, job_id=job.id, task_id=task.id,
-            seq=task.seq, attempt=task.attempts, job_params=job.params, log=task_log, owner=job.owner,
-            case=job.case,
-        )
-        state, error, trace = TaskState.SUCCEEDED, None, None
-        header = f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {self.agent}"
+        state: str = TaskState.SUCCEEDED
         try:
-            with router().capture(self.home.task_log(job.id, task.seq), header):
-                try:
-                    jt = jobtypes.get(job.type)
-                    params = jobtypes.validate(jt, job.params)
-                    jt.run(ctx, params, task.params)
-                    ctx.flush_progress()
-                    if ctx.cancelled():
-                        state, error = TaskState.CANCELLED, "cancelled while running"
-                    else:
-                        ctx.record_outputs()
-                except Cancelled:
-                    state, error = TaskState.CANCELLED, "cancelled while running"
-                except Exception as exc:  # the task's own failure: record it, never crash the agent
-                    state, error, trace = TaskState.FAILED, _one_line(exc), tb.format_exc()
-                    task_log.error("task failed: %s\n%s", error, trace)
+            if job.hard_limit is not None:
+                state, error, trace = self.children.run(job, task)
+            else:
+                state, error, trace = run_task(self.home, self.store, self.agent, job, task)
         finally:
             with self.counters.lock:
                 self.counters.current.pop(task.id, None)
@@ -120,6 +106,50 @@ class Runner:
                 error = _one_line(exc)
                 task_log.error("finishing step failed: %s\n%s", error, tb.format_exc())
         self.until_stored(lambda: self.store.end_finalize(job.id, self.agent, error))
+
+
+def task_header(job: Job, task: Task, agent: str) -> str:
+    """The line that opens an attempt's part of the task's log file."""
+    return f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {agent}"
+
+
+def run_task(home: Home, store: JobStore, agent: str, job: Job, task: Task,
+             started_at: float | None = None) -> tuple[str, str | None, str | None]:
+    """Run one claimed task with its context and log capture; returns (state, error, traceback) for
+    :meth:`Engine.finish_task`. The one way a task runs, in an agent's worker thread or in a task's
+    child process (engine/child.py); a task's own failure is returned, never raised. The soft limit
+    counts from ``started_at`` (default: the claim's)."""
+    task_log = logging.getLogger(f"jobmanager.job.{job.type}")
+    ctx = TaskContext(
+        home=home, store=store, agent=agent, job_id=job.id, task_id=task.id,
+        seq=task.seq, attempt=task.attempts, job_params=job.params, log=task_log, owner=job.owner,
+        case=job.case, soft_limit=job.soft_limit, started_at=started_at or task.started_at,
+    )
+    state: str = TaskState.SUCCEEDED
+    error: str | None = None
+    trace: str | None = None
+    with router().capture(home.task_log(job.id, task.seq), task_header(job, task, agent)):
+        try:
+            jt = jobtypes.get(job.type)
+            params = jobtypes.validate(jt, job.params)
+            jt.run(ctx, params, task.params)
+            ctx.flush_progress()
+            if ctx.stopped_for_time:  # it returned because ctx.cancelled() said its time was over
+                state, error = TaskState.FAILED, str(TimeLimitExceeded(job.soft_limit or 0))
+                task_log.error("task stopped: %s (soft limit)", error)
+            elif ctx.cancel_requested():
+                state, error = TaskState.CANCELLED, "cancelled while running"
+            else:
+                ctx.record_outputs()
+        except Cancelled:
+            state, error = TaskState.CANCELLED, "cancelled while running"
+        except TimeLimitExceeded as exc:
+            state, error, trace = TaskState.FAILED, str(exc), tb.format_exc()
+            task_log.error("task stopped: %s (soft limit)\n%s", error, trace)
+        except Exception as exc:  # the task's own failure: record it, never crash the agent
+            state, error, trace = TaskState.FAILED, _one_line(exc), tb.format_exc()
+            task_log.error("task failed: %s\n%s", error, trace)
+    return state, error, trace
 
 
 def _one_line(exc: BaseException) -> str:

@@ -83,6 +83,8 @@ class JobType(Generic[P]):
 _REGISTRY: dict[str, type[JobType]] = {}
 _LOCK = threading.Lock()
 _DISCOVERED = False
+#: the modules ``discover`` imported, in order: what a task's child process imports (engine/child.py)
+_IMPORTED: list[str] = []
 
 T = TypeVar("T", bound=type[JobType])
 
@@ -115,6 +117,13 @@ def discover(imports: list[str] | tuple[str, ...] = ()) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise BadParams(f"cannot import job type module {module!r}: {exc}") from None
+        if module not in _IMPORTED:
+            _IMPORTED.append(module)
+
+
+def imported() -> tuple[str, ...]:
+    """The modules named to :func:`discover` so far (a child process running a task imports the same)."""
+    return tuple(_IMPORTED)
 
 
 def registered() -> list[str]:
