@@ -119,13 +119,22 @@ def test_a_hard_limited_task_runs_in_a_child_like_any_task(tl: JobManager, start
     assert (retried.tasks[0].attempts, retried.tasks[0].error) == (2, "timed out after 0.5 s (hard limit)")
 
 
-def test_a_child_ends_when_its_agent_is_killed(tl: JobManager, start_agent) -> None:
+@pytest.mark.parametrize("how", ["SIGKILL", "graceful stop"])
+def test_a_child_ends_with_its_agent(tl: JobManager, start_agent, how: str) -> None:
+    """No task keeps running behind the store's back: a SIGKILLed agent's child sees its pipe close; an
+    agent that stops (its graceful time over) kills its children at exit; the store then recovers the task."""
     agent = start(start_agent)
     job_id = tl.submit("endless", {}, hard_limit=600)
     pid = task_pid(tl, job_id)
     assert _alive(pid)
-    agent.kill()
+    if how == "SIGKILL":
+        agent.kill()
+    else:
+        assert agent.stop() == 0
     wait_for(lambda: not _alive(pid), timeout=20, what="the orphaned task process gone")
+    start(start_agent, "a2")  # recovers a1's work (a lost agent's task runs again or fails "agent lost")
+    wait_for(lambda: (lambda t: t.agent != "a1" or t.state != "running")(tl.job(job_id).tasks[0]), timeout=30,
+             what="the task no longer running on a1")
 
 
 def _alive(pid: int) -> bool:
