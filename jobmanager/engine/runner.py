@@ -53,7 +53,7 @@ class Runner:
         #: be written (a full disk), so an outcome is never dropped and the task never stays "running"
         self.until_stored: Callable[[Callable[[], Any]], Any] = lambda write: write()
         #: tasks of jobs with a hard time limit run in child processes it starts and may kill
-        self.children = ChildTasks(home, agent)
+        self.children = ChildTasks(home, agent, type(store).__module__)
 
     # -- jm.run ----------------------------------------------------------------------------
     def run(self, task_id: int, dispatch: int) -> None:
