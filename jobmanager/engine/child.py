@@ -75,13 +75,13 @@ class ChildTasks:
         """The forkserver context, made at the first task that needs it. The server preloads Job Manager's
         engine, the store's backend and every job type module the agent has (entry points and ``--import``
         modules, so their types are registered), and each child starts as a fork of it: measured, a child
-        that imported these itself took ~150 ms more per task."""
+        that imported the job types and the store backend itself took ~300 ms more per task."""
         with self._lock:
             if self._mp is None:
                 mp = multiprocessing.get_context("forkserver")
                 types = sorted({type(jobtypes.get(name)).__module__ for name in jobtypes.registered()})
                 # "__main__": the agent's main script (the ``jobmanager`` console script) runs once in the server,
-                # not again in every child (measured: ~100 ms a task, importing the whole CLI)
+                # not again in every child (where it would import the whole CLI each time)
                 mp.set_forkserver_preload(["__main__", "jobmanager.engine.runner", "jobmanager.backends",
                                            self.store_module, *types, *jobtypes.imported()])
                 atexit.register(self.kill_all)  # before multiprocessing's own exit hook, which would wait for them
