@@ -12,8 +12,7 @@ import logging
 import threading
 import time
 import traceback as tb
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,7 @@ from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import router
 from jobmanager.engine.states import TaskState
 from jobmanager.home import Home
-from jobmanager.models import Job, Task
+from jobmanager.models import Claim, Job, Task
 from jobmanager.store import JobStore
 
 log = logging.getLogger("jobmanager.engine.agent")
@@ -50,17 +49,20 @@ class Counters:
             return {"done": self.done, "failed": self.failed, "current": list(self.current.values()),
                     "snapshot_at": min(self.claims.values(), default=time.time())}
 
-    @contextmanager
-    def claiming(self) -> Iterator[None]:
-        """Around a claim: a snapshot taken meanwhile only vouches for tasks started before it began."""
+    def claim_started(self) -> object:
+        """Before a claim: a snapshot taken until :meth:`claim_ended` vouches only for earlier claims."""
         token = object()
         with self.lock:
             self.claims[token] = time.time()
-        try:
-            yield
-        finally:
-            with self.lock:
-                del self.claims[token]
+        return token
+
+    def claim_ended(self, token: object, claim: Claim | None) -> None:
+        """After a claim: its task (if it was claimed) is reported from now on, in the same step."""
+        with self.lock:
+            del self.claims[token]
+            if claim is not None:
+                task = claim.task
+                self.current[task.id] = {"id": task.id, "job": claim.job.id, "task": task.seq, "name": task.name}
 
 
 class Runner:
@@ -76,14 +78,15 @@ class Runner:
 
     # -- jm.run ----------------------------------------------------------------------------
     def run(self, task_id: int, dispatch: int) -> None:
-        with self.counters.claiming():
+        token, claim = self.counters.claim_started(), None
+        try:
             claim = self.store.claim_task(task_id, dispatch, self.agent)
-            if claim is None:
-                log.debug("dropped stale message for task %s (dispatch %s)", task_id, dispatch)
-                return
-            task, job = claim.task, claim.job
-            with self.counters.lock:
-                self.counters.current[task.id] = {"id": task.id, "job": job.id, "task": task.seq, "name": task.name}
+        finally:
+            self.counters.claim_ended(token, claim)
+        if claim is None:
+            log.debug("dropped stale message for task %s (dispatch %s)", task_id, dispatch)
+            return
+        task, job = claim.task, claim.job
         try:
             self._run(task, job)
         finally:  # reported until the outcome is written: else the store would take the task back
