@@ -143,7 +143,9 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
         echo(f"error: {job.error}")
     for t in job.tasks:
         err = f"  {t.error}" if t.error else ""
-        echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}  {t.agent or '-'}{err}")
+        lost = f"  losses {t.losses}/{job.max_losses}" if t.losses else ""
+        echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}{lost}"
+             f"  {t.agent or '-'}{err}")
 
 
 def _action(name: str, doc: str) -> None:
