@@ -310,6 +310,39 @@ def dashboard(ctx: click.Context, port: int, host: str, notebook: str | None, no
 
 
 @cli.command()
+@click.option("--port", type=Whole(1, 65535), required=True, help="TCP port to serve /metrics on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="IP address to listen on. The metrics name job types, queues and agents: keep loopback, or "
+                   "bind an address only your Prometheus can reach.")
+@click.pass_context
+@handle_errors
+def metrics(ctx: click.Context, port: int, host: str) -> None:
+    """Serve Prometheus metrics at http://HOST:PORT/metrics until stopped (Ctrl-C or SIGTERM).
+
+    Task counters count from the moment this starts; queue depth, waits, running tasks and agents are
+    read at each scrape. Needs the view_agents permission. One endpoint per home is enough."""
+    import signal
+    import threading
+
+    from jobmanager.metrics import check_address, serve
+
+    check_address(host, port)
+    registry, collector = service_of(ctx).metrics()
+    server = serve(registry, host, port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    shown = f"[{host}]" if ":" in host else host
+    echo(f"Job Manager metrics: http://{shown}:{port}/metrics  (Ctrl-C stops it)")
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    collector.close()
+
+
+@cli.command()
 @click.argument("path", type=click.Path(dir_okay=False, writable=True))
 @click.option("--format", "format_", type=click.Choice(["csv", "parquet", "excel"]), default=None,
               help="File format (default: from the extension, else csv).")

@@ -969,6 +969,36 @@ class SqlStore(JobStore):
                 out.setdefault(r["agent"], [0] * buckets)[r["b"]] = int(r["n"])
         return out
 
+    # -- metrics: reads through the primary key and the tasks_state index, whatever the history ------
+    def last_event_id(self) -> int:
+        return int(self._fetchone("SELECT COALESCE(MAX(id), 0) AS n FROM events")["n"])
+
+    def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        rows = self._fetchall(
+            "SELECT e.id, e.at, e.kind, e.from_state, e.to_state, e.agent, e.task_id, j.type, j.queue,"
+            " t.started_at FROM events e LEFT JOIN jobs j ON j.id = e.job_id LEFT JOIN tasks t ON t.id = e.task_id"
+            " WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            (int(after_id), int(limit)),
+        )
+        return [dict(r) for r in rows]
+
+    def metrics_gauges(self) -> dict[str, list[dict[str, Any]]]:
+        runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        with self._read() as c:
+            depth = c.execute(
+                "SELECT j.queue, j.type, count(*) AS n, MIN(CASE WHEN t.state = 'retrying'"
+                " THEN COALESCE(t.finished_at, t.queued_at) ELSE t.queued_at END) AS oldest"
+                f" FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE {runnable} AND j.state IN ('queued', 'running')"
+                " GROUP BY j.queue, j.type",
+                values,
+            ).fetchall()
+            running = c.execute(
+                "SELECT agent, count(*) AS n FROM tasks WHERE state = 'running' GROUP BY agent"
+            ).fetchall()
+            agents = c.execute('SELECT name, state, heartbeat_at, "interval" FROM agents').fetchall()
+        return {"depth": [dict(r) for r in depth], "running": [dict(r) for r in running],
+                "agents": [dict(r) for r in agents]}
+
     def request_agent(self, name: str, command: str | None, actor: str) -> None:
         with self._tx() as c:
             cur = c.execute("UPDATE agents SET command = ? WHERE name = ? AND state = 'online'", (command, name))
