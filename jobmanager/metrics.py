@@ -232,20 +232,26 @@ class StoreCollector(Collector):
     def _label_sets(self) -> Iterable[tuple[str, str]]:
         """The (type, queue) pairs counted so far."""
         for metric in self._counted.values():
-            for sample in metric.collect()[0].samples:
-                if sample.name.endswith("_total"):
-                    yield sample.labels["type"], sample.labels["queue"]
+            for family in metric.collect():
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        yield sample.labels["type"], sample.labels["queue"]
 
 
-def registry(store: JobStore, *, process: bool = True) -> tuple[CollectorRegistry, StoreCollector]:
-    """A registry with the store's metrics (started: counting from now) and this process's own."""
+def new_registry(*, process: bool = True) -> CollectorRegistry:
+    """A registry of its own (not prometheus-client's global one), with this process's metrics."""
     reg = CollectorRegistry()
+    if process:
+        ProcessCollector(registry=reg)
+    return reg
+
+
+def add_store(reg: CollectorRegistry, store: JobStore) -> StoreCollector:
+    """Add a store's ``jobmanager_*`` metrics to ``reg``, counting from now."""
     collector = StoreCollector(store)
     collector.start()
     reg.register(collector)
-    if process:
-        ProcessCollector(registry=reg)
-    return reg, collector
+    return collector
 
 
 def check_address(host: str, port: int) -> None:

@@ -63,18 +63,31 @@ def init(ctx: click.Context, admin: str, password_stdin: bool, store_url: str | 
 @click.option("--import", "agent_imports", multiple=True, metavar="MODULE", help="Module with job types.")
 @click.option("--shutdown-timeout", type=Seconds(0, 86400), default=10.0, show_default=True,
               help="Seconds running tasks get to finish on stop before they are handed back.")
+@click.option("--metrics-port", type=Whole(1, 65535), metavar="PORT",
+              help="Also serve Prometheus metrics (the home's, as `jobmanager metrics`, plus this agent "
+                   "process's own) on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="IP address for --metrics-port; the metrics name job types, queues and agents.")
 @click.pass_context
 @handle_errors
 def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float | None,
-          agent_imports: tuple[str, ...], shutdown_timeout: float) -> None:
+          agent_imports: tuple[str, ...], shutdown_timeout: float, metrics_port: int | None = None,
+          metrics_host: str = "127.0.0.1") -> None:
     """Run an agent: a Huey consumer that runs tasks and sends heartbeats."""
+    from jobmanager import metrics
     from jobmanager.engine.agent import Agent
     from jobmanager.home import Home
 
+    registry = None
+    if metrics_port is not None:  # the port first: an agent that cannot serve its metrics never registers
+        registry = metrics.new_registry()
+        metrics.serve(registry, metrics_host, metrics_port)
     home = Home.open(ctx.obj["home"])
     a = Agent(home, name=name, workers=workers, interval=heartbeat,
               imports=tuple(ctx.obj["imports"]) + agent_imports, shutdown_timeout=shutdown_timeout)
     a.prepare()
+    if registry is not None:
+        metrics.add_store(registry, a.store)
     a.run()
 
 
