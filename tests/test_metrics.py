@@ -71,7 +71,7 @@ def metrics(home: Path, tmp_path: Path) -> Iterator[Callable[[], int]]:
 
 
 def test_counters_depth_and_agents_follow_real_jobs(jm: JobManager, metrics, start_agent) -> None:
-    old = jm.submit("sleep", {"tasks": 1})  # before the endpoint starts: not counted (counters start now)
+    old = jm.submit("sleep", {"tasks": 1})  # submitted before the endpoint starts: its run is counted later
     port = metrics()
     first = scrape(port)
     assert value(first, "jobmanager_store_up") == 1
