@@ -18,6 +18,7 @@ from jobmanager.cli.main import cli
 from jobmanager.metrics import GAP_GRACE_S, EventTail
 
 from .conftest import agent_env, wait_for
+from .test_store_contract import agent_info, make_job, store  # noqa: F401  (store: the contract's fixture)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -177,6 +178,30 @@ def test_a_port_in_use_and_a_user_without_view_agents_are_refused(jm: JobManager
     assert result.exit_code == 2 and "needs the view_agents permission" in result.output, result.output
 
 
+def test_store_contract_metrics_reads(store) -> None:  # noqa: F811  (both backends)
+    """``last_event_id``, ``events_after`` (with the job's type and queue) and ``metrics_gauges``."""
+    start = store.last_event_id()
+    job_id, dispatches = make_job(store, 3)
+    store.register_agent(agent_info("a1"))
+    d = dispatches[0]
+    store.claim_task(d.task_id, d.dispatch, "a1")
+    store.finish_task(d.task_id, "a1", "failed", error="boom")
+    store.claim_task(dispatches[1].task_id, dispatches[1].dispatch, "a1")
+    events = store.events_after(start, 100)
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events) and events[0]["id"] > start
+    task_events = [(e["from_state"], e["to_state"], e["type"], e["queue"]) for e in events if e["kind"] == "task"]
+    assert task_events == [("queued", "running", "sleep", "default"), ("running", "failed", "sleep", "default"),
+                           ("queued", "running", "sleep", "default")]
+    assert all(e["started_at"] is not None for e in events if e["kind"] == "task")
+    assert [e["id"] for e in store.events_after(events[0]["id"], 2)] == [e["id"] for e in events[1:3]]
+    assert store.last_event_id() == events[-1]["id"]
+    g = store.metrics_gauges()
+    assert [(r["queue"], r["type"], r["n"]) for r in g["depth"]] == [("default", "sleep", 1)]
+    assert g["depth"][0]["oldest"] <= store.get_job(job_id).created_at + 1
+    assert [(r["agent"], r["n"]) for r in g["running"]] == [("a1", 1)]
+    assert [(a["name"], a["state"]) for a in g["agents"]] == [("a1", "online")]
+
+
 def test_the_tail_reads_events_committed_out_of_id_order_once(home: Path) -> None:
     """PostgreSQL hands out event ids at insert and commits in any order: an event with a smaller id
     committed after a larger one is still counted, once; a gap a rolled-back transaction left is passed
@@ -190,9 +215,9 @@ def test_the_tail_reads_events_committed_out_of_id_order_once(home: Path) -> Non
     import psycopg
 
     insert = "INSERT INTO events (at, kind, message) VALUES (0, 'test', 'x') RETURNING id"
-    store = open_store(Home.open(home))
+    pg_store = open_store(Home.open(home))
     try:
-        tail = EventTail(store, store.last_event_id())
+        tail = EventTail(pg_store, pg_store.last_event_id())
         with psycopg.connect(url) as slow, psycopg.connect(url, autocommit=True) as fast:
             early = slow.execute(insert).fetchone()[0]  # id taken, not committed yet
             late = fast.execute(insert).fetchone()[0]
@@ -207,4 +232,4 @@ def test_the_tail_reads_events_committed_out_of_id_order_once(home: Path) -> Non
             assert [e["id"] for e in tail.poll(now=3)] == [after] and tail.low < gone
             assert tail.poll(now=3 + GAP_GRACE_S + 1) == [] and tail.low == after
     finally:
-        store.close()
+        pg_store.close()
