@@ -4,10 +4,10 @@ Two homes with a synthetic history (``demodata``, the store's bulk ``insert_hist
 (1k) and ``--large`` (100k) finished jobs, each with the same number of jobs still in progress.
 For each, the store's metrics are served over HTTP by prometheus-client (as ``jobmanager metrics``
 does) and scraped ``--scrapes`` times; before each scrape (outside the timing) a 10-task job is
-submitted and cancelled, so every scrape also tails new task events and moves counters. It prints
-the median and p90 scrape time per size and the ratio large / small, with the load average: counters
-tailed from events and gauges from indexed queries should make the ratio about 1, where a COUNT over
-the history would grow it ~100x. Run::
+submitted and cancelled, so every scrape also tails new task events and moves counters. The two homes
+are scraped in turn. It prints the median and p90 scrape time per size and the ratio large / small,
+with the load average: counters tailed from events and gauges from indexed queries should make the
+ratio about 1, where a COUNT over the history would grow it ~100x. Run::
 
     .venv/bin/python benchmarks/bench_metrics.py                       # SQLite, 1k vs 100k, ~2 min
     .venv/bin/python benchmarks/bench_metrics.py --pg-url postgresql://postgres@127.0.0.1:5433/jm_test
@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -58,27 +59,33 @@ def _home(root: Path, name: str, pg_url: str | None, schemas: list[str]) -> Path
     return path
 
 
-def measure(home: Path, jobs: int, scrapes: int) -> list[float]:
+def fill(home: Path, jobs: int) -> None:
     t0 = time.perf_counter()
     demodata.generate(home, jobs=jobs, days=30, seed=1, in_progress=20)
     print(f"  {jobs:>8} jobs written in {time.perf_counter() - t0:.1f} s", flush=True)
-    with JobManager(home, user="admin") as jm:
-        reg, collector = jm.metrics(process=False)
-        port = _free_port()
-        server = metrics.serve(reg, "127.0.0.1", port)
-        url = f"http://127.0.0.1:{port}/metrics"
-        try:
-            urllib.request.urlopen(url, timeout=30).read()  # warm-up: connections, page cache
-            times = []
-            for _ in range(scrapes):
+
+
+def measure(homes: dict[int, Path], scrapes: int) -> dict[int, list[float]]:
+    """Scrape the homes' endpoints in turn (so a change in the machine's load hits both alike)."""
+    with ExitStack() as stack:
+        urls, managers = {}, {}
+        for jobs, home in homes.items():
+            jm = stack.enter_context(JobManager(home, user="admin"))
+            reg, collector = jm.metrics(process=False)
+            stack.callback(collector.close)
+            port = _free_port()
+            stack.callback(metrics.serve(reg, "127.0.0.1", port).shutdown)
+            urls[jobs], managers[jobs] = f"http://127.0.0.1:{port}/metrics", jm
+            urllib.request.urlopen(urls[jobs], timeout=30).read()  # warm-up: connections, page cache
+        times: dict[int, list[float]] = {jobs: [] for jobs in homes}
+        for _ in range(scrapes):
+            for jobs, url in urls.items():
+                jm = managers[jobs]
                 jm.cancel(jm.submit("sleep", {"tasks": 10}))  # new events for the tail, outside the timing
                 t = time.perf_counter()
                 body = urllib.request.urlopen(url, timeout=30).read()
-                times.append(time.perf_counter() - t)
-            assert b"jobmanager_tasks_cancelled_total" in body
-        finally:
-            server.shutdown()
-            collector.close()
+                times[jobs].append(time.perf_counter() - t)
+                assert b"jobmanager_tasks_cancelled_total" in body
     return times
 
 
@@ -93,11 +100,12 @@ def main() -> None:
     print(f"backend: {'PostgreSQL' if args.pg_url else 'SQLite'}; {args.scrapes} scrapes per size")
     root = Path(tempfile.mkdtemp(prefix="jm-bench-metrics-"))
     schemas: list[str] = []
-    results = {}
+    results: dict[int, list[float]] = {}
     try:
-        for jobs in (args.small, args.large):
-            home = _home(root, f"home-{jobs}", args.pg_url, schemas)
-            results[jobs] = measure(home, jobs, args.scrapes)
+        homes = {jobs: _home(root, f"home-{jobs}", args.pg_url, schemas) for jobs in (args.small, args.large)}
+        for jobs, home in homes.items():
+            fill(home, jobs)
+        results = measure(homes, args.scrapes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         if args.pg_url and schemas:
