@@ -974,13 +974,22 @@ class SqlStore(JobStore):
         return int(self._fetchone("SELECT COALESCE(MAX(id), 0) AS n FROM events")["n"])
 
     def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
-        rows = self._fetchall(
-            "SELECT e.id, e.at, e.kind, e.from_state, e.to_state, e.agent, e.task_id, j.type, j.queue,"
-            " t.started_at FROM events e LEFT JOIN jobs j ON j.id = e.job_id LEFT JOIN tasks t ON t.id = e.task_id"
-            " WHERE e.id > ? ORDER BY e.id LIMIT ?",
-            (int(after_id), int(limit)),
-        )
-        return [dict(r) for r in rows]
+        # Three lookups by primary key rather than one join: PostgreSQL's estimate of ``id > ?`` on a
+        # freshly filled table can be far off, and a join then plans parallel scans of jobs and tasks.
+        with self._read() as c:
+            events = [dict(r) for r in c.execute(
+                "SELECT id, at, kind, from_state, to_state, agent, job_id, task_id FROM events WHERE id > ?"
+                " ORDER BY id LIMIT ?", (int(after_id), int(limit))).fetchall()]
+            ids, values = self.dialect.in_("id", sorted({e["job_id"] for e in events if e["job_id"] is not None}))
+            jobs = {r["id"]: r for r in c.execute(f"SELECT id, type, queue FROM jobs WHERE {ids}", values).fetchall()}
+            ids, values = self.dialect.in_("id", sorted({e["task_id"] for e in events if e["task_id"] is not None}))
+            started = {r["id"]: r["started_at"]
+                       for r in c.execute(f"SELECT id, started_at FROM tasks WHERE {ids}", values).fetchall()}
+        for e in events:
+            job = jobs.get(e["job_id"])
+            e["type"], e["queue"] = (job["type"], job["queue"]) if job is not None else (None, None)
+            e["started_at"] = started.get(e["task_id"])
+        return events
 
     def metrics_gauges(self) -> dict[str, list[dict[str, Any]]]:
         runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
