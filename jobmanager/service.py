@@ -425,6 +425,18 @@ class JobManager:
             "log_path",
         ])
 
+    def metrics(self, *, process: bool = True) -> tuple[Any, Any]:
+        """Prometheus collectors over the whole store (``jobmanager metrics``), counting from now.
+
+        Returns ``(registry, collector)`` (:mod:`jobmanager.metrics`). The numbers span every job and
+        agent, so this needs the view_agents permission.
+        """
+        self._allow("view_agents")
+        from jobmanager import metrics
+
+        reg = metrics.new_registry(process=process)
+        return reg, metrics.add_store(reg, self.store)
+
     def log(self, job_id: int, task: int | None = None) -> str:
         """A task's log, or the job's: every task log in order, then the finishing step's."""
         task = None if task is None else validate.job_id(task, "task number")

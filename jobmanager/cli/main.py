@@ -63,18 +63,31 @@ def init(ctx: click.Context, admin: str, password_stdin: bool, store_url: str | 
 @click.option("--import", "agent_imports", multiple=True, metavar="MODULE", help="Module with job types.")
 @click.option("--shutdown-timeout", type=Seconds(0, 86400), default=10.0, show_default=True,
               help="Seconds running tasks get to finish on stop before they are handed back.")
+@click.option("--metrics-port", type=Whole(1, 65535), metavar="PORT",
+              help="Also serve Prometheus metrics (the home's, as `jobmanager metrics`, plus this agent "
+                   "process's own) on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="IP address for --metrics-port; the metrics name job types, queues and agents.")
 @click.pass_context
 @handle_errors
 def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float | None,
-          agent_imports: tuple[str, ...], shutdown_timeout: float) -> None:
+          agent_imports: tuple[str, ...], shutdown_timeout: float, metrics_port: int | None = None,
+          metrics_host: str = "127.0.0.1") -> None:
     """Run an agent: a Huey consumer that runs tasks and sends heartbeats."""
+    from jobmanager import metrics
     from jobmanager.engine.agent import Agent
     from jobmanager.home import Home
 
+    registry = None
+    if metrics_port is not None:  # the port first: an agent that cannot serve its metrics never registers
+        registry = metrics.new_registry()
+        metrics.serve(registry, metrics_host, metrics_port)
     home = Home.open(ctx.obj["home"])
     a = Agent(home, name=name, workers=workers, interval=heartbeat,
               imports=tuple(ctx.obj["imports"]) + agent_imports, shutdown_timeout=shutdown_timeout)
     a.prepare()
+    if registry is not None:
+        metrics.add_store(registry, a.store)
     a.run()
 
 
@@ -320,6 +333,39 @@ def dashboard(ctx: click.Context, port: int, host: str, notebook: str | None, no
     click.echo(f"Job Manager dashboard: http://{host}:{port}/  (Ctrl-C stops it)")
     serve(ctx.obj["home"], host=host, port=port, notebook=notebook, open_browser=not no_browser,
           cull_after=cull_after, cull_interval=max(1, min(10, int(cull_after // 4))))
+
+
+@cli.command()
+@click.option("--port", type=Whole(1, 65535), required=True, help="TCP port to serve /metrics on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="IP address to listen on. The metrics name job types, queues and agents: keep loopback, or "
+                   "bind an address only your Prometheus can reach.")
+@click.pass_context
+@handle_errors
+def metrics(ctx: click.Context, port: int, host: str) -> None:
+    """Serve Prometheus metrics at http://HOST:PORT/metrics until stopped (Ctrl-C or SIGTERM).
+
+    Task counters count from the moment this starts; queue depth, waits, running tasks and agents are
+    read at each scrape. Needs the view_agents permission. One endpoint per home is enough."""
+    import signal
+    import threading
+
+    from jobmanager.metrics import check_address, serve
+
+    check_address(host, port)
+    registry, collector = service_of(ctx).metrics()
+    server = serve(registry, host, port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    shown = f"[{host}]" if ":" in host else host
+    echo(f"Job Manager metrics: http://{shown}:{port}/metrics  (Ctrl-C stops it)")
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    collector.close()
 
 
 @cli.command()

@@ -225,6 +225,29 @@ class JobStore:
         """Tasks finished per agent in ``buckets`` windows of ``width`` seconds from ``since``."""
         raise NotImplementedError
 
+    # -- metrics (jobmanager/metrics.py): reads whose cost does not grow with the history ----------
+    def last_event_id(self) -> int:
+        """The largest event id (0 without events): where a tail of the events starts "now"."""
+        raise NotImplementedError
+
+    def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` events with ``id > after_id``, in id order (the primary key; no scan).
+
+        Each carries ``id``, ``at``, ``kind``, ``from_state``, ``to_state``, ``agent``, ``task_id``, and
+        its job's ``type`` and ``queue`` and its task's ``started_at`` (None where there is none).
+        """
+        raise NotImplementedError
+
+    def metrics_gauges(self) -> dict[str, list[dict[str, Any]]]:
+        """One snapshot of the work in progress, read through indexes (rows in runnable or running states):
+
+        ``depth``: per ``queue`` and ``type`` the runnable tasks of queued or running jobs (``n``) and
+        when the longest-waiting one became ready (``oldest``: queued, or its failed attempt ended);
+        ``running``: running tasks per ``agent`` (``n``); ``agents``: every agent's ``name``, ``state``,
+        ``heartbeat_at`` and ``interval``.
+        """
+        raise NotImplementedError
+
     def request_agent(self, name: str, command: str | None, actor: str) -> None:
         raise NotImplementedError
 

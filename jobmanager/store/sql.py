@@ -1052,6 +1052,45 @@ class SqlStore(JobStore):
                 out.setdefault(r["agent"], [0] * buckets)[r["b"]] = int(r["n"])
         return out
 
+    # -- metrics: reads through the primary key and the tasks_state index, whatever the history ------
+    def last_event_id(self) -> int:
+        return int(self._fetchone("SELECT COALESCE(MAX(id), 0) AS n FROM events")["n"])
+
+    def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        # Three lookups by primary key rather than one join: PostgreSQL's estimate of ``id > ?`` on a
+        # freshly filled table can be far off, and a join then plans parallel scans of jobs and tasks.
+        with self._read() as c:
+            events = [dict(r) for r in c.execute(
+                "SELECT id, at, kind, from_state, to_state, agent, job_id, task_id FROM events WHERE id > ?"
+                " ORDER BY id LIMIT ?", (int(after_id), int(limit))).fetchall()]
+            ids, values = self.dialect.in_("id", sorted({e["job_id"] for e in events if e["job_id"] is not None}))
+            jobs = {r["id"]: r for r in c.execute(f"SELECT id, type, queue FROM jobs WHERE {ids}", values).fetchall()}
+            ids, values = self.dialect.in_("id", sorted({e["task_id"] for e in events if e["task_id"] is not None}))
+            started = {r["id"]: r["started_at"]
+                       for r in c.execute(f"SELECT id, started_at FROM tasks WHERE {ids}", values).fetchall()}
+        for e in events:
+            job = jobs.get(e["job_id"])
+            e["type"], e["queue"] = (job["type"], job["queue"]) if job is not None else (None, None)
+            e["started_at"] = started.get(e["task_id"])
+        return events
+
+    def metrics_gauges(self) -> dict[str, list[dict[str, Any]]]:
+        runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        with self._read() as c:
+            depth = c.execute(
+                "SELECT j.queue, j.type, count(*) AS n, MIN(CASE WHEN t.state = 'retrying'"
+                " THEN COALESCE(t.finished_at, t.queued_at) ELSE t.queued_at END) AS oldest"
+                f" FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE {runnable} AND j.state IN ('queued', 'running')"
+                " GROUP BY j.queue, j.type",
+                values,
+            ).fetchall()
+            running = c.execute(
+                "SELECT agent, count(*) AS n FROM tasks WHERE state = 'running' GROUP BY agent"
+            ).fetchall()
+            agents = c.execute('SELECT name, state, heartbeat_at, "interval" FROM agents').fetchall()
+        return {"depth": [dict(r) for r in depth], "running": [dict(r) for r in running],
+                "agents": [dict(r) for r in agents]}
+
     def request_agent(self, name: str, command: str | None, actor: str) -> None:
         with self._tx() as c:
             cur = c.execute("UPDATE agents SET command = ? WHERE name = ? AND state = 'online'", (command, name))
