@@ -186,7 +186,7 @@ def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float 
         while not stop.wait(0.5):
             if end is not None and time.monotonic() >= end:
                 break
-            for name, a in list(zip(names, agents)):
+            for name, a in list(zip(names, agents, strict=True)):
                 code = a.poll()
                 if code is None:
                     continue

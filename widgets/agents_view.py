@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from functools import partial
 
 import ipywidgets as w
 import pandas as pd
@@ -105,7 +106,7 @@ class AgentsTab(w.VBox):
             by_job.setdefault(int(t["job"]), []).append(int(t["task"]))
         parts = []
         for job_id, numbers in by_job.items():
-            job = self.messages.attempt(lambda job_id=job_id: self.jm.job(job_id))
+            job = self.messages.attempt(partial(self.jm.job, job_id))
             title = f" \u201c{job.name}\u201d" if job is not None and job.name else ""
             parts.append(f"job {job_id}{title} (task{'s' if len(numbers) != 1 else ''} "
                          f"{', '.join(map(str, sorted(numbers)))})")
