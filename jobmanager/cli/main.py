@@ -369,6 +369,20 @@ def metrics(ctx: click.Context, port: int, host: str) -> None:
 
 
 @cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8888, show_default=True)
+@click.option("--notebooks", "folder", type=click.Path(file_okay=False, exists=True),
+              help="The folder JupyterLab opens (default: the checkout's notebooks/).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser.")
+@click.pass_context
+@handle_errors
+def lab(ctx: click.Context, port: int, folder: str | None, no_browser: bool) -> None:
+    """Open JupyterLab on the notebooks, with this home (and --user) set for every notebook."""
+    from jobmanager.dashboard.lab import serve as serve_lab
+
+    serve_lab(ctx.obj["home"], user=ctx.obj.get("user"), folder=folder, port=port, open_browser=not no_browser)
+
+
+@cli.command()
 @click.argument("path", type=click.Path(dir_okay=False, writable=True))
 @click.option("--format", "format_", type=click.Choice(["csv", "parquet", "excel"]), default=None,
               help="File format (default: from the extension, else csv).")
