@@ -26,6 +26,8 @@ from jobmanager.cli.common import (
     service_of,
 )
 from jobmanager.errors import BadParams, NotFound
+from jobmanager.models import Job
+from jobmanager.notify import rules as notify_rules
 from jobmanager.service import JobManager
 
 
@@ -92,18 +94,23 @@ def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float |
               help="Ask a task to stop after this long (default: the job type's).")
 @click.option("--hard-limit", type=Seconds(0, validate.MAX_TIME_LIMIT_S), metavar="SECONDS",
               help="End a task after this long, whatever it does (default: the job type's).")
+@click.option("--notify", "notify", multiple=True, metavar="EVENTS:TARGET",
+              help="Notify TARGET (mailto:ADDRESS or an http(s) URL) on EVENTS (comma-separated: failed, "
+                   "completed_with_errors, completed or succeeded, cancelled), e.g. "
+                   "failed,succeeded:mailto:ops@example.org (repeatable; added to the job type's rules).")
 @click.pass_context
 @handle_errors
 def submit(ctx: click.Context, type: str, pairs: tuple[str, ...], params_json: str | None, name: str | None,
            priority: int, case: str | None, retries: int | None, queue: str | None, soft_limit: float | None,
-           hard_limit: float | None) -> None:
+           hard_limit: float | None, notify: tuple[str, ...] = ()) -> None:
     """Submit a job of TYPE; prints its id once it is safely stored.
 
     If the queue cannot be written after that, the job is still stored: a warning on stderr says so, the
     exit status is 0, and an agent's sweep sends it (submitting again would make a duplicate)."""
     params = parse_params(pairs, params_json)
+    rules = [notify_rules.parse(text, "--notify") for text in notify] or None
     click.echo(service_of(ctx).submit(type, params, name=name, priority=priority, case=case, retries=retries,
-                                      queue=queue, soft_limit=soft_limit, hard_limit=hard_limit))
+                                      queue=queue, soft_limit=soft_limit, hard_limit=hard_limit, notify=rules))
 
 
 @cli.command()
@@ -144,6 +151,20 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
     for t in job.tasks:
         err = f"  {t.error}" if t.error else ""
         echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}  {t.agent or '-'}{err}")
+    _show_notifications(service_of(ctx), job)
+
+
+def _show_notifications(jm: JobManager, job: Job) -> None:
+    """``jobmanager show``: the job's notification rules and each delivery."""
+    for rule in notify_rules.describe(job.notify):
+        echo(f"notify: {rule}")
+    df = jm.notifications(job.id)
+    if not df.empty:
+        echo("notifications:")
+    for n in df.itertuples():
+        when = f"  {n.delivered_at:%Y-%m-%d %H:%M:%S}" if n.state == "sent" else ""
+        err = f"  {n.last_error}" if n.last_error and n.state != "sent" else ""
+        echo(f"  {n.trigger:<21} {n.target}  {n.state}  attempts {n.attempts}{when}{err}")
 
 
 def _action(name: str, doc: str) -> None:

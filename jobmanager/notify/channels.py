@@ -195,12 +195,12 @@ class Webhook(Channel):
             if status in (307, 308) and location:
                 nxt = urllib.parse.urlsplit(urllib.parse.urljoin(urllib.parse.urlunsplit(url), location))
                 if (nxt.scheme, nxt.hostname, nxt.port) != origin:
-                    raise DeliveryError(f"{_shown_url(target)}: redirect to another host refused "
-                                        f"({_shown_url(urllib.parse.urlunsplit(nxt))})")
+                    raise DeliveryError(f"{shown_url(target)}: redirect to another host refused "
+                                        f"({shown_url(urllib.parse.urlunsplit(nxt))})")
                 url = nxt
                 continue
-            raise DeliveryError(f"{_shown_url(target)}: HTTP {status} {validate.printable(reason)[:100]}")
-        raise DeliveryError(f"{_shown_url(target)}: more than {MAX_REDIRECTS} redirects")
+            raise DeliveryError(f"{shown_url(target)}: HTTP {status} {validate.printable(reason)[:100]}")
+        raise DeliveryError(f"{shown_url(target)}: more than {MAX_REDIRECTS} redirects")
 
 
 def _post(url: urllib.parse.SplitResult, body: bytes, headers: dict[str, str],
@@ -216,13 +216,13 @@ def _post(url: urllib.parse.SplitResult, body: bytes, headers: dict[str, str],
         resp.read(64 * 1024)
         return resp.status, resp.reason, resp.getheader("Location")
     except (OSError, http.client.HTTPException) as exc:
-        raise DeliveryError(f"{_shown_url(urllib.parse.urlunsplit(url))}: "
+        raise DeliveryError(f"{shown_url(urllib.parse.urlunsplit(url))}: "
                             f"{validate.printable(exc) or type(exc).__name__}") from None
     finally:
         conn.close()
 
 
-def _shown_url(url: str) -> str:
+def shown_url(url: str) -> str:
     """A URL for messages and the audit trail: scheme, host and port only (paths often hold tokens)."""
     parts = urllib.parse.urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}/..." if parts.path not in ("", "/") or parts.query else url
