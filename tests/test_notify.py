@@ -32,6 +32,7 @@ from jobmanager.notify.outbox import Notifier
 from jobmanager.store import open_store
 
 from .conftest import wait_for
+from .test_store_contract import store  # noqa: F401  (the two-backend store fixture)
 
 SECRET = "a-webhook-secret-for-tests"
 DEADLINE = 60.0
@@ -184,15 +185,17 @@ def test_global_rules_notify_every_job_and_a_lost_agent(jm: JobManager, home: Pa
     assert lost[0]["agent"]["name"] == "victim" and lost[0]["job"] is None
     wait_for(lambda: box.messages, DEADLINE, "the agent_lost e-mail")
     assert box.messages[0][0] == ["oncall@example.org"] and "agent victim lost" in box.messages[0][1]["Subject"]
-    store = open_store(Home.open(home))
+    db = open_store(Home.open(home))
+
+    def lost_sent() -> list[dict[str, Any]] | None:
+        rows = [n for n in db.notifications() if n["trigger"] == "agent_lost" and n["state"] == "sent"]
+        return rows if len(rows) == 2 else None
+
     try:
-        rows = wait_for(lambda: [n for n in store.notifications() if n["trigger"] == "agent_lost"
-                                 and n["state"] == "sent"] if len([n for n in store.notifications()
-                                 if n["trigger"] == "agent_lost" and n["state"] == "sent"]) == 2 else None,
-                        DEADLINE, "both agent_lost deliveries recorded")
+        rows = wait_for(lost_sent, DEADLINE, "both agent_lost deliveries recorded")
         assert {r["agent_name"] for r in rows} == {"victim"} and {r["job_id"] for r in rows} == {None}
     finally:
-        store.close()
+        db.close()
     assert len([b for b in hook.bodies() if b["event"] == "agent_lost"]) == 1
 
 
@@ -390,15 +393,15 @@ def test_a_plug_in_channel_delivers_and_its_targets_are_checked(jm: JobManager, 
         jm.submit("sleep", {"tasks": 1}, notify=["failed:test:general"])
     job_id = jm.submit("sleep", {"tasks": 1}, notify=["cancelled:test:#ops"])
     jm.cancel(job_id)
-    store = open_store(Home.open(home))
+    db = open_store(Home.open(home))
     try:
-        notifier = Notifier(store, NotifySettings(), "n1")
+        notifier = Notifier(db, NotifySettings(), "n1")
         assert notifier.route() == 1 and notifier.send_due() == 1
         assert Recorder.sent[-1][0] == "test:#ops" and Recorder.sent[-1][1].payload["job"]["id"] == job_id
         assert notifications(jm, job_id)[0]["state"] == "sent"
         assert notifications(jm, job_id)[0]["channel"] == "test"
     finally:
-        store.close()
+        db.close()
 
 
 def test_a_webhook_follows_no_redirect_to_another_host(hook: Hook) -> None:
@@ -428,3 +431,25 @@ def test_a_webhook_times_out() -> None:
         webhook = channels.Webhook(NotifySettings.model_validate({"webhook": {"timeout": 0.5}}))
         with pytest.raises(DeliveryError, match="timed out"):
             webhook.send(f"http://127.0.0.1:{silent.getsockname()[1]}/", Message(1, "failed", "s", "t", {}))
+
+
+def test_an_upgraded_store_notifies_nothing_of_its_history(store) -> None:  # noqa: F811
+    """Migration 2 starts the notifiers' cursor after the events already there: turning notifications on
+    does not mail every job that ever failed."""
+    with store._tx() as c:  # back to version 1, with a failed job's events in the history
+        c.execute("DROP TABLE notifications")
+        c.execute("DELETE FROM meta WHERE key = 'notify_cursor'")
+        c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        for column in ("queue", "soft_limit", "hard_limit", "max_losses", "rerun_safe", "notify"):
+            c.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+        c.execute("DROP TABLE limits")
+        for column in ("losses", "waiting"):
+            c.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+        c.execute("ALTER TABLE schedules DROP COLUMN options")
+        c.execute("INSERT INTO jobs (type, name, params, owner, state, tasks_total, created_at, updated_at)"
+                  " VALUES ('sleep', 'old', '{}', 'ana', 'failed', 1, 1, 1)")
+        for state in ("queued", "running", "failed"):
+            c.execute("INSERT INTO events (at, job_id, kind, to_state) VALUES (1, 1, 'job', ?)", (state,))
+    assert store.migrate() == (1, 2)
+    settings = NotifySettings.model_validate({"rules": [{"on": ["failed"], "to": "mailto:a@example.org"}]})
+    assert Notifier(store, settings, "n1").route() == 0 and store.notifications() == []

@@ -94,9 +94,9 @@ def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float |
               help="Ask a task to stop after this long (default: the job type's).")
 @click.option("--hard-limit", type=Seconds(0, validate.MAX_TIME_LIMIT_S), metavar="SECONDS",
               help="End a task after this long, whatever it does (default: the job type's).")
-@click.option("--notify", "notify", multiple=True, metavar="EVENTS:TARGET",
-              help="Notify TARGET (mailto:ADDRESS or an http(s) URL) on EVENTS (comma-separated: failed, "
-                   "completed_with_errors, completed or succeeded, cancelled), e.g. "
+@click.option("--notify", "notify", multiple=True, metavar="RULE",
+              help="EVENTS:TARGET: notify TARGET (mailto:ADDRESS or an http(s) URL) on EVENTS (comma-separated: "
+                   "failed, completed_with_errors, completed or succeeded, cancelled), e.g. "
                    "failed,succeeded:mailto:ops@example.org (repeatable; added to the job type's rules).")
 @click.pass_context
 @handle_errors
