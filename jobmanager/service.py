@@ -313,6 +313,7 @@ class JobManager:
         retries = validate.integer(retries, "retries", 0, validate.MAX_RETRIES, optional=True)
         jt = self._allow_submit(type, case)
         options = jobtypes.options(jt, queue=queue, soft_limit=soft_limit, hard_limit=hard_limit, notify=notify)
+        self._check_webhook_hosts(options.notify)
         model = jobtypes.validate(jt, params or {})
         jt.check_inputs(self.home, model, case)  # input files this job may not read: refused before storing
         tasks = jt.plan(model)
@@ -323,6 +324,14 @@ class JobManager:
             case=case, priority=priority, retries=jt.retries if retries is None else retries,
             has_finish=jt.has_finish(), tasks=tasks, actor=self.user, options=options,
         )
+
+    def _check_webhook_hosts(self, rules: Sequence[dict[str, Any]]) -> None:
+        """A job's webhooks go only to the hosts of [notify.webhook] allowed_hosts (when it is set)."""
+        hook = self.home.settings.notify.webhook
+        for rule in rules:
+            if rule["to"].startswith(("http:", "https:")) and not hook.allows(rule["to"]):
+                raise BadParams(f"notify: {shown_url(rule['to'])}: webhooks go only to the hosts of "
+                                f"[notify.webhook] allowed_hosts ({', '.join(hook.allowed_hosts or [])})")
 
     # -- reading ---------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:

@@ -161,6 +161,8 @@ def test_a_failed_job_sends_an_email_and_a_signed_webhook(jm: JobManager, home: 
     assert shown.exit_code == 0, shown.output
     assert "notify: failed -> mailto:ops@example.org" in shown.output
     assert "mailto:ops@example.org  sent  attempts 1" in shown.output
+    as_json = CliRunner().invoke(cli, ["--home", str(home), "--user", "tester", "show", str(job_id), "--json"])
+    assert {n["state"] for n in json.loads(as_json.output)["notifications"]} == {"sent"}
     audit = jm.audit_log(500)
     mine = audit[(audit.action == "notify") & (audit.target == str(job_id))]
     assert len(mine) == 2 and set(mine.actor) <= {"agent:a1", "agent:a2"}
@@ -453,3 +455,21 @@ def test_an_upgraded_store_notifies_nothing_of_its_history(store) -> None:  # no
     assert store.migrate() == (1, 2)
     settings = NotifySettings.model_validate({"rules": [{"on": ["failed"], "to": "mailto:a@example.org"}]})
     assert Notifier(store, settings, "n1").route() == 0 and store.notifications() == []
+
+
+def test_jobs_send_webhooks_only_to_the_allowed_hosts(jm: JobManager, home: Path, hook: Hook) -> None:
+    cfg = home / "jobmanager.toml"
+    cfg.write_text(cfg.read_text() + '\n[notify.webhook]\nallowed_hosts = ["hooks.example.org", "*.corp.example"]\n'
+                   f'[[notify.rules]]\non = ["failed"]\nto = "{hook.url}/ops"\n')
+    with JobManager(home, user="tester") as fresh:
+        with pytest.raises(BadParams, match="allowed_hosts"):
+            fresh.submit("sleep", {"tasks": 1}, notify=["failed:http://169.254.169.254/latest"])
+        assert fresh.jobs().empty
+        fresh.submit("sleep", {"tasks": 1}, notify=["failed:https://ci.corp.example/jm"])
+    settings = Home.open(home).settings.notify
+    webhook = channels.Webhook(settings)
+    message = Message(id=1, trigger="failed", subject="s", text="t", payload={})
+    with pytest.raises(DeliveryError, match="allowed_hosts"):  # a schedule's or type's rule: refused when sent
+        webhook.send(hook.url + "/elsewhere", message)
+    webhook.send(hook.url + "/ops", message)  # the global rules' own targets are always allowed
+    assert [h.get("X-JobManager-Event") for h, _ in hook.requests] == ["failed"]

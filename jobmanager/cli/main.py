@@ -6,6 +6,7 @@ Every error the user can cause becomes one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -141,7 +142,10 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
     """Show one job with its tasks."""
     job = service_of(ctx).job(job_id)
     if as_json:
-        click.echo(job.to_json())
+        details = job.to_dict()
+        details["notifications"] = json.loads(service_of(ctx).notifications(job_id).to_json(
+            orient="records", date_format="iso"))
+        click.echo(json.dumps(details, indent=2, default=str))
         return
     echo(f"job {job.id}: {job.name}  [{job.type}]  {job.state}  {job.progress:.0%}")
     echo(f"owner {job.owner}  case {job.case or '-'}  priority {job.priority}  "

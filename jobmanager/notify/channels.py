@@ -176,6 +176,8 @@ class Webhook(Channel):
 
     def send(self, target: str, message: Message) -> None:
         hook = self.settings.webhook
+        if not hook.allows(target) and target not in {r["to"] for r in self.settings.rules}:
+            raise DeliveryError(f"{shown_url(target)}: host not in [notify.webhook] allowed_hosts")
         body = json.dumps(message.payload, sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "User-Agent": f"jobmanager/{__version__}",
                    "X-JobManager-Event": message.trigger, "X-JobManager-Delivery": str(message.id)}

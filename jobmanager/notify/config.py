@@ -18,6 +18,7 @@
     [notify.webhook]          # for http(s) targets
     secret_env = "JOBMANAGER_WEBHOOK_SECRET"    # or secret = "..."; signs every request (HMAC-SHA256)
     timeout = 10.0
+    allowed_hosts = ["hooks.example.org"]       # where jobs' own rules may send webhooks (default: anywhere)
 
     [[notify.rules]]          # every job's (and agent's) events that go somewhere whatever the job says
     on = ["failed", "completed_with_errors", "agent_lost"]
@@ -26,7 +27,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import urllib.parse
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -92,6 +95,24 @@ class WebhookSettings(BaseModel):
                                description="a signing secret of at least 16 characters (or secret_env)")
     secret_env: str | None = Field(None, description="the name of an environment variable holding the secret")
     timeout: float = Field(10.0, gt=0, le=300, description="seconds between 0 and 300")
+    allowed_hosts: list[str] | None = Field(
+        None, description='host names jobs, job types and schedules may send webhooks to, e.g. ["hooks.example.org", '
+                          '"*.example.org"] (default: any; the [[notify.rules]] targets are always allowed)')
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str] | None) -> list[str] | None:
+        for host in value or []:
+            if not re.fullmatch(r"(\*\.)?[A-Za-z0-9.:\[\]_-]{1,253}", host):
+                raise ValueError(f"{host!r} is not a host name (or *.domain)")
+        return None if value is None else [h.lower() for h in value]
+
+    def allows(self, url: str) -> bool:
+        """Whether a job's webhook may go to ``url``'s host (``allowed_hosts``; None allows any)."""
+        if self.allowed_hosts is None:
+            return True
+        host = (urllib.parse.urlsplit(url).hostname or "").lower()
+        return any(fnmatch.fnmatchcase(host, pattern) for pattern in self.allowed_hosts)
 
     @field_validator("secret_env")
     @classmethod

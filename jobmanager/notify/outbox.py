@@ -41,6 +41,8 @@ GAP_WAIT_S = 5.0
 #: a claimed notification goes back to the others if its sender has not answered after this long
 #: (on top of the channel's own timeouts)
 LEASE_EXTRA_S = 60.0
+#: events looked at per routing transaction at most (a primary-key range: cheap)
+ROUTE_BATCH = 5000
 #: notifications sent per round at most, so routing new events is never starved by a backlog
 SEND_BATCH = 50
 
@@ -74,7 +76,7 @@ class Notifier:
     # -- routing ------------------------------------------------------------------------------------
     def route(self) -> int:
         """New events -> notifications rows (None from the store: another agent routed them)."""
-        return self.store.route_events(self.plan, settle_s=GAP_WAIT_S) or 0
+        return self.store.route_events(self.plan, settle_s=GAP_WAIT_S, limit=ROUTE_BATCH) or 0
 
     def plan(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The notifications of ``events``: one row per (event, target) whose rule fires on it."""
