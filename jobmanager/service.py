@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -41,6 +41,7 @@ from jobmanager.engine.states import FINISHED, JOB_STATES, AgentState, tab_state
 from jobmanager.errors import BadParams, NotFound, NotVisible, PermissionDenied, Timeout
 from jobmanager.home import Home, safe_name
 from jobmanager.models import Job
+from jobmanager.notify.channels import shown_url
 from jobmanager.schedules.schedules import (
     _same_trigger,
     build_spec,
@@ -292,10 +293,13 @@ class JobManager:
         queue: str | None = None,
         soft_limit: float | None = None,
         hard_limit: float | None = None,
+        notify: Sequence[dict[str, Any] | str] | None = None,
     ) -> int:
         """Validate, plan and store a job; returns its id once it is committed.
 
         ``queue``, ``soft_limit`` and ``hard_limit`` (seconds per task attempt) override the job type's.
+        ``notify`` adds notification rules to the type's: ``[{"on": ["failed"], "to": "mailto:ops@x.org"}]``
+        or ``["failed,completed_with_errors:https://hooks.example.org/jm"]`` (see :mod:`jobmanager.notify.rules`).
 
         The queue messages are sent after the commit. If the queue cannot be
         written, the job is still stored and an agent's sweep re-sends them: that
@@ -308,7 +312,8 @@ class JobManager:
         case = validate.name(case, "case", optional=True)
         retries = validate.integer(retries, "retries", 0, validate.MAX_RETRIES, optional=True)
         jt = self._allow_submit(type, case)
-        options = jobtypes.options(jt, queue=queue, soft_limit=soft_limit, hard_limit=hard_limit)
+        options = jobtypes.options(jt, queue=queue, soft_limit=soft_limit, hard_limit=hard_limit, notify=notify)
+        self._check_webhook_hosts(options.notify)
         model = jobtypes.validate(jt, params or {})
         jt.check_inputs(self.home, model, case)  # input files this job may not read: refused before storing
         tasks = jt.plan(model)
@@ -319,6 +324,14 @@ class JobManager:
             case=case, priority=priority, retries=jt.retries if retries is None else retries,
             has_finish=jt.has_finish(), tasks=tasks, actor=self.user, options=options,
         )
+
+    def _check_webhook_hosts(self, rules: Sequence[dict[str, Any]]) -> None:
+        """A job's webhooks go only to the hosts of [notify.webhook] allowed_hosts (when it is set)."""
+        hook = self.home.settings.notify.webhook
+        for rule in rules:
+            if rule["to"].startswith(("http:", "https:")) and not hook.allows(rule["to"]):
+                raise BadParams(f"notify: {shown_url(rule['to'])}: webhooks go only to the hosts of "
+                                f"[notify.webhook] allowed_hosts ({', '.join(hook.allowed_hosts or [])})")
 
     # -- reading ---------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
@@ -382,6 +395,20 @@ class JobManager:
         if not path.is_file():
             raise NotFound(f"agent {name} has no log file yet")
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+    def notifications(self, job_id: int) -> pd.DataFrame:
+        """The notifications of a job (one row per event and target): trigger, target, state (pending, sent,
+        failed), attempts, the last error and when it was delivered. Webhook URLs are shortened to their
+        host for anyone but administrators (their paths often hold tokens)."""
+        job = self.job(job_id)
+        admin = allowed(self.actor, "admin")
+        rows = []
+        for n in self.store.notifications(job.id):
+            target = n["target"] if admin or n["channel"] != "webhook" else shown_url(n["target"])
+            rows.append({**n, "target": target, "created_at": _ts(n["created_at"]),
+                         "delivered_at": _ts(n["delivered_at"]), "next_at": _ts(n["next_at"])})
+        return pd.DataFrame(rows, columns=["id", "event_id", "trigger", "channel", "target", "state", "attempts",
+                                           "last_error", "created_at", "delivered_at", "next_at", "sender"])
 
     def tasks(self, job_id: int) -> pd.DataFrame:
         job = self.job(job_id)

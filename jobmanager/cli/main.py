@@ -6,6 +6,7 @@ Every error the user can cause becomes one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from jobmanager.cli.common import (
     service_of,
 )
 from jobmanager.errors import BadParams, NotFound
+from jobmanager.models import Job
+from jobmanager.notify import rules as notify_rules
 from jobmanager.service import JobManager
 
 
@@ -105,18 +108,23 @@ def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float |
               help="Ask a task to stop after this long (default: the job type's).")
 @click.option("--hard-limit", type=Seconds(0, validate.MAX_TIME_LIMIT_S), metavar="SECONDS",
               help="End a task after this long, whatever it does (default: the job type's).")
+@click.option("--notify", "notify", multiple=True, metavar="RULE",
+              help="EVENTS:TARGET: notify TARGET (mailto:ADDRESS or an http(s) URL) on EVENTS (comma-separated: "
+                   "failed, completed_with_errors, completed or succeeded, cancelled), e.g. "
+                   "failed,succeeded:mailto:ops@example.org (repeatable; added to the job type's rules).")
 @click.pass_context
 @handle_errors
 def submit(ctx: click.Context, type: str, pairs: tuple[str, ...], params_json: str | None, name: str | None,
            priority: int, case: str | None, retries: int | None, queue: str | None, soft_limit: float | None,
-           hard_limit: float | None) -> None:
+           hard_limit: float | None, notify: tuple[str, ...] = ()) -> None:
     """Submit a job of TYPE; prints its id once it is safely stored.
 
     If the queue cannot be written after that, the job is still stored: a warning on stderr says so, the
     exit status is 0, and an agent's sweep sends it (submitting again would make a duplicate)."""
     params = parse_params(pairs, params_json)
+    rules = [notify_rules.parse(text, "--notify") for text in notify] or None
     click.echo(service_of(ctx).submit(type, params, name=name, priority=priority, case=case, retries=retries,
-                                      queue=queue, soft_limit=soft_limit, hard_limit=hard_limit))
+                                      queue=queue, soft_limit=soft_limit, hard_limit=hard_limit, notify=rules))
 
 
 @cli.command()
@@ -147,7 +155,10 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
     """Show one job with its tasks."""
     job = service_of(ctx).job(job_id)
     if as_json:
-        click.echo(job.to_json())
+        details = job.to_dict()
+        details["notifications"] = json.loads(service_of(ctx).notifications(job_id).to_json(
+            orient="records", date_format="iso"))
+        click.echo(json.dumps(details, indent=2, default=str))
         return
     echo(f"job {job.id}: {job.name}  [{job.type}]  {job.state}  {job.progress:.0%}")
     echo(f"owner {job.owner}  case {job.case or '-'}  priority {job.priority}  "
@@ -159,6 +170,20 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
         lost = f"  losses {t.losses}/{job.max_losses}" if t.losses else ""
         echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}{lost}"
              f"  {t.agent or '-'}{err}")
+    _show_notifications(service_of(ctx), job)
+
+
+def _show_notifications(jm: JobManager, job: Job) -> None:
+    """``jobmanager show``: the job's notification rules and each delivery."""
+    for rule in notify_rules.describe(job.notify):
+        echo(f"notify: {rule}")
+    df = jm.notifications(job.id)
+    if not df.empty:
+        echo("notifications:")
+    for n in df.itertuples():
+        when = f"  {n.delivered_at:%Y-%m-%d %H:%M:%S}" if n.state == "sent" else ""
+        err = f"  {n.last_error}" if n.last_error and n.state != "sent" else ""
+        echo(f"  {n.trigger:<21} {n.target}  {n.state}  attempts {n.attempts}{when}{err}")
 
 
 def _action(name: str, doc: str) -> None:

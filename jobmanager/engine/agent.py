@@ -36,6 +36,7 @@ from jobmanager.engine.runner import Runner
 from jobmanager.errors import HomeError
 from jobmanager.home import Home
 from jobmanager.models import Recovery
+from jobmanager.notify.outbox import Notifier
 from jobmanager.schedules.schedules import sync_file
 from jobmanager.store import JobStore, open_store
 from jobmanager.trouble import Backoff, TroubleLog, describe, storage_problem
@@ -138,6 +139,9 @@ class Agent:
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         threading.Thread(target=self._scheduler_loop, name="scheduler", daemon=True).start()
+        # Notifications are sent from their own thread: a slow mail server never holds a worker.
+        self.notifier = Notifier(self.store, self.home.settings.notify, self.name, self.trouble)
+        threading.Thread(target=self.notifier.run, args=(self._stop,), name="notifier", daemon=True).start()
         log.info("agent %s started: %s %s workers, heartbeat every %.1f s, job types: %s",
                  self.name, self.workers, self.worker_type, self.interval, ", ".join(jobtypes.registered()))
         try:

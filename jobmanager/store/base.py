@@ -313,6 +313,44 @@ class JobStore:
     def schedule_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    # -- notifications (the outbox: jobmanager.notify.outbox) ------------------------------------------------
+    def route_events(self, route: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], *, settle_s: float,
+                     limit: int = 500) -> int | None:
+        """Turn the next events after the notifiers' cursor into ``notifications`` rows; one caller wins each.
+
+        In one transaction: read the cursor (``meta`` key ``notify_cursor``), take the events after it in id
+        order up to the first gap in the ids (an event id not committed yet, or rolled back: a gap is waited
+        for ``settle_s`` seconds, measured from the next event's ``at``, then passed), move the cursor with a
+        conditional UPDATE (another notifier that moved it first wins: None, nothing written), and insert the
+        rows ``route`` returns for the events a notification can come from (a job's final state: kind
+        ``job``; an agent lost: kind ``agent``, to_state ``lost``), each event with its job's ``notify``
+        (a list), ``name``, ``type``, ``owner`` and ``case_id`` joined. A row is ``event_id, job_id,
+        agent_name, trigger, channel, target``; one that exists (same event, channel, target) is skipped.
+        Returns how many rows were inserted.
+        """
+        raise NotImplementedError
+
+    def claim_notification(self, sender: str, lease_s: float, now: float | None = None) -> dict[str, Any] | None:
+        """Take the pending notification due first, for ``sender``, counting an attempt.
+
+        Its ``next_at`` moves ``lease_s`` on: if the sender dies, another takes it then. Several senders
+        never take the same one at once. Returns the row with its event's ``at``, ``to_state``, ``agent``
+        and ``message`` (as ``event_at``, ``event_state``, ``event_agent``, ``event_message``), or None.
+        """
+        raise NotImplementedError
+
+    def record_delivery(self, notification_id: int, sender: str, *, state: str, error: str | None = None,
+                        next_at: float | None = None) -> bool:
+        """End an attempt of ``sender``'s: ``sent``, ``failed`` (for good), or ``pending`` again at ``next_at``.
+
+        False (nothing changed) if the notification is no longer this sender's (its lease ran out and
+        another sender took it)."""
+        raise NotImplementedError
+
+    def notifications(self, job_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """A job's notifications in order (``job_id`` None: the newest of all, newest first)."""
+        raise NotImplementedError
+
     # -- users, groups, audit ------------------------------------------------------------------------------
     def create_user(self, username: str, display_name: str, password_hash: str) -> None:
         """Only a hash ever arrives here; InvalidState if the name is taken."""

@@ -1407,6 +1407,92 @@ class SqlStore(JobStore):
     def list_audit(self, limit: int = 200) -> list[dict[str, Any]]:
         return [dict(r) for r in self._fetchall("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (int(limit),))]
 
+    # -- notifications: the outbox (jobmanager.notify.outbox) ------------------------------------------
+    def route_events(self, route: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], *, settle_s: float,
+                     limit: int = 500) -> int | None:
+        row = self._fetchone("SELECT value FROM meta WHERE key = 'notify_cursor'")
+        newest = self._fetchone("SELECT MAX(id) AS id FROM events")
+        if row is not None and (newest is None or newest["id"] is None or newest["id"] <= int(row["value"])):
+            return 0  # nothing new: no write transaction (agents poll this every second)
+        with self._tx() as c:
+            # Another notifier routing now holds the row: leave the events to it rather than wait.
+            row = c.execute(f"SELECT value FROM meta WHERE key = 'notify_cursor'{self.dialect.skip_locked}").fetchone()
+            if row is None:
+                if c.execute("SELECT 1 FROM meta WHERE key = 'notify_cursor'").fetchone() is not None:
+                    return None
+                c.execute("INSERT INTO meta (key, value) VALUES ('notify_cursor', '0') ON CONFLICT (key) DO NOTHING")
+                cursor = 0
+            else:
+                cursor = int(row["value"])
+            now = time.time()
+            ids = c.execute("SELECT id, at FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                            (cursor, int(limit))).fetchall()
+            upto = cursor
+            for r in ids:  # ids commit out of order on PostgreSQL: stop at a gap until it is old enough
+                if r["id"] != upto + 1 and r["at"] > now - settle_s:
+                    break
+                upto = r["id"]
+            if upto == cursor:
+                return 0
+            if c.execute("UPDATE meta SET value = ? WHERE key = 'notify_cursor' AND value = ?",
+                         (str(upto), str(cursor))).rowcount != 1:
+                return None
+            events = [dict(r) for r in c.execute(
+                "SELECT e.id, e.at, e.kind, e.to_state, e.agent, e.message, e.job_id, j.notify, j.name, j.type,"
+                " j.owner, j.case_id FROM events e LEFT JOIN jobs j ON j.id = e.job_id"
+                " WHERE e.id > ? AND e.id <= ? AND ((e.kind = 'job' AND e.to_state IN (?,?,?,?))"
+                " OR (e.kind = 'agent' AND e.to_state = 'lost')) ORDER BY e.id",
+                (cursor, upto, *FINISHED)).fetchall()]
+            for e in events:
+                e["notify"] = json.loads(e["notify"]) if e["notify"] else []
+            rows = route(events) if events else []
+            inserted = 0
+            for n in rows:
+                cur = c.execute(
+                    "INSERT INTO notifications (event_id, job_id, agent_name, trigger, channel, target, state,"
+                    " next_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)"
+                    " ON CONFLICT (event_id, channel, target) DO NOTHING",
+                    (n["event_id"], n.get("job_id"), n.get("agent_name"), n["trigger"], n["channel"], n["target"],
+                     now, now))
+                inserted += max(cur.rowcount, 0)
+            return inserted
+
+    def claim_notification(self, sender: str, lease_s: float, now: float | None = None) -> dict[str, Any] | None:
+        at = now or time.time()
+        with self._tx() as c:
+            claimed = _first(c.execute(
+                "UPDATE notifications SET sender = ?, next_at = ?, attempts = attempts + 1"
+                " WHERE id = (SELECT id FROM notifications WHERE state = 'pending' AND next_at <= ?"
+                f" ORDER BY next_at, id LIMIT 1{self.dialect.skip_locked})"
+                " AND state = 'pending' AND next_at <= ? RETURNING id",
+                (sender, at + lease_s, at, at)))
+            if claimed is None:
+                return None
+            row = c.execute(
+                "SELECT n.*, e.at AS event_at, e.to_state AS event_state, e.agent AS event_agent,"
+                " e.message AS event_message FROM notifications n LEFT JOIN events e ON e.id = n.event_id"
+                " WHERE n.id = ?", (claimed["id"],)).fetchone()
+            return dict(row)
+
+    def record_delivery(self, notification_id: int, sender: str, *, state: str, error: str | None = None,
+                        next_at: float | None = None) -> bool:
+        now = time.time()
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE notifications SET state = ?, last_error = ?, next_at = ?, delivered_at = ?,"
+                " sender = CASE WHEN ? = 'pending' THEN NULL ELSE sender END"
+                " WHERE id = ? AND sender = ? AND state = 'pending'",
+                (state, error, next_at if next_at is not None else now, now if state == "sent" else None, state,
+                 notification_id, sender))
+            return cur.rowcount == 1
+
+    def notifications(self, job_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        if job_id is None:
+            return [dict(r) for r in self._fetchall("SELECT * FROM notifications ORDER BY id DESC LIMIT ?",
+                                                    (int(limit),))]
+        return [dict(r) for r in self._fetchall("SELECT * FROM notifications WHERE job_id = ? ORDER BY id LIMIT ?",
+                                                (job_id, int(limit)))]
+
 
 def _schedule(r: Row) -> dict[str, Any]:
     d = dict(r)
