@@ -63,17 +63,21 @@ def init(ctx: click.Context, admin: str, password_stdin: bool, store_url: str | 
 @click.option("--import", "agent_imports", multiple=True, metavar="MODULE", help="Module with job types.")
 @click.option("--shutdown-timeout", type=Seconds(0, 86400), default=10.0, show_default=True,
               help="Seconds running tasks get to finish on stop before they are handed back.")
+@click.option("--queues", default="default", show_default=True, metavar="Q1,Q2",
+              help="The queues to take tasks from, comma-separated.")
 @click.pass_context
 @handle_errors
 def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float | None,
-          agent_imports: tuple[str, ...], shutdown_timeout: float) -> None:
+          agent_imports: tuple[str, ...], shutdown_timeout: float, queues: str) -> None:
     """Run an agent: a Huey consumer that runs tasks and sends heartbeats."""
     from jobmanager.engine.agent import Agent
     from jobmanager.home import Home
 
+    served = tuple(validate.queue_name(q.strip(), "--queues") for q in queues.split(","))
     home = Home.open(ctx.obj["home"])
     a = Agent(home, name=name, workers=workers, interval=heartbeat,
-              imports=tuple(ctx.obj["imports"]) + agent_imports, shutdown_timeout=shutdown_timeout)
+              imports=tuple(ctx.obj["imports"]) + agent_imports, shutdown_timeout=shutdown_timeout,
+              queues=served)
     a.prepare()
     a.run()
 
@@ -363,6 +367,7 @@ def sql(ctx: click.Context, query: str, as_json: bool) -> None:
 # the other command modules join the group when imported
 import jobmanager.cli.admin  # noqa: E402,F401
 import jobmanager.cli.backends  # noqa: E402,F401
+import jobmanager.cli.limits  # noqa: E402,F401
 import jobmanager.cli.schedules  # noqa: E402,F401
 
 
