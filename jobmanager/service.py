@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -502,14 +503,19 @@ class JobManager:
                 return str(candidates[0]["name"])
         return None
 
-    def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.05) -> Job:
-        """Block until the job is finished; raises Timeout after ``timeout`` seconds."""
+    def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.05,
+             on_poll: Callable[[Job], object] | None = None) -> Job:
+        """Block until the job is finished; raises Timeout after ``timeout`` seconds.
+
+        ``on_poll`` is called with the job (without its tasks) at every poll, e.g. to draw progress."""
         timeout = validate.timeout(timeout)
         poll = validate.number(poll, "poll", 0.001, 60)
         deadline = None if timeout is None else time.monotonic() + timeout
         job_id = self.job(job_id).id  # exists, and you may see it
         while True:
             job = self.store.get_job(job_id)  # cheap: no task rows while polling
+            if on_poll is not None:
+                on_poll(job)
             if job.state in FINISHED:
                 return self.job(job_id)
             if deadline is not None and time.monotonic() >= deadline:

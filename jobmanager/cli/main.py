@@ -147,7 +147,9 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
         echo(f"error: {job.error}")
     for t in job.tasks:
         err = f"  {t.error}" if t.error else ""
-        echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}  {t.agent or '-'}{err}")
+        lost = f"  losses {t.losses}/{job.max_losses}" if t.losses else ""
+        echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}{lost}"
+             f"  {t.agent or '-'}{err}")
 
 
 def _action(name: str, doc: str) -> None:
@@ -229,11 +231,22 @@ def stop_agent(ctx: click.Context, name: str) -> None:
 @cli.command()
 @click.argument("job_id", type=JOB_ID)
 @click.option("--timeout", type=Seconds(), help="Give up after S seconds (exit 2).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @click.pass_context
 @handle_errors
-def wait(ctx: click.Context, job_id: int, timeout: float | None) -> None:
-    """Wait for a job to finish; prints its final state."""
-    job = service_of(ctx).wait(job_id, timeout=timeout)
+def wait(ctx: click.Context, job_id: int, timeout: float | None, quiet: bool) -> None:
+    """Wait for a job to finish; prints its final state.
+
+    Meanwhile progress goes to stderr: a live bar (tasks done of total, failures, ETA) on a terminal,
+    a plain line when the counts change when stderr is piped; stdout carries only the final state."""
+    from jobmanager.cli.progress import Progress
+
+    progress = None if quiet else Progress()
+    try:
+        job = service_of(ctx).wait(job_id, timeout=timeout, on_poll=progress)
+    finally:
+        if progress is not None:
+            progress.done()
     click.echo(job.state)
 
 

@@ -169,6 +169,7 @@ class Agent:
                     log.warning("stop requested; shutting down gracefully")
                     os.kill(self.pid, signal.SIGTERM)
                     return
+                self.reconcile(stats)
                 self.recover()
                 if time.monotonic() - self._last_sweep >= SWEEP_EVERY_S:
                     self.sweep(min_age=SWEEP_MIN_AGE_S)
@@ -243,6 +244,19 @@ class Agent:
         recovery = self.engine.recover(self.name)
         for name in recovery.lost:
             log.warning("agent %s is lost; recovered its work (%d tasks requeued)", name, len(recovery.dispatches))
+        return recovery
+
+    def reconcile(self, stats: dict[str, Any]) -> Recovery:
+        """Hand back the tasks the store says this agent runs that its heartbeat did not report (one
+        whose finish write failed stays "running" otherwise). Process workers keep their own counters,
+        out of the heartbeat's sight, so their agents do not reconcile."""
+        if self.worker_type == "process":
+            return Recovery()
+        reported = [int(t["id"]) for t in stats.get("current", [])]
+        recovery = self.engine.reconcile(self.name, self.pid, reported, float(stats["snapshot_at"]))
+        if recovery.dispatches or recovery.finalize:
+            log.warning("%d running tasks were missing from this agent's heartbeat; handed back to the queue",
+                        len(recovery.dispatches))
         return recovery
 
     def sweep(self, min_age: float = SWEEP_MIN_AGE_S) -> int:

@@ -159,6 +159,10 @@ class Engine:
         """Mark silent agents lost and queue their work again."""
         return self._apply(self.store.recover_lost(agent, now))
 
+    def reconcile(self, name: str, pid: int, reported: list[int], snapshot_at: float) -> Recovery:
+        """Queue again the tasks the store says agent ``name`` runs but its heartbeat no longer reports."""
+        return self._apply(self.store.reconcile_agent(name, pid, reported, snapshot_at))
+
     def sweep(self, queued_before: float) -> tuple[int, int]:
         """Re-send messages for runnable tasks (queued before ``queued_before``) and finishing steps the
         queue does not hold; returns how many of each."""

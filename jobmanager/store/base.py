@@ -245,6 +245,12 @@ class JobStore:
         """
         raise NotImplementedError
 
+    def reconcile_agent(self, name: str, pid: int, reported: Iterable[int], snapshot_at: float) -> Recovery:
+        """Recover, like a lost agent's (a loss counted, no attempt spent), the tasks the store says the
+        live agent ``name`` runs that its heartbeat's ``reported`` task ids (complete for claims made
+        before ``snapshot_at``) do not include."""
+        raise NotImplementedError
+
     def agent_throughput(self, since: float, width: float, buckets: int) -> dict[str, list[int]]:
         """Tasks finished per agent in ``buckets`` windows of ``width`` seconds from ``since``."""
         raise NotImplementedError

@@ -49,6 +49,9 @@ T = TypeVar("T")
 
 #: an agent silent for this many heartbeat intervals is lost
 LOST_AFTER_INTERVALS = 3
+#: a running task an agent's heartbeat does not report is recovered only if it started this long before
+#: the heartbeat's snapshot (besides the runner's exact bound, a margin for the clock being set back)
+RECONCILE_MARGIN_S = 1.0
 
 SCHEDULE_FIELDS = (
     "name", "type", "params", "owner", "case_id", "priority", "trigger_kind", "trigger_value", "timezone",
@@ -944,6 +947,7 @@ class SqlStore(JobStore):
                     c, task, TaskState.QUEUED, actor=actor, message="retry requested", dispatch=task["dispatch"] + 1,
                     max_attempts=task["attempts"] + 1 + job["retries"], error=None, traceback=None,
                     agent=None, queued_at=now, finished_at=None, cancel_requested=0,
+                    losses=0,  # a user's retry gives a poison task its max_losses again, as it gives attempts
                 )
             if job["state"] in FINISHED:
                 self._job_state(
@@ -1021,7 +1025,7 @@ class SqlStore(JobStore):
                         f"agent {info['name']} is already running (host {old['host']}, pid {old['pid']})"
                     )
             if old is not None and old["state"] in (AgentState.ONLINE, AgentState.LOST):
-                self._recover_agent(c, old["name"], info["name"], recovery, message="agent restarted")
+                self._recover_agent(c, old["name"], info["name"], recovery, message=f"agent {old['name']} restarted")
             c.execute("DELETE FROM agents WHERE name = ?", (info["name"],))
             c.execute(
                 'INSERT INTO agents (name, host, pid, workers, worker_type, version, queues, state, "interval",'
@@ -1063,7 +1067,7 @@ class SqlStore(JobStore):
             ).fetchone()
             if row is None:
                 return recovery
-            self._recover_agent(c, name, name, recovery, message="agent stopped", count_attempt=False)
+            self._recover_agent(c, name, name, recovery, message="agent stopped", lost=False)
             c.execute("UPDATE agents SET state = 'offline', stopped_at = ?, current_tasks = '[]', command = NULL"
                       " WHERE name = ? AND pid = ?", (time.time(), name, pid))
             self._event(c, "agent", agent=name, from_state=row["state"], to_state=AgentState.OFFLINE, message="stopped")
@@ -1097,11 +1101,58 @@ class SqlStore(JobStore):
 
         return self._retrying(recover)
 
+    def reconcile_agent(self, name: str, pid: int, reported: Iterable[int], snapshot_at: float) -> Recovery:
+        """Hand back the tasks the store says ``name`` is running but its heartbeat did not report.
+
+        ``reported`` are the ids of the tasks the agent was running at ``snapshot_at``, a time before
+        which every claim the agent made is either reported or already finished in the store (the
+        runner keeps a task in its report from the claim until its outcome is written). A task that
+        started before ``snapshot_at - RECONCILE_MARGIN_S`` and is missing is one whose agent forgot
+        it (e.g. its finish write failed): it is recovered like a lost agent's task, a loss counted.
+
+        Costs one indexed SELECT per heartbeat; a write transaction only when a task is missing.
+        """
+        cutoff = snapshot_at - RECONCILE_MARGIN_S
+        known = set(reported)
+        rows = self._fetchall(
+            "SELECT id, job_id FROM tasks WHERE state = 'running' AND agent = ? AND started_at < ?", (name, cutoff)
+        )
+        missing = sorted((r["job_id"], r["id"]) for r in rows if r["id"] not in known)
+        if not missing:
+            return Recovery()
+
+        def reconcile(c: Connection) -> Recovery:
+            recovery = Recovery()
+            agent = c.execute(
+                f"SELECT state FROM agents WHERE name = ? AND pid = ?{self.dialect.for_update}", (name, pid)
+            ).fetchone()
+            if agent is None or agent["state"] != AgentState.ONLINE:
+                return recovery  # stopped or lost meanwhile: that path hands its tasks back
+            ids, values = self.dialect.in_("t.id", [task_id for _, task_id in missing])
+            limits = self._lock_limits(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", values)
+            for job_id in sorted({job for job, _ in missing}):
+                self._job_row(c, job_id, lock=True)
+            for _, task_id in missing:
+                task = self._task_row(c, task_id, lock=True)
+                if (task is None or task["state"] != TaskState.RUNNING or task["agent"] != name
+                        or task["started_at"] >= cutoff):
+                    continue
+                self._hand_back(c, task, name, recovery, lost=True,
+                                reason=f"agent {name} no longer reports the task in its heartbeat")
+            recovery.dispatches += self._wake(c, limits)
+            return recovery
+
+        return self._retrying(reconcile)
+
     def _recover_agent(
-        self, c: Connection, name: str, by: str, recovery: Recovery, *, message: str, count_attempt: bool = True,
+        self, c: Connection, name: str, by: str, recovery: Recovery, *, message: str, lost: bool = True,
     ) -> None:
-        """Hand back the work an agent held: its running tasks and finishing steps (jobs locked in id order)."""
-        now = time.time()
+        """Hand back the work an agent held: its running tasks and finishing steps (jobs locked in id order).
+
+        ``lost``: the agent died (killed, crashed, restarted without stopping), and each of its running
+        tasks counts a loss (:meth:`_hand_back`); False: a graceful stop, whose tasks go back to the
+        queue as if they had not started (no attempt spent, no loss counted).
+        """
         held = c.execute(
             "SELECT id, job_id FROM tasks WHERE state = 'running' AND agent = ? ORDER BY job_id, id", (name,)
         ).fetchall()
@@ -1115,28 +1166,62 @@ class SqlStore(JobStore):
             task = self._task_row(c, ref["id"], lock=True)
             if task is None or task["state"] != TaskState.RUNNING or task["agent"] != name:
                 continue
-            job = self._job_row(c, task["job_id"])
-            attempts = task["attempts"] if count_attempt else task["attempts"] - 1
-            if job["state"] in FINISHED or task["cancel_requested"]:
-                self._task_state(c, task, TaskState.CANCELLED, by=by, message=message, finished_at=now)
-            elif attempts < task["max_attempts"]:
-                self._task_state(c, task, TaskState.QUEUED, by=by, message=message, attempts=attempts,
-                                 dispatch=task["dispatch"] + 1, queued_at=now)
-                if job["state"] != JobState.PAUSED:
-                    recovery.dispatches.append(
-                        Dispatch(task["id"], task["dispatch"] + 1, job["priority"], job["queue"]))
-                continue
-            else:
-                self._task_state(c, task, TaskState.FAILED, by=by, message=message, finished_at=now,
-                                 error=f"{message} while running the task (attempt {attempts} of "
-                                       f"{task['max_attempts']})")
-            self._settle(c, task["job_id"], None)
-            if job["has_finish"]:
-                self._queue_finalize_if_ready(c, task["job_id"], recovery)
+            self._hand_back(c, task, by, recovery, reason=message, lost=lost)
         recovery.dispatches += self._wake(c, limits)
         for job in c.execute("UPDATE jobs SET finisher = NULL WHERE finisher = ? RETURNING id", (name,)).fetchall():
             self._event(c, "finish", job_id=job["id"], agent=by, message=f"{message}; finishing step resent")
             recovery.finalize.append(job["id"])
+
+    def _hand_back(self, c: Connection, task: Row, by: str, recovery: Recovery, *, reason: str, lost: bool) -> None:
+        """Take a running task from an agent that will not finish it; the task's job row is locked.
+
+        The one path for a lost agent's tasks, a gracefully stopped agent's, and a task its live agent's
+        heartbeat no longer reports (:meth:`reconcile_agent`). The agent's end is not the task's fault,
+        so the attempt its claim counted is given back. A loss (``lost``) is counted in ``tasks.losses``
+        and written on the job's timeline ("loss k of N"); the task runs again, unless its job type is
+        not safe to re-run (``jobs.rerun_safe = 0``: it fails at once) or this was loss
+        ``jobs.max_losses`` (a poison task that kills every agent it lands on: it fails "killed its agent
+        N times").
+
+        Attempts and losses are two separate budgets, neither spends the other: a task with retries=2
+        that failed once (attempts 1 of 3) and then lost its agent twice still has attempts 2 and 3
+        left (it shows attempts 1, losses 2); a third loss fails it as a poison task whatever attempts
+        are left, and failures end it when its attempts are spent whatever losses are left. Only a
+        user's retry (:meth:`retry_job`) starts both budgets again.
+        """
+        now = time.time()
+        job = self._job_row(c, task["job_id"])
+        attempts = max(0, task["attempts"] - 1)  # the claim counted this attempt; the task did not end it
+        if job["state"] in FINISHED or task["cancel_requested"]:
+            self._task_state(c, task, TaskState.CANCELLED, by=by, message=reason, finished_at=now)
+        elif not lost:
+            self._requeue(c, task, job, by, recovery, message=reason, attempts=attempts)
+            return
+        else:
+            losses, most = task["losses"] + 1, job["max_losses"]
+            counted = f"{reason} (loss {losses} of {most})"
+            if job["rerun_safe"] and losses < most:
+                self._requeue(c, task, job, by, recovery, attempts=attempts, losses=losses,
+                              message=f"{counted}; queued again, no attempt spent")
+                return
+            if not job["rerun_safe"]:
+                error = (f"{reason} while running the task; job type {job['type']} is not safe to re-run "
+                         "(rerun_safe = False), so it was not run again")
+            else:
+                error = f"killed its agent {losses} times (the last: {reason}); max_losses is {most}"
+            self._task_state(c, task, TaskState.FAILED, by=by, message=f"{counted}; {error}", finished_at=now,
+                             attempts=attempts, losses=losses, error=error)
+        self._settle(c, task["job_id"], None)
+        if job["has_finish"]:
+            self._queue_finalize_if_ready(c, task["job_id"], recovery)
+
+    def _requeue(self, c: Connection, task: Row, job: Row, by: str, recovery: Recovery, *, message: str,
+                 **fields: Any) -> None:
+        """A running task back to queued with a new dispatch (sent unless its job is paused)."""
+        self._task_state(c, task, TaskState.QUEUED, by=by, message=message, dispatch=task["dispatch"] + 1,
+                         queued_at=time.time(), **fields)
+        if job["state"] != JobState.PAUSED:
+            recovery.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"], job["queue"]))
 
     def _queue_finalize_if_ready(self, c: Connection, job_id: int, recovery: Recovery) -> None:
         job = self._job_row(c, job_id)
