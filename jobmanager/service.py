@@ -52,9 +52,13 @@ from jobmanager.schedules.schedules import (
 )
 from jobmanager.schedules.triggers import Trigger, local_label
 from jobmanager.store import JobStore, open_store
+from jobmanager.store.sql import describe_limit
 
 if TYPE_CHECKING:
     from jobmanager.history.process import HistoryProcess
+
+#: the largest max_running a concurrency limit may have
+MAX_LIMIT = 100_000
 
 JOB_COLUMNS = [
     "id", "name", "type", "state", "progress", "owner", "case", "priority", "tasks_total",
@@ -589,6 +593,55 @@ class JobManager:
         validate.name(name, "agent name")
         self._allow("manage_agents", target=("agent", name))
         self.store.request_agent(name, "stop", self.user)
+
+    # -- queues and concurrency limits ----------------------------------------------------------
+    def set_limit(self, name: str, *, type: str | None = None, queue: str | None = None, per_case: bool = False,
+                  max_running: int) -> None:
+        """At most ``max_running`` running tasks of the jobs of ``type`` in ``queue`` (None: any), counted
+        per case if ``per_case``, across all agents; tasks over it wait queued and start as slots free."""
+        name = validate.name(name, "limit name", max_len=64)
+        type = validate.name(type, "--type", optional=True)
+        queue = None if queue is None else validate.queue_name(queue, "--queue")
+        if not isinstance(per_case, bool):
+            raise BadParams(f"per_case must be true or false, not {validate.shown(per_case)}")
+        max_running = validate.integer(max_running, "--max", 0, MAX_LIMIT)
+        self._allow("manage_agents", target=("limit", name))
+        if type is not None:  # a typo would make a limit that never matches
+            jobtypes.discover(self._imports)
+            type = jobtypes.get(type).name
+        self.engine.set_limit(name, type=type, queue=queue, per_case=per_case, max_running=max_running,
+                              actor=self.user)
+
+    def delete_limit(self, name: str) -> None:
+        """Delete a limit; the tasks it held back start."""
+        name = validate.name(name, "limit name", max_len=64)
+        self._allow("manage_agents", target=("limit", name))
+        self.engine.delete_limit(name, self.user)
+
+    def limits(self) -> pd.DataFrame:
+        """The concurrency limits, with the tasks each matches running and waiting now."""
+        self._allow("view_agents")
+        return pd.DataFrame(self.store.list_limits(), columns=[
+            "name", "type", "queue", "per_case", "max_running", "running", "waiting", "created_at", "updated_at"])
+
+    def queues(self) -> pd.DataFrame:
+        """Each queue with work or an online agent: depth (runnable tasks), running, waiting, the agents
+        serving it and the limits that apply."""
+        self._allow("view_agents")
+        rows = {r["queue"]: {**r, "agents": []} for r in self.store.queue_summary()}
+        for a in self.store.list_agents():
+            if a["state"] == AgentState.ONLINE:
+                for q in a["queues"]:
+                    rows.setdefault(q, {"queue": q, "depth": 0, "running": 0, "waiting": 0, "agents": []})
+                    rows[q]["agents"].append(a["name"])
+        limits = self.store.list_limits()
+        for r in rows.values():
+            r["agents"] = ",".join(r["agents"])
+            r["limits"] = "; ".join(
+                f"{lim['name']}: {describe_limit(lim['type'], lim['queue'], lim['per_case'], lim['max_running'])}"
+                for lim in limits if lim["queue"] in (None, r["queue"]))
+        return pd.DataFrame([rows[q] for q in sorted(rows)],
+                            columns=["queue", "depth", "running", "waiting", "agents", "limits"])
 
     # -- history: DuckDB over the store (in its own process); grid pages by the store's indexes ---------------
     @property

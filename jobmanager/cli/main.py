@@ -71,23 +71,27 @@ def init(ctx: click.Context, admin: str, password_stdin: bool, store_url: str | 
                    "process's own) on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="IP address for --metrics-port; the metrics name job types, queues and agents.")
+@click.option("--queues", default="default", show_default=True, metavar="Q1,Q2",
+              help="The queues to take tasks from, comma-separated.")
 @click.pass_context
 @handle_errors
 def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float | None,
           agent_imports: tuple[str, ...], shutdown_timeout: float, metrics_port: int | None = None,
-          metrics_host: str = "127.0.0.1") -> None:
+          metrics_host: str = "127.0.0.1", queues: str = "default") -> None:
     """Run an agent: a Huey consumer that runs tasks and sends heartbeats."""
     from jobmanager import metrics
     from jobmanager.engine.agent import Agent
     from jobmanager.home import Home
 
+    served = tuple(validate.queue_name(q.strip(), "--queues") for q in queues.split(","))
     registry = None
     if metrics_port is not None:  # the port first: an agent that cannot serve its metrics never registers
         registry = metrics.new_registry()
         metrics.serve(registry, metrics_host, metrics_port)
     home = Home.open(ctx.obj["home"])
     a = Agent(home, name=name, workers=workers, interval=heartbeat,
-              imports=tuple(ctx.obj["imports"]) + agent_imports, shutdown_timeout=shutdown_timeout)
+              imports=tuple(ctx.obj["imports"]) + agent_imports, shutdown_timeout=shutdown_timeout,
+              queues=served)
     a.prepare()
     if registry is not None:
         metrics.add_store(registry, a.store)
@@ -461,6 +465,7 @@ def sql(ctx: click.Context, query: str, as_json: bool) -> None:
 # the other command modules join the group when imported
 import jobmanager.cli.admin  # noqa: E402,F401
 import jobmanager.cli.backends  # noqa: E402,F401
+import jobmanager.cli.limits  # noqa: E402,F401
 import jobmanager.cli.schedules  # noqa: E402,F401
 
 

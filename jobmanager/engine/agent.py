@@ -27,13 +27,13 @@ from typing import Any, TypeVar
 
 import psutil
 
-from jobmanager import __version__, jobtypes
+from jobmanager import __version__, jobtypes, validate
 from jobmanager.backends import queue_at
 from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import FORMAT, router
 from jobmanager.engine.queue import Queue, set_handler
 from jobmanager.engine.runner import Runner
-from jobmanager.errors import HomeError
+from jobmanager.errors import BadParams, HomeError
 from jobmanager.home import Home
 from jobmanager.models import Recovery
 from jobmanager.notify.outbox import Notifier
@@ -77,6 +77,7 @@ class Agent:
         interval: float | None = None,
         polling: Polling | None = None,
         shutdown_timeout: float = 10.0,
+        queues: tuple[str, ...] = ("default",),
     ) -> None:
         self.home = home
         self.host = socket.gethostname()
@@ -88,6 +89,10 @@ class Agent:
         self.interval = interval or home.heartbeat_interval
         self.polling = polling or Polling()
         self.shutdown_timeout = shutdown_timeout
+        #: the job queues this agent takes tasks from (validated: they name Huey queues and Redis keys)
+        self.queues = tuple(dict.fromkeys(validate.queue_name(q, "agent queue") for q in queues))
+        if not self.queues:
+            raise BadParams("an agent serves at least one queue")
         self._stop = threading.Event()
         self._last_sweep = 0.0
         self.trouble = TroubleLog(log)
@@ -98,7 +103,7 @@ class Agent:
         """Everything before the consumer starts; errors here are the user's (exit 2)."""
         jobtypes.discover(self.imports)
         self.store: JobStore = open_store(self.home)
-        self.queue = Queue(self.home)
+        self.queue = Queue(self.home, serve=self.queues)
         self.engine = Engine(self.store, lambda: self.queue)
         # The schedules file is loaded before the agent shows as online, so whoever sees the agent
         # online also sees its schedules (a bad file must not keep agents from running jobs).
@@ -109,7 +114,7 @@ class Agent:
             schedules = exc
         self.engine.register_agent({
             "name": self.name, "host": self.host, "pid": self.pid, "workers": self.workers,
-            "worker_type": self.worker_type, "version": __version__, "queues": ["default"],
+            "worker_type": self.worker_type, "version": __version__, "queues": list(self.queues),
             "interval": self.interval, "log_path": self.home.relative(self.home.agent_log(self.name)),
         })
         self._setup_logging()
@@ -142,8 +147,9 @@ class Agent:
         # Notifications are sent from their own thread: a slow mail server never holds a worker.
         self.notifier = Notifier(self.store, self.home.settings.notify, self.name, self.trouble)
         threading.Thread(target=self.notifier.run, args=(self._stop,), name="notifier", daemon=True).start()
-        log.info("agent %s started: %s %s workers, heartbeat every %.1f s, job types: %s",
-                 self.name, self.workers, self.worker_type, self.interval, ", ".join(jobtypes.registered()))
+        log.info("agent %s started: %s %s workers, queues %s, heartbeat every %.1f s, job types: %s",
+                 self.name, self.workers, self.worker_type, ",".join(self.queues), self.interval,
+                 ", ".join(jobtypes.registered()))
         try:
             consumer.run()
         finally:

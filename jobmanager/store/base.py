@@ -110,7 +110,10 @@ class JobStore:
 
         Returns None (and changes nothing) when the message is stale: the task is
         not runnable any more, its dispatch counter moved on, or its job is paused
-        or cancelled. Moves a queued job to running.
+        or cancelled. Moves a queued job to running. Returns None too when a concurrency
+        limit matching the job is full: the task stays queued with ``waiting`` set to the
+        reason, spends no attempt, and is woken (:meth:`finish_task`'s ``Outcome.wake``)
+        when a slot frees.
         """
         raise NotImplementedError
 
@@ -135,7 +138,9 @@ class JobStore:
         A failure with attempts left becomes ``retrying`` with a new dispatch to
         send. When it was the job's last unfinished task, the job is settled in the
         same transaction: given its final state, or, for a job type with a
-        finishing step, handed to this agent (``Outcome.finalize``).
+        finishing step, handed to this agent (``Outcome.finalize``). When the task
+        matches concurrency limits, ``Outcome.wake`` holds the messages of the best
+        waiting tasks (priority, then age) that fit in the slots now free.
         """
         raise NotImplementedError
 
@@ -150,9 +155,34 @@ class JobStore:
     def queue_targets(self, queued_before: float | None = None) -> tuple[list[Dispatch], list[int]]:
         """What should be in the queue now (for the agents' sweep).
 
-        The run messages of runnable tasks queued before ``queued_before``, and the
-        ids of jobs whose finishing step is due but held by no agent.
+        The run messages of runnable tasks queued before ``queued_before`` (not those
+        waiting for a concurrency limit: see :meth:`wake_waiting`), and the ids of jobs
+        whose finishing step is due but held by no agent.
         """
+        raise NotImplementedError
+
+    # -- concurrency limits ---------------------------------------------------------------
+    def set_limit(self, name: str, *, type: str | None, queue: str | None, per_case: bool, max_running: int,
+                  actor: str) -> list[Dispatch]:
+        """Create or replace limit ``name``: at most ``max_running`` running tasks of the jobs of ``type``
+        in ``queue`` (None: any), per case if ``per_case``. Returns the messages of waiting tasks that
+        now fit (and of those no limit holds back any more)."""
+        raise NotImplementedError
+
+    def delete_limit(self, name: str, *, actor: str) -> list[Dispatch]:
+        """Delete a limit (NotFound if there is none); returns the messages of tasks it held back."""
+        raise NotImplementedError
+
+    def list_limits(self) -> list[dict[str, Any]]:
+        """The limits, with the tasks running and waiting that each matches."""
+        raise NotImplementedError
+
+    def wake_waiting(self) -> list[Dispatch]:
+        """Messages for waiting tasks whose limits have free slots (lost wake-ups; for the sweep)."""
+        raise NotImplementedError
+
+    def queue_summary(self) -> list[dict[str, Any]]:
+        """Per job queue with work: ``depth`` (runnable tasks), ``running`` and ``waiting`` tasks."""
         raise NotImplementedError
 
     # -- user actions ---------------------------------------------------------------------

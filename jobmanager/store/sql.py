@@ -409,7 +409,8 @@ class SqlStore(JobStore):
             f"UPDATE tasks SET dispatch = dispatch + 1 WHERE job_id = ? AND {runnable} RETURNING id, dispatch, seq",
             (job["id"], *values),
         ).fetchall()
-        return [Dispatch(r["id"], r["dispatch"], job["priority"]) for r in sorted(rows, key=lambda r: r["seq"])]
+        return [Dispatch(r["id"], r["dispatch"], job["priority"], job["queue"])
+                for r in sorted(rows, key=lambda r: r["seq"])]
 
     @staticmethod
     def _to_task(r: Row) -> Task:
@@ -419,7 +420,7 @@ class SqlStore(JobStore):
             agent=r["agent"], progress_done=r["progress_done"], progress_total=r["progress_total"],
             cancel_requested=bool(r["cancel_requested"]), error=r["error"], traceback=r["traceback"],
             queued_at=r["queued_at"], started_at=r["started_at"], finished_at=r["finished_at"],
-            losses=r["losses"], waiting=r["waiting"],
+            losses=r["losses"], waiting=r["waiting"] if r["state"] in RUNNABLE_TASK else None,
         )
 
     @staticmethod
@@ -483,7 +484,7 @@ class SqlStore(JobStore):
         message = "submitted" if schedule_id is None else f"fired by schedule {schedule_id}"
         self._event(c, "job", job_id=job_id, to_state=JobState.QUEUED, actor=actor, message=message, at=now)
         rows = c.execute("SELECT id FROM tasks WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
-        return job_id, [Dispatch(r["id"], 0, priority) for r in rows]
+        return job_id, [Dispatch(r["id"], 0, priority, options.queue) for r in rows]
 
     def _running_fraction(self, c: Connection, job_id: int) -> float:
         row = c.execute(
@@ -575,6 +576,7 @@ class SqlStore(JobStore):
             # Most stale messages are dropped here, before any lock is taken.
             if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
                 return None
+            limits = self._lock_limits(c, "jobs j WHERE j.id = ?", (first["job_id"],))
             locked = self._lock_task_and_job(c, first)
             if locked is None:
                 return None
@@ -583,10 +585,15 @@ class SqlStore(JobStore):
                 return None
             if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
                 return None
+            full = self._full_limit(c, limits, job)
+            if full is not None:  # stays queued, no attempt spent; woken when a slot frees (_wake)
+                if task["waiting"] != full:
+                    c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND dispatch = ?", (full, task_id, dispatch))
+                return None
             claimed = _first(c.execute(
                 "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
                 " finished_at = NULL, progress_done = NULL, progress_total = NULL, error = NULL,"
-                " traceback = NULL, cancel_requested = 0"
+                " traceback = NULL, cancel_requested = 0, waiting = NULL"
                 " WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
                 (agent, now, task_id, task["state"], task["dispatch"]),
             ))
@@ -630,6 +637,7 @@ class SqlStore(JobStore):
         now = time.time()
         with self._tx() as c:
             first = self._task_row(c, task_id)
+            limits = [] if first is None else self._lock_limits(c, "jobs j WHERE j.id = ?", (first["job_id"],))
             locked = None if first is None else self._lock_task_and_job(c, first)
             if locked is None:
                 return Outcome(recorded=False)
@@ -642,13 +650,15 @@ class SqlStore(JobStore):
                     c, task, TaskState.RETRYING, by=agent, message=error, require_agent=agent,
                     dispatch=task["dispatch"] + 1, error=error, traceback=traceback, finished_at=now,
                 )
-                return Outcome(retry=Dispatch(task_id, task["dispatch"] + 1, job["priority"]))
+                return Outcome(retry=Dispatch(task_id, task["dispatch"] + 1, job["priority"], job["queue"]),
+                               wake=self._wake(c, limits, job["case_id"]))
             self._task_state(
                 c, task, state, by=agent, message=error, require_agent=agent,
                 error=error, traceback=traceback, finished_at=now,
             )
             finalize, final = self._settle(c, task["job_id"], agent)
-        return Outcome(finalize=finalize, job_state=final)
+            wake = self._wake(c, limits, job["case_id"])
+        return Outcome(finalize=finalize, job_state=final, wake=wake)
 
     def begin_finalize(self, job_id: int, agent: str) -> Job | None:
         in_progress, values = self.dialect.in_("state", IN_PROGRESS)
@@ -683,8 +693,8 @@ class SqlStore(JobStore):
         in_progress, in_progress_values = self.dialect.in_("state", IN_PROGRESS)
         with self._read() as c:
             rows = c.execute(
-                "SELECT t.id, t.dispatch, j.priority FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                f" WHERE {runnable} AND j.state IN ('queued', 'running')"
+                "SELECT t.id, t.dispatch, j.priority, j.queue FROM tasks t JOIN jobs j ON j.id = t.job_id"
+                f" WHERE {runnable} AND j.state IN ('queued', 'running') AND t.waiting IS NULL"
                 " AND COALESCE(t.queued_at, 0) < ? ORDER BY t.id",
                 (*runnable_values, time.time() if queued_before is None else queued_before),
             ).fetchall()
@@ -694,7 +704,181 @@ class SqlStore(JobStore):
                 " ORDER BY id",
                 in_progress_values,
             ).fetchall()
-        return [Dispatch(r["id"], r["dispatch"], r["priority"]) for r in rows], [r["id"] for r in finals]
+        return [Dispatch(r["id"], r["dispatch"], r["priority"], r["queue"]) for r in rows], [r["id"] for r in finals]
+
+    # -- concurrency limits: a database fact across all agents ----------------------------------------
+    # A limit row (name, type, queue, per_case, max_running) means "at most max_running running tasks of the
+    # jobs matching type and queue (NULL: any), per case when per_case". How it holds on both backends:
+    # - claim_task refuses a task whose limit is full inside its transaction: the task stays queued with
+    #   ``waiting`` set to the reason and spends no attempt; its message is consumed, so nothing polls.
+    # - Every transaction that counts or frees a limit's slots first locks the limit's row (SELECT ... FOR
+    #   UPDATE; on SQLite the write lock already serialises everything), before any job or task row, so the
+    #   lock order is agents -> limits (by name) -> jobs -> tasks, and a claim counting the running tasks
+    #   sees every finish that committed before it (READ COMMITTED re-reads per statement).
+    # - When a task matching a limit ends (finish_task, recovery), the same transaction picks the best
+    #   waiting tasks (priority, then age) for the free slots, clears their ``waiting`` and returns their
+    #   dispatches; those rows are taken with SKIP LOCKED, so this never waits for (or deadlocks with) a
+    #   transaction holding one of them.
+    # - The sweep leaves waiting tasks out (no busy loop) and calls wake_waiting for lost wake-ups.
+    def _lock_limits(self, c: Connection, jobs: str, params: Sequence[Any]) -> list[Row]:
+        """The limits matching any job of ``FROM {jobs}`` (alias ``j``), locked in name order."""
+        return list(c.execute(
+            "SELECT * FROM limits l WHERE EXISTS (SELECT 1 FROM " + jobs +
+            " AND (l.type IS NULL OR l.type = j.type) AND (l.queue IS NULL OR l.queue = j.queue))"
+            " ORDER BY name" + self.dialect.for_update,
+            params,
+        ).fetchall())
+
+    @staticmethod
+    def _limit_match(limit: Row, case: Any) -> tuple[str, list[Any]]:
+        """The jobs (alias ``j``) a limit counts; ``case`` (one case, or None for no case) if per case."""
+        parts, values = ["1 = 1"], []
+        for column in ("type", "queue"):
+            if limit[column] is not None:
+                parts.append(f"j.{column} = ?")
+                values.append(limit[column])
+        if limit["per_case"]:
+            if case is None:
+                parts.append("j.case_id IS NULL")
+            else:
+                parts.append("j.case_id = ?")
+                values.append(case)
+        return " AND ".join(parts), values
+
+    def _running(self, c: Connection, limit: Row, case: Any) -> int:
+        match, values = self._limit_match(limit, case)
+        row = c.execute(
+            f"SELECT count(*) AS n FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running' AND {match}",
+            values,
+        ).fetchone()
+        return int(row["n"])
+
+    def _full_limit(self, c: Connection, limits: list[Row], job: Row) -> str | None:
+        """Why a task of ``job`` may not start now (the first full limit), or None."""
+        for limit in limits:
+            n = self._running(c, limit, job["case_id"])
+            if n >= limit["max_running"]:
+                what = limit["type"] or "tasks"
+                where = f" in queue {limit['queue']}" if limit["queue"] is not None else ""
+                if limit["per_case"]:
+                    where += f" in case {job['case_id']}" if job["case_id"] is not None else " without a case"
+                return f"waiting: {n}/{limit['max_running']} {what} running{where} (limit {limit['name']})"
+        return None
+
+    _ALL_CASES: ClassVar[object] = object()
+
+    def _wake(self, c: Connection, limits: list[Row], case: Any = _ALL_CASES) -> list[Dispatch]:
+        """Messages for the best waiting tasks that fit in the free slots of ``limits`` (locked), their
+        ``waiting`` cleared; a per-case limit's slots are counted in ``case`` (else in every case)."""
+        out: list[Dispatch] = []
+        runnable, runnable_values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        waiting = f"t.waiting IS NOT NULL AND {runnable} AND j.state IN ('queued', 'running')"
+        for limit in limits:
+            cases: list[Any] = [None]
+            if limit["per_case"]:
+                if case is self._ALL_CASES:
+                    no_case = {**dict(limit), "per_case": 0}
+                    match, values = self._limit_match(no_case, None)
+                    cases = [r["case_id"] for r in c.execute(
+                        f"SELECT DISTINCT j.case_id FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE {waiting}"
+                        f" AND {match}", (*runnable_values, *values)).fetchall()]
+                else:
+                    cases = [case]
+            for one in cases:
+                free = limit["max_running"] - self._running(c, limit, one)
+                if free <= 0:
+                    continue
+                match, values = self._limit_match(limit, one)
+                out += self._take_waiting(c, f"{waiting} AND {match}", [*runnable_values, *values], free)
+        return out
+
+    def _take_waiting(self, c: Connection, where: str, values: list[Any], limit: int | None) -> list[Dispatch]:
+        """Clear ``waiting`` of the best ``limit`` tasks matching ``where`` (rows others hold are skipped)."""
+        rows = c.execute(
+            "SELECT t.id, t.dispatch, j.priority, j.queue FROM tasks t JOIN jobs j ON j.id = t.job_id"
+            f" WHERE {where} ORDER BY j.priority DESC, t.id" + (" LIMIT ?" if limit is not None else "")
+            + self.dialect.skip_locked,
+            (*values, *([limit] if limit is not None else [])),
+        ).fetchall()
+        if rows:
+            ids, id_values = self.dialect.in_("id", [r["id"] for r in rows])
+            c.execute(f"UPDATE tasks SET waiting = NULL WHERE {ids}", id_values)
+        return [Dispatch(r["id"], r["dispatch"], r["priority"], r["queue"]) for r in rows]
+
+    def _wake_all(self, c: Connection) -> list[Dispatch]:
+        """Wake what fits under every limit, and every waiting task no limit matches any more."""
+        limits = c.execute("SELECT * FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
+        out = self._wake(c, limits)
+        runnable, runnable_values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        out += self._take_waiting(
+            c, f"t.waiting IS NOT NULL AND {runnable} AND j.state IN ('queued', 'running') AND NOT EXISTS"
+               " (SELECT 1 FROM limits l WHERE (l.type IS NULL OR l.type = j.type)"
+               " AND (l.queue IS NULL OR l.queue = j.queue))",
+            list(runnable_values), None,
+        )
+        return out
+
+    def wake_waiting(self) -> list[Dispatch]:
+        runnable, values = self.dialect.in_("state", RUNNABLE_TASK)
+        if self._fetchone(f"SELECT 1 AS x FROM tasks WHERE waiting IS NOT NULL AND {runnable} LIMIT 1", values) is None:
+            return []
+        return self._retrying(self._wake_all)
+
+    def set_limit(self, name: str, *, type: str | None, queue: str | None, per_case: bool, max_running: int,
+                  actor: str) -> list[Dispatch]:
+        def save(c: Connection) -> list[Dispatch]:
+            now = time.time()
+            c.execute("SELECT name FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
+            c.execute(
+                "INSERT INTO limits (name, type, queue, per_case, max_running, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET type = excluded.type,"
+                " queue = excluded.queue, per_case = excluded.per_case, max_running = excluded.max_running,"
+                " updated_at = excluded.updated_at",
+                (name, type, queue, int(per_case), max_running, now, now),
+            )
+            described = describe_limit(type, queue, per_case, max_running)
+            self._event(c, "limit", actor=actor, message=f"limit {name} set: {described}")
+            return self._wake_all(c)
+
+        return self._retrying(save)
+
+    def delete_limit(self, name: str, *, actor: str) -> list[Dispatch]:
+        def delete(c: Connection) -> list[Dispatch]:
+            c.execute("SELECT name FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
+            if _first(c.execute("DELETE FROM limits WHERE name = ? RETURNING name", (name,))) is None:
+                raise NotFound(f"no limit {name!r}")
+            self._event(c, "limit", actor=actor, message=f"limit {name} deleted")
+            return self._wake_all(c)
+
+        return self._retrying(delete)
+
+    def list_limits(self) -> list[dict[str, Any]]:
+        out = []
+        with self._read() as c:
+            for r in c.execute("SELECT * FROM limits ORDER BY name").fetchall():
+                d = dict(r)
+                d["per_case"] = bool(d["per_case"])
+                d["running"] = self._running(c, {**dict(r), "per_case": 0}, None)
+                runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
+                match, match_values = self._limit_match({**dict(r), "per_case": 0}, None)
+                d["waiting"] = int(c.execute(
+                    f"SELECT count(*) AS n FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.waiting IS NOT NULL"
+                    f" AND {runnable} AND {match}", (*values, *match_values)).fetchone()["n"])
+                out.append(d)
+        return out
+
+    def queue_summary(self) -> list[dict[str, Any]]:
+        runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        rows = self._fetchall(
+            f"SELECT j.queue AS queue, SUM(CASE WHEN {runnable} AND j.state IN ('queued', 'running') THEN 1 ELSE 0"
+            f" END) AS depth, SUM(CASE WHEN t.state = 'running' THEN 1 ELSE 0 END) AS running,"
+            f" SUM(CASE WHEN {runnable} AND t.waiting IS NOT NULL THEN 1 ELSE 0 END) AS waiting"
+            " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state IN ('queued', 'retrying', 'running')"
+            " GROUP BY j.queue ORDER BY j.queue",
+            (*values, *values),
+        )
+        return [{"queue": r["queue"], "depth": int(r["depth"] or 0), "running": int(r["running"] or 0),
+                 "waiting": int(r["waiting"] or 0)} for r in rows]
 
     # -- user actions --------------------------------------------------------------------------------
     def pause_job(self, job_id: int, actor: str) -> None:
@@ -771,7 +955,7 @@ class SqlStore(JobStore):
                     finished_at=None, error=None, finisher=None,
                 )
             job = self._job_row(c, job_id)
-            dispatches = [Dispatch(t["id"], t["dispatch"] + 1, job["priority"]) for t in tasks]
+            dispatches = [Dispatch(t["id"], t["dispatch"] + 1, job["priority"], job["queue"]) for t in tasks]
             if job["state"] == JobState.PAUSED:
                 dispatches = []
             return dispatches, refinish
@@ -944,6 +1128,8 @@ class SqlStore(JobStore):
             ).fetchone()
             if agent is None or agent["state"] != AgentState.ONLINE:
                 return recovery  # stopped or lost meanwhile: that path hands its tasks back
+            ids, values = self.dialect.in_("t.id", [task_id for _, task_id in missing])
+            limits = self._lock_limits(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", values)
             for job_id in sorted({job for job, _ in missing}):
                 self._job_row(c, job_id, lock=True)
             for _, task_id in missing:
@@ -953,6 +1139,7 @@ class SqlStore(JobStore):
                     continue
                 self._hand_back(c, task, name, recovery, lost=True,
                                 reason=f"agent {name} no longer reports the task in its heartbeat")
+            recovery.dispatches += self._wake(c, limits)
             return recovery
 
         return self._retrying(reconcile)
@@ -969,6 +1156,8 @@ class SqlStore(JobStore):
         held = c.execute(
             "SELECT id, job_id FROM tasks WHERE state = 'running' AND agent = ? ORDER BY job_id, id", (name,)
         ).fetchall()
+        limits = self._lock_limits(c, "tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running'"
+                                      " AND t.agent = ?", (name,)) if held else []
         if self.dialect.row_locks:
             finishing = c.execute("SELECT id FROM jobs WHERE finisher = ?", (name,)).fetchall()
             for job_id in sorted({r["job_id"] for r in held} | {r["id"] for r in finishing}):
@@ -978,6 +1167,7 @@ class SqlStore(JobStore):
             if task is None or task["state"] != TaskState.RUNNING or task["agent"] != name:
                 continue
             self._hand_back(c, task, by, recovery, reason=message, lost=lost)
+        recovery.dispatches += self._wake(c, limits)
         for job in c.execute("UPDATE jobs SET finisher = NULL WHERE finisher = ? RETURNING id", (name,)).fetchall():
             self._event(c, "finish", job_id=job["id"], agent=by, message=f"{message}; finishing step resent")
             recovery.finalize.append(job["id"])
@@ -1031,7 +1221,7 @@ class SqlStore(JobStore):
         self._task_state(c, task, TaskState.QUEUED, by=by, message=message, dispatch=task["dispatch"] + 1,
                          queued_at=time.time(), **fields)
         if job["state"] != JobState.PAUSED:
-            recovery.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"]))
+            recovery.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"], job["queue"]))
 
     def _queue_finalize_if_ready(self, c: Connection, job_id: int, recovery: Recovery) -> None:
         job = self._job_row(c, job_id)
@@ -1492,6 +1682,12 @@ class SqlStore(JobStore):
                                                     (int(limit),))]
         return [dict(r) for r in self._fetchall("SELECT * FROM notifications WHERE job_id = ? ORDER BY id LIMIT ?",
                                                 (job_id, int(limit)))]
+
+
+def describe_limit(type: str | None, queue: str | None, per_case: bool, max_running: int) -> str:
+    """``at most 2 print_to_pdf running in queue pdf per case``: a limit in words."""
+    where = f" in queue {queue}" if queue is not None else ""
+    return f"at most {max_running} {type or 'tasks'} running{where}" + (" per case" if per_case else "")
 
 
 def _schedule(r: Row) -> dict[str, Any]:
