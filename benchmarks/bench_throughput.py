@@ -9,6 +9,8 @@ Variants, each run ``--rounds`` times (interleaved, so machine noise spreads ove
   ``tasks=N, seconds=0``; from just before ``submit`` to the job's ``finished_at``.
 * ``jm-jobs``   the same agent, N/10 ``sleep`` jobs of 10 tasks submitted one after another;
   from the first submit to the last job's ``finished_at``.
+* ``jm-1job-limit``  ``jm-1job`` with a concurrency limit that matches nothing (``export_report``,
+  max 1): what every claim and finish pays to look for limits (not in the default list).
 
 The rates are tasks/s; the ratio is managed / raw-bulk (goal >= 0.80). ``cpu ms/task``
 is the consumer's or agent's process CPU (all threads) per task. Run::
@@ -42,6 +44,7 @@ from jobmanager import JobManager  # noqa: E402
 
 FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
 VARIANTS = ("raw-bulk", "raw-normal", "raw-each", "jm-1job", "jm-jobs")
+OPTIONAL = ("jm-1job-limit",)
 
 
 @dataclass
@@ -111,9 +114,12 @@ def _finished(store_db: Path) -> tuple[int, float | None, int]:
         con.close()
 
 
-def run_managed(tmp: Path, n: int, workers: int, per_job: int | None, timeout: float) -> Result:
+def run_managed(tmp: Path, n: int, workers: int, per_job: int | None, timeout: float,
+                limit: bool = False) -> Result:
     home = tmp / "home"
     jm = JobManager.init(home)  # the home's administrator (or the current user)
+    if limit:
+        jm.set_limit("matches-nothing", type="export_report", max_running=1)
     proc = start_agent_cli(home, "bench", workers, tmp / "agent.log")
     try:
         wait_registered(jm, "bench", proc)
@@ -147,7 +153,8 @@ def run_managed(tmp: Path, n: int, workers: int, per_job: int | None, timeout: f
         if bad:
             raise RuntimeError(f"{bad} tasks did not succeed")
         assert end is not None
-        return Result("jm-1job" if per_job is None else "jm-jobs", total, end - t0, t_sub - t0, cpu1 - cpu0)
+        name = ("jm-1job" if per_job is None else "jm-jobs") + ("-limit" if limit else "")
+        return Result(name, total, end - t0, t_sub - t0, cpu1 - cpu0)
     finally:
         stop(proc)
         jm.close()
@@ -159,12 +166,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="thread workers (default 2)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each variant (default 3)")
     ap.add_argument("--per-job", type=int, default=10, help="tasks per job in jm-jobs (default 10)")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma list of {', '.join(VARIANTS + OPTIONAL)}")
     ap.add_argument("--timeout", type=float, default=600, help="seconds before a run counts as stuck")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders (agent logs, stores)")
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
+    unknown = set(variants) - set(VARIANTS + OPTIONAL)
     if unknown:
         ap.error(f"unknown variants: {', '.join(sorted(unknown))}")
 
@@ -178,8 +186,8 @@ def main() -> None:
                 if v.startswith("raw-"):
                     r = run_raw(tmp, args.tasks, args.workers, v[4:], args.timeout)
                 else:
-                    r = run_managed(tmp, args.tasks, args.workers, None if v == "jm-1job" else args.per_job,
-                                    args.timeout)
+                    r = run_managed(tmp, args.tasks, args.workers, None if v.startswith("jm-1job") else args.per_job,
+                                    args.timeout, limit=v.endswith("-limit"))
             finally:
                 if args.keep:
                     print(f"#   kept {tmp}")
@@ -190,6 +198,9 @@ def main() -> None:
                   f"  submit {r.submit_s:6.2f} s  cpu {1000 * r.cpu_s / r.tasks:5.2f} ms/task", flush=True)
 
     print()
+    if results.get("jm-1job") and results.get("jm-1job-limit"):
+        cost = median([r.rate for r in results["jm-1job-limit"]]) / median([r.rate for r in results["jm-1job"]])
+        print(f"ratio jm-1job-limit/jm-1job = {cost:.2f} (what a limit row that matches nothing costs)")
     print(f"{'variant':9s} {'median tasks/s':>14s} {'min':>8s} {'max':>8s} {'cpu ms/task':>11s} {'ratio':>7s}")
     base = median([r.rate for r in results["raw-bulk"]]) if results.get("raw-bulk") else None
     for v in variants:
@@ -198,7 +209,7 @@ def main() -> None:
         ratio = f"{median(rates) / base:7.2f}" if base else "      -"
         print(f"{v:9s} {median(rates):14.1f} {min(rates):8.1f} {max(rates):8.1f} {cpu:11.2f} {ratio}")
     if base:
-        for v in ("jm-1job", "jm-jobs"):
+        for v in ("jm-1job", "jm-jobs", "jm-1job-limit"):
             if results.get(v):
                 ratio = median([r.rate for r in results[v]]) / base
                 verdict = "meets" if ratio >= 0.80 else "BELOW"

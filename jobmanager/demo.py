@@ -186,9 +186,17 @@ def run_demo(home: str | os.PathLike[str], *, n_agents: int = 2, run_for: float 
         while not stop.wait(0.5):
             if end is not None and time.monotonic() >= end:
                 break
-            if any(a.poll() is not None for a in agents):
-                print("an agent exited unexpectedly; stopping the demo", file=sys.stderr)
-                break
+            for name, a in list(zip(names, agents, strict=True)):
+                code = a.poll()
+                if code is None:
+                    continue
+                if code == 0:  # a requested stop (Stop (drain) in the Agents tab): the rest keeps running
+                    print(f"agent {name} stopped (drained on request); the demo keeps running", flush=True)
+                else:
+                    print(f"agent {name} exited with status {code}; the demo keeps running "
+                          f"(see {path / 'logs' / 'agents' / (name + '.stdout')})", file=sys.stderr, flush=True)
+                names.remove(name)
+                agents.remove(a)
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jobmanager.errors import BadParams, HomeError, NotFound, PermissionDenied
+from jobmanager.notify.config import NotifySettings
 
 CONFIG_NAME = "jobmanager.toml"
 INPUTS = "inputs"
@@ -85,6 +86,8 @@ class Settings(BaseModel):
     case_input_dirs: dict[str, list[str]] = Field(
         default_factory=dict, description='a table of case = list of absolute folders, e.g. "ACME-12" = ["/srv/acme"]')
     notebook_dirs: list[str] | None = Field(None, description='a list of absolute folders, e.g. ["/srv/notebooks"]')
+    notify: NotifySettings = Field(default_factory=NotifySettings,
+                                   description="a table: [notify], [notify.smtp], [notify.webhook], [[notify.rules]]")
 
     @field_validator("imports")
     @classmethod
@@ -117,16 +120,35 @@ def validate_settings(raw: dict[str, Any], where: str) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "config"
-        top = str(err["loc"][0]) if err["loc"] else ""
+        model, info = _field_at(err["loc"])
         if err["type"] == "extra_forbidden":
-            known = ", ".join(Settings.model_fields)
+            known = ", ".join(model.model_fields)
             raise HomeError(f"{where}: unknown key {key!r} (known keys: {known})") from None
         msg = err["msg"].removeprefix("Value error, ")
-        info = Settings.model_fields.get(top)
         hint = f"; expected {info.description}" if info is not None and info.description else ""
         got = err.get("input")
+        if err["loc"][:2] == ("notify", "rules"):  # the rule checks name the bad value themselves
+            raise HomeError(f"{where}: {key}: {msg}") from None
+        if isinstance(got, dict) or str(err["loc"][-1]) in ("password", "secret"):  # never echo a secret
+            raise HomeError(f"{where}: {key}: {msg}{hint}") from None
         shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
         raise HomeError(f"{where}: {key}: {msg} (got {type(got).__name__} {shown}){hint}") from None
+
+
+def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel], Any]:
+    """The model that holds the key at ``loc`` (Settings or a nested table) and that key's field, if any."""
+    model: type[BaseModel] = Settings
+    info = None
+    for i, part in enumerate(loc):
+        info = model.model_fields.get(str(part))
+        if info is None:
+            break
+        sub = info.annotation
+        if i + 1 < len(loc) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            model = sub
+        else:
+            break
+    return model, info
 
 
 def _env_settings(settings: Settings) -> tuple[float, list[str]]:

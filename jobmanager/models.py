@@ -117,6 +117,8 @@ class Dispatch:
     task_id: int
     dispatch: int
     priority: int = 0
+    #: the job's queue: the message goes to the Huey queue of this name (see ``engine/queue.py``)
+    queue: str = "default"
 
 
 @dataclass
@@ -132,13 +134,15 @@ class Outcome:
     """What the store decided when a task ended.
 
     ``retry`` is a message to enqueue (the task failed with attempts left);
-    ``finalize`` says this agent won the job's finishing step and must run it now.
+    ``finalize`` says this agent won the job's finishing step and must run it now;
+    ``wake`` are messages for tasks that waited for the concurrency-limit slot this task freed.
     """
 
     recorded: bool = True
     retry: Dispatch | None = None
     finalize: bool = False
     job_state: str | None = None
+    wake: list[Dispatch] = field(default_factory=list)
 
 
 @dataclass

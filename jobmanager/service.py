@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -40,6 +41,7 @@ from jobmanager.engine.states import FINISHED, JOB_STATES, AgentState, tab_state
 from jobmanager.errors import BadParams, NotFound, NotVisible, PermissionDenied, Timeout
 from jobmanager.home import Home, safe_name
 from jobmanager.models import Job
+from jobmanager.notify.channels import shown_url
 from jobmanager.schedules.schedules import (
     _same_trigger,
     build_spec,
@@ -50,9 +52,13 @@ from jobmanager.schedules.schedules import (
 )
 from jobmanager.schedules.triggers import Trigger, local_label
 from jobmanager.store import JobStore, open_store
+from jobmanager.store.sql import describe_limit
 
 if TYPE_CHECKING:
     from jobmanager.history.process import HistoryProcess
+
+#: the largest max_running a concurrency limit may have
+MAX_LIMIT = 100_000
 
 JOB_COLUMNS = [
     "id", "name", "type", "state", "progress", "owner", "case", "priority", "tasks_total",
@@ -291,10 +297,13 @@ class JobManager:
         queue: str | None = None,
         soft_limit: float | None = None,
         hard_limit: float | None = None,
+        notify: Sequence[dict[str, Any] | str] | None = None,
     ) -> int:
         """Validate, plan and store a job; returns its id once it is committed.
 
         ``queue``, ``soft_limit`` and ``hard_limit`` (seconds per task attempt) override the job type's.
+        ``notify`` adds notification rules to the type's: ``[{"on": ["failed"], "to": "mailto:ops@x.org"}]``
+        or ``["failed,completed_with_errors:https://hooks.example.org/jm"]`` (see :mod:`jobmanager.notify.rules`).
 
         The queue messages are sent after the commit. If the queue cannot be
         written, the job is still stored and an agent's sweep re-sends them: that
@@ -307,7 +316,8 @@ class JobManager:
         case = validate.name(case, "case", optional=True)
         retries = validate.integer(retries, "retries", 0, validate.MAX_RETRIES, optional=True)
         jt = self._allow_submit(type, case)
-        options = jobtypes.options(jt, queue=queue, soft_limit=soft_limit, hard_limit=hard_limit)
+        options = jobtypes.options(jt, queue=queue, soft_limit=soft_limit, hard_limit=hard_limit, notify=notify)
+        self._check_webhook_hosts(options.notify)
         model = jobtypes.validate(jt, params or {})
         jt.check_inputs(self.home, model, case)  # input files this job may not read: refused before storing
         tasks = jt.plan(model)
@@ -318,6 +328,14 @@ class JobManager:
             case=case, priority=priority, retries=jt.retries if retries is None else retries,
             has_finish=jt.has_finish(), tasks=tasks, actor=self.user, options=options,
         )
+
+    def _check_webhook_hosts(self, rules: Sequence[dict[str, Any]]) -> None:
+        """A job's webhooks go only to the hosts of [notify.webhook] allowed_hosts (when it is set)."""
+        hook = self.home.settings.notify.webhook
+        for rule in rules:
+            if rule["to"].startswith(("http:", "https:")) and not hook.allows(rule["to"]):
+                raise BadParams(f"notify: {shown_url(rule['to'])}: webhooks go only to the hosts of "
+                                f"[notify.webhook] allowed_hosts ({', '.join(hook.allowed_hosts or [])})")
 
     # -- reading ---------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
@@ -382,6 +400,20 @@ class JobManager:
             raise NotFound(f"agent {name} has no log file yet")
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
+    def notifications(self, job_id: int) -> pd.DataFrame:
+        """The notifications of a job (one row per event and target): trigger, target, state (pending, sent,
+        failed), attempts, the last error and when it was delivered. Webhook URLs are shortened to their
+        host for anyone but administrators (their paths often hold tokens)."""
+        job = self.job(job_id)
+        admin = allowed(self.actor, "admin")
+        rows = []
+        for n in self.store.notifications(job.id):
+            target = n["target"] if admin or n["channel"] != "webhook" else shown_url(n["target"])
+            rows.append({**n, "target": target, "created_at": _ts(n["created_at"]),
+                         "delivered_at": _ts(n["delivered_at"]), "next_at": _ts(n["next_at"])})
+        return pd.DataFrame(rows, columns=["id", "event_id", "trigger", "channel", "target", "state", "attempts",
+                                           "last_error", "created_at", "delivered_at", "next_at", "sender"])
+
     def tasks(self, job_id: int) -> pd.DataFrame:
         job = self.job(job_id)
         df = pd.DataFrame([t.to_dict() for t in job.tasks])
@@ -423,6 +455,18 @@ class JobManager:
             "current_tasks", "done", "failed", "cpu_percent", "rss_mb", "started_at", "uptime_s", "version",
             "log_path",
         ])
+
+    def metrics(self, *, process: bool = True) -> tuple[Any, Any]:
+        """Prometheus collectors over the whole store (``jobmanager metrics``), counting from now.
+
+        Returns ``(registry, collector)`` (:mod:`jobmanager.metrics`). The numbers span every job and
+        agent, so this needs the view_agents permission.
+        """
+        self._allow("view_agents")
+        from jobmanager import metrics
+
+        reg = metrics.new_registry(process=process)
+        return reg, metrics.add_store(reg, self.store)
 
     def log(self, job_id: int, task: int | None = None) -> str:
         """A task's log, or the job's: every task log in order, then the finishing step's."""
@@ -498,14 +542,19 @@ class JobManager:
                 return str(candidates[0]["name"])
         return None
 
-    def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.05) -> Job:
-        """Block until the job is finished; raises Timeout after ``timeout`` seconds."""
+    def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.05,
+             on_poll: Callable[[Job], object] | None = None) -> Job:
+        """Block until the job is finished; raises Timeout after ``timeout`` seconds.
+
+        ``on_poll`` is called with the job (without its tasks) at every poll, e.g. to draw progress."""
         timeout = validate.timeout(timeout)
         poll = validate.number(poll, "poll", 0.001, 60)
         deadline = None if timeout is None else time.monotonic() + timeout
         job_id = self.job(job_id).id  # exists, and you may see it
         while True:
             job = self.store.get_job(job_id)  # cheap: no task rows while polling
+            if on_poll is not None:
+                on_poll(job)
             if job.state in FINISHED:
                 return self.job(job_id)
             if deadline is not None and time.monotonic() >= deadline:
@@ -544,6 +593,55 @@ class JobManager:
         validate.name(name, "agent name")
         self._allow("manage_agents", target=("agent", name))
         self.store.request_agent(name, "stop", self.user)
+
+    # -- queues and concurrency limits ----------------------------------------------------------
+    def set_limit(self, name: str, *, type: str | None = None, queue: str | None = None, per_case: bool = False,
+                  max_running: int) -> None:
+        """At most ``max_running`` running tasks of the jobs of ``type`` in ``queue`` (None: any), counted
+        per case if ``per_case``, across all agents; tasks over it wait queued and start as slots free."""
+        name = validate.name(name, "limit name", max_len=64)
+        type = validate.name(type, "--type", optional=True)
+        queue = None if queue is None else validate.queue_name(queue, "--queue")
+        if not isinstance(per_case, bool):
+            raise BadParams(f"per_case must be true or false, not {validate.shown(per_case)}")
+        max_running = validate.integer(max_running, "--max", 0, MAX_LIMIT)
+        self._allow("manage_agents", target=("limit", name))
+        if type is not None:  # a typo would make a limit that never matches
+            jobtypes.discover(self._imports)
+            type = jobtypes.get(type).name
+        self.engine.set_limit(name, type=type, queue=queue, per_case=per_case, max_running=max_running,
+                              actor=self.user)
+
+    def delete_limit(self, name: str) -> None:
+        """Delete a limit; the tasks it held back start."""
+        name = validate.name(name, "limit name", max_len=64)
+        self._allow("manage_agents", target=("limit", name))
+        self.engine.delete_limit(name, self.user)
+
+    def limits(self) -> pd.DataFrame:
+        """The concurrency limits, with the tasks each matches running and waiting now."""
+        self._allow("view_agents")
+        return pd.DataFrame(self.store.list_limits(), columns=[
+            "name", "type", "queue", "per_case", "max_running", "running", "waiting", "created_at", "updated_at"])
+
+    def queues(self) -> pd.DataFrame:
+        """Each queue with work or an online agent: depth (runnable tasks), running, waiting, the agents
+        serving it and the limits that apply."""
+        self._allow("view_agents")
+        rows = {r["queue"]: {**r, "agents": []} for r in self.store.queue_summary()}
+        for a in self.store.list_agents():
+            if a["state"] == AgentState.ONLINE:
+                for q in a["queues"]:
+                    rows.setdefault(q, {"queue": q, "depth": 0, "running": 0, "waiting": 0, "agents": []})
+                    rows[q]["agents"].append(a["name"])
+        limits = self.store.list_limits()
+        for r in rows.values():
+            r["agents"] = ",".join(r["agents"])
+            r["limits"] = "; ".join(
+                f"{lim['name']}: {describe_limit(lim['type'], lim['queue'], lim['per_case'], lim['max_running'])}"
+                for lim in limits if lim["queue"] in (None, r["queue"]))
+        return pd.DataFrame([rows[q] for q in sorted(rows)],
+                            columns=["queue", "depth", "running", "waiting", "agents", "limits"])
 
     # -- history: DuckDB over the store (in its own process); grid pages by the store's indexes ---------------
     @property

@@ -169,7 +169,7 @@ def test_wait_logs_agents_with_a_real_agent(run, start_agent, tmp_path: Path) ->
     start_agent("a1")
     job_id = run("submit", "sleep", "-p", "tasks=2", "-p", "fail_tasks=[2]").output.strip()
     result = run("wait", job_id, "--timeout", "20")
-    assert result.exit_code == 0 and result.output.strip() == "completed_with_errors"
+    assert result.exit_code == 0 and result.stdout.strip() == "completed_with_errors"  # progress: stderr
     log = run("logs", job_id).output
     assert "task 1: sleeping" in log and "failed on purpose" in log
     out = tmp_path / "job.log"
@@ -179,7 +179,7 @@ def test_wait_logs_agents_with_a_real_agent(run, start_agent, tmp_path: Path) ->
     assert agents[0]["name"] == "a1" and agents[0]["status"] in ("idle", "busy") and agents[0]["failed"] == 1
     assert "a1" in run("agents").output
     assert run("retry", job_id, "--task", "2").exit_code == 0
-    assert run("wait", job_id, "--timeout", "20").output.strip() == "completed_with_errors"
+    assert run("wait", job_id, "--timeout", "20").stdout.strip() == "completed_with_errors"
 
 
 def test_wait_timeout_is_exit_2(run) -> None:

@@ -110,20 +110,10 @@ def test_agent_killed_mid_task_loses_nothing(jm: JobManager, start_agent) -> Non
     assert job.state == "completed" and job.tasks_succeeded == 6
     agents = jm.agents().set_index("name")
     assert agents.loc["victim", "status"] == "lost"
-    rescued = [t for t in job.tasks if t.attempts == 2]
-    assert len(rescued) == 2 and all(t.agent == "rescuer" for t in rescued)
+    rescued = [t for t in job.tasks if t.losses == 1]  # run again without spending an attempt
+    assert len(rescued) == 2 and all(t.agent == "rescuer" and t.attempts == 1 for t in rescued)
     events = jm.events(job_id)
     assert (events.message.fillna("").str.contains("agent victim lost")).sum() == 2
-
-
-def test_killed_agent_with_no_attempts_left_fails_its_task(jm: JobManager, start_agent) -> None:
-    victim = start_agent("victim", 1)
-    job_id = jm.submit("sleep", {"tasks": 1, "seconds": 30, "steps": 300})
-    wait_for(lambda: task_states(jm, job_id) == ["running"], what="task running")
-    victim.kill()
-    start_agent("rescuer", 1)
-    job = jm.wait(job_id, timeout=30)
-    assert job.state == "failed" and "agent victim lost" in job.tasks[0].error
 
 
 def test_restarted_agent_recovers_its_own_previous_tasks(jm: JobManager, start_agent) -> None:
@@ -133,7 +123,7 @@ def test_restarted_agent_recovers_its_own_previous_tasks(jm: JobManager, start_a
     first.kill()
     start_agent("solo", 1)  # same name, same host: the dead pid's work is recovered at start-up
     job = jm.wait(job_id, timeout=30)
-    assert job.state == "completed" and job.tasks[0].attempts == 2
+    assert job.state == "completed" and (job.tasks[0].attempts, job.tasks[0].losses) == (1, 1)
 
 
 def test_lost_queue_write_is_swept_at_start_up(home: Path, jm: JobManager, start_agent) -> None:

@@ -234,7 +234,7 @@ def test_cli_submit_with_a_broken_queue_exits_0_and_the_job_runs(
     assert job_count(home) == before + 1
     start_agent("sweeper")  # its start-up sweep sends what the queue never got
     waited = run("wait", str(job_id), "--timeout", "30")
-    assert waited.exit_code == 0 and waited.output.strip() == "completed"
+    assert waited.exit_code == 0 and waited.stdout.strip() == "completed"
 
 
 def test_python_submit_with_a_broken_queue_returns_the_id_and_warns(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from jobmanager.errors import HomeError, InvalidState, NotFound
-from jobmanager.models import NewTask
+from jobmanager.models import JobOptions, NewTask
 from jobmanager.store import JobStore
 from jobmanager.store.base import SCHEMA_VERSION
 from jobmanager.store.sqlite import SQLiteStore
@@ -313,7 +313,7 @@ def test_register_refuses_a_live_name(store: JobStore) -> None:
         store.register_agent(agent_info("a1", pid=2))
 
 
-def test_lost_agent_tasks_are_requeued_or_failed(store: JobStore) -> None:
+def test_lost_agent_tasks_are_requeued_without_spending_an_attempt(store: JobStore) -> None:
     store.register_agent(agent_info("a1", interval=0.1))
     job_a, da = make_job(store, 1, retries=1)
     job_b, db = make_job(store, 1, retries=0)
@@ -321,13 +321,81 @@ def test_lost_agent_tasks_are_requeued_or_failed(store: JobStore) -> None:
     store.claim_task(db[0].task_id, 0, "a1")
     recovery = store.recover_lost("a2", now=time.time() + 1)
     assert recovery.lost == ["a1"]
-    assert [d.task_id for d in recovery.dispatches] == [da[0].task_id]
-    assert store.get_tasks(job_a)[0].state == "queued"
-    failed = store.get_tasks(job_b)[0]
-    assert failed.state == "failed" and "agent a1 lost" in failed.error
-    assert store.get_job(job_b).state == "failed"
+    assert [d.task_id for d in recovery.dispatches] == [da[0].task_id, db[0].task_id]
+    for job_id in (job_a, job_b):
+        task = store.get_tasks(job_id)[0]
+        assert (task.state, task.attempts, task.losses) == ("queued", 0, 1)
+        assert [e["message"] for e in store.events(job_id) if e["to_state"] == "queued" and e["kind"] == "task"] == [
+            "agent a1 lost (loss 1 of 3); queued again, no attempt spent"]
     assert store.list_agents()[0]["state"] == "lost"
     assert store.recover_lost("a3", now=time.time() + 2).lost == []  # only once
+
+
+def _lose(store: JobStore, job_id: int, n: int = 1) -> None:
+    """``n`` times: agent a1 claims the job's task and is lost while running it."""
+    for _ in range(n):
+        store.register_agent(agent_info("a1", interval=0.1))
+        task = store.get_tasks(job_id)[0]
+        assert store.claim_task(task.id, task.dispatch, "a1") is not None
+        assert store.recover_lost("a2", now=time.time() + 1).lost == ["a1"]
+
+
+def test_a_task_fails_after_max_losses_and_a_retry_gives_it_its_losses_again(store: JobStore) -> None:
+    job_id, _ = store.create_job(type="sleep", name="j", params={}, owner="ana", case=None, priority=0, retries=5,
+                                 has_finish=False, tasks=[NewTask("t")], actor="ana",
+                                 options=JobOptions(max_losses=2))
+    _lose(store, job_id)
+    assert store.get_tasks(job_id)[0].state == "queued"
+    _lose(store, job_id)
+    task = store.get_tasks(job_id)[0]
+    assert (task.state, task.losses, task.attempts) == ("failed", 2, 0)
+    assert task.error == "killed its agent 2 times (the last: agent a1 lost); max_losses is 2"
+    assert store.get_job(job_id).state == "failed"
+    store.retry_job(job_id, "ana")
+    assert store.get_tasks(job_id)[0].losses == 0
+    _lose(store, job_id)
+    assert store.get_tasks(job_id)[0].state == "queued"
+
+
+def test_a_task_not_safe_to_rerun_fails_at_its_first_loss(store: JobStore) -> None:
+    job_id, _ = store.create_job(type="pdf", name="j", params={}, owner="ana", case=None, priority=0, retries=5,
+                                 has_finish=False, tasks=[NewTask("t")], actor="ana",
+                                 options=JobOptions(rerun_safe=False))
+    _lose(store, job_id)
+    task = store.get_tasks(job_id)[0]
+    assert (task.state, task.losses) == ("failed", 1)
+    assert task.error == ("agent a1 lost while running the task; job type pdf is not safe to re-run"
+                          " (rerun_safe = False), so it was not run again")
+
+
+def test_graceful_stop_and_cancelled_jobs_count_no_loss(store: JobStore) -> None:
+    store.register_agent(agent_info("a1"))
+    job_id, (d,) = make_job(store, 1)
+    cancelled, (e,) = make_job(store, 1)
+    store.claim_task(d.task_id, 0, "a1")
+    store.claim_task(e.task_id, 0, "a1")
+    store.cancel_job(cancelled, "ana")
+    store.agent_stopped("a1", 4242)
+    assert [(t.state, t.losses) for t in store.get_tasks(job_id)] == [("queued", 0)]
+    assert [(t.state, t.losses) for t in store.get_tasks(cancelled)] == [("cancelled", 0)]
+
+
+def test_reconcile_hands_back_only_unreported_tasks_older_than_the_snapshot(store: JobStore) -> None:
+    store.register_agent(agent_info("a1"))
+    job_id, ds = make_job(store, 3)
+    for d in ds:
+        store.claim_task(d.task_id, 0, "a1")
+    reported, forgotten, racing = (d.task_id for d in ds)
+    snapshot_at = time.time() + 5  # all three claims started long before this snapshot ...
+    assert store.reconcile_agent("a1", 9999, [reported], snapshot_at).dispatches == []  # not this incarnation
+    assert store.reconcile_agent("a1", 4242, [reported], time.time()).dispatches == []  # ... but not before now
+    recovery = store.reconcile_agent("a1", 4242, [reported, racing], snapshot_at)
+    assert [d.task_id for d in recovery.dispatches] == [forgotten]
+    tasks = {t.id: t for t in store.get_tasks(job_id)}
+    assert (tasks[forgotten].state, tasks[forgotten].attempts, tasks[forgotten].losses) == ("queued", 0, 1)
+    assert [tasks[t].state for t in (reported, racing)] == ["running", "running"]
+    assert "agent a1 no longer reports the task in its heartbeat (loss 1 of 3); queued again, no attempt spent" in [
+        e["message"] for e in store.events(job_id)]
 
 
 def test_lost_finisher_hands_the_step_back(store: JobStore) -> None:

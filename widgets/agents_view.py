@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from functools import partial
 
 import ipywidgets as w
 import pandas as pd
@@ -67,9 +68,11 @@ class AgentsTab(w.VBox):
         self.stop.on_click(lambda _: self._stop())
         self.show_log.on_click(lambda _: self._log())
         self.log_view = w.HTML()
+        self.confirm = w.HBox()
+        self.confirm.add_class("jm-confirm")
         bar = w.HBox([self.pick, self.stop, self.show_log])
         bar.add_class("jm-toolbar")
-        super().__init__([self.table, bar, self.log_view])
+        super().__init__([self.table, bar, self.confirm, self.log_view])
 
     def refresh(self) -> None:
         df = self.messages.attempt(self.jm.agents)
@@ -93,12 +96,43 @@ class AgentsTab(w.VBox):
             return {}
         return self.df["status"].value_counts().to_dict()
 
+    def running_now(self, name: str) -> str:
+        """What agent ``name`` runs now, in words: "job 12 "Quarterly archive" (tasks 3, 4)" or "nothing"."""
+        if self.df.empty or name not in set(self.df["name"]):
+            return "nothing"
+        tasks = self.df[self.df["name"] == name].iloc[0]["current_tasks"] or []
+        by_job: dict[int, list[int]] = {}
+        for t in tasks:
+            by_job.setdefault(int(t["job"]), []).append(int(t["task"]))
+        parts = []
+        for job_id, numbers in by_job.items():
+            job = self.messages.attempt(partial(self.jm.job, job_id))
+            title = f" \u201c{job.name}\u201d" if job is not None and job.name else ""
+            parts.append(f"job {job_id}{title} (task{'s' if len(numbers) != 1 else ''} "
+                         f"{', '.join(map(str, sorted(numbers)))})")
+        return "; ".join(parts) or "nothing"
+
     def _stop(self) -> None:
+        """Ask first, naming the agent and what it runs now; the agent drains only after "Stop ..." is clicked."""
         name = self.pick.value
-        if name:
+        if not name:
+            return
+        running = self.running_now(name)
+        yes = w.Button(description=f"Stop {name}", button_style="danger", icon="stop")
+        no = w.Button(description="Keep it running")
+        what = ("It is idle: it stops at once." if running == "nothing" else
+                f"It is running {running}: it finishes these tasks first, then exits.")
+
+        def confirmed(_: object) -> None:
+            self.confirm.children = ()
             self.messages.attempt(lambda: self.jm.stop_agent(name), f"agent {name}: stop requested; it finishes "
                                                                     "its running tasks first")
             self.refresh()
+
+        yes.on_click(confirmed)
+        no.on_click(lambda _: setattr(self.confirm, "children", ()))
+        self.confirm.children = (w.HTML(f"<b>&nbsp;Stop agent {html.escape(name)}?</b>&nbsp;{html.escape(what)}"
+                                        "&nbsp;"), yes, no)
 
     def _log(self) -> None:
         name = self.pick.value

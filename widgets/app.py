@@ -24,12 +24,15 @@ from . import format as fmt
 from .agents_view import AgentsTab
 from .downloads import DownloadArea
 from .jobs_view import JobsTab
+from .keyboard import on_enter
 from .models import Messages
 from .schedules_view import SchedulesTab
 from .theme import CSS
 
 REFRESH_CHOICES = [("off", 0), ("2 s", 2), ("5 s", 5), ("15 s", 15), ("60 s", 60)]
 TAB_TITLES = ["In Progress", "Completed", "Scheduled", "Agents"]
+#: seconds between the kernel's heartbeats to the page (the page calls itself disconnected after 6 s without)
+HEARTBEAT_S = 2.0
 
 
 class SignIn(w.VBox):
@@ -44,7 +47,11 @@ class SignIn(w.VBox):
                                layout=w.Layout(width="100%"))
         self.error = w.HTML()
         self.button.on_click(lambda _: self.submit())
-        self.password.continuous_update = False
+        # Enter in either field signs in. Both boxes sync every keystroke (continuous_update): with
+        # continuous_update=False the browser sent Enter's "submit" before the value, so Enter signed in
+        # with an empty password.
+        for box_ in (self.username, self.password):
+            on_enter(box_, self.submit)
         box = w.VBox([w.HTML("<div class='jm-title' style='color:#0f172a'>Job Manager</div>"
                              f"<div class='jm-muted'>{html.escape(str(home.path))}</div><br>"),
                       self.username, self.password, self.button, self.error])
@@ -72,6 +79,7 @@ class Header(w.HBox):
                             f"{html.escape(str(jm.home.path))}</span>")
         self.agents = w.HTML()
         self.updated = w.HTML()
+        self.updated.add_class("jm-updated")
         self.interval = w.Dropdown(options=REFRESH_CHOICES, value=5, description="auto-refresh",
                                    style={"description_width": "82px"}, layout=w.Layout(width="170px"))
         self.interval.observe(lambda c: on_refresh_interval(c["new"]), "value")
@@ -107,6 +115,7 @@ class Dashboard(w.VBox):
         self.downloads = DownloadArea()
         self.message_bar = w.HTML()
         self.messages.observe(self._show_message, ["message", "kind"])
+        self.messages.observe(self._after_action, ["done"])
         self.header = Header(jm, on_sign_out, self.set_interval)
         can = lambda p: p in perms or "admin" in perms  # noqa: E731
         self.views: list[Any] = []
@@ -132,6 +141,7 @@ class Dashboard(w.VBox):
         body.append(self.tabs if children else w.HTML(
             "<div class='jm-empty'>Your groups hold no Job Manager view permissions. Ask an administrator.</div>"))
         self._lock = threading.RLock()
+        self._counting = False
         self._interval = 5
         self._stop = threading.Event()
         self.last_refresh = 0.0
@@ -152,6 +162,22 @@ class Dashboard(w.VBox):
         self.message_bar.value = (f"<div class='jm-message jm-message-{m.kind}'>{html.escape(m.message)}</div>"
                                   if m.message else "")
 
+    def _after_action(self, _: Any = None) -> None:
+        """A message means an action ran (or failed): every tab's count now, not at the next full refresh."""
+        if self._counting:  # a message written while counting (an error) must not count again
+            return
+        self._counting = True
+        try:
+            with self._lock:
+                for view in self.views:
+                    if hasattr(view, "refresh_total"):
+                        view.refresh_total()
+                self._update_titles()
+        except JobManagerError as exc:
+            self.messages.error(str(exc))
+        finally:
+            self._counting = False
+
     def refresh(self, all_tabs: bool = False) -> None:
         """Re-read the visible tab (every tab's count): selection, sort, page and filters stay."""
         with self._lock:
@@ -170,7 +196,7 @@ class Dashboard(w.VBox):
         titles = []
         for title, view in zip(self.titles, self.views, strict=True):
             if isinstance(view, JobsTab):
-                n = view.model.total
+                n = view.model.tab_total
             elif isinstance(view, SchedulesTab):
                 n = len(view.rows)
             else:
@@ -225,13 +251,28 @@ class JobManagerApp(w.VBox):
         self.browser_zone = w.Text(layout=w.Layout(display="none"))
         self.browser_zone.add_class("jm-browser-zone")
         self.browser_zone.observe(lambda change: fmt.set_viewer_zone(change["new"]), "value")
-        self.style_box = w.VBox([self.style, self.browser_zone])
+        # The page's script (the Voila template) watches this value: when it stops changing and the
+        # kernel is not busy, or the server stops answering, the page shows itself disconnected.
+        self.heartbeat = w.Text(value="0", layout=w.Layout(display="none"))
+        self.heartbeat.add_class("jm-heartbeat")
+        self.style_box = w.VBox([self.style, self.browser_zone, self.heartbeat])
         super().__init__([self.style_box])
         self.add_class("jm-app")
+        try:  # in a kernel: beat on its event loop (plain Python has no page to tell)
+            asyncio.get_running_loop().call_later(HEARTBEAT_S, self._beat)
+        except RuntimeError:
+            pass
         if user is not None:  # an analyst's own kernel: they already hold the home's files
             self._signed_in(JobManager(self.home, user=user, interface="python"))
         else:
             self._show_sign_in()
+
+    def _beat(self) -> None:
+        self.heartbeat.value = str(int(self.heartbeat.value or 0) + 1)
+        try:
+            asyncio.get_running_loop().call_later(HEARTBEAT_S, self._beat)
+        except RuntimeError:
+            pass
 
     def _show_sign_in(self) -> None:
         self.children = [self.style_box, SignIn(self.home, self._signed_in)]

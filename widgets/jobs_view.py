@@ -63,6 +63,12 @@ class JobsTab(w.VBox):
         self.downloads = downloads
         self._building = True
         self._rendered_at = 0.0
+        #: a header click sorts; the grid also selects the whole column (every row) on it, which is undone
+        self._header_click_at = 0.0
+        self._selection_changed_at = 0.0
+        self._selected_before: list[int] = []
+        self._sort_column = ""  # the display column the user sorted by (it shows the arrow)
+        self._arrow_column = ""
 
         # -- filters --------------------------------------------------------------------------
         states = ("queued", "running", "paused") if tab == "in-progress" else (
@@ -127,7 +133,7 @@ class JobsTab(w.VBox):
         self.page_label = w.HTML("")
         self.sort_label = w.HTML("")
         hint = w.HTML('<span class="jm-muted">&nbsp; click a row for its details · Ctrl/Shift-click to select '
-                      'several · a column\'s ⋮ menu sorts every page</span>')
+                      'several · click a column header to sort every page</span>')
         pager = w.HBox([self.page_label, self.prev, self.next, self.sort_label, hint])
         pager.add_class("jm-pager")
         self.details = DetailsPanel(jm, messages, permissions, downloads, on_change=self.model.refresh)
@@ -141,9 +147,13 @@ class JobsTab(w.VBox):
         self.model.refresh()
         self.details.refresh()
 
+    def refresh_total(self) -> None:
+        self.model.refresh_total()
+
     def _render(self, _change: Any = None) -> None:
         m = self.model
         df = present_jobs(m.rows, self.tab)
+        df = self._with_sort_arrow(df)
         self._rendered_at = time.monotonic()
         self.grid.data = df
         self.grid.layout.height = f"{min(440, max(120, 26 * (len(df) + 1) + 12))}px"
@@ -156,6 +166,23 @@ class JobsTab(w.VBox):
         sort_name = next((k for k, v in JOB_SORT_KEYS.items() if v == m.sort), m.sort)
         self.sort_label.value = f'<span class="jm-muted">&nbsp; sorted by {sort_name} {"↓" if m.desc else "↑"}</span>'
         self._show_selection()
+
+    def _with_sort_arrow(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Name the sorted column "Name ↑" / "Name ↓" (the header shows which way the pages are sorted)."""
+        m = self.model
+        column = self._sort_column if JOB_SORT_KEYS.get(self._sort_column) == m.sort else next(
+            (c for c in df.columns if JOB_SORT_KEYS.get(str(c)) == m.sort), "")
+        titled = f"{column} {'↓' if m.desc else '↑'}" if column in df.columns else ""
+        if titled != self._arrow_column:  # widths and renderers are keyed by the header's text
+            widths, renderers = dict(COLUMN_WIDTHS), _renderers(self.tab)
+            if titled:
+                widths[titled] = widths.pop(column, 110) + 14
+                if column in renderers:
+                    renderers[titled] = renderers.pop(column)
+            self.grid.column_widths = widths
+            self.grid.renderers = renderers
+            self._arrow_column = titled
+        return df.rename(columns={column: titled}) if titled else df
 
     def _reselect(self) -> None:
         """Keep the selected jobs selected after a refresh (rows may have moved)."""
@@ -184,6 +211,12 @@ class JobsTab(w.VBox):
     def _on_selection(self, change: dict[str, Any]) -> None:
         if self._building:
             return
+        whole = self._whole_column(change["new"] or [])
+        if whole and time.monotonic() - self._header_click_at < 2.0:  # the grid's own pick on a header click
+            self._reselect()
+            return
+        self._selected_before = list(self.model.selected)
+        self._selection_changed_at = time.monotonic() if whole else 0.0
         if not change["new"] and self.model.selected and time.monotonic() - self._rendered_at < 2.0:
             # The grid clears its selection when its data is replaced; a refresh must not lose it.
             self._reselect()
@@ -197,11 +230,34 @@ class JobsTab(w.VBox):
         self.model.selected = picked
         self._show_selection()
 
+    def _whole_column(self, rects: list[dict[str, Any]]) -> bool:
+        """Is this the selection the grid makes on a header click: one block over every row?"""
+        n = len(self.model.rows)
+        return (len(rects) == 1 and n > 0 and min(rects[0]["r1"], rects[0]["r2"]) == 0
+                and max(rects[0]["r1"], rects[0]["r2"]) >= n - 1)
+
     def _on_click(self, cell: dict[str, Any]) -> None:
+        if cell.get("region") in ("column-header", "corner-header"):
+            return self._on_header_click(cell)
         row = cell.get("primary_key_row", cell.get("row"))
         if row is None or self.model.rows.empty or not 0 <= row < len(self.model.rows):
             return
         self.details.show(int(self.model.rows.iloc[row]["id"]))
+
+    def _on_header_click(self, cell: dict[str, Any]) -> None:
+        """A header click sorts every page by that column (again: the other way); it selects nothing."""
+        self._header_click_at = time.monotonic()
+        if self._header_click_at - self._selection_changed_at < 1.0:  # its whole-column pick arrived first
+            self.model.selected = [i for i in self._selected_before]
+            self._reselect()
+            self._show_selection()
+        column = str(cell.get("column") or "").rstrip(" ↑↓")
+        if not column:
+            return
+        key = JOB_SORT_KEYS.get(column, column)
+        desc = (not self.model.desc) if key == self.model.sort else column not in ("Name", "Type", "Owner", "Case")
+        self._sort_column = column
+        self.model.sort_by(column, desc=desc)
 
     def _on_transforms(self, change: dict[str, Any]) -> None:
         """Header sorts go to the server (the page is one of millions); the grid's own sort is undone."""
@@ -215,7 +271,8 @@ class JobsTab(w.VBox):
             return
         column = sorts[-1].get("column") or list(self.grid.data.columns)[sorts[-1].get("columnIndex", 1) - 1]
         self.grid._transforms = []
-        self.model.sort_by(str(column), desc=bool(sorts[-1].get("desc")))
+        self._sort_column = str(column).rstrip(" ↑↓")
+        self.model.sort_by(self._sort_column, desc=bool(sorts[-1].get("desc")))
 
     def _on_action(self, key: str) -> Any:
         def handler(_: Any) -> None:

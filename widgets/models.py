@@ -41,12 +41,16 @@ class Messages(traitlets.HasTraits):
 
     message = traitlets.Unicode("")
     kind = traitlets.Unicode("info")
+    #: bumped by every info/error line: an action ran (the dashboard re-reads its tab counts)
+    done = traitlets.Int(0)
 
     def info(self, text: str) -> None:
         self.kind, self.message = "info", text
+        self.done += 1
 
     def error(self, text: str) -> None:
         self.kind, self.message = "error", text
+        self.done += 1
 
     def clear(self) -> None:
         self.message = ""
@@ -83,6 +87,8 @@ class JobsModel(traitlets.HasTraits):
     desc = traitlets.Bool(True)
     page = traitlets.Int(1)
     total = traitlets.Int(0)
+    #: jobs in the tab whatever the filters (the tab's title); ``total`` counts the filtered view
+    tab_total = traitlets.Int(0)
     rows = traitlets.Instance(pd.DataFrame, args=())
     selected = traitlets.List(traitlets.Int())
     refreshed_at = traitlets.Float(0.0)
@@ -119,10 +125,20 @@ class JobsModel(traitlets.HasTraits):
             df = df.assign(progress=[live.get(int(i), {}).get("progress", 0.0) for i in df["id"]],
                            agents=[live.get(int(i), {}).get("agents", "") for i in df["id"]])
         self.total = int(total)
+        if self.filters():
+            self.refresh_total()
+        else:
+            self.tab_total = self.total
         self.rows = df
         visible = set(int(i) for i in df["id"]) if not df.empty else set()
         self.selected = [i for i in self.selected if i in visible]
         self.refreshed_at = time.time()
+
+    def refresh_total(self) -> None:
+        """Count the tab's jobs, no filters (one cheap page of one row)."""
+        result = self.messages.attempt(lambda: self.jm.grid(tab=self.tab, page=1, page_size=1))
+        if result is not None:
+            self.tab_total = int(result[1])
 
     def sort_by(self, column: str, desc: bool | None = None) -> bool:
         key = JOB_SORT_KEYS.get(column, column)

@@ -14,6 +14,7 @@ from jobmanager import JobManager
 from jobmanager.schedules.triggers import local_label
 
 from . import format as fmt
+from .keyboard import on_enter
 from .models import Messages, ScheduleFormModel
 from .theme import STATE_COLORS, badge, label
 
@@ -64,6 +65,8 @@ class ScheduleForm(w.VBox):
         save = w.Button(description="Save schedule", button_style="primary", icon="check")
         cancel = w.Button(description="Cancel")
         save.on_click(lambda _: self.on_save(self))
+        for box in (self.name, self.type, self.trigger, self.tz):  # Enter saves, as the button does
+            on_enter(box, lambda: self.on_save(self))
         cancel.on_click(lambda _: self.close_form())
         super().__init__([w.HTML("<b>Schedule</b>"), self.name, self.type, self.kind, self.trigger, self.tz,
                           self.preview, self.params, self.misfire, w.HBox([save, cancel])])
@@ -141,6 +144,9 @@ class SchedulesTab(w.VBox):
         self.detail = w.HTML()
         self.form = ScheduleForm(self._save, jm)
         super().__init__([bar, self.grid, self.empty, self.detail, self.form])
+
+    def refresh_total(self) -> None:
+        self.refresh()
 
     def refresh(self) -> None:
         df = self.messages.attempt(self.jm.schedules)

@@ -6,6 +6,7 @@ Every error the user can cause becomes one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from jobmanager.cli.common import (
     service_of,
 )
 from jobmanager.errors import BadParams, NotFound
+from jobmanager.models import Job
+from jobmanager.notify import rules as notify_rules
 from jobmanager.service import JobManager
 
 
@@ -63,18 +66,35 @@ def init(ctx: click.Context, admin: str, password_stdin: bool, store_url: str | 
 @click.option("--import", "agent_imports", multiple=True, metavar="MODULE", help="Module with job types.")
 @click.option("--shutdown-timeout", type=Seconds(0, 86400), default=10.0, show_default=True,
               help="Seconds running tasks get to finish on stop before they are handed back.")
+@click.option("--metrics-port", type=Whole(1, 65535), metavar="PORT",
+              help="Also serve Prometheus metrics (the home's, as `jobmanager metrics`, plus this agent "
+                   "process's own) on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="IP address for --metrics-port; the metrics name job types, queues and agents.")
+@click.option("--queues", default="default", show_default=True, metavar="Q1,Q2",
+              help="The queues to take tasks from, comma-separated.")
 @click.pass_context
 @handle_errors
 def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float | None,
-          agent_imports: tuple[str, ...], shutdown_timeout: float) -> None:
+          agent_imports: tuple[str, ...], shutdown_timeout: float, metrics_port: int | None = None,
+          metrics_host: str = "127.0.0.1", queues: str = "default") -> None:
     """Run an agent: a Huey consumer that runs tasks and sends heartbeats."""
+    from jobmanager import metrics
     from jobmanager.engine.agent import Agent
     from jobmanager.home import Home
 
+    served = tuple(validate.queue_name(q.strip(), "--queues") for q in queues.split(","))
+    registry = None
+    if metrics_port is not None:  # the port first: an agent that cannot serve its metrics never registers
+        registry = metrics.new_registry()
+        metrics.serve(registry, metrics_host, metrics_port)
     home = Home.open(ctx.obj["home"])
     a = Agent(home, name=name, workers=workers, interval=heartbeat,
-              imports=tuple(ctx.obj["imports"]) + agent_imports, shutdown_timeout=shutdown_timeout)
+              imports=tuple(ctx.obj["imports"]) + agent_imports, shutdown_timeout=shutdown_timeout,
+              queues=served)
     a.prepare()
+    if registry is not None:
+        metrics.add_store(registry, a.store)
     a.run()
 
 
@@ -92,18 +112,23 @@ def agent(ctx: click.Context, name: str | None, workers: int, heartbeat: float |
               help="Ask a task to stop after this long (default: the job type's).")
 @click.option("--hard-limit", type=Seconds(0, validate.MAX_TIME_LIMIT_S), metavar="SECONDS",
               help="End a task after this long, whatever it does (default: the job type's).")
+@click.option("--notify", "notify", multiple=True, metavar="RULE",
+              help="EVENTS:TARGET: notify TARGET (mailto:ADDRESS or an http(s) URL) on EVENTS (comma-separated: "
+                   "failed, completed_with_errors, completed or succeeded, cancelled), e.g. "
+                   "failed,succeeded:mailto:ops@example.org (repeatable; added to the job type's rules).")
 @click.pass_context
 @handle_errors
 def submit(ctx: click.Context, type: str, pairs: tuple[str, ...], params_json: str | None, name: str | None,
            priority: int, case: str | None, retries: int | None, queue: str | None, soft_limit: float | None,
-           hard_limit: float | None) -> None:
+           hard_limit: float | None, notify: tuple[str, ...] = ()) -> None:
     """Submit a job of TYPE; prints its id once it is safely stored.
 
     If the queue cannot be written after that, the job is still stored: a warning on stderr says so, the
     exit status is 0, and an agent's sweep sends it (submitting again would make a duplicate)."""
     params = parse_params(pairs, params_json)
+    rules = [notify_rules.parse(text, "--notify") for text in notify] or None
     click.echo(service_of(ctx).submit(type, params, name=name, priority=priority, case=case, retries=retries,
-                                      queue=queue, soft_limit=soft_limit, hard_limit=hard_limit))
+                                      queue=queue, soft_limit=soft_limit, hard_limit=hard_limit, notify=rules))
 
 
 @cli.command()
@@ -134,7 +159,10 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
     """Show one job with its tasks."""
     job = service_of(ctx).job(job_id)
     if as_json:
-        click.echo(job.to_json())
+        details = job.to_dict()
+        details["notifications"] = json.loads(service_of(ctx).notifications(job_id).to_json(
+            orient="records", date_format="iso"))
+        click.echo(json.dumps(details, indent=2, default=str))
         return
     echo(f"job {job.id}: {job.name}  [{job.type}]  {job.state}  {job.progress:.0%}")
     echo(f"owner {job.owner}  case {job.case or '-'}  priority {job.priority}  "
@@ -143,7 +171,23 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
         echo(f"error: {job.error}")
     for t in job.tasks:
         err = f"  {t.error}" if t.error else ""
-        echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}  {t.agent or '-'}{err}")
+        lost = f"  losses {t.losses}/{job.max_losses}" if t.losses else ""
+        echo(f"  {t.seq:>4}  {t.state:<10} {t.name}  attempts {t.attempts}/{t.max_attempts}{lost}"
+             f"  {t.agent or '-'}{err}")
+    _show_notifications(service_of(ctx), job)
+
+
+def _show_notifications(jm: JobManager, job: Job) -> None:
+    """``jobmanager show``: the job's notification rules and each delivery."""
+    for rule in notify_rules.describe(job.notify):
+        echo(f"notify: {rule}")
+    df = jm.notifications(job.id)
+    if not df.empty:
+        echo("notifications:")
+    for n in df.itertuples():
+        when = f"  {n.delivered_at:%Y-%m-%d %H:%M:%S}" if n.state == "sent" else ""
+        err = f"  {n.last_error}" if n.last_error and n.state != "sent" else ""
+        echo(f"  {n.trigger:<21} {n.target}  {n.state}  attempts {n.attempts}{when}{err}")
 
 
 def _action(name: str, doc: str) -> None:
@@ -225,11 +269,22 @@ def stop_agent(ctx: click.Context, name: str) -> None:
 @cli.command()
 @click.argument("job_id", type=JOB_ID)
 @click.option("--timeout", type=Seconds(), help="Give up after S seconds (exit 2).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @click.pass_context
 @handle_errors
-def wait(ctx: click.Context, job_id: int, timeout: float | None) -> None:
-    """Wait for a job to finish; prints its final state."""
-    job = service_of(ctx).wait(job_id, timeout=timeout)
+def wait(ctx: click.Context, job_id: int, timeout: float | None, quiet: bool) -> None:
+    """Wait for a job to finish; prints its final state.
+
+    Meanwhile progress goes to stderr: a live bar (tasks done of total, failures, ETA) on a terminal,
+    a plain line when the counts change when stderr is piped; stdout carries only the final state."""
+    from jobmanager.cli.progress import Progress
+
+    progress = None if quiet else Progress()
+    try:
+        job = service_of(ctx).wait(job_id, timeout=timeout, on_poll=progress)
+    finally:
+        if progress is not None:
+            progress.done()
     click.echo(job.state)
 
 
@@ -310,6 +365,53 @@ def dashboard(ctx: click.Context, port: int, host: str, notebook: str | None, no
 
 
 @cli.command()
+@click.option("--port", type=Whole(1, 65535), required=True, help="TCP port to serve /metrics on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="IP address to listen on. The metrics name job types, queues and agents: keep loopback, or "
+                   "bind an address only your Prometheus can reach.")
+@click.pass_context
+@handle_errors
+def metrics(ctx: click.Context, port: int, host: str) -> None:
+    """Serve Prometheus metrics at http://HOST:PORT/metrics until stopped (Ctrl-C or SIGTERM).
+
+    Task counters count from the moment this starts; queue depth, waits, running tasks and agents are
+    read at each scrape. Needs the view_agents permission. One endpoint per home is enough."""
+    import signal
+    import threading
+
+    from jobmanager.metrics import check_address, serve
+
+    check_address(host, port)
+    registry, collector = service_of(ctx).metrics()
+    server = serve(registry, host, port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    shown = f"[{host}]" if ":" in host else host
+    echo(f"Job Manager metrics: http://{shown}:{port}/metrics  (Ctrl-C stops it)")
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    collector.close()
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8888, show_default=True)
+@click.option("--notebooks", "folder", type=click.Path(file_okay=False, exists=True),
+              help="The folder JupyterLab opens (default: the checkout's notebooks/).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser.")
+@click.pass_context
+@handle_errors
+def lab(ctx: click.Context, port: int, folder: str | None, no_browser: bool) -> None:
+    """Open JupyterLab on the notebooks, with this home (and --user) set for every notebook."""
+    from jobmanager.dashboard.lab import serve as serve_lab
+
+    serve_lab(ctx.obj["home"], user=ctx.obj.get("user"), folder=folder, port=port, open_browser=not no_browser)
+
+
+@cli.command()
 @click.argument("path", type=click.Path(dir_okay=False, writable=True))
 @click.option("--format", "format_", type=click.Choice(["csv", "parquet", "excel"]), default=None,
               help="File format (default: from the extension, else csv).")
@@ -363,6 +465,7 @@ def sql(ctx: click.Context, query: str, as_json: bool) -> None:
 # the other command modules join the group when imported
 import jobmanager.cli.admin  # noqa: E402,F401
 import jobmanager.cli.backends  # noqa: E402,F401
+import jobmanager.cli.limits  # noqa: E402,F401
 import jobmanager.cli.schedules  # noqa: E402,F401
 
 

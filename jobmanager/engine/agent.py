@@ -27,15 +27,16 @@ from typing import Any, TypeVar
 
 import psutil
 
-from jobmanager import __version__, jobtypes
+from jobmanager import __version__, jobtypes, validate
 from jobmanager.backends import queue_at
 from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import FORMAT, router
 from jobmanager.engine.queue import Queue, set_handler
 from jobmanager.engine.runner import Runner
-from jobmanager.errors import HomeError
+from jobmanager.errors import BadParams, HomeError
 from jobmanager.home import Home
 from jobmanager.models import Recovery
+from jobmanager.notify.outbox import Notifier
 from jobmanager.schedules.schedules import sync_file
 from jobmanager.store import JobStore, open_store
 from jobmanager.trouble import Backoff, TroubleLog, describe, storage_problem
@@ -76,6 +77,7 @@ class Agent:
         interval: float | None = None,
         polling: Polling | None = None,
         shutdown_timeout: float = 10.0,
+        queues: tuple[str, ...] = ("default",),
     ) -> None:
         self.home = home
         self.host = socket.gethostname()
@@ -87,6 +89,10 @@ class Agent:
         self.interval = interval or home.heartbeat_interval
         self.polling = polling or Polling()
         self.shutdown_timeout = shutdown_timeout
+        #: the job queues this agent takes tasks from (validated: they name Huey queues and Redis keys)
+        self.queues = tuple(dict.fromkeys(validate.queue_name(q, "agent queue") for q in queues))
+        if not self.queues:
+            raise BadParams("an agent serves at least one queue")
         self._stop = threading.Event()
         self._last_sweep = 0.0
         self.trouble = TroubleLog(log)
@@ -97,7 +103,7 @@ class Agent:
         """Everything before the consumer starts; errors here are the user's (exit 2)."""
         jobtypes.discover(self.imports)
         self.store: JobStore = open_store(self.home)
-        self.queue = Queue(self.home)
+        self.queue = Queue(self.home, serve=self.queues)
         self.engine = Engine(self.store, lambda: self.queue)
         # The schedules file is loaded before the agent shows as online, so whoever sees the agent
         # online also sees its schedules (a bad file must not keep agents from running jobs).
@@ -108,7 +114,7 @@ class Agent:
             schedules = exc
         self.engine.register_agent({
             "name": self.name, "host": self.host, "pid": self.pid, "workers": self.workers,
-            "worker_type": self.worker_type, "version": __version__, "queues": ["default"],
+            "worker_type": self.worker_type, "version": __version__, "queues": list(self.queues),
             "interval": self.interval, "log_path": self.home.relative(self.home.agent_log(self.name)),
         })
         self._setup_logging()
@@ -138,8 +144,12 @@ class Agent:
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         threading.Thread(target=self._scheduler_loop, name="scheduler", daemon=True).start()
-        log.info("agent %s started: %s %s workers, heartbeat every %.1f s, job types: %s",
-                 self.name, self.workers, self.worker_type, self.interval, ", ".join(jobtypes.registered()))
+        # Notifications are sent from their own thread: a slow mail server never holds a worker.
+        self.notifier = Notifier(self.store, self.home.settings.notify, self.name, self.trouble)
+        threading.Thread(target=self.notifier.run, args=(self._stop,), name="notifier", daemon=True).start()
+        log.info("agent %s started: %s %s workers, queues %s, heartbeat every %.1f s, job types: %s",
+                 self.name, self.workers, self.worker_type, ",".join(self.queues), self.interval,
+                 ", ".join(jobtypes.registered()))
         try:
             consumer.run()
         finally:
@@ -163,6 +173,7 @@ class Agent:
                     log.warning("stop requested; shutting down gracefully")
                     os.kill(self.pid, signal.SIGTERM)
                     return
+                self.reconcile(stats)
                 self.recover()
                 if time.monotonic() - self._last_sweep >= SWEEP_EVERY_S:
                     self.sweep(min_age=SWEEP_MIN_AGE_S)
@@ -237,6 +248,19 @@ class Agent:
         recovery = self.engine.recover(self.name)
         for name in recovery.lost:
             log.warning("agent %s is lost; recovered its work (%d tasks requeued)", name, len(recovery.dispatches))
+        return recovery
+
+    def reconcile(self, stats: dict[str, Any]) -> Recovery:
+        """Hand back the tasks the store says this agent runs that its heartbeat did not report (one
+        whose finish write failed stays "running" otherwise). Process workers keep their own counters,
+        out of the heartbeat's sight, so their agents do not reconcile."""
+        if self.worker_type == "process":
+            return Recovery()
+        reported = [int(t["id"]) for t in stats.get("current", [])]
+        recovery = self.engine.reconcile(self.name, self.pid, reported, float(stats["snapshot_at"]))
+        if recovery.dispatches or recovery.finalize:
+            log.warning("%d running tasks were missing from this agent's heartbeat; handed back to the queue",
+                        len(recovery.dispatches))
         return recovery
 
     def sweep(self, min_age: float = SWEEP_MIN_AGE_S) -> int:

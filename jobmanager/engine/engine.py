@@ -25,7 +25,7 @@ from jobmanager import validate
 from jobmanager.engine.queue import Queue
 from jobmanager.engine.states import JobState as J
 from jobmanager.engine.states import TaskState as T
-from jobmanager.errors import QueueNotReached
+from jobmanager.errors import NotFound, QueueNotReached
 from jobmanager.models import Dispatch, JobOptions, NewTask, Outcome, Recovery
 from jobmanager.store.base import JobStore
 
@@ -80,8 +80,14 @@ class Engine:
         dispatches, finals = list(dispatches), list(finals)
         if dispatches:
             self.queue.send(dispatches)
-        if finals:
-            self.queue.send_finalize(finals)
+        if finals:  # rare (recovery, the sweep, a retry that only re-finishes): the job's queue is looked up
+            self.queue.send_finalize([(job_id, self._queue_of(job_id)) for job_id in finals])
+
+    def _queue_of(self, job_id: int) -> str:
+        try:
+            return self.store.get_job(job_id).queue
+        except NotFound:
+            return "default"
 
     def _send_for_user(self, job_id: int, dispatches: Iterable[Dispatch] = (), finals: Iterable[int] = ()) -> None:
         """After the commit: a queue that cannot be written is a warning, not an error (the job is stored,
@@ -130,8 +136,8 @@ class Engine:
         """End a running task; a retry is queued. ``stored`` runs the store call (the runner's
         until-the-store-answers loop), so only the commit is repeated, never the send."""
         outcome = stored(lambda: self.store.finish_task(task_id, agent, state, error=error, traceback=traceback))
-        if outcome.retry is not None:
-            self._send([outcome.retry])
+        if outcome.retry is not None or outcome.wake:
+            self._send(([outcome.retry] if outcome.retry is not None else []) + outcome.wake)
         return outcome
 
     def fire_due(self, agent: str, now: float | None = None) -> list[int | None]:
@@ -153,6 +159,10 @@ class Engine:
         """Mark silent agents lost and queue their work again."""
         return self._apply(self.store.recover_lost(agent, now))
 
+    def reconcile(self, name: str, pid: int, reported: list[int], snapshot_at: float) -> Recovery:
+        """Queue again the tasks the store says agent ``name`` runs but its heartbeat no longer reports."""
+        return self._apply(self.store.reconcile_agent(name, pid, reported, snapshot_at))
+
     def sweep(self, queued_before: float) -> tuple[int, int]:
         """Re-send messages for runnable tasks (queued before ``queued_before``) and finishing steps the
         queue does not hold; returns how many of each."""
@@ -160,8 +170,29 @@ class Engine:
         pending_runs, pending_finals = self.queue.pending()
         missing = [d for d in dispatches if (d.task_id, d.dispatch) not in pending_runs]
         missing_finals = [j for j in finals if j not in pending_finals]
+        # Tasks waiting for a concurrency limit have no message (queue_targets leaves them out, so the sweep
+        # is no busy loop); those whose limit has a free slot now (a lost wake-up) are woken here.
+        missing += [d for d in self.store.wake_waiting() if (d.task_id, d.dispatch) not in pending_runs]
         self._send(missing, missing_finals)
         return len(missing), len(missing_finals)
+
+    # -- concurrency limits (an administrator's actions, through the service) --------------------------
+    def set_limit(self, name: str, *, type: str | None, queue: str | None, per_case: bool, max_running: int,
+                  actor: str) -> None:
+        """Create or change a limit; tasks that now fit are started."""
+        self._send_for_limit(name, self.store.set_limit(name, type=type, queue=queue, per_case=per_case,
+                                                         max_running=max_running, actor=actor))
+
+    def delete_limit(self, name: str, actor: str) -> None:
+        self._send_for_limit(name, self.store.delete_limit(name, actor=actor))
+
+    def _send_for_limit(self, name: str, dispatches: list[Dispatch]) -> None:
+        try:
+            self._send(dispatches)
+        except Exception as exc:  # stored; the agents' sweep wakes the waiting tasks
+            reason = validate.printable(f"{type(exc).__name__}: {exc}")[:300]
+            warnings.warn(QueueNotReached(f"limit {name} is stored; agents will start the waiting tasks (the "
+                                          f"queue could not be written: {reason})"), stacklevel=4)
 
     def _apply(self, recovery: Recovery) -> Recovery:
         self._send(recovery.dispatches, recovery.finalize)

@@ -1,5 +1,14 @@
 """The queue: Huey carries only ids; the store holds the truth.
 
+Named queues: every job queue (``jobs.queue``, e.g. ``default``, ``pdf``) is its own Huey queue
+name in the same storage (:func:`huey_queue`: ``jobmanager`` for ``default``, the name used before
+queues existed, and ``jobmanager.<queue>`` for the others). Both of Huey's storages key on that
+name (SQLite: the ``queue`` column of its ``task`` table; Redis: one sorted set per name), so a
+message is only ever seen by an agent that serves its queue. Huey's consumer takes one Huey
+instance whose storage dequeues one name; ours dequeues from every queue the agent serves
+(:class:`QueueStorage` here, :class:`~jobmanager.engine.queue_redis.QueueRedisStorage`), so one
+consumer with its usual workers serves several queues and nothing else of Huey changes.
+
 Two Huey tasks exist: ``jm.run(task_id, dispatch)`` runs one task if its
 dispatch counter still matches, and ``jm.finalize(job_id)`` runs a job's
 finishing step when the agent that should have run it was lost. What they do
@@ -9,18 +18,24 @@ submits never executes them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from huey.api import Huey
-from huey.storage import RedisStorage, SqliteStorage
+from huey.storage import SqliteStorage
 
 from jobmanager.backends import queue_at
-from jobmanager.engine.queue_redis import redis_huey, send_many
+from jobmanager.engine.queue_redis import QueueRedisStorage, redis_huey, send_many
 from jobmanager.home import Home, create_private
 from jobmanager.models import Dispatch
 
 QUEUE_NAME = "jobmanager"
+DEFAULT_QUEUE = "default"
+
+
+def huey_queue(queue: str) -> str:
+    """The Huey queue name of job queue ``queue`` (a :func:`jobmanager.validate.queue_name`)."""
+    return QUEUE_NAME if queue == DEFAULT_QUEUE else f"{QUEUE_NAME}.{queue}"
 
 
 class Handler(Protocol):
@@ -44,28 +59,73 @@ def _handler() -> Handler:
 
 
 class QueueStorage(SqliteStorage):
-    """SqliteHuey's storage with ``synchronous=NORMAL`` instead of an fsync per dequeue.
+    """SqliteHuey's storage with ``synchronous=NORMAL`` instead of an fsync per dequeue, dequeuing
+    from every served queue.
 
-    Safe here because the queue holds no truth: a message lost to a power cut is
-    re-sent by an agent's sweep from the store, and a duplicate is dropped by the
-    store's conditional claim. (``fsync=False`` would mean ``OFF``, which can
-    corrupt the file on an OS crash; NORMAL in WAL mode cannot.) Measured by
-    benchmarks/whatif_throughput.py: about 3x the managed throughput.
+    ``synchronous=NORMAL`` is safe here because the queue holds no truth: a message lost to a power cut
+    is re-sent by an agent's sweep from the store, and a duplicate is dropped by the store's conditional
+    claim. (``fsync=False`` would mean ``OFF``, which can corrupt the file on an OS crash; NORMAL in WAL
+    mode cannot.) Measured by benchmarks/whatif_throughput.py: about 3x the managed throughput.
+
+    ``served`` are the Huey queue names a dequeue takes from: the best message (priority, then age)
+    of all of them, each queue's head found through Huey's (queue, priority, id) index.
     """
+
+    served: tuple[str, ...] = (QUEUE_NAME,)
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()
         conn.execute("pragma synchronous=NORMAL")
         return conn
 
+    def dequeue(self) -> Any:
+        names = self.served
+        marks = ",".join("?" * len(names))
+        # Quick check without the exclusive lock (as Huey's own dequeue).
+        if not self.sql(f"select 1 from task where queue in ({marks}) limit 1", names, results=True):
+            return None
+        heads = " union all ".join(
+            "select * from (select id, data, priority from task where queue = ? order by priority desc, id limit 1)"
+            for _ in names
+        )
+        with self.db(commit=True) as curs:
+            curs.execute(f"select id, data from ({heads}) order by priority desc, id limit 1", names)
+            row = curs.fetchone()
+            if row is not None:
+                curs.execute("delete from task where id = ?", (row[0],))
+                if curs.rowcount == 1:
+                    return row[1]
+        return None
+
+    _ALL = "(queue = ? or queue like ?)"
+
+    def enqueued_items(self, limit: int | None = None) -> list[Any]:
+        """The messages of every job queue of the home (the sweep compares them with the store)."""
+        sql = f"select data from task where {self._ALL} order by priority desc, id"
+        params: tuple[Any, ...] = (QUEUE_NAME, QUEUE_NAME + ".%")
+        if limit is not None:
+            sql, params = sql + " limit ?", (*params, limit)
+        return [data for data, in self.sql(sql, params, results=True)]
+
+    def queue_size(self) -> int:
+        return int(self.sql(f"select count(id) from task where {self._ALL}", (QUEUE_NAME, QUEUE_NAME + ".%"),
+                            results=True)[0][0])
+
 
 class Queue:
-    """The Huey instance of a home, with the two tasks registered."""
+    """The Huey instance of a home, with the two tasks registered.
 
-    def __init__(self, home: Home) -> None:
+    ``serve`` are the job queues this process takes messages from (an agent's ``--queues``); any
+    process sends to every queue.
+    """
+
+    def __init__(self, home: Home, serve: Sequence[str] = (DEFAULT_QUEUE,)) -> None:
         at = queue_at(home)
-        if at.url is not None:  # redis://host:port/db: PriorityRedisHuey, blocking dequeue (queue_redis.py)
+        served = tuple(dict.fromkeys(huey_queue(q) for q in serve))
+        if at.url is not None:  # redis://host:port/db: priorities, blocking dequeue (queue_redis.py)
             self.huey: Huey = redis_huey(at.url, QUEUE_NAME)
+            storage: Any = self.huey.storage
+            storage.served_keys = [storage.key_of(name) for name in served]
         else:
             assert at.path is not None
             create_private(at.path)  # before SQLite makes it (and its -wal/-shm) with the umask's mode
@@ -73,6 +133,8 @@ class Queue:
                 QUEUE_NAME, storage_class=QueueStorage, filename=str(at.path), results=False, utc=True,
                 timeout=30,
             )
+            self.huey.storage.served = served
+        self.served = served
 
         @self.huey.task(name="jm.run")
         def run(task_id: int, dispatch: int) -> None:
@@ -87,33 +149,35 @@ class Queue:
         self._finalize: Any = finalize
 
     def send(self, dispatches: Iterable[Dispatch]) -> None:
-        """Enqueue run messages; on SQLite all of them in one transaction."""
-        items = list(dispatches)
-        if not items:
+        """Enqueue run messages, each on its job's queue; on SQLite all of them in one transaction."""
+        self._put([(huey_queue(d.queue), self.huey.serialize_task(self._run.s(d.task_id, d.dispatch,
+                                                                                priority=d.priority)), d.priority)
+                   for d in dispatches])
+
+    def send_finalize(self, finals: Iterable[tuple[int, str]]) -> None:
+        """Enqueue finishing steps: (job id, the job's queue) pairs."""
+        self._put([(huey_queue(queue), self.huey.serialize_task(self._finalize.s(job_id, priority=1_000_000)),
+                    1_000_000) for job_id, queue in finals])
+
+    def _put(self, messages: list[tuple[str, bytes, int | None]]) -> None:
+        """(Huey queue name, message, priority) triples, in one transaction or round trip."""
+        if not messages:
             return
-        messages: list[tuple[bytes, int | None]] = [
-            (self.huey.serialize_task(self._run.s(d.task_id, d.dispatch, priority=d.priority)), d.priority)
-            for d in items
-        ]
         storage = self.huey.storage
         if isinstance(storage, SqliteStorage):
             with storage.db(commit=True) as curs:
                 curs.executemany(
                     "insert into task (queue, data, priority) values (?, ?, ?)",
-                    [(storage.name, storage.to_blob(data), prio or 0) for data, prio in messages],
+                    [(name, storage.to_blob(data), prio or 0) for name, data, prio in messages],
                 )
-        elif isinstance(storage, RedisStorage):
+        elif isinstance(storage, QueueRedisStorage):
             send_many(storage, messages)  # one round trip
         else:  # pragma: no cover - other Huey storages
-            for data, prio in messages:
+            for _, data, prio in messages:
                 storage.enqueue(data, prio)
 
-    def send_finalize(self, job_ids: Iterable[int]) -> None:
-        for job_id in job_ids:
-            self.huey.enqueue(self._finalize.s(job_id, priority=1_000_000))
-
     def pending(self) -> tuple[set[tuple[int, int]], set[int]]:
-        """What the queue holds now: run messages as (task_id, dispatch), finalize job ids."""
+        """What the queues hold now (all of them): run messages as (task_id, dispatch), finalize job ids."""
         runs: set[tuple[int, int]] = set()
         finals: set[int] = set()
         for task in self.huey.pending():
@@ -124,6 +188,7 @@ class Queue:
         return runs, finals
 
     def size(self) -> int:
+        """Messages in all the home's queues."""
         return int(self.huey.pending_count())
 
     def close(self) -> None:
@@ -131,3 +196,4 @@ class Queue:
         pool = getattr(self.huey.storage, "pool", None)  # Redis: drop the pooled connections
         if pool is not None:
             pool.disconnect()
+

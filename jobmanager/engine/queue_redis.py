@@ -1,7 +1,9 @@
 """The queue on Redis: Huey's PriorityRedisHuey, chosen by ``queue = "redis://host:port/db"``.
 
-Messages live in one sorted set per Huey name (``huey.redis.jobmanager``), scored by
-priority; workers take them with BZPOPMIN, a blocking pop, so an idle agent sleeps
+Messages live in one sorted set per Huey queue name (``huey.redis.jobmanager`` for the
+``default`` job queue, ``huey.redis.jobmanager.<queue>`` for the others), scored by
+priority; workers take them with BZPOPMIN, a blocking pop over every served queue's set
+(their order rotated at each call, so no queue starves another), so an idle agent sleeps
 inside Redis instead of polling (one round trip per worker per ``READ_TIMEOUT_S``)
 and a new message wakes a worker at once. As with SQLite the queue holds no truth:
 a message lost with Redis (it need not persist anything) is re-sent by an agent's
@@ -13,12 +15,13 @@ database shares one queue.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import time
 from typing import Any
 
-from huey.api import Huey, PriorityRedisHuey
-from huey.storage import RedisStorage
+from huey.api import Huey
+from huey.storage import PriorityRedisStorage
 
 from jobmanager.backends import redact
 from jobmanager.errors import HomeError
@@ -27,26 +30,87 @@ from jobmanager.errors import HomeError
 READ_TIMEOUT_S = 1
 
 
+class QueueRedisStorage(PriorityRedisStorage):
+    """Huey's priority storage on Redis, dequeuing from the sorted sets of every served queue.
+
+    Keys are named here (``key_of``), not by Huey's ``clean_name``, which would drop the ``.`` and
+    ``-`` a queue name may hold and could make two queues share a key.
+    """
+
+    served_keys: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.served_keys = [self.queue_key]
+        self._turn = itertools.count()
+
+    def key_of(self, huey_name: str) -> str:
+        return f"huey.redis.{huey_name}"
+
+    def _rotated(self) -> list[str]:
+        keys = self.served_keys
+        start = next(self._turn) % len(keys)
+        return keys[start:] + keys[:start]
+
+    def dequeue(self) -> Any:
+        keys = self._rotated()
+        if self.blocking:
+            try:
+                _, res, _ = self.conn.bzpopmin(keys, timeout=self.read_timeout)  # (key, data, score)
+            except (TimeoutError, TypeError, IndexError):
+                return None  # empty or timed out; ConnectionError propagates for back-off
+            return res[8:]
+        for key in keys:
+            items = self.conn.zpopmin(key, count=1)
+            if items:
+                return items[0][0][8:]
+        return None
+
+    def _all_keys(self) -> list[str]:
+        """Every job queue's key of this installation (the sweep compares them all with the store)."""
+        keys = {self.queue_key, *self.served_keys}
+        keys.update(k.decode() if isinstance(k, bytes) else k for k in self.conn.scan_iter(match=self.queue_key + ".*"))
+        return sorted(keys)
+
+    def queue_size(self) -> int:
+        return int(sum(self.conn.zcard(key) for key in self._all_keys()))
+
+    def enqueued_items(self, limit: int | None = None) -> list[Any]:
+        out: list[Any] = []
+        for key in self._all_keys():
+            out += [item[8:] for item in self.conn.zrange(key, 0, -1)]
+        return out[:limit] if limit else out
+
+
 def redis_huey(url: str, name: str) -> Huey:
-    """A Huey with priorities on Redis, blocking dequeue, no result store."""
+    """A Huey with priorities on Redis, blocking dequeue over the served queues, no result store."""
     try:
         import redis  # noqa: F401
     except ImportError:
         raise HomeError("a Redis queue needs the redis client: pip install redis") from None
-    return PriorityRedisHuey(name, url=url, results=False, utc=True, blocking=True, read_timeout=READ_TIMEOUT_S)
+    return Huey(name, storage_class=QueueRedisStorage, url=url, results=False, utc=True, blocking=True,
+                read_timeout=READ_TIMEOUT_S)
 
 
-def send_many(storage: RedisStorage, messages: list[tuple[bytes, int | None]]) -> None:
-    """Enqueue (data, priority) pairs in one round trip, keeping their order within a priority.
+def send_many(storage: QueueRedisStorage, messages: list[tuple[str, bytes, int | None]]) -> None:
+    """Enqueue (Huey queue name, data, priority) triples in one round trip, keeping their order within a
+    priority.
 
     The same encoding as Huey's ``RedisPriorityQueue.enqueue``: a microsecond prefix
     (here one apart per message, so the set orders them as sent) and score ``-priority``.
     """
     base = int(time.time() * 1e6)
-    members: dict[bytes, float] = {}
-    for i, (data, priority) in enumerate(messages):
-        members[struct.pack(">Q", base + i) + data] = -(priority or 0)
-    storage.conn.zadd(storage.queue_key, members)
+    members: dict[str, dict[bytes, float]] = {}
+    for i, (name, data, priority) in enumerate(messages):
+        members.setdefault(storage.key_of(name), {})[struct.pack(">Q", base + i) + data] = -(priority or 0)
+    if len(members) == 1:
+        ((key, items),) = members.items()
+        storage.conn.zadd(key, items)
+        return
+    pipe = storage.conn.pipeline(transaction=False)
+    for key, items in members.items():
+        pipe.zadd(key, items)
+    pipe.execute()
 
 
 def ping(url: str) -> str:

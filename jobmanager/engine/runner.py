@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback as tb
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import router
 from jobmanager.engine.states import TaskState
 from jobmanager.home import Home
-from jobmanager.models import Job, Task
+from jobmanager.models import Claim, Job, Task
 from jobmanager.store import JobStore
 
 log = logging.getLogger("jobmanager.engine.agent")
@@ -30,16 +31,39 @@ log = logging.getLogger("jobmanager.engine.agent")
 
 @dataclass
 class Counters:
-    """What the heartbeat reports: tasks running now, done and failed so far."""
+    """What the heartbeat reports: tasks running now, done and failed so far.
+
+    ``current`` holds a task from its claim until its outcome is written (or the write gave up), so
+    the store can reconcile: a task it says runs here that a snapshot does not report is forgotten
+    (:meth:`JobStore.reconcile_agent`). ``snapshot_at`` makes that exact for claims racing a snapshot:
+    it is the snapshot's time, or the start of the oldest claim still in flight, whichever is earlier.
+    """
 
     done: int = 0
     failed: int = 0
     current: dict[int, dict[str, Any]] = field(default_factory=dict)
+    claims: dict[object, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"done": self.done, "failed": self.failed, "current": list(self.current.values())}
+            return {"done": self.done, "failed": self.failed, "current": list(self.current.values()),
+                    "snapshot_at": min(self.claims.values(), default=time.time())}
+
+    def claim_started(self) -> object:
+        """Before a claim: a snapshot taken until :meth:`claim_ended` vouches only for earlier claims."""
+        token = object()
+        with self.lock:
+            self.claims[token] = time.time()
+        return token
+
+    def claim_ended(self, token: object, claim: Claim | None) -> None:
+        """After a claim: its task (if it was claimed) is reported from now on, in the same step."""
+        with self.lock:
+            del self.claims[token]
+            if claim is not None:
+                task = claim.task
+                self.current[task.id] = {"id": task.id, "job": claim.job.id, "task": task.seq, "name": task.name}
 
 
 class Runner:
@@ -57,13 +81,22 @@ class Runner:
 
     # -- jm.run ----------------------------------------------------------------------------
     def run(self, task_id: int, dispatch: int) -> None:
-        claim = self.store.claim_task(task_id, dispatch, self.agent)
+        token, claim = self.counters.claim_started(), None
+        try:
+            claim = self.store.claim_task(task_id, dispatch, self.agent)
+        finally:
+            self.counters.claim_ended(token, claim)
         if claim is None:
             log.debug("dropped stale message for task %s (dispatch %s)", task_id, dispatch)
             return
         task, job = claim.task, claim.job
-        with self.counters.lock:
-            self.counters.current[task.id] = {"job": job.id, "task": task.seq, "name": task.name}
+        try:
+            self._run(task, job)
+        finally:  # reported until the outcome is written: else the store would take the task back
+            with self.counters.lock:
+                self.counters.current.pop(task.id, None)
+
+    def _run(self, task: Task, job: Job) -> None:
         state: str = TaskState.SUCCEEDED
         try:
             if job.hard_limit is not None:
@@ -72,7 +105,6 @@ class Runner:
                 state, error, trace = run_task(self.home, self.store, self.agent, job, task)
         finally:
             with self.counters.lock:
-                self.counters.current.pop(task.id, None)
                 if state == TaskState.SUCCEEDED:
                     self.counters.done += 1
                 else:
@@ -80,6 +112,8 @@ class Runner:
         outcome = self.engine.finish_task(task.id, self.agent, state, error=error, traceback=trace,
                                           stored=self.until_stored)
         if outcome.finalize:
+            with self.counters.lock:
+                self.counters.current.pop(task.id, None)
             self._run_finish(job.id)
 
     # -- jm.finalize -------------------------------------------------------------------------

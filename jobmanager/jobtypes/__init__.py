@@ -21,6 +21,7 @@ from jobmanager import validate as check
 from jobmanager.auth.permissions import PERMISSIONS
 from jobmanager.errors import BadParams
 from jobmanager.models import JobOptions, NewTask
+from jobmanager.notify import rules as notify_rules
 
 if TYPE_CHECKING:
     from jobmanager.engine.context import TaskContext
@@ -54,6 +55,9 @@ class JobType(Generic[P]):
     max_losses: int = 3
     #: False: a task whose agent was lost fails at once instead of running again (it may have done half)
     rerun_safe: bool = True
+    #: notification rules of every job of this type, e.g. ``[{"on": ["failed"], "to": "mailto:ops@example.org"}]``
+    #: (see :mod:`jobmanager.notify.rules`); a job's and a schedule's own rules are added to these
+    notify: list[dict[str, Any]] = []
 
     def plan(self, params: P) -> list[NewTask]:
         """The tasks of a job with these parameters (at least one)."""
@@ -140,7 +144,7 @@ def get(name: str | None) -> JobType:
 
 
 #: the job options a job or a schedule may override (``options()``'s keyword arguments)
-OVERRIDABLE = ("queue", "soft_limit", "hard_limit")
+OVERRIDABLE = ("queue", "soft_limit", "hard_limit", "notify")
 
 
 def options(jt: JobType, **overrides: Any) -> JobOptions:
@@ -155,9 +159,11 @@ def options(jt: JobType, **overrides: Any) -> JobOptions:
     hard = check.time_limit(given.get("hard_limit", jt.hard_limit), "hard time limit")
     if soft is not None and hard is not None and hard < soft:
         raise BadParams(f"the hard time limit ({hard:g} s) is shorter than the soft one ({soft:g} s)")
+    notify = notify_rules.merge(notify_rules.check_rules(jt.notify, f"{jt.name}.notify"),
+                                notify_rules.check_rules(given.get("notify"), "notify"))
     return JobOptions(queue=queue, soft_limit=soft, hard_limit=hard,
                       max_losses=check.integer(jt.max_losses, "max_losses", 1, 1000),
-                      rerun_safe=bool(jt.rerun_safe))
+                      rerun_safe=bool(jt.rerun_safe), notify=tuple(notify))
 
 
 def validate(jt: JobType, params: dict[str, Any]) -> pydantic.BaseModel:

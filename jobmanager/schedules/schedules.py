@@ -22,6 +22,7 @@ from jobmanager import jobtypes
 from jobmanager.errors import BadParams, JobManagerError
 from jobmanager.home import Home
 from jobmanager.models import Dispatch
+from jobmanager.notify import rules as notify_rules
 from jobmanager.schedules.triggers import Trigger
 from jobmanager.store import JobStore
 
@@ -42,7 +43,7 @@ def build_spec(
 ) -> dict[str, Any]:
     """A validated schedule row; raises BadParams (nothing saved) on any bad input.
 
-    ``options`` overrides its jobs' options (``jobtypes.OVERRIDABLE``: queue, time limits); only the
+    ``options`` overrides its jobs' options (``jobtypes.OVERRIDABLE``: queue, time limits, notify); only the
     given ones are kept, so a job type's later defaults still apply to the rest."""
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise BadParams("a schedule needs a name (1 to 200 characters)")
@@ -60,6 +61,8 @@ def build_spec(
     overrides = {k: v for k, v in (options or {}).items() if v is not None}
     checked = jobtypes.options(jt, **overrides)
     overrides = {k: getattr(checked, k) for k in overrides}
+    if "notify" in overrides:  # the schedule's own rules only: its job type's are added when each job is made
+        overrides["notify"] = notify_rules.check_rules((options or {})["notify"], "schedule notify")
     now = time.time() if now is None else now
     trigger = Trigger.parse(cron=cron, every=every, at=at, tz=tz, now=now)
     return {
@@ -103,7 +106,8 @@ def read_file(home: Home, owner: str, imports: tuple[str, ...] = ()) -> list[dic
         raise BadParams(f"{path}: use [[schedule]] tables")
     headers = [i + 1 for i, line in enumerate(text.splitlines()) if re.match(r"\s*\[\[\s*schedule\s*\]\]", line)]
     specs, names = [], set()
-    allowed = {"name", "type", "params", "cron", "every", "at", "tz", "misfire", "enabled", "case", "priority"}
+    allowed = {"name", "type", "params", "cron", "every", "at", "tz", "misfire", "enabled", "case", "priority",
+               "options"}
     for entry, line in zip(entries, headers, strict=False):
         where = f"{SCHEDULES_FILE}:{line}"
         unknown = set(entry) - allowed
@@ -116,6 +120,7 @@ def read_file(home: Home, owner: str, imports: tuple[str, ...] = ()) -> list[dic
                 every=entry.get("every"), at=entry.get("at"), tz=entry.get("tz", "UTC"),
                 misfire=entry.get("misfire", "run_once"), enabled=entry.get("enabled", True),
                 source_kind="file", source_ref=str(path) + f":{line}", imports=imports,
+                options=entry.get("options"),
             )
         except JobManagerError as exc:
             raise BadParams(f"{where}: {exc}") from None

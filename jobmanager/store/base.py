@@ -110,7 +110,10 @@ class JobStore:
 
         Returns None (and changes nothing) when the message is stale: the task is
         not runnable any more, its dispatch counter moved on, or its job is paused
-        or cancelled. Moves a queued job to running.
+        or cancelled. Moves a queued job to running. Returns None too when a concurrency
+        limit matching the job is full: the task stays queued with ``waiting`` set to the
+        reason, spends no attempt, and is woken (:meth:`finish_task`'s ``Outcome.wake``)
+        when a slot frees.
         """
         raise NotImplementedError
 
@@ -135,7 +138,9 @@ class JobStore:
         A failure with attempts left becomes ``retrying`` with a new dispatch to
         send. When it was the job's last unfinished task, the job is settled in the
         same transaction: given its final state, or, for a job type with a
-        finishing step, handed to this agent (``Outcome.finalize``).
+        finishing step, handed to this agent (``Outcome.finalize``). When the task
+        matches concurrency limits, ``Outcome.wake`` holds the messages of the best
+        waiting tasks (priority, then age) that fit in the slots now free.
         """
         raise NotImplementedError
 
@@ -150,9 +155,34 @@ class JobStore:
     def queue_targets(self, queued_before: float | None = None) -> tuple[list[Dispatch], list[int]]:
         """What should be in the queue now (for the agents' sweep).
 
-        The run messages of runnable tasks queued before ``queued_before``, and the
-        ids of jobs whose finishing step is due but held by no agent.
+        The run messages of runnable tasks queued before ``queued_before`` (not those
+        waiting for a concurrency limit: see :meth:`wake_waiting`), and the ids of jobs
+        whose finishing step is due but held by no agent.
         """
+        raise NotImplementedError
+
+    # -- concurrency limits ---------------------------------------------------------------
+    def set_limit(self, name: str, *, type: str | None, queue: str | None, per_case: bool, max_running: int,
+                  actor: str) -> list[Dispatch]:
+        """Create or replace limit ``name``: at most ``max_running`` running tasks of the jobs of ``type``
+        in ``queue`` (None: any), per case if ``per_case``. Returns the messages of waiting tasks that
+        now fit (and of those no limit holds back any more)."""
+        raise NotImplementedError
+
+    def delete_limit(self, name: str, *, actor: str) -> list[Dispatch]:
+        """Delete a limit (NotFound if there is none); returns the messages of tasks it held back."""
+        raise NotImplementedError
+
+    def list_limits(self) -> list[dict[str, Any]]:
+        """The limits, with the tasks running and waiting that each matches."""
+        raise NotImplementedError
+
+    def wake_waiting(self) -> list[Dispatch]:
+        """Messages for waiting tasks whose limits have free slots (lost wake-ups; for the sweep)."""
+        raise NotImplementedError
+
+    def queue_summary(self) -> list[dict[str, Any]]:
+        """Per job queue with work: ``depth`` (runnable tasks), ``running`` and ``waiting`` tasks."""
         raise NotImplementedError
 
     # -- user actions ---------------------------------------------------------------------
@@ -215,8 +245,37 @@ class JobStore:
         """
         raise NotImplementedError
 
+    def reconcile_agent(self, name: str, pid: int, reported: Iterable[int], snapshot_at: float) -> Recovery:
+        """Recover, like a lost agent's (a loss counted, no attempt spent), the tasks the store says the
+        live agent ``name`` runs that its heartbeat's ``reported`` task ids (complete for claims made
+        before ``snapshot_at``) do not include."""
+        raise NotImplementedError
+
     def agent_throughput(self, since: float, width: float, buckets: int) -> dict[str, list[int]]:
         """Tasks finished per agent in ``buckets`` windows of ``width`` seconds from ``since``."""
+        raise NotImplementedError
+
+    # -- metrics (jobmanager/metrics.py): reads whose cost does not grow with the history ----------
+    def last_event_id(self) -> int:
+        """The largest event id (0 without events): where a tail of the events starts "now"."""
+        raise NotImplementedError
+
+    def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` events with ``id > after_id``, in id order (the primary key; no scan).
+
+        Each carries ``id``, ``at``, ``kind``, ``from_state``, ``to_state``, ``agent``, ``task_id``, and
+        its job's ``type`` and ``queue`` and its task's ``started_at`` (None where there is none).
+        """
+        raise NotImplementedError
+
+    def metrics_gauges(self) -> dict[str, list[dict[str, Any]]]:
+        """One snapshot of the work in progress, read through indexes (rows in runnable or running states):
+
+        ``depth``: per ``queue`` and ``type`` the runnable tasks of queued or running jobs (``n``) and
+        when the longest-waiting one became ready (``oldest``: queued, or its failed attempt ended);
+        ``running``: running tasks per ``agent`` (``n``); ``agents``: every agent's ``name``, ``state``,
+        ``heartbeat_at`` and ``interval``.
+        """
         raise NotImplementedError
 
     def request_agent(self, name: str, command: str | None, actor: str) -> None:
@@ -282,6 +341,44 @@ class JobStore:
         raise NotImplementedError
 
     def schedule_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    # -- notifications (the outbox: jobmanager.notify.outbox) ------------------------------------------------
+    def route_events(self, route: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], *, settle_s: float,
+                     limit: int = 500) -> int | None:
+        """Turn the next events after the notifiers' cursor into ``notifications`` rows; one caller wins each.
+
+        In one transaction: read the cursor (``meta`` key ``notify_cursor``), take the events after it in id
+        order up to the first gap in the ids (an event id not committed yet, or rolled back: a gap is waited
+        for ``settle_s`` seconds, measured from the next event's ``at``, then passed), move the cursor with a
+        conditional UPDATE (another notifier that moved it first wins: None, nothing written), and insert the
+        rows ``route`` returns for the events a notification can come from (a job's final state: kind
+        ``job``; an agent lost: kind ``agent``, to_state ``lost``), each event with its job's ``notify``
+        (a list), ``name``, ``type``, ``owner`` and ``case_id`` joined. A row is ``event_id, job_id,
+        agent_name, trigger, channel, target``; one that exists (same event, channel, target) is skipped.
+        Returns how many rows were inserted.
+        """
+        raise NotImplementedError
+
+    def claim_notification(self, sender: str, lease_s: float, now: float | None = None) -> dict[str, Any] | None:
+        """Take the pending notification due first, for ``sender``, counting an attempt.
+
+        Its ``next_at`` moves ``lease_s`` on: if the sender dies, another takes it then. Several senders
+        never take the same one at once. Returns the row with its event's ``at``, ``to_state``, ``agent``
+        and ``message`` (as ``event_at``, ``event_state``, ``event_agent``, ``event_message``), or None.
+        """
+        raise NotImplementedError
+
+    def record_delivery(self, notification_id: int, sender: str, *, state: str, error: str | None = None,
+                        next_at: float | None = None) -> bool:
+        """End an attempt of ``sender``'s: ``sent``, ``failed`` (for good), or ``pending`` again at ``next_at``.
+
+        False (nothing changed) if the notification is no longer this sender's (its lease ran out and
+        another sender took it)."""
+        raise NotImplementedError
+
+    def notifications(self, job_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """A job's notifications in order (``job_id`` None: the newest of all, newest first)."""
         raise NotImplementedError
 
     # -- users, groups, audit ------------------------------------------------------------------------------

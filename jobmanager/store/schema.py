@@ -299,6 +299,9 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_at);
 CREATE INDEX IF NOT EXISTS notifications_job ON notifications (job_id, id);
+-- The notifiers' cursor: events up to this id are routed. An upgraded store starts after its history.
+INSERT INTO meta (key, value) SELECT 'notify_cursor', CAST(COALESCE(MAX(id), 0) AS TEXT) FROM events WHERE 1 = 1
+    ON CONFLICT (key) DO NOTHING;
 """),
 }
 

@@ -49,6 +49,9 @@ T = TypeVar("T")
 
 #: an agent silent for this many heartbeat intervals is lost
 LOST_AFTER_INTERVALS = 3
+#: a running task an agent's heartbeat does not report is recovered only if it started this long before
+#: the heartbeat's snapshot (besides the runner's exact bound, a margin for the clock being set back)
+RECONCILE_MARGIN_S = 1.0
 
 SCHEDULE_FIELDS = (
     "name", "type", "params", "owner", "case_id", "priority", "trigger_kind", "trigger_value", "timezone",
@@ -406,7 +409,8 @@ class SqlStore(JobStore):
             f"UPDATE tasks SET dispatch = dispatch + 1 WHERE job_id = ? AND {runnable} RETURNING id, dispatch, seq",
             (job["id"], *values),
         ).fetchall()
-        return [Dispatch(r["id"], r["dispatch"], job["priority"]) for r in sorted(rows, key=lambda r: r["seq"])]
+        return [Dispatch(r["id"], r["dispatch"], job["priority"], job["queue"])
+                for r in sorted(rows, key=lambda r: r["seq"])]
 
     @staticmethod
     def _to_task(r: Row) -> Task:
@@ -416,7 +420,7 @@ class SqlStore(JobStore):
             agent=r["agent"], progress_done=r["progress_done"], progress_total=r["progress_total"],
             cancel_requested=bool(r["cancel_requested"]), error=r["error"], traceback=r["traceback"],
             queued_at=r["queued_at"], started_at=r["started_at"], finished_at=r["finished_at"],
-            losses=r["losses"], waiting=r["waiting"],
+            losses=r["losses"], waiting=r["waiting"] if r["state"] in RUNNABLE_TASK else None,
         )
 
     @staticmethod
@@ -480,7 +484,7 @@ class SqlStore(JobStore):
         message = "submitted" if schedule_id is None else f"fired by schedule {schedule_id}"
         self._event(c, "job", job_id=job_id, to_state=JobState.QUEUED, actor=actor, message=message, at=now)
         rows = c.execute("SELECT id FROM tasks WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
-        return job_id, [Dispatch(r["id"], 0, priority) for r in rows]
+        return job_id, [Dispatch(r["id"], 0, priority, options.queue) for r in rows]
 
     def _running_fraction(self, c: Connection, job_id: int) -> float:
         row = c.execute(
@@ -572,6 +576,7 @@ class SqlStore(JobStore):
             # Most stale messages are dropped here, before any lock is taken.
             if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
                 return None
+            limits = self._lock_limits(c, "jobs j WHERE j.id = ?", (first["job_id"],))
             locked = self._lock_task_and_job(c, first)
             if locked is None:
                 return None
@@ -580,10 +585,15 @@ class SqlStore(JobStore):
                 return None
             if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
                 return None
+            full = self._full_limit(c, limits, job)
+            if full is not None:  # stays queued, no attempt spent; woken when a slot frees (_wake)
+                if task["waiting"] != full:
+                    c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND dispatch = ?", (full, task_id, dispatch))
+                return None
             claimed = _first(c.execute(
                 "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
                 " finished_at = NULL, progress_done = NULL, progress_total = NULL, error = NULL,"
-                " traceback = NULL, cancel_requested = 0"
+                " traceback = NULL, cancel_requested = 0, waiting = NULL"
                 " WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
                 (agent, now, task_id, task["state"], task["dispatch"]),
             ))
@@ -627,6 +637,7 @@ class SqlStore(JobStore):
         now = time.time()
         with self._tx() as c:
             first = self._task_row(c, task_id)
+            limits = [] if first is None else self._lock_limits(c, "jobs j WHERE j.id = ?", (first["job_id"],))
             locked = None if first is None else self._lock_task_and_job(c, first)
             if locked is None:
                 return Outcome(recorded=False)
@@ -639,13 +650,15 @@ class SqlStore(JobStore):
                     c, task, TaskState.RETRYING, by=agent, message=error, require_agent=agent,
                     dispatch=task["dispatch"] + 1, error=error, traceback=traceback, finished_at=now,
                 )
-                return Outcome(retry=Dispatch(task_id, task["dispatch"] + 1, job["priority"]))
+                return Outcome(retry=Dispatch(task_id, task["dispatch"] + 1, job["priority"], job["queue"]),
+                               wake=self._wake(c, limits, job["case_id"]))
             self._task_state(
                 c, task, state, by=agent, message=error, require_agent=agent,
                 error=error, traceback=traceback, finished_at=now,
             )
             finalize, final = self._settle(c, task["job_id"], agent)
-        return Outcome(finalize=finalize, job_state=final)
+            wake = self._wake(c, limits, job["case_id"])
+        return Outcome(finalize=finalize, job_state=final, wake=wake)
 
     def begin_finalize(self, job_id: int, agent: str) -> Job | None:
         in_progress, values = self.dialect.in_("state", IN_PROGRESS)
@@ -680,8 +693,8 @@ class SqlStore(JobStore):
         in_progress, in_progress_values = self.dialect.in_("state", IN_PROGRESS)
         with self._read() as c:
             rows = c.execute(
-                "SELECT t.id, t.dispatch, j.priority FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                f" WHERE {runnable} AND j.state IN ('queued', 'running')"
+                "SELECT t.id, t.dispatch, j.priority, j.queue FROM tasks t JOIN jobs j ON j.id = t.job_id"
+                f" WHERE {runnable} AND j.state IN ('queued', 'running') AND t.waiting IS NULL"
                 " AND COALESCE(t.queued_at, 0) < ? ORDER BY t.id",
                 (*runnable_values, time.time() if queued_before is None else queued_before),
             ).fetchall()
@@ -691,7 +704,181 @@ class SqlStore(JobStore):
                 " ORDER BY id",
                 in_progress_values,
             ).fetchall()
-        return [Dispatch(r["id"], r["dispatch"], r["priority"]) for r in rows], [r["id"] for r in finals]
+        return [Dispatch(r["id"], r["dispatch"], r["priority"], r["queue"]) for r in rows], [r["id"] for r in finals]
+
+    # -- concurrency limits: a database fact across all agents ----------------------------------------
+    # A limit row (name, type, queue, per_case, max_running) means "at most max_running running tasks of the
+    # jobs matching type and queue (NULL: any), per case when per_case". How it holds on both backends:
+    # - claim_task refuses a task whose limit is full inside its transaction: the task stays queued with
+    #   ``waiting`` set to the reason and spends no attempt; its message is consumed, so nothing polls.
+    # - Every transaction that counts or frees a limit's slots first locks the limit's row (SELECT ... FOR
+    #   UPDATE; on SQLite the write lock already serialises everything), before any job or task row, so the
+    #   lock order is agents -> limits (by name) -> jobs -> tasks, and a claim counting the running tasks
+    #   sees every finish that committed before it (READ COMMITTED re-reads per statement).
+    # - When a task matching a limit ends (finish_task, recovery), the same transaction picks the best
+    #   waiting tasks (priority, then age) for the free slots, clears their ``waiting`` and returns their
+    #   dispatches; those rows are taken with SKIP LOCKED, so this never waits for (or deadlocks with) a
+    #   transaction holding one of them.
+    # - The sweep leaves waiting tasks out (no busy loop) and calls wake_waiting for lost wake-ups.
+    def _lock_limits(self, c: Connection, jobs: str, params: Sequence[Any]) -> list[Row]:
+        """The limits matching any job of ``FROM {jobs}`` (alias ``j``), locked in name order."""
+        return list(c.execute(
+            "SELECT * FROM limits l WHERE EXISTS (SELECT 1 FROM " + jobs +
+            " AND (l.type IS NULL OR l.type = j.type) AND (l.queue IS NULL OR l.queue = j.queue))"
+            " ORDER BY name" + self.dialect.for_update,
+            params,
+        ).fetchall())
+
+    @staticmethod
+    def _limit_match(limit: Row, case: Any) -> tuple[str, list[Any]]:
+        """The jobs (alias ``j``) a limit counts; ``case`` (one case, or None for no case) if per case."""
+        parts, values = ["1 = 1"], []
+        for column in ("type", "queue"):
+            if limit[column] is not None:
+                parts.append(f"j.{column} = ?")
+                values.append(limit[column])
+        if limit["per_case"]:
+            if case is None:
+                parts.append("j.case_id IS NULL")
+            else:
+                parts.append("j.case_id = ?")
+                values.append(case)
+        return " AND ".join(parts), values
+
+    def _running(self, c: Connection, limit: Row, case: Any) -> int:
+        match, values = self._limit_match(limit, case)
+        row = c.execute(
+            f"SELECT count(*) AS n FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running' AND {match}",
+            values,
+        ).fetchone()
+        return int(row["n"])
+
+    def _full_limit(self, c: Connection, limits: list[Row], job: Row) -> str | None:
+        """Why a task of ``job`` may not start now (the first full limit), or None."""
+        for limit in limits:
+            n = self._running(c, limit, job["case_id"])
+            if n >= limit["max_running"]:
+                what = limit["type"] or "tasks"
+                where = f" in queue {limit['queue']}" if limit["queue"] is not None else ""
+                if limit["per_case"]:
+                    where += f" in case {job['case_id']}" if job["case_id"] is not None else " without a case"
+                return f"waiting: {n}/{limit['max_running']} {what} running{where} (limit {limit['name']})"
+        return None
+
+    _ALL_CASES: ClassVar[object] = object()
+
+    def _wake(self, c: Connection, limits: list[Row], case: Any = _ALL_CASES) -> list[Dispatch]:
+        """Messages for the best waiting tasks that fit in the free slots of ``limits`` (locked), their
+        ``waiting`` cleared; a per-case limit's slots are counted in ``case`` (else in every case)."""
+        out: list[Dispatch] = []
+        runnable, runnable_values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        waiting = f"t.waiting IS NOT NULL AND {runnable} AND j.state IN ('queued', 'running')"
+        for limit in limits:
+            cases: list[Any] = [None]
+            if limit["per_case"]:
+                if case is self._ALL_CASES:
+                    no_case = {**dict(limit), "per_case": 0}
+                    match, values = self._limit_match(no_case, None)
+                    cases = [r["case_id"] for r in c.execute(
+                        f"SELECT DISTINCT j.case_id FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE {waiting}"
+                        f" AND {match}", (*runnable_values, *values)).fetchall()]
+                else:
+                    cases = [case]
+            for one in cases:
+                free = limit["max_running"] - self._running(c, limit, one)
+                if free <= 0:
+                    continue
+                match, values = self._limit_match(limit, one)
+                out += self._take_waiting(c, f"{waiting} AND {match}", [*runnable_values, *values], free)
+        return out
+
+    def _take_waiting(self, c: Connection, where: str, values: list[Any], limit: int | None) -> list[Dispatch]:
+        """Clear ``waiting`` of the best ``limit`` tasks matching ``where`` (rows others hold are skipped)."""
+        rows = c.execute(
+            "SELECT t.id, t.dispatch, j.priority, j.queue FROM tasks t JOIN jobs j ON j.id = t.job_id"
+            f" WHERE {where} ORDER BY j.priority DESC, t.id" + (" LIMIT ?" if limit is not None else "")
+            + self.dialect.skip_locked,
+            (*values, *([limit] if limit is not None else [])),
+        ).fetchall()
+        if rows:
+            ids, id_values = self.dialect.in_("id", [r["id"] for r in rows])
+            c.execute(f"UPDATE tasks SET waiting = NULL WHERE {ids}", id_values)
+        return [Dispatch(r["id"], r["dispatch"], r["priority"], r["queue"]) for r in rows]
+
+    def _wake_all(self, c: Connection) -> list[Dispatch]:
+        """Wake what fits under every limit, and every waiting task no limit matches any more."""
+        limits = c.execute("SELECT * FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
+        out = self._wake(c, limits)
+        runnable, runnable_values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        out += self._take_waiting(
+            c, f"t.waiting IS NOT NULL AND {runnable} AND j.state IN ('queued', 'running') AND NOT EXISTS"
+               " (SELECT 1 FROM limits l WHERE (l.type IS NULL OR l.type = j.type)"
+               " AND (l.queue IS NULL OR l.queue = j.queue))",
+            list(runnable_values), None,
+        )
+        return out
+
+    def wake_waiting(self) -> list[Dispatch]:
+        runnable, values = self.dialect.in_("state", RUNNABLE_TASK)
+        if self._fetchone(f"SELECT 1 AS x FROM tasks WHERE waiting IS NOT NULL AND {runnable} LIMIT 1", values) is None:
+            return []
+        return self._retrying(self._wake_all)
+
+    def set_limit(self, name: str, *, type: str | None, queue: str | None, per_case: bool, max_running: int,
+                  actor: str) -> list[Dispatch]:
+        def save(c: Connection) -> list[Dispatch]:
+            now = time.time()
+            c.execute("SELECT name FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
+            c.execute(
+                "INSERT INTO limits (name, type, queue, per_case, max_running, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET type = excluded.type,"
+                " queue = excluded.queue, per_case = excluded.per_case, max_running = excluded.max_running,"
+                " updated_at = excluded.updated_at",
+                (name, type, queue, int(per_case), max_running, now, now),
+            )
+            described = describe_limit(type, queue, per_case, max_running)
+            self._event(c, "limit", actor=actor, message=f"limit {name} set: {described}")
+            return self._wake_all(c)
+
+        return self._retrying(save)
+
+    def delete_limit(self, name: str, *, actor: str) -> list[Dispatch]:
+        def delete(c: Connection) -> list[Dispatch]:
+            c.execute("SELECT name FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
+            if _first(c.execute("DELETE FROM limits WHERE name = ? RETURNING name", (name,))) is None:
+                raise NotFound(f"no limit {name!r}")
+            self._event(c, "limit", actor=actor, message=f"limit {name} deleted")
+            return self._wake_all(c)
+
+        return self._retrying(delete)
+
+    def list_limits(self) -> list[dict[str, Any]]:
+        out = []
+        with self._read() as c:
+            for r in c.execute("SELECT * FROM limits ORDER BY name").fetchall():
+                d = dict(r)
+                d["per_case"] = bool(d["per_case"])
+                d["running"] = self._running(c, {**dict(r), "per_case": 0}, None)
+                runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
+                match, match_values = self._limit_match({**dict(r), "per_case": 0}, None)
+                d["waiting"] = int(c.execute(
+                    f"SELECT count(*) AS n FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.waiting IS NOT NULL"
+                    f" AND {runnable} AND {match}", (*values, *match_values)).fetchone()["n"])
+                out.append(d)
+        return out
+
+    def queue_summary(self) -> list[dict[str, Any]]:
+        runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        rows = self._fetchall(
+            f"SELECT j.queue AS queue, SUM(CASE WHEN {runnable} AND j.state IN ('queued', 'running') THEN 1 ELSE 0"
+            f" END) AS depth, SUM(CASE WHEN t.state = 'running' THEN 1 ELSE 0 END) AS running,"
+            f" SUM(CASE WHEN {runnable} AND t.waiting IS NOT NULL THEN 1 ELSE 0 END) AS waiting"
+            " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state IN ('queued', 'retrying', 'running')"
+            " GROUP BY j.queue ORDER BY j.queue",
+            (*values, *values),
+        )
+        return [{"queue": r["queue"], "depth": int(r["depth"] or 0), "running": int(r["running"] or 0),
+                 "waiting": int(r["waiting"] or 0)} for r in rows]
 
     # -- user actions --------------------------------------------------------------------------------
     def pause_job(self, job_id: int, actor: str) -> None:
@@ -760,6 +947,7 @@ class SqlStore(JobStore):
                     c, task, TaskState.QUEUED, actor=actor, message="retry requested", dispatch=task["dispatch"] + 1,
                     max_attempts=task["attempts"] + 1 + job["retries"], error=None, traceback=None,
                     agent=None, queued_at=now, finished_at=None, cancel_requested=0,
+                    losses=0,  # a user's retry gives a poison task its max_losses again, as it gives attempts
                 )
             if job["state"] in FINISHED:
                 self._job_state(
@@ -767,7 +955,7 @@ class SqlStore(JobStore):
                     finished_at=None, error=None, finisher=None,
                 )
             job = self._job_row(c, job_id)
-            dispatches = [Dispatch(t["id"], t["dispatch"] + 1, job["priority"]) for t in tasks]
+            dispatches = [Dispatch(t["id"], t["dispatch"] + 1, job["priority"], job["queue"]) for t in tasks]
             if job["state"] == JobState.PAUSED:
                 dispatches = []
             return dispatches, refinish
@@ -837,7 +1025,7 @@ class SqlStore(JobStore):
                         f"agent {info['name']} is already running (host {old['host']}, pid {old['pid']})"
                     )
             if old is not None and old["state"] in (AgentState.ONLINE, AgentState.LOST):
-                self._recover_agent(c, old["name"], info["name"], recovery, message="agent restarted")
+                self._recover_agent(c, old["name"], info["name"], recovery, message=f"agent {old['name']} restarted")
             c.execute("DELETE FROM agents WHERE name = ?", (info["name"],))
             c.execute(
                 'INSERT INTO agents (name, host, pid, workers, worker_type, version, queues, state, "interval",'
@@ -879,7 +1067,7 @@ class SqlStore(JobStore):
             ).fetchone()
             if row is None:
                 return recovery
-            self._recover_agent(c, name, name, recovery, message="agent stopped", count_attempt=False)
+            self._recover_agent(c, name, name, recovery, message="agent stopped", lost=False)
             c.execute("UPDATE agents SET state = 'offline', stopped_at = ?, current_tasks = '[]', command = NULL"
                       " WHERE name = ? AND pid = ?", (time.time(), name, pid))
             self._event(c, "agent", agent=name, from_state=row["state"], to_state=AgentState.OFFLINE, message="stopped")
@@ -913,14 +1101,63 @@ class SqlStore(JobStore):
 
         return self._retrying(recover)
 
+    def reconcile_agent(self, name: str, pid: int, reported: Iterable[int], snapshot_at: float) -> Recovery:
+        """Hand back the tasks the store says ``name`` is running but its heartbeat did not report.
+
+        ``reported`` are the ids of the tasks the agent was running at ``snapshot_at``, a time before
+        which every claim the agent made is either reported or already finished in the store (the
+        runner keeps a task in its report from the claim until its outcome is written). A task that
+        started before ``snapshot_at - RECONCILE_MARGIN_S`` and is missing is one whose agent forgot
+        it (e.g. its finish write failed): it is recovered like a lost agent's task, a loss counted.
+
+        Costs one indexed SELECT per heartbeat; a write transaction only when a task is missing.
+        """
+        cutoff = snapshot_at - RECONCILE_MARGIN_S
+        known = set(reported)
+        rows = self._fetchall(
+            "SELECT id, job_id FROM tasks WHERE state = 'running' AND agent = ? AND started_at < ?", (name, cutoff)
+        )
+        missing = sorted((r["job_id"], r["id"]) for r in rows if r["id"] not in known)
+        if not missing:
+            return Recovery()
+
+        def reconcile(c: Connection) -> Recovery:
+            recovery = Recovery()
+            agent = c.execute(
+                f"SELECT state FROM agents WHERE name = ? AND pid = ?{self.dialect.for_update}", (name, pid)
+            ).fetchone()
+            if agent is None or agent["state"] != AgentState.ONLINE:
+                return recovery  # stopped or lost meanwhile: that path hands its tasks back
+            ids, values = self.dialect.in_("t.id", [task_id for _, task_id in missing])
+            limits = self._lock_limits(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", values)
+            for job_id in sorted({job for job, _ in missing}):
+                self._job_row(c, job_id, lock=True)
+            for _, task_id in missing:
+                task = self._task_row(c, task_id, lock=True)
+                if (task is None or task["state"] != TaskState.RUNNING or task["agent"] != name
+                        or task["started_at"] >= cutoff):
+                    continue
+                self._hand_back(c, task, name, recovery, lost=True,
+                                reason=f"agent {name} no longer reports the task in its heartbeat")
+            recovery.dispatches += self._wake(c, limits)
+            return recovery
+
+        return self._retrying(reconcile)
+
     def _recover_agent(
-        self, c: Connection, name: str, by: str, recovery: Recovery, *, message: str, count_attempt: bool = True,
+        self, c: Connection, name: str, by: str, recovery: Recovery, *, message: str, lost: bool = True,
     ) -> None:
-        """Hand back the work an agent held: its running tasks and finishing steps (jobs locked in id order)."""
-        now = time.time()
+        """Hand back the work an agent held: its running tasks and finishing steps (jobs locked in id order).
+
+        ``lost``: the agent died (killed, crashed, restarted without stopping), and each of its running
+        tasks counts a loss (:meth:`_hand_back`); False: a graceful stop, whose tasks go back to the
+        queue as if they had not started (no attempt spent, no loss counted).
+        """
         held = c.execute(
             "SELECT id, job_id FROM tasks WHERE state = 'running' AND agent = ? ORDER BY job_id, id", (name,)
         ).fetchall()
+        limits = self._lock_limits(c, "tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running'"
+                                      " AND t.agent = ?", (name,)) if held else []
         if self.dialect.row_locks:
             finishing = c.execute("SELECT id FROM jobs WHERE finisher = ?", (name,)).fetchall()
             for job_id in sorted({r["job_id"] for r in held} | {r["id"] for r in finishing}):
@@ -929,26 +1166,62 @@ class SqlStore(JobStore):
             task = self._task_row(c, ref["id"], lock=True)
             if task is None or task["state"] != TaskState.RUNNING or task["agent"] != name:
                 continue
-            job = self._job_row(c, task["job_id"])
-            attempts = task["attempts"] if count_attempt else task["attempts"] - 1
-            if job["state"] in FINISHED or task["cancel_requested"]:
-                self._task_state(c, task, TaskState.CANCELLED, by=by, message=message, finished_at=now)
-            elif attempts < task["max_attempts"]:
-                self._task_state(c, task, TaskState.QUEUED, by=by, message=message, attempts=attempts,
-                                 dispatch=task["dispatch"] + 1, queued_at=now)
-                if job["state"] != JobState.PAUSED:
-                    recovery.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"]))
-                continue
-            else:
-                self._task_state(c, task, TaskState.FAILED, by=by, message=message, finished_at=now,
-                                 error=f"{message} while running the task (attempt {attempts} of "
-                                       f"{task['max_attempts']})")
-            self._settle(c, task["job_id"], None)
-            if job["has_finish"]:
-                self._queue_finalize_if_ready(c, task["job_id"], recovery)
+            self._hand_back(c, task, by, recovery, reason=message, lost=lost)
+        recovery.dispatches += self._wake(c, limits)
         for job in c.execute("UPDATE jobs SET finisher = NULL WHERE finisher = ? RETURNING id", (name,)).fetchall():
             self._event(c, "finish", job_id=job["id"], agent=by, message=f"{message}; finishing step resent")
             recovery.finalize.append(job["id"])
+
+    def _hand_back(self, c: Connection, task: Row, by: str, recovery: Recovery, *, reason: str, lost: bool) -> None:
+        """Take a running task from an agent that will not finish it; the task's job row is locked.
+
+        The one path for a lost agent's tasks, a gracefully stopped agent's, and a task its live agent's
+        heartbeat no longer reports (:meth:`reconcile_agent`). The agent's end is not the task's fault,
+        so the attempt its claim counted is given back. A loss (``lost``) is counted in ``tasks.losses``
+        and written on the job's timeline ("loss k of N"); the task runs again, unless its job type is
+        not safe to re-run (``jobs.rerun_safe = 0``: it fails at once) or this was loss
+        ``jobs.max_losses`` (a poison task that kills every agent it lands on: it fails "killed its agent
+        N times").
+
+        Attempts and losses are two separate budgets, neither spends the other: a task with retries=2
+        that failed once (attempts 1 of 3) and then lost its agent twice still has attempts 2 and 3
+        left (it shows attempts 1, losses 2); a third loss fails it as a poison task whatever attempts
+        are left, and failures end it when its attempts are spent whatever losses are left. Only a
+        user's retry (:meth:`retry_job`) starts both budgets again.
+        """
+        now = time.time()
+        job = self._job_row(c, task["job_id"])
+        attempts = max(0, task["attempts"] - 1)  # the claim counted this attempt; the task did not end it
+        if job["state"] in FINISHED or task["cancel_requested"]:
+            self._task_state(c, task, TaskState.CANCELLED, by=by, message=reason, finished_at=now)
+        elif not lost:
+            self._requeue(c, task, job, by, recovery, message=reason, attempts=attempts)
+            return
+        else:
+            losses, most = task["losses"] + 1, job["max_losses"]
+            counted = f"{reason} (loss {losses} of {most})"
+            if job["rerun_safe"] and losses < most:
+                self._requeue(c, task, job, by, recovery, attempts=attempts, losses=losses,
+                              message=f"{counted}; queued again, no attempt spent")
+                return
+            if not job["rerun_safe"]:
+                error = (f"{reason} while running the task; job type {job['type']} is not safe to re-run "
+                         "(rerun_safe = False), so it was not run again")
+            else:
+                error = f"killed its agent {losses} times (the last: {reason}); max_losses is {most}"
+            self._task_state(c, task, TaskState.FAILED, by=by, message=f"{counted}; {error}", finished_at=now,
+                             attempts=attempts, losses=losses, error=error)
+        self._settle(c, task["job_id"], None)
+        if job["has_finish"]:
+            self._queue_finalize_if_ready(c, task["job_id"], recovery)
+
+    def _requeue(self, c: Connection, task: Row, job: Row, by: str, recovery: Recovery, *, message: str,
+                 **fields: Any) -> None:
+        """A running task back to queued with a new dispatch (sent unless its job is paused)."""
+        self._task_state(c, task, TaskState.QUEUED, by=by, message=message, dispatch=task["dispatch"] + 1,
+                         queued_at=time.time(), **fields)
+        if job["state"] != JobState.PAUSED:
+            recovery.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"], job["queue"]))
 
     def _queue_finalize_if_ready(self, c: Connection, job_id: int, recovery: Recovery) -> None:
         job = self._job_row(c, job_id)
@@ -968,6 +1241,45 @@ class SqlStore(JobStore):
             if 0 <= r["b"] < buckets:
                 out.setdefault(r["agent"], [0] * buckets)[r["b"]] = int(r["n"])
         return out
+
+    # -- metrics: reads through the primary key and the tasks_state index, whatever the history ------
+    def last_event_id(self) -> int:
+        return int(self._fetchone("SELECT COALESCE(MAX(id), 0) AS n FROM events")["n"])
+
+    def events_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        # Three lookups by primary key rather than one join: PostgreSQL's estimate of ``id > ?`` on a
+        # freshly filled table can be far off, and a join then plans parallel scans of jobs and tasks.
+        with self._read() as c:
+            events = [dict(r) for r in c.execute(
+                "SELECT id, at, kind, from_state, to_state, agent, job_id, task_id FROM events WHERE id > ?"
+                " ORDER BY id LIMIT ?", (int(after_id), int(limit))).fetchall()]
+            ids, values = self.dialect.in_("id", sorted({e["job_id"] for e in events if e["job_id"] is not None}))
+            jobs = {r["id"]: r for r in c.execute(f"SELECT id, type, queue FROM jobs WHERE {ids}", values).fetchall()}
+            ids, values = self.dialect.in_("id", sorted({e["task_id"] for e in events if e["task_id"] is not None}))
+            started = {r["id"]: r["started_at"]
+                       for r in c.execute(f"SELECT id, started_at FROM tasks WHERE {ids}", values).fetchall()}
+        for e in events:
+            job = jobs.get(e["job_id"])
+            e["type"], e["queue"] = (job["type"], job["queue"]) if job is not None else (None, None)
+            e["started_at"] = started.get(e["task_id"])
+        return events
+
+    def metrics_gauges(self) -> dict[str, list[dict[str, Any]]]:
+        runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
+        with self._read() as c:
+            depth = c.execute(
+                "SELECT j.queue, j.type, count(*) AS n, MIN(CASE WHEN t.state = 'retrying'"
+                " THEN COALESCE(t.finished_at, t.queued_at) ELSE t.queued_at END) AS oldest"
+                f" FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE {runnable} AND j.state IN ('queued', 'running')"
+                " GROUP BY j.queue, j.type",
+                values,
+            ).fetchall()
+            running = c.execute(
+                "SELECT agent, count(*) AS n FROM tasks WHERE state = 'running' GROUP BY agent"
+            ).fetchall()
+            agents = c.execute('SELECT name, state, heartbeat_at, "interval" FROM agents').fetchall()
+        return {"depth": [dict(r) for r in depth], "running": [dict(r) for r in running],
+                "agents": [dict(r) for r in agents]}
 
     def request_agent(self, name: str, command: str | None, actor: str) -> None:
         with self._tx() as c:
@@ -1284,6 +1596,98 @@ class SqlStore(JobStore):
 
     def list_audit(self, limit: int = 200) -> list[dict[str, Any]]:
         return [dict(r) for r in self._fetchall("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (int(limit),))]
+
+    # -- notifications: the outbox (jobmanager.notify.outbox) ------------------------------------------
+    def route_events(self, route: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], *, settle_s: float,
+                     limit: int = 500) -> int | None:
+        row = self._fetchone("SELECT value FROM meta WHERE key = 'notify_cursor'")
+        newest = self._fetchone("SELECT MAX(id) AS id FROM events")
+        if row is not None and (newest is None or newest["id"] is None or newest["id"] <= int(row["value"])):
+            return 0  # nothing new: no write transaction (agents poll this every second)
+        with self._tx() as c:
+            # Another notifier routing now holds the row: leave the events to it rather than wait.
+            row = c.execute(f"SELECT value FROM meta WHERE key = 'notify_cursor'{self.dialect.skip_locked}").fetchone()
+            if row is None:
+                if c.execute("SELECT 1 FROM meta WHERE key = 'notify_cursor'").fetchone() is not None:
+                    return None
+                c.execute("INSERT INTO meta (key, value) VALUES ('notify_cursor', '0') ON CONFLICT (key) DO NOTHING")
+                cursor = 0
+            else:
+                cursor = int(row["value"])
+            now = time.time()
+            ids = c.execute("SELECT id, at FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                            (cursor, int(limit))).fetchall()
+            upto = cursor
+            for r in ids:  # ids commit out of order on PostgreSQL: stop at a gap until it is old enough
+                if r["id"] != upto + 1 and r["at"] > now - settle_s:
+                    break
+                upto = r["id"]
+            if upto == cursor:
+                return 0
+            if c.execute("UPDATE meta SET value = ? WHERE key = 'notify_cursor' AND value = ?",
+                         (str(upto), str(cursor))).rowcount != 1:
+                return None
+            events = [dict(r) for r in c.execute(
+                "SELECT e.id, e.at, e.kind, e.to_state, e.agent, e.message, e.job_id, j.notify, j.name, j.type,"
+                " j.owner, j.case_id FROM events e LEFT JOIN jobs j ON j.id = e.job_id"
+                " WHERE e.id > ? AND e.id <= ? AND ((e.kind = 'job' AND e.to_state IN (?,?,?,?))"
+                " OR (e.kind = 'agent' AND e.to_state = 'lost')) ORDER BY e.id",
+                (cursor, upto, *FINISHED)).fetchall()]
+            for e in events:
+                e["notify"] = json.loads(e["notify"]) if e["notify"] else []
+            rows = route(events) if events else []
+            inserted = 0
+            for n in rows:
+                cur = c.execute(
+                    "INSERT INTO notifications (event_id, job_id, agent_name, trigger, channel, target, state,"
+                    " next_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)"
+                    " ON CONFLICT (event_id, channel, target) DO NOTHING",
+                    (n["event_id"], n.get("job_id"), n.get("agent_name"), n["trigger"], n["channel"], n["target"],
+                     now, now))
+                inserted += max(cur.rowcount, 0)
+            return inserted
+
+    def claim_notification(self, sender: str, lease_s: float, now: float | None = None) -> dict[str, Any] | None:
+        at = now or time.time()
+        with self._tx() as c:
+            claimed = _first(c.execute(
+                "UPDATE notifications SET sender = ?, next_at = ?, attempts = attempts + 1"
+                " WHERE id = (SELECT id FROM notifications WHERE state = 'pending' AND next_at <= ?"
+                f" ORDER BY next_at, id LIMIT 1{self.dialect.skip_locked})"
+                " AND state = 'pending' AND next_at <= ? RETURNING id",
+                (sender, at + lease_s, at, at)))
+            if claimed is None:
+                return None
+            row = c.execute(
+                "SELECT n.*, e.at AS event_at, e.to_state AS event_state, e.agent AS event_agent,"
+                " e.message AS event_message FROM notifications n LEFT JOIN events e ON e.id = n.event_id"
+                " WHERE n.id = ?", (claimed["id"],)).fetchone()
+            return dict(row)
+
+    def record_delivery(self, notification_id: int, sender: str, *, state: str, error: str | None = None,
+                        next_at: float | None = None) -> bool:
+        now = time.time()
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE notifications SET state = ?, last_error = ?, next_at = ?, delivered_at = ?,"
+                " sender = CASE WHEN ? = 'pending' THEN NULL ELSE sender END"
+                " WHERE id = ? AND sender = ? AND state = 'pending'",
+                (state, error, next_at if next_at is not None else now, now if state == "sent" else None, state,
+                 notification_id, sender))
+            return cur.rowcount == 1
+
+    def notifications(self, job_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        if job_id is None:
+            return [dict(r) for r in self._fetchall("SELECT * FROM notifications ORDER BY id DESC LIMIT ?",
+                                                    (int(limit),))]
+        return [dict(r) for r in self._fetchall("SELECT * FROM notifications WHERE job_id = ? ORDER BY id LIMIT ?",
+                                                (job_id, int(limit)))]
+
+
+def describe_limit(type: str | None, queue: str | None, per_case: bool, max_running: int) -> str:
+    """``at most 2 print_to_pdf running in queue pdf per case``: a limit in words."""
+    where = f" in queue {queue}" if queue is not None else ""
+    return f"at most {max_running} {type or 'tasks'} running{where}" + (" per case" if per_case else "")
 
 
 def _schedule(r: Row) -> dict[str, Any]:
