@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 MAX_LIMIT = 100_000
 
 JOB_COLUMNS = [
-    "id", "name", "type", "state", "progress", "owner", "case", "priority", "tasks_total",
+    "id", "name", "type", "queue", "state", "progress", "owner", "case", "priority", "tasks_total",
     "tasks_succeeded", "tasks_failed", "tasks_cancelled", "created_at", "started_at", "finished_at", "error",
 ]
 

@@ -111,3 +111,42 @@ def test_a_new_sqlite_store_is_at_the_latest_version(tmp_path: Path) -> None:
     assert s.schema_version() == sql_store.SCHEMA_VERSION
     assert json.loads(json.dumps(s.list_schedules())) == []
     s.close()
+
+
+def test_schedule_commands_take_the_job_options(home: Path) -> None:
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["--home", str(home), "--user", "tester", "schedule", *args])
+
+    made = run("add", "nightly", "sleep", "--cron", "0 2 * * *", "--queue", "night", "--hard-limit", "90",
+               "--notify", "failed:mailto:ops@example.org")
+    assert made.exit_code == 0, made.output
+    shown = run("show", "nightly").output
+    assert "job options hard_limit 90, queue night" in shown and "notify failed:mailto:ops@example.org" in shown
+    assert run("edit", "nightly", "--soft-limit", "30").exit_code == 0
+    with JobManager(home, user="tester") as jm:
+        assert jm.get_schedule("nightly")["options"] == {
+            "queue": "night", "hard_limit": 90.0, "soft_limit": 30.0,
+            "notify": [{"on": ["failed"], "to": "mailto:ops@example.org"}]}
+    for bad in (["--queue", "Not OK"], ["--notify", "failed:file:///etc/passwd"], ["--soft-limit", "100"]):
+        result = run("edit", "nightly", *bad)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (bad, result.output)
+    with JobManager(home, user="tester") as jm:
+        assert jm.get_schedule("nightly")["options"]["soft_limit"] == 30.0
+
+
+def test_the_dashboard_shows_queue_waiting_limits_and_losses(jm: JobManager) -> None:
+    from jobmanager.widgets.details import _engine_line, _task_rows
+    from jobmanager.widgets.models import present_jobs
+
+    job_id = jm.submit("sleep", {"tasks": 2, "seconds": 0}, queue="pdf", soft_limit=30, hard_limit=60,
+                       notify=[{"on": ["failed"], "to": "mailto:ops@example.org"}])
+    job = jm.job(job_id)
+    line = _engine_line(job)
+    assert "queue pdf" in line and "soft limit" in line and "hard limit" in line and "up to 3 times" in line
+    assert "failed → mailto:ops@example.org" in line
+    job.tasks[0].losses, job.tasks[0].waiting = 2, "waiting: 2/2 sleep running (limit pdf)"
+    rows = _task_rows(job)
+    assert "lost 2/3" in rows and "waiting: 2/2 sleep running" in rows
+    df = jm.jobs(tab="in-progress").assign(progress=0.0, agents="", waiting="waiting: 1/1 sleep running")
+    shown = present_jobs(df, "in-progress")
+    assert shown.loc[0, "Queue"] == "pdf · waiting: 1/1 sleep running"

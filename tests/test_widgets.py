@@ -30,8 +30,8 @@ def test_present_jobs_in_progress_and_completed(jm: JobManager) -> None:
     jm.submit("sleep", {"tasks": 2}, name="a", case="C1", priority=3)
     df, total = jm.grid(tab="in-progress")
     shown = present_jobs(df.assign(progress=0.5, agents="a1"), "in-progress")
-    assert list(shown.columns) == ["Job", "Name", "Type", "State", "Progress", "Agent", "Started", "Elapsed", "ETA",
-                                   "Owner", "Case", "Priority"]
+    assert list(shown.columns) == ["Job", "Name", "Type", "State", "Progress", "Agent", "Queue", "Started", "Elapsed",
+                                   "ETA", "Owner", "Case", "Priority"]
     assert shown.iloc[0]["State"] == "queued" and shown.iloc[0]["Started"] == "not yet"
     assert shown.iloc[0]["Case"] == "C1" and shown.iloc[0]["Priority"] == 3
     empty = present_jobs(pd.DataFrame(), "completed")

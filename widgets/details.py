@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
+import pandas as pd
 
 from jobmanager import Job, JobManager, JobManagerError
 from jobmanager.engine.states import FINISHED
@@ -32,9 +33,13 @@ def _task_rows(job: Job) -> str:
         trace = (f"<details><summary class='jm-muted'>traceback</summary><pre class='jm-log'>"
                  f"{html.escape(t.traceback)}</pre></details>") if t.traceback else ""
         took = fmt.duration(t.finished_at - t.started_at) if t.finished_at and t.started_at else ""
+        if t.waiting:
+            err += f"<div class='jm-muted'>{html.escape(t.waiting)}</div>"
+        lost = (f" <span class='jm-warn' title='times this task lost its agent (crashed or killed); a loss spends"
+                f" no attempt'>· lost {t.losses}/{job.max_losses}</span>") if t.losses else ""
         rows.append(f"<tr><td class='num'>{t.seq}</td><td>{badge(t.state)}</td><td>{html.escape(t.name)}{err}"
                     f"{trace}</td><td>{html.escape(t.agent or '')}</td><td class='num'>{t.attempts}/{t.max_attempts}"
-                    f"</td><td class='num'>{took}</td></tr>")
+                    f"{lost}</td><td class='num'>{took}</td></tr>")
     return ("<table class='jm-table'><tr><th class='num'>#</th><th>State</th><th>Task</th><th>Agent</th>"
             "<th class='num'>Attempts</th><th class='num'>Took</th></tr>" + "".join(rows) + "</table>")
 
@@ -55,6 +60,37 @@ def _timeline(events: list[dict[str, Any]]) -> str:
         items.append(f"<li><span class='jm-muted' title='{fmt.exact(e['at'])}'>{when}</span> {text}"
                      f"<span class='jm-muted'> {html.escape(who)}{msg}</span></li>")
     return "<ul class='jm-timeline'>" + "".join(items) + "</ul>"
+
+
+def _engine_line(job: Job) -> str:
+    """Queue, time limits and what happens when an agent is lost: how the engine treats this job."""
+    parts = [f"queue {html.escape(job.queue)}"]
+    if job.soft_limit:
+        parts.append(f"soft limit {fmt.duration(job.soft_limit)}")
+    if job.hard_limit:
+        parts.append(f"hard limit {fmt.duration(job.hard_limit)}")
+    parts.append(f"runs again after a lost agent (up to {job.max_losses} times)" if job.rerun_safe
+                 else "not re-run after a lost agent")
+    if job.notify:
+        rules = [f"{', '.join(r.get('on', []))} → {r.get('to', '')}" for r in job.notify]
+        parts.append("notifies " + "; ".join(rules))
+    return f"<div class='jm-muted'>{html.escape(' · '.join(parts))}</div>"
+
+
+def _notifications(rows: list[dict[str, Any]]) -> str:
+    """Each notification of the job: what triggered it, where it went, and whether it arrived."""
+    if not rows:
+        return ""
+    items = []
+    for n in rows:
+        state = {"sent": "sent", "failed": "failed", "pending": "pending"}.get(str(n["state"]), str(n["state"]))
+        when = n.get("delivered_at")
+        at = f" {fmt.relative(pd.Timestamp(when).timestamp())}" if when is not None and not pd.isna(when) else ""
+        why = f" · {n['last_error']}" if n.get("last_error") and state != "sent" else ""
+        items.append(f"<li>{html.escape(str(n['trigger']))} → {html.escape(str(n['target']))}: "
+                     f"<b>{html.escape(state)}</b>{html.escape(at)} (attempt {int(n['attempts'])}){html.escape(why)}"
+                     "</li>")
+    return "<b>Notifications</b><ul class='jm-timeline'>" + "".join(items) + "</ul>"
 
 
 class DetailsPanel(w.VBox):
@@ -86,11 +122,12 @@ class DetailsPanel(w.VBox):
             button.disabled = not ok
             button.tooltip = button.description if ok else f"needs the {perm} permission"
         self.outputs = w.HTML()
+        self.notices = w.HTML()
         self.body = w.HTML()
         self.log_view = w.HTML()
         bar = w.HBox([self.retry, self.task_number, self.retry_task, self.log_button, self.close_button])
         bar.add_class("jm-toolbar")
-        super().__init__([self.header, bar, self.outputs, self.body, self.log_view])
+        super().__init__([self.header, bar, self.outputs, self.notices, self.body, self.log_view])
         self.add_class("jm-details")
         self.layout.display = "none"
 
@@ -122,7 +159,7 @@ class DetailsPanel(w.VBox):
             f"<div>{html.escape(job.type)} · {badge(job.state)} · owner {html.escape(job.owner)}{case} · "
             f"priority {job.priority} · {job.tasks_succeeded} ok / {job.tasks_failed + job.tasks_cancelled} failed"
             f" of {job.tasks_total} · created <span title='{fmt.exact(job.created_at)}'>"
-            f"{fmt.relative(job.created_at)}</span></div>{err}")
+            f"{fmt.relative(job.created_at)}</span></div>{_engine_line(job)}{err}")
         can_download = "download_outputs" in self.perms or "admin" in self.perms
         key = (job.id, tuple((a["name"], a["size"]) for _, a in arts.iterrows()))
         if key == self._links_key and time.monotonic() - self._links_at < LINKS_FRESH_S:
@@ -131,6 +168,10 @@ class DetailsPanel(w.VBox):
             links = self._publish(job, arts, can_download)
             self._links_key, self._links_at, self._links = key, time.monotonic(), links
         self.outputs.value = ("<b>Outputs</b> " + " ".join(links)) if links else ""
+        try:
+            self.notices.value = _notifications(self.jm.notifications(job.id).to_dict("records"))
+        except JobManagerError as exc:
+            self.notices.value = f"<span class='jm-err'>{html.escape(str(exc))}</span>"
         self._render_body(job, events)
 
     def _publish(self, job: Job, arts: Any, can_download: bool) -> list[str]:

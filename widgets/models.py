@@ -123,7 +123,8 @@ class JobsModel(traitlets.HasTraits):
         if self.tab == "in-progress" and not df.empty:
             live = self.jm.live(list(df["id"]))
             df = df.assign(progress=[live.get(int(i), {}).get("progress", 0.0) for i in df["id"]],
-                           agents=[live.get(int(i), {}).get("agents", "") for i in df["id"]])
+                           agents=[live.get(int(i), {}).get("agents", "") for i in df["id"]],
+                           waiting=[live.get(int(i), {}).get("waiting", "") for i in df["id"]])
         self.total = int(total)
         if self.filters():
             self.refresh_total()
@@ -191,11 +192,18 @@ class JobsModel(traitlets.HasTraits):
         return done
 
 
+def _queue_cells(df: pd.DataFrame) -> list[str]:
+    """The queue, and why the job's tasks wait when a concurrency limit holds them ("waiting: 2/2 ...")."""
+    queues = df["queue"] if "queue" in df else pd.Series("default", index=df.index)
+    waiting = df["waiting"] if "waiting" in df else pd.Series("", index=df.index)
+    return [f"{q} · {w}" if isinstance(w, str) and w else str(q) for q, w in zip(queues, waiting, strict=True)]
+
+
 def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.DataFrame:
     """The grid's display frame: readable columns, relative times, durations."""
     now = time.time() if now is None else now
     if df.empty:
-        cols = (["Job", "Name", "Type", "State", "Progress", "Agent", "Started", "Elapsed", "ETA", "Owner",
+        cols = (["Job", "Name", "Type", "State", "Progress", "Agent", "Queue", "Started", "Elapsed", "ETA", "Owner",
                  "Case", "Priority"] if tab == "in-progress" else
                 ["Job", "Name", "Type", "Result", "Tasks", "Failed", "Duration", "Finished", "Owner", "Case"])
         return pd.DataFrame(columns=cols)
@@ -217,6 +225,7 @@ def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.Dat
         out = out.assign(
             State=df["state"].map(label), Progress=progress.round(3),
             Agent=df.get("agents", pd.Series("", index=df.index)).fillna(""),
+            Queue=_queue_cells(df),
             Started=[fmt.relative(s, now) if s else "not yet" for s in started],
             Elapsed=[fmt.duration(e) if e else "" for e in elapsed], ETA=eta,
             Owner=df["owner"], Case=df["case"].fillna(""), Priority=df["priority"].astype(int),

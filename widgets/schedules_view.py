@@ -55,6 +55,12 @@ class ScheduleForm(w.VBox):
         self.tz = w.Text(description="Time zone", value="UTC")
         self.params = w.Textarea(description="Params", value="{}", layout=w.Layout(width="420px", height="70px"))
         self.misfire = w.Dropdown(description="Misfire", options=[("run once now", "run_once"), ("skip", "skip")])
+        # the jobs' options; blank keeps the job type's own
+        self.queue = w.Text(description="Queue", placeholder="the job type's")
+        self.soft_limit = w.Text(description="Soft limit", placeholder="seconds (blank: the type's)")
+        self.hard_limit = w.Text(description="Hard limit", placeholder="seconds (blank: the type's)")
+        self.notify = w.Textarea(description="Notify", layout=w.Layout(width="420px", height="52px"),
+                                 placeholder="one rule a line, e.g. failed:mailto:ops@example.org")
         self.preview = w.HTML()  # the next 5 runs and the description, or the one-line error, as you type
         self.model = ScheduleFormModel(jm) if jm is not None else None
         if self.model is not None:
@@ -69,7 +75,8 @@ class ScheduleForm(w.VBox):
             on_enter(box, lambda: self.on_save(self))
         cancel.on_click(lambda _: self.close_form())
         super().__init__([w.HTML("<b>Schedule</b>"), self.name, self.type, self.kind, self.trigger, self.tz,
-                          self.preview, self.params, self.misfire, w.HBox([save, cancel])])
+                          self.preview, self.params, self.misfire, self.queue, self.soft_limit, self.hard_limit,
+                          self.notify, w.HBox([save, cancel])])
         self.add_class("jm-details")
         self.layout.display = "none"
 
@@ -84,6 +91,11 @@ class ScheduleForm(w.VBox):
         self.tz.value = row["timezone"] if row else "UTC"
         self.params.value = json.dumps(row["params"]) if row else "{}"
         self.misfire.value = row["misfire"] if row else "run_once"
+        options = (row or {}).get("options") or {}
+        self.queue.value = str(options.get("queue") or "")
+        self.soft_limit.value = "" if options.get("soft_limit") is None else f"{options['soft_limit']:g}"
+        self.hard_limit.value = "" if options.get("hard_limit") is None else f"{options['hard_limit']:g}"
+        self.notify.value = "\n".join(f"{','.join(r['on'])}:{r['to']}" for r in options.get("notify") or [])
         self.layout.display = None
 
     def _render_preview(self) -> None:
@@ -108,7 +120,25 @@ class ScheduleForm(w.VBox):
 
             raise BadParams(f"parameters are not valid JSON: {exc}") from None
         return {"type": self.type.value.strip(), "params": params, self.kind.value: self.trigger.value.strip(),
-                "tz": self.tz.value.strip() or "UTC", "misfire": self.misfire.value}
+                "tz": self.tz.value.strip() or "UTC", "misfire": self.misfire.value, "options": self.options()}
+
+    def options(self) -> dict[str, Any]:
+        """The jobs' options as typed (the service checks them); a blank field keeps the type's own."""
+        from jobmanager import BadParams
+        from jobmanager.notify.rules import parse
+
+        def seconds(box: w.Text, what: str) -> float | None:
+            text = box.value.strip()
+            if not text:
+                return None
+            try:
+                return float(text)
+            except ValueError:
+                raise BadParams(f"{what} must be a number of seconds, not {text[:40]!r}") from None
+
+        rules = [parse(line.strip(), "notify") for line in self.notify.value.splitlines() if line.strip()]
+        return {"queue": self.queue.value.strip() or None, "soft_limit": seconds(self.soft_limit, "soft limit"),
+                "hard_limit": seconds(self.hard_limit, "hard limit"), "notify": rules or None}
 
 
 class SchedulesTab(w.VBox):

@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
+from jobmanager import validate
 from jobmanager.cli.common import (
     SMALL_INT,
+    Seconds,
     cli,
     echo,
     handle_errors,
@@ -37,13 +39,28 @@ def _trigger_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--params-json", help="All job parameters as one JSON object."),
         click.option("--case", help="The case the jobs belong to."),
         click.option("--priority", type=SMALL_INT, help="Priority of the jobs."),
+        click.option("--queue", help="The queue its jobs run on (default: the job type's)."),
+        click.option("--soft-limit", type=Seconds(0, validate.MAX_TIME_LIMIT_S), metavar="SECONDS",
+                     help="Ask a task of its jobs to stop after this long."),
+        click.option("--hard-limit", type=Seconds(0, validate.MAX_TIME_LIMIT_S), metavar="SECONDS",
+                     help="End a task of its jobs after this long, whatever it does."),
+        click.option("--notify", "notify", multiple=True, metavar="RULE",
+                     help="EVENTS:TARGET, as for submit (e.g. failed:mailto:ops@example.org); repeatable."),
     ]):
         fn = option(fn)
     return fn
 
 
 def _schedule_fields(pairs: tuple[str, ...], params_json: str | None, **kw: Any) -> dict[str, Any]:
+    from jobmanager.notify.rules import parse
+
+    options = {key: kw.pop(key, None) for key in ("queue", "soft_limit", "hard_limit")}
+    notify = kw.pop("notify", ())
+    if notify:
+        options["notify"] = [parse(text, "--notify") for text in notify]
     fields = {k: v for k, v in kw.items() if v is not None}
+    if any(v is not None for v in options.values()):
+        fields["options"] = {k: v for k, v in options.items() if v is not None}
     if pairs or params_json:
         fields["params"] = parse_params(pairs, params_json)
     return fields
@@ -72,7 +89,7 @@ def schedule_add(ctx: click.Context, name: str, type: str, pairs: tuple[str, ...
 @click.pass_context
 @handle_errors
 def schedule_edit(ctx: click.Context, name: str, pairs: tuple[str, ...], params_json: str | None, **kw: Any) -> None:
-    """Change a schedule's trigger, parameters, zone, misfire policy, case or priority."""
+    """Change a schedule's trigger, parameters, zone, misfire policy, case, priority or its jobs' options."""
     row = service_of(ctx).edit_schedule(name, **_schedule_fields(pairs, params_json, **kw))
     echo(f"schedule {name} updated; next run {_when(row['next_run_at'])}")
 
@@ -111,6 +128,13 @@ def schedule_show(ctx: click.Context, name: str, as_json: bool) -> None:
     echo(f"next run {_when(row['next_run_at'])}; misfire {row['misfire']}; runs as {row['runs_as']}")
     echo(f"configured in {row['source_kind']}{': ' + row['source_ref'] if row['source_ref'] else ''}")
     echo(f"params {json.dumps(row['params'])}")
+    options = dict(row.get("options") or {})
+    rules = options.pop("notify", None) or []
+    if options:
+        echo("job options " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in sorted(options.items())))
+    for rule in rules:
+        echo(f"notify {','.join(rule['on'])}:{rule['to']}")
     for run in row["runs"][:10]:
         echo(f"  {_when(run['fired_at'])}  {run['outcome']:<8} job {run['job_id'] or '-'}"
                    f"  {run['job_state'] or ''}  {run['message'] or ''}")

@@ -32,6 +32,7 @@ GRID_COLUMNS: dict[str, str] = {
     "id": "{p}id",
     "name": "{p}name",
     "type": "{p}type",
+    "queue": "{p}queue",
     "state": "{p}state",
     "owner": "{p}owner",
     "case": "{p}case_id",

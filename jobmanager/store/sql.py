@@ -540,7 +540,8 @@ class SqlStore(JobStore):
                     for r in rows]
 
     def running_info(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """Progress (with in-task progress) and the agents running each job, for one grid page."""
+        """Progress (with in-task progress), the agents running each job and why its tasks wait, if they do
+        (``waiting``), for one grid page."""
         if not job_ids:
             return {}
         out: dict[int, dict[str, Any]] = {}
@@ -548,7 +549,7 @@ class SqlStore(JobStore):
             ids, values = self.dialect.in_("id", [int(j) for j in job_ids])
             jobs = {r["id"]: r for r in c.execute(f"SELECT * FROM jobs WHERE {ids}", values).fetchall()}
             for job_id, r in jobs.items():
-                out[job_id] = {"progress": self._to_job(r).progress, "agents": ""}
+                out[job_id] = {"progress": self._to_job(r).progress, "agents": "", "waiting": ""}
             ids, values = self.dialect.in_("job_id", [int(j) for j in job_ids])
             for r in c.execute(
                 f"SELECT job_id, {self.dialect.string_agg('agent', distinct=True)} AS agents,"
@@ -560,6 +561,12 @@ class SqlStore(JobStore):
                 if info is not None:
                     info["agents"] = r["agents"] or ""
                     info["progress"] = self._to_job(jobs[r["job_id"]], float(r["part"] or 0)).progress
+            for r in c.execute(  # why runnable tasks do not start (a full concurrency limit), one reason a job
+                f"SELECT job_id, MIN(waiting) AS waiting FROM tasks WHERE {ids} AND waiting IS NOT NULL"
+                " GROUP BY job_id", values,
+            ).fetchall():
+                if r["job_id"] in out:
+                    out[r["job_id"]]["waiting"] = r["waiting"]
         return out
 
     def events(self, job_id: int) -> list[dict[str, Any]]:
