@@ -41,6 +41,14 @@ class TaskContext:
     _pending_progress: tuple[float, float | None] | None = None
     _last_cancel_check: float = field(default_factory=time.monotonic)  # the claim just read the task
     _cancelled: bool = False
+    _warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Record something the task's reader should know although it succeeded (shown with the task)."""
+        self._warnings.append(message)
+        self.log.warning("%s", message)
+        if self.task_id is not None:
+            self.store.warn_task(self.task_id, self.agent, "; ".join(self._warnings)[:2000])
 
     def progress(self, done: float, total: float | None = None) -> None:
         """Report in-task progress (``done`` of ``total``); cheap to call often."""

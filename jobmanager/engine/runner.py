@@ -58,6 +58,8 @@ class Runner:
             log.debug("dropped stale message for task %s (dispatch %s)", task_id, dispatch)
             return
         task, job = claim.task, claim.job
+        if task.warning:  # an earlier attempt's warning
+            self.store.warn_task(task.id, self.agent, None)
         with self.counters.lock:
             self.counters.current[task.id] = {"job": job.id, "task": task.seq, "name": task.name}
         task_log = logging.getLogger(f"jobmanager.job.{job.type}")
