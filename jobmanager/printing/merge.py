@@ -4,10 +4,11 @@ Endorsements are what document-review platforms print on every page: a line from
 template ("{case} | {document} | page {page} of {pages} | {control}") with a sequential
 control number (Bates numbering: ACME000001...) running on across the job's documents
 in order. Only the finishing step knows every document's page count, so the line is
-stamped there: one small content stream per page drawing with one shared font
-(DejaVu Sans, subset once), added to the page's content, never re-drawing the page. On
-a 7,600-page word list that adds ~10% (documents render without their own page
-numbers when endorsed, so nothing overlaps).
+stamped there: the line's few drawing operators are appended to the page's own content
+stream (one DejaVu Sans subset shared by each batch of pages), so no object is added per
+page and nothing is re-drawn. On the 7,500-page word list the endorsed merged.pdf is
+~1.05x the document's own PDF (documents render without their own page numbers when
+endorsed, so nothing overlaps).
 """
 
 from __future__ import annotations
@@ -146,8 +147,36 @@ def _cover(parts: list[Part], title: str, endorse: Endorsement | None) -> str:
     return page(body, title, "table.cover { width: 100%; font-size: 9.5pt; } table.cover td { overflow-wrap: anywhere; }")
 
 
+#: endorsement lines drawn per fpdf2 overlay (one at a time in memory)
+STAMP_BATCH = 500
+
+
 def _endorse(merged: object, parts: list[Part], endorse: Endorsement, title: str, first: int) -> None:
     """Stamp the endorsement line on every document page (not the cover) of ``merged``."""
+    import pikepdf
+
+    assert isinstance(merged, pikepdf.Pdf)
+    total = len(merged.pages) - first
+    lines = []  # (page index in merged, text)
+    job_page = 0
+    for part in parts:
+        if not part.pdf:
+            continue
+        for k in range(part.pages):
+            job_page += 1
+            lines.append((first + job_page - 1, endorse.template.format(
+                case=endorse.case, document=part.label, page=k + 1, pages=part.pages,
+                control=endorse.control(part.first_control + k), job_page=job_page, job_pages=total, title=title)))
+    for batch, start in enumerate(range(0, len(lines), STAMP_BATCH)):
+        _stamp_batch(merged, lines[start:start + STAMP_BATCH], endorse.header, f"/JMEndorse{batch}")
+
+
+def _stamp_batch(merged: object, lines: list[tuple[int, str]], header: bool, font_name: str) -> None:
+    """Append each line's drawing to its page's content stream (the page's own drawing wrapped in q...Q):
+    no new object per page, and the font is one subset per batch under ``font_name``."""
+    import io
+    import zlib
+
     import pikepdf
     from fpdf import FPDF
 
@@ -157,54 +186,48 @@ def _endorse(merged: object, parts: list[Part], endorse: Endorsement, title: str
     overlay.set_auto_page_break(False)
     if found:
         overlay.add_font("stamp", "", str(found[1]))
-    family = "stamp" if found else "helvetica"
-    total = len(merged.pages) - first
-    job_page = 0
-    targets = []
-    for part in parts:
-        if not part.pdf:
-            continue
-        for k in range(part.pages):
-            target = merged.pages[first + job_page]
-            job_page += 1
-            box = [float(v) for v in target.mediabox]
-            w, h = box[2] - box[0], box[3] - box[1]
-            text = endorse.template.format(case=endorse.case, document=part.label, page=k + 1, pages=part.pages,
-                                           control=endorse.control(part.first_control + k), job_page=job_page,
-                                           job_pages=total, title=title)
-            overlay.add_page(format=(w, h))
-            overlay.set_font(family, "", 8)
-            overlay.set_text_color(60)
-            if not found:
-                text = text.encode("latin-1", "replace").decode("latin-1")
-            overlay.set_xy(0, 14 if endorse.header else h - 26)
-            overlay.cell(w, 10, text, align="C")
-            targets.append((target, box[0], box[1]))
-    with pikepdf.open(_bytes(overlay)) as stamps:
-        font = None
-        q = pikepdf.Stream(merged, b"q\n")  # one shared stream: each page's own drawing is wrapped in q...Q
-        for (target, x0, y0), stamp in zip(targets, stamps.pages, strict=True):
+    boxes = []
+    for index, text in lines:
+        box = [float(v) for v in merged.pages[index].mediabox]
+        w, h = box[2] - box[0], box[3] - box[1]
+        overlay.add_page(format=(w, h))
+        overlay.set_font("stamp" if found else "helvetica", "", 8)
+        overlay.set_text_color(60)
+        if not found:
+            text = text.encode("latin-1", "replace").decode("latin-1")
+        overlay.set_xy(0, 14 if header else h - 26)
+        overlay.cell(w, 10, text, align="C")
+        boxes.append((box[0], box[1]))
+    with pikepdf.open(io.BytesIO(bytes(overlay.output()))) as stamps:
+        del overlay
+        font, name = None, ""
+        for (index, _), (x0, y0), stamp in zip(lines, boxes, stamps.pages, strict=True):
             if font is None:
-                font = merged.copy_foreign(next(iter(stamp.Resources.Font.values())))
-                name = next(iter(stamp.Resources.Font.keys()))
-            data = stamp.Contents.read_bytes() if not isinstance(stamp.Contents, pikepdf.Array) else \
-                b"\n".join(s.read_bytes() for s in stamp.Contents)
-            data = data.replace(f"{name} ".encode(), b"/JMEndorse ")
+                name, font = next(iter(stamp.Resources.Font.items()))
+                font = merged.copy_foreign(font)
+            data = _content(stamp.obj).replace(f"{name} ".encode(), f"{font_name} ".encode())
             move = f"1 0 0 1 {x0:g} {y0:g} cm\n".encode() if (x0 or y0) else b""
-            target.contents_add(q, prepend=True)
-            target.contents_add(pikepdf.Stream(merged, b"Q q\n" + move + data + b"\nQ"))
+            target = merged.pages[index]
+            drawing = b"q\n" + _content(target.obj) + b"\nQ\nq\n" + move + data + b"\nQ\n"
+            stream = pikepdf.Stream(merged, b"")
+            stream.write(zlib.compress(drawing), filter=pikepdf.Name.FlateDecode)
+            target.obj.Contents = stream
             resources = target.obj.get("/Resources")
             if resources is None:
-                resources = target.obj.Resources = pikepdf.Dictionary()
+                target.obj.Resources = pikepdf.Dictionary()
+                resources = target.obj.Resources
             if "/Font" not in resources:
                 resources.Font = pikepdf.Dictionary()
-            resources.Font.JMEndorse = font
+            resources.Font[font_name] = font
 
 
-def _bytes(pdf: object) -> object:
-    import io
+def _content(page: object) -> bytes:
+    import pikepdf
 
-    from fpdf import FPDF
-
-    assert isinstance(pdf, FPDF)
-    return io.BytesIO(bytes(pdf.output()))
+    assert isinstance(page, pikepdf.Dictionary)
+    contents = page.get("/Contents")
+    if contents is None:
+        return b""
+    if isinstance(contents, pikepdf.Array):
+        return b"\n".join(s.read_bytes() for s in contents)
+    return contents.read_bytes()

@@ -11,11 +11,13 @@ The page looks the same as WeasyPrint's: A4, the document's name at the top left
 
 from __future__ import annotations
 
+import io
+import itertools
 import shutil
 import subprocess
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MM = 72 / 25.4
@@ -27,6 +29,8 @@ COLUMNS = int((PAGE_W - LEFT - RIGHT) // ADVANCE)
 LINES = int((PAGE_H - TOP - BOTTOM) // LINE)
 #: pages between checks for cancellation
 CHECK_EVERY = 50
+#: pages fpdf2 holds at once
+PIECE_PAGES = 250
 
 _lock = threading.Lock()
 _fonts: tuple[Path, Path, frozenset[int]] | None | bool = False
@@ -73,35 +77,63 @@ def can_print(text: str) -> bool:
     return True
 
 
-def _wrap(text: str) -> list[str]:
-    lines: list[str] = []
-    for line in text.expandtabs(8).split("\n"):
-        line = "".join(c for c in line if c >= " " or c == "\f")
+def _wrap(text: str) -> Iterator[str]:
+    """The printed lines, one at a time (a list of a long file's lines would cost ~70 bytes a line)."""
+    for line in io.StringIO(text):
+        line = line.rstrip("\n").expandtabs(8)
+        if not line.isprintable():
+            line = "".join(c for c in line if c >= " " or c == "\f")
         while len(line) > COLUMNS:
-            lines.append(line[:COLUMNS])
+            yield line[:COLUMNS]
             line = line[COLUMNS:]
-        lines.append(line)
-    return lines
+        yield line
+
+
+def _count(text: str) -> int:
+    return sum(1 for _ in _wrap(text))
 
 
 def render(text: str, out: Path, *, label: str, numbers: bool, on_page: Callable[[int], None],
            cancelled: Callable[[], None]) -> int:
-    """Print ``text`` into ``out``; returns the page count. ``cancelled`` raises to stop."""
+    """Print ``text`` into ``out``; returns the page count. ``cancelled`` raises to stop.
+
+    Pieces of :data:`PIECE_PAGES` pages are written to temporary files and joined at the end, so fpdf2
+    never holds more than one piece (memory stays flat whatever the length).
+    """
+    import tempfile
+
+    from jobmanager.printing.join import join_pdfs
+
+    pages = max(1, -(-_count(text) // LINES))
+    lines = _wrap(text)
+    if pages <= PIECE_PAGES:
+        _piece(lines, 0, pages, pages, out, label, numbers, on_page, cancelled)
+        return pages
+    with tempfile.TemporaryDirectory(prefix="jm-text-") as tmp:
+        parts = []
+        for first in range(0, pages, PIECE_PAGES):
+            part = Path(tmp) / f"{first:07d}.pdf"
+            _piece(lines, first, min(first + PIECE_PAGES, pages), pages, part, label, numbers, on_page, cancelled)
+            parts.append(part)
+        join_pdfs(parts, out)
+    return pages
+
+
+def _piece(lines: Iterator[str], first: int, end: int, pages: int, out: Path, label: str, numbers: bool,
+           on_page: Callable[[int], None], cancelled: Callable[[], None]) -> None:
     from fpdf import FPDF
 
     found = fonts()
     assert found is not None
-    mono, sans, _ = found
+    mono, sans, cmap = found
     pdf = FPDF(unit="pt", format="A4")
     pdf.set_auto_page_break(False)
     pdf.set_creator("jobmanager print_to_pdf")
     pdf.set_title(label)
     pdf.add_font("mono", "", str(mono))
     pdf.add_font("sans", "", str(sans))
-    lines = _wrap(text)
-    head = "".join(c if ord(c) in found[2] else "?" for c in label)
-    pages = max(1, -(-len(lines) // LINES))
-    for n in range(pages):
+    head = "".join(c if ord(c) in cmap else "?" for c in label)
+    for n in range(first, end):
         if n % CHECK_EVERY == 0:
             cancelled()
             on_page(n)
@@ -115,10 +147,9 @@ def render(text: str, out: Path, *, label: str, numbers: bool, on_page: Callable
         pdf.set_text_color(17)
         pdf.set_font("mono", "", SIZE)
         y = TOP + SIZE
-        for line in lines[n * LINES:(n + 1) * LINES]:
+        for line in itertools.islice(lines, LINES):
             if line.strip():
                 pdf.text(LEFT, y, line.replace("\f", " "))
             y += LINE
     out.parent.mkdir(parents=True, exist_ok=True)
     pdf.output(str(out))
-    return pages

@@ -62,9 +62,13 @@ def decode(data: bytes, label: str) -> str:
         for encoding, zeros, others in (("utf-16-le", odd, even), ("utf-16-be", even, odd)):
             if zeros > 0.3 * half and others < 0.05 * half:
                 try:
-                    return data.decode(encoding)
+                    text = data.decode(encoding)
                 except UnicodeDecodeError:
                     break
+                sample = text[:4096]
+                if sum(c.isprintable() or c in "\t\n\r\f" for c in sample) >= 0.95 * len(sample):
+                    return text
+                break
         raise RenderError(f"{label}: binary file, not text")
     if sum(b < 32 and b not in (9, 10, 12, 13, 27) for b in head) > len(head) // 100:
         raise RenderError(f"{label}: binary file, not text")
@@ -72,26 +76,33 @@ def decode(data: bytes, label: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    western = _western(data)
+    if western is not None:
+        return western
     from charset_normalizer import from_bytes
 
     best = from_bytes(data[:1_000_000]).best()  # the head decides; the whole file is decoded below
     if best is None:
         raise RenderError(f"{label}: binary file, not text")
-    encoding = best.encoding
-    if encoding in _LATIN_FAMILY:  # a short text often fits several; Windows' Western encoding is the usual one
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            pass
     try:
-        return data.decode(encoding)
+        return data.decode(best.encoding)
     except (UnicodeDecodeError, LookupError):
-        raise RenderError(f"{label}: not text in any encoding recognised (guessed {encoding})") from None
+        raise RenderError(f"{label}: not text in any encoding recognised (guessed {best.encoding})") from None
 
 
-_LATIN_FAMILY = {"cp1250", "cp1252", "cp1254", "cp1257", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4",
-                 "iso8859_9", "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15", "iso8859_16", "mac_roman",
-                 "mac_latin2", "mac_iceland", "mac_turkish", "cp850", "cp437", "cp858"}
+def _western(data: bytes) -> str | None:
+    """Windows' Western encoding (cp1252, a superset of Latin-1's printable range), when it reads as
+    mostly-ASCII Latin text. A short text fits many single-byte encodings equally well for a detector
+    (charset-normalizer calls "François “quoted” 5€" Baltic); Western text written on Windows is the
+    usual case. Another script in its own code page (Cyrillic in cp1251...) decodes here as a run of
+    accented letters, so it is left to charset-normalizer."""
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    letters = [c for c in text if c.isalpha()]
+    accented = sum(not c.isascii() for c in letters)
+    return text if letters and accented <= 0.3 * len(letters) else None
 
 
 def read_text(path: Path, label: str) -> str:
