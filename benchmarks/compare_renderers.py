@@ -21,12 +21,14 @@ from pypdf import PdfReader
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CSS = """@page { size: A4; margin: 15mm; @bottom-center { content: "page " counter(page) " of " counter(pages); } }
-body { font-family: "Noto Sans", "Noto Sans CJK SC", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Color Emoji",
-       sans-serif; font-size: 10.5pt; } pre { font-family: "DejaVu Sans Mono", monospace; font-size: 9pt; }"""
+body { font-family: "Noto Sans", "Noto Sans CJK SC", "Noto Sans Arabic", "Noto Sans Hebrew", sans-serif;
+       font-size: 10.5pt; } pre { font-family: "DejaVu Sans Mono", monospace; font-size: 9pt; }"""
 DOCS = {
-    "cjk": ("<h1>中文说明</h1>" + "<p>这是一个用于测试的中文段落。日本語のテキストも含まれています。한국어 문장도 있습니다.</p>" * 40,
+    "cjk": ("<h1>中文说明</h1>"
+            + "<p>这是一个用于测试的中文段落。日本語のテキストも含まれています。한국어 문장도 있습니다.</p>" * 40,
             "中文日本語한국어"),
-    "arabic": ("<h1 dir=rtl>مرحبا بالعالم</h1>" + "<p dir=rtl>هذا نص عربي للاختبار. שלום עולם, זהו טקסט בעברית. این یک متن فارسی است.</p>" * 40,
+    "arabic": ("<h1 dir=rtl>مرحبا بالعالم</h1>"
+               + "<p dir=rtl>هذا نص عربي للاختبار. שלום עולם, זהו טקסט בעברית. این یک متن فارسی است.</p>" * 40,
                "عربي"),
     "emoji": ("<h1>Emoji</h1><table>" + "<tr><td>😀 grinning</td><td>🎉 party</td><td>👍🏽 thumbs</td></tr>" * 60
               + "</table>", "😀🎉"),

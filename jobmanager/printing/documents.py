@@ -29,7 +29,7 @@ from pathlib import Path
 
 from jobmanager.printing import plaintext
 from jobmanager.printing.fonts import missing_characters
-from jobmanager.printing.join import join_pdfs, page_count
+from jobmanager.printing.join import join_pdfs, page_count, release_memory
 from jobmanager.printing.layout import MayRead, PageStyle, page, render_html
 from jobmanager.printing.markdown import sanitize, to_html
 from jobmanager.printing.read import RenderError, decode, read_bytes
@@ -99,7 +99,10 @@ def render_document(path: Path, out: Path, *, label: str | None = None, numbers:
     ``may_read`` says whether a file the document links (an image) may be read."""
     job = Job(path, out, label or path.name, numbers, may_read, on_page or (lambda n: None),
               cancelled or (lambda: False))
-    pages = _dispatch(job)
+    try:
+        pages = _dispatch(job)
+    finally:
+        release_memory()
     job.on_page(pages)
     return Rendered(pages, job.warnings)
 
@@ -128,7 +131,7 @@ def _dispatch(job: Job) -> int:
     raise RenderError(f"{job.label}: unsupported file type {suffix!r} (supported: {', '.join(SUPPORTED)})")
 
 
-# -- pieces ------------------------------------------------------------------------------------------------------
+# -- pieces  ----------------------------------------------------------------------------------------------------
 def _pieces(job: Job, bodies: Iterable[str], css: str = "", landscape: bool = False,
             single: bool = False) -> int:
     """Lay out each body as its own piece (numbered on from the last) and join them into ``job.out``."""
@@ -155,7 +158,7 @@ def _html(job: Job, html: str) -> int:
     return _pieces(job, [html], single=True)
 
 
-# -- text ------------------------------------------------------------------------------------------------------------
+# -- text  ------------------------------------------------------------------------------------------------------
 def _text(job: Job, text: str) -> int:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if plaintext.can_print(text):
@@ -168,7 +171,7 @@ def _text(job: Job, text: str) -> int:
     return _pieces(job, bodies, single=len(chunks) == 1)
 
 
-# -- tables ----------------------------------------------------------------------------------------------------------
+# -- tables  ----------------------------------------------------------------------------------------------------
 def _csv(job: Job) -> int:
     text = decode(read_bytes(job.path, job.label), job.label)
     if job.path.suffix.lower() == ".tsv":
@@ -250,7 +253,7 @@ def _table(job: Job, sheets: list[tuple[str, list[list[str]]]]) -> int:
     return _pieces(job, pieces, css=css, landscape=landscape, single=len(pieces) == 1)
 
 
-# -- images -----------------------------------------------------------------------------------------------------------
+# -- images  ----------------------------------------------------------------------------------------------------
 def _image(job: Job) -> int:
     from PIL import Image, UnidentifiedImageError
 
@@ -289,7 +292,7 @@ def _image(job: Job) -> int:
                    landscape=landscape, single=True)
 
 
-# -- PDFs and office documents ------------------------------------------------------------------------------------------
+# -- PDFs and office documents  ---------------------------------------------------------------------------------
 def _pdf(job: Job) -> int:
     data = read_bytes(job.path, job.label)
     pages = page_count(data, job.label)
@@ -330,7 +333,7 @@ def _office(job: Job) -> int:
     return pages
 
 
-# -- e-mail ----------------------------------------------------------------------------------------------------------------
+# -- e-mail ---------------------------------------------------------------------------------------------------
 def _email(job: Job) -> int:
     data = read_bytes(job.path, job.label)
     msg = email.message_from_bytes(data, policy=email.policy.default)
@@ -346,7 +349,7 @@ def _email(job: Job) -> int:
         body = (sanitize(content) if body_part.get_content_type() == "text/html"
                 else f'<pre class="text" dir="auto">{htmllib.escape(content)}</pre>')
     attachments = [a for a in msg.iter_attachments() if a.get_filename()]
-    listing = "".join(f"<li>{htmllib.escape(a.get_filename() or '')} ({len(a.get_payload(decode=True) or b'')} bytes)</li>"
+    listing = "".join(f"<li>{htmllib.escape(a.get_filename() or '')} ({len(_payload(a))} bytes)</li>"
                       for a in attachments)
     html = (f'<table class="headers">{rows}</table>{body}'
             + (f"<h3>Attachments ({len(attachments)})</h3><ol>{listing}</ol>" if attachments else ""))
@@ -366,14 +369,23 @@ def _email(job: Job) -> int:
             folder = Path(tmp) / f"att{n}"
             folder.mkdir()
             src = folder / name
-            src.write_bytes(att.get_payload(decode=True) or b"")
+            src.write_bytes(_payload(att))
             out = Path(tmp) / f"att{n}.pdf"
-            try:  # an attachment reads nothing beside itself
+
+            def beside(p: Path, folder: Path = folder) -> bool:  # an attachment reads nothing beside itself
+                return p.parent == folder
+
+            try:
                 result = render_document(src, out, label=f"{job.label} / {name}", numbers=job.numbers,
-                                         may_read=lambda p, f=folder: p.parent == f, cancelled=job.cancelled)
+                                         may_read=beside, cancelled=job.cancelled)
             except RenderError as exc:
                 job.warnings.append(f"attachment not printed: {exc}")
                 continue
             job.warnings += result.warnings
             parts.append(out)
         return join_pdfs(parts, job.out)
+
+
+def _payload(part: EmailMessage) -> bytes:
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""

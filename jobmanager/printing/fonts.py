@@ -41,9 +41,9 @@ def _load_ranges() -> tuple[list[int], list[int]]:
         out = subprocess.run([fc_list, "--format=%{charset}\\n"], capture_output=True, text=True,
                              timeout=60, check=False).stdout
         for token in out.split():
-            lo, _, hi = token.partition("-")
+            first, _, last = token.partition("-")
             try:
-                spans.append((int(lo, 16), int(hi or lo, 16)))
+                spans.append((int(first, 16), int(last or first, 16)))
             except ValueError:
                 continue
     spans.sort()

@@ -51,3 +51,16 @@ def page_count(data: bytes, label: str) -> int:
         raise RenderError(f"{label}: the PDF is password-protected") from None
     except pikepdf.PdfError as exc:
         raise RenderError(f"{label}: damaged PDF: {str(exc).splitlines()[0][:200]}") from None
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the system after a big document (glibc keeps it otherwise, and an
+    agent's RSS would stay at its high-water mark for the next task)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

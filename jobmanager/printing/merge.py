@@ -5,7 +5,7 @@ template ("{case} | {document} | page {page} of {pages} | {control}") with a seq
 control number (Bates numbering: ACME000001...) running on across the job's documents
 in order. Only the finishing step knows every document's page count, so the line is
 stamped there: the line's few drawing operators are appended to the page's own content
-stream (one DejaVu Sans subset shared by each batch of pages), so no object is added per
+stream (Helvetica, or a DejaVu Sans subset shared by a batch of pages when the text needs it), so no object is added per
 page and nothing is re-drawn. On the 7,500-page word list the endorsed merged.pdf is
 ~1.05x the document's own PDF (documents render without their own page numbers when
 endorsed, so nothing overlaps).
@@ -19,8 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from jobmanager.printing.join import save
+from jobmanager.printing.join import release_memory, save
 from jobmanager.printing.layout import PageStyle, page, render_html
 from jobmanager.printing.plaintext import fonts
 
@@ -99,18 +100,15 @@ def merge(parts: list[Part], out: Path, *, title: str, endorse: Endorsement | No
                 if pages == cover_pages:
                     break
                 cover_pages = pages
-            with pikepdf.new() as merged, pikepdf.open(cover_file) as cover:
-                merged.pages.extend(cover.pages)
-                outline_items = []
-                for i, part in enumerate(parts):
-                    if i in sources:
-                        outline_items.append((part.label, len(merged.pages)))
-                        merged.pages.extend(sources[i].pages)
+            with pikepdf.open(cover_file) as cover:
+                merged = _assemble(parts, sources, cover)
                 if endorse:
                     _endorse(merged, parts, endorse, title, first=cover_pages)
                 with merged.open_outline() as outline:
-                    for label, index in outline_items:
-                        outline.root.append(pikepdf.OutlineItem(label, index))
+                    outline.root.clear()
+                    for part in parts:
+                        if part.pdf is not None:
+                            outline.root.append(pikepdf.OutlineItem(part.label, part.first_page - 1))
                 merged.docinfo["/Title"] = title
                 merged.docinfo["/Creator"] = "jobmanager print_to_pdf"
                 save(merged, out)
@@ -118,6 +116,31 @@ def merge(parts: list[Part], out: Path, *, title: str, endorse: Endorsement | No
     finally:
         for src in sources.values():
             src.close()
+
+
+def _assemble(parts: list[Part], sources: dict[int, Any], cover: Any) -> Any:
+    """The cover and the parts in order, built on the longest part's own file: its pages are not copied
+    (a copy costs qpdf ~9 KB of memory a page; the word list's 7,500 pages would take ~70 MB)."""
+    import pikepdf
+
+    if not sources:
+        merged = pikepdf.new()
+        merged.pages.extend(cover.pages)
+        return merged
+    base = max(sources, key=lambda i: parts[i].pages)
+    merged = sources[base]
+    at = 0
+    for sheet in cover.pages:
+        merged.pages.insert(at, sheet)
+        at += 1
+    for i in sorted(sources):
+        if i < base:
+            for sheet in sources[i].pages:
+                merged.pages.insert(at, sheet)
+                at += 1
+        elif i > base:
+            merged.pages.extend(sources[i].pages)
+    return merged
 
 
 def _cover(parts: list[Part], title: str, endorse: Endorsement | None) -> str:
@@ -144,7 +167,8 @@ def _cover(parts: list[Part], title: str, endorse: Endorsement | None) -> str:
     body = (f"<h1>{htmllib.escape(title)}</h1>{case}<p>{summary}. Generated {datetime.now():%Y-%m-%d %H:%M}.</p>"
             f"<table class='cover'><thead><tr><th>#</th><th>Document</th><th>Pages</th>{control_head}"
             f"<th>Status</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    return page(body, title, "table.cover { width: 100%; font-size: 9.5pt; } table.cover td { overflow-wrap: anywhere; }")
+    return page(body, title, "table.cover { width: 100%; font-size: 9.5pt; } "
+                             "table.cover td { overflow-wrap: anywhere; }")
 
 
 #: endorsement lines drawn per fpdf2 overlay (one at a time in memory)
@@ -158,17 +182,17 @@ def _endorse(merged: object, parts: list[Part], endorse: Endorsement, title: str
     assert isinstance(merged, pikepdf.Pdf)
     total = len(merged.pages) - first
     lines = []  # (page index in merged, text)
-    job_page = 0
     for part in parts:
         if not part.pdf:
             continue
         for k in range(part.pages):
-            job_page += 1
-            lines.append((first + job_page - 1, endorse.template.format(
+            job_page = part.first_page - first + k
+            lines.append((part.first_page - 1 + k, endorse.template.format(
                 case=endorse.case, document=part.label, page=k + 1, pages=part.pages,
                 control=endorse.control(part.first_control + k), job_page=job_page, job_pages=total, title=title)))
     for batch, start in enumerate(range(0, len(lines), STAMP_BATCH)):
         _stamp_batch(merged, lines[start:start + STAMP_BATCH], endorse.header, f"/JMEndorse{batch}")
+        release_memory()
 
 
 def _stamp_batch(merged: object, lines: list[tuple[int, str]], header: bool, font_name: str) -> None:
@@ -181,7 +205,8 @@ def _stamp_batch(merged: object, lines: list[tuple[int, str]], header: bool, fon
     from fpdf import FPDF
 
     assert isinstance(merged, pikepdf.Pdf)
-    found = fonts()
+    latin = all(_latin1(text) for _, text in lines)
+    found = None if latin else fonts()  # Helvetica needs no font file parsed or embedded
     overlay = FPDF(unit="pt")
     overlay.set_auto_page_break(False)
     if found:
@@ -231,3 +256,11 @@ def _content(page: object) -> bytes:
     if isinstance(contents, pikepdf.Array):
         return b"\n".join(s.read_bytes() for s in contents)
     return contents.read_bytes()
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
