@@ -17,11 +17,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# print_to_pdf: WeasyPrint's Pango and the fonts its CSS names (Latin, CJK, Arabic/Hebrew, colour emoji)
+PRINT_DEPS := libpangoft2-1.0-0 fonts-dejavu-core fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji
+
 demo: $(STAMP)
+	bash .ci/system-deps $(PRINT_DEPS)
 	$(BIN)/jobmanager --home $(or $(JOBMANAGER_HOME),demo-home) demo
 
 test: $(STAMP)
-	bash .ci/system-deps chromium
+	bash .ci/system-deps chromium poppler-utils $(PRINT_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

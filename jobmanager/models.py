@@ -39,6 +39,8 @@ class Task:
     losses: int = 0
     #: why a runnable task is not starting (e.g. a concurrency limit is full), for display
     waiting: str | None = None
+    #: what a task that succeeded wants its reader to know (e.g. characters no font could draw)
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -92,7 +92,7 @@ def test_migration_2_keeps_version_1_rows(store, monkeypatch: pytest.MonkeyPatch
         for table in ("notifications", "limits"):
             c.execute(f"DROP TABLE {table}")
         for table, columns in {"jobs": ("queue", "soft_limit", "hard_limit", "max_losses", "rerun_safe", "notify"),
-                               "tasks": ("losses", "waiting"), "schedules": ("options",)}.items():
+                               "tasks": ("losses", "waiting", "warning"), "schedules": ("options",)}.items():
             for column in columns:
                 c.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")

@@ -51,7 +51,8 @@ def test_prints_each_document_and_merges_them_with_a_cover(jm: JobManager, start
     assert "Install guide" in pages[2] and "pip install" in pages[2]
     assert "widget" in pages[3] and "42" in pages[3]
     assert "logo.png" in pages[4]
-    assert all(f"Q3 pack - page {n} of 5" in text for n, text in enumerate(pages, 1))
+    # page numbers come from each document's own CSS footer: nothing is stamped on the merged pages
+    assert all("page 1 of 1" in text for text in pages[1:])
     assert [o.title for o in PdfReader(str(merged)).outline if not isinstance(o, list)] == docs
     assert "merged 4 of 4 document(s)" in jm.log(job_id)
 
@@ -62,7 +63,7 @@ def test_broken_documents_fail_alone_and_retry_reprints_only_them(jm: JobManager
     folder.mkdir()
     (folder / "good.txt").write_text("a perfectly good page", encoding="utf-8")
     (folder / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    (folder / "legacy.txt").write_bytes("Fran\u00e7ois wrote this".encode("latin-1"))
+    (folder / "legacy.txt").write_bytes("Fran\u00e7ois wrote this".encode("latin-1"))  # decoded, printed
     (folder / "blob.txt").write_bytes(b"\x00\x01\x02binary")
     docs = ["good.txt", "scan.png", "legacy.txt", "blob.txt", "minutes.txt"]
     start_agent("a1")
@@ -72,13 +73,14 @@ def test_broken_documents_fail_alone_and_retry_reprints_only_them(jm: JobManager
     errors = {t.name: t.error for t in job.tasks}
     assert errors["good.txt"] is None
     assert "scan.png: corrupt image: cannot identify image file" in errors["scan.png"]
-    assert "legacy.txt: not UTF-8 text (byte 0xe7 at offset 4)" in errors["legacy.txt"]
+    assert errors["legacy.txt"] is None
     assert "blob.txt: binary file, not text" in errors["blob.txt"]
     assert "minutes.txt: file not found" in errors["minutes.txt"]
     assert "scan.png: corrupt image" in jm.log(job_id, task=2)
     pages = pdf_text(jm.open_artifact(job_id, "merged.pdf"))
-    assert len(pages) == 2 and "5 documents, 1 printed, 4 failed" in pages[0]
-    assert pages[0].count("FAILED") == 4 and "a perfectly good page" in pages[1]
+    assert len(pages) == 3 and "5 documents, 2 printed, 3 failed" in pages[0]
+    assert pages[0].count("FAILED") == 3 and "a perfectly good page" in pages[1]
+    assert "François wrote this" in pages[2]
 
     # fix the input, then retry: only the failed documents print again and merged.pdf is rebuilt
     Image.new("RGB", (50, 50), (0, 200, 0)).save(folder / "scan.png")
@@ -88,7 +90,7 @@ def test_broken_documents_fail_alone_and_retry_reprints_only_them(jm: JobManager
     jm.retry(job_id)
     job = jm.wait(job_id, timeout=60)
     assert job.state == "completed", [t.error for t in job.tasks]
-    assert [t.attempts for t in job.tasks] == [1, 2, 2, 2, 2]
+    assert [t.attempts for t in job.tasks] == [1, 2, 1, 2, 2]
     pages = pdf_text(jm.open_artifact(job_id, "merged.pdf"))
     assert len(pages) == 6 and "5 documents, 5 printed" in pages[0] and "FAILED" not in pages[0]
     assert "François wrote this" in pages[3] and "no longer binary" in pages[4]

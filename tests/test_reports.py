@@ -129,7 +129,12 @@ def test_a_failing_cell_fails_the_task_with_its_error(jm: JobManager, start_agen
     error = job.tasks[0].error
     assert "NotebookCellError" in error and "ValueError: bad input 7" in error
     assert "ValueError" in jm.log(job_id) and "bad input 7" in jm.log(job_id)
-    assert jm.artifacts(job_id).empty
+    # the partly executed notebook and its HTML are outputs: the failing cell's traceback can be read
+    assert set(jm.artifacts(job_id).name) == {"broken.ipynb", "broken.html"}
+    executed = nbformat.read(str(jm.open_artifact(job_id, "broken.ipynb")), as_version=4)
+    assert any(o.get("ename") == "ValueError" for c in executed.cells if c.cell_type == "code"
+               for o in c.get("outputs", []))
+    assert "bad input 7" in jm.open_artifact(job_id, "broken.html").read_text(encoding="utf-8")
 
 
 def test_notebook_params_are_checked_at_submit(jm: JobManager) -> None:

@@ -30,6 +30,8 @@ def _task_rows(job: Job) -> str:
     rows = []
     for t in job.tasks:
         err = f'<div class="jm-err">{html.escape(t.error)}</div>' if t.error else ""
+        if t.warning:  # succeeded with warnings (e.g. characters no font could draw)
+            err += f'<div class="jm-warn">warning: {html.escape(t.warning)}</div>'
         trace = (f"<details><summary class='jm-muted'>traceback</summary><pre class='jm-log'>"
                  f"{html.escape(t.traceback)}</pre></details>") if t.traceback else ""
         took = fmt.duration(t.finished_at - t.started_at) if t.finished_at and t.started_at else ""

@@ -79,7 +79,7 @@ CSS = """
 .jm-log { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 11.5px; background: #0f172a;
           color: #e2e8f0; padding: 8px; border-radius: 6px; max-height: 260px; overflow: auto; white-space: pre-wrap; }
 .jm-err { color: #b91c1c; }
-.jm-warn { color: #b45309; }
+.jm-warn { color: #92400e; }
 .jm-link { color: #1d4ed8; text-decoration: none; font-weight: 600; margin-right: 12px; }
 .jm-link:hover { text-decoration: underline; }
 .jm-signin { max-width: 360px; margin: 60px auto; padding: 24px 28px; border: 1px solid #e2e8f0;

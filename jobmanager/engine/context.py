@@ -115,6 +115,15 @@ class TaskContext:
         if self.soft_limit is not None and self.timed_out():
             raise TimeLimitExceeded(self.soft_limit)
 
+    _warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Record something the task's reader should know although it succeeded (shown with the task)."""
+        self._warnings.append(message)
+        self.log.warning("%s", message)
+        if self.task_id is not None:
+            self.store.warn_task(self.task_id, self.agent, "; ".join(self._warnings)[:2000])
+
     def progress(self, done: float, total: float | None = None) -> None:
         """Report in-task progress (``done`` of ``total``); cheap to call often. Raises
         :class:`TimeLimitExceeded` once the task's soft time limit is over."""

@@ -91,6 +91,8 @@ class Runner:
             return
         task, job = claim.task, claim.job
         try:
+            if task.warning:  # an earlier attempt's warning
+                self.store.warn_task(task.id, self.agent, None)
             self._run(task, job)
         finally:  # reported until the outcome is written: else the store would take the task back
             with self.counters.lock:

@@ -203,7 +203,13 @@ class Notebook(JobType[NotebookParams]):
             )
         except PapermillExecutionError as exc:
             ctx.log.error("cell %s failed:\n%s", exc.exec_count, "\n".join(exc.traceback))
-            ctx.log.info("the partly executed notebook is kept at %s", executed)
+            partial = ctx.output_path(f"{stem}.html", "text/html")
+            try:
+                partial.write_text(to_html(executed), encoding="utf-8")
+            except Exception as html_exc:  # the notebook itself is still worth keeping
+                ctx.log.warning("could not render the partly executed notebook as HTML: %s", html_exc)
+            ctx.record_outputs()  # a failed run's partial notebook and HTML are downloadable too
+            ctx.log.info("the partly executed notebook is kept as %s and %s", executed.name, partial.name)
             raise NotebookCellError(
                 f"cell [{exc.exec_count}] failed: {exc.ename}: {exc.evalue}".strip().rstrip(":")
             ) from None

@@ -1,10 +1,13 @@
-"""``print_to_pdf``: one task renders one document; the finishing step merges them into merged.pdf.
+"""``print_to_pdf``: one task prints one document; the finishing step merges them into merged.pdf.
 
 A document that cannot be printed fails only its own task (with the file's name
 and the reason); the other documents still print and the job ends
-``completed_with_errors``. After the input is fixed, ``retry`` re-prints only
-the failed documents and the finishing step, which runs again, rebuilds
-merged.pdf from every document printed so far.
+``completed_with_errors``. A document that prints with something missing
+(characters no installed font has, an image that was refused) succeeds with a
+warning naming the file, shown with the task and on the cover. After the input is
+fixed, ``retry`` re-prints only the failed documents and the finishing step, which
+runs again, rebuilds merged.pdf from every document printed so far. Rendering is
+:mod:`jobmanager.printing`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,37 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jobmanager.engine.context import Cancelled, TaskContext
+from jobmanager.errors import JobManagerError
 from jobmanager.home import Home, safe_name
 from jobmanager.jobtypes import JobType, job_type
 from jobmanager.models import NewTask
 
 MERGED = "merged.pdf"
+
+
+class EndorseParams(BaseModel):
+    """An endorsement line on every page of merged.pdf, with Bates-style control numbers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = Field("{document} | page {page} of {pages} | {control}", min_length=1, max_length=300,
+                          description="fields: {case} {document} {page} {pages} {control} {job_page} "
+                                      "{job_pages} {title}")
+    prefix: str = Field("", max_length=40, pattern=r"^[A-Za-z0-9_.\-]*$", description="control number prefix")
+    start: int = Field(1, ge=0, le=10**12, description="the first control number")
+    digits: int = Field(6, ge=1, le=15, description="zero-padded width of the number")
+    case: str | None = Field(None, max_length=200, description="{case}; default: the job's case")
+    header: bool = Field(False, description="at the top of the page instead of the foot")
+
+    @field_validator("template")
+    @classmethod
+    def _known_fields(cls, template: str) -> str:
+        from jobmanager.printing.merge import template_error
+
+        error = template_error(template)
+        if error:
+            raise ValueError(error)
+        return template
 
 
 class PrintToPdfParams(BaseModel):
@@ -29,6 +58,7 @@ class PrintToPdfParams(BaseModel):
                                  description="files to print; relative to base_dir (or <home>/inputs)")
     base_dir: str | None = Field(None, description="folder that relative document paths start from")
     title: str = Field("Printed documents", max_length=200, description="title of the merged PDF's cover")
+    endorse: EndorseParams | None = Field(None, description="stamp an endorsement line with control numbers")
 
     @field_validator("documents")
     @classmethod
@@ -57,7 +87,7 @@ def _resolve(ctx: TaskContext, params: PrintToPdfParams, document: str) -> Path:
 
 @job_type("print_to_pdf")
 class PrintToPdf(JobType[PrintToPdfParams]):
-    """Print text, Markdown, CSV, HTML and image files into one merged PDF with a cover page."""
+    """Print text, Markdown, HTML, tables, images, e-mails, PDFs and office files into one merged PDF."""
 
     Params = PrintToPdfParams
 
@@ -72,7 +102,7 @@ class PrintToPdf(JobType[PrintToPdfParams]):
             home.resolve_input(doc, case=case, base_dir=params.base_dir)
 
     def run(self, ctx: TaskContext, params: PrintToPdfParams, task: dict[str, Any]) -> None:
-        from jobmanager.jobtypes.pdf import render_document
+        from jobmanager.printing import render_document
 
         document = task["document"]
         path = _resolve(ctx, params, document)
@@ -83,14 +113,23 @@ class PrintToPdf(JobType[PrintToPdfParams]):
                 raise Cancelled()
             return False
 
+        def may_read(linked: Path) -> bool:  # an image the document links: the job's reading rights apply
+            try:
+                ctx.input_path(str(linked))
+            except JobManagerError:
+                return False
+            return True
+
         out = ctx.output_path(document_pdf_name(task["index"], document), "application/pdf")
-        pages = render_document(path, out, label=Path(document).name, on_page=lambda n: ctx.progress(n, None),
-                                cancelled=cancelled)
-        ctx.progress(pages, pages)
-        ctx.log.info("printed %s: %d page(s)", document, pages)
+        result = render_document(path, out, label=Path(document).name, numbers=params.endorse is None,
+                                 may_read=may_read, on_page=lambda n: ctx.progress(n, None), cancelled=cancelled)
+        ctx.progress(result.pages, result.pages)
+        for warning in result.warnings:
+            ctx.warn(warning)
+        ctx.log.info("printed %s: %d page(s)", document, result.pages)
 
     def finish(self, ctx: TaskContext, params: PrintToPdfParams) -> None:
-        from jobmanager.jobtypes.pdf import Part, merge
+        from jobmanager.printing.merge import Endorsement, Part, merge
 
         job = ctx.store.get_job(ctx.job_id, with_tasks=True)
         folder = ctx.home.job_artifacts(ctx.job_id)
@@ -98,10 +137,15 @@ class PrintToPdf(JobType[PrintToPdfParams]):
         for t in sorted(job.tasks, key=lambda t: t.seq):
             label = Path(t.params["document"]).name
             if t.state == "succeeded":
-                parts.append(Part(label, folder / document_pdf_name(t.params["index"], t.params["document"])))
+                parts.append(Part(label, folder / document_pdf_name(t.params["index"], t.params["document"]),
+                                  warning=t.warning))
             else:
                 error = (t.error or t.state).removeprefix("RenderError: ")  # the cover names the file already
                 parts.append(Part(label, error=error))
-        pages = merge(parts, ctx.output_path(MERGED, "application/pdf"), title=params.title)
+        endorse = None
+        if params.endorse:
+            e = params.endorse
+            endorse = Endorsement(e.template, e.prefix, e.start, e.digits, e.case or ctx.case or "", e.header)
+        pages = merge(parts, ctx.output_path(MERGED, "application/pdf"), title=params.title, endorse=endorse)
         printed = sum(p.pdf is not None for p in parts)
         ctx.log.info("merged %d of %d document(s) into %s: %d page(s)", printed, len(parts), MERGED, pages)

@@ -124,6 +124,10 @@ class JobStore:
     def cancel_requested(self, task_id: int) -> bool:
         raise NotImplementedError
 
+    def warn_task(self, task_id: int, agent: str, warning: str | None) -> None:
+        """Set (None: clear) the running task's warning: it succeeded, but its reader should know this."""
+        raise NotImplementedError
+
     def finish_task(
         self,
         task_id: int,

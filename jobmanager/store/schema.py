@@ -264,6 +264,7 @@ ALTER TABLE jobs ADD COLUMN rerun_safe INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE jobs ADD COLUMN notify TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE tasks ADD COLUMN losses INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN waiting TEXT;
+ALTER TABLE tasks ADD COLUMN warning TEXT;
 ALTER TABLE schedules ADD COLUMN options TEXT NOT NULL DEFAULT '{{}}';
 
 -- At most max_running running tasks of the jobs that match (type and/or queue; NULL = any),

@@ -421,6 +421,7 @@ class SqlStore(JobStore):
             cancel_requested=bool(r["cancel_requested"]), error=r["error"], traceback=r["traceback"],
             queued_at=r["queued_at"], started_at=r["started_at"], finished_at=r["finished_at"],
             losses=r["losses"], waiting=r["waiting"] if r["state"] in RUNNABLE_TASK else None,
+            warning=r["warning"],
         )
 
     @staticmethod
@@ -625,6 +626,11 @@ class SqlStore(JobStore):
             row = c.execute("SELECT cancel_requested, state, agent FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return bool(row is None or row["cancel_requested"] or row["state"] != TaskState.RUNNING
                     or row["agent"] != agent)
+
+    def warn_task(self, task_id: int, agent: str, warning: str | None) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE tasks SET warning = ? WHERE id = ? AND state = 'running' AND agent = ?",
+                      (warning, task_id, agent))
 
     def cancel_requested(self, task_id: int) -> bool:
         row = self._fetchone("SELECT cancel_requested, state FROM tasks WHERE id = ?", (task_id,))
