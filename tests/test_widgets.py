@@ -30,12 +30,22 @@ def test_present_jobs_in_progress_and_completed(jm: JobManager) -> None:
     jm.submit("sleep", {"tasks": 2}, name="a", case="C1", priority=3)
     df, total = jm.grid(tab="in-progress")
     shown = present_jobs(df.assign(progress=0.5, agents="a1"), "in-progress")
-    assert list(shown.columns) == ["Job", "Name", "Type", "State", "Progress", "Agent", "Started", "Elapsed", "ETA",
+    assert list(shown.columns) == ["Job", "Name", "State", "Progress", "Type", "Agent", "Started", "Elapsed", "ETA",
                                    "Owner", "Case", "Priority"]
     assert shown.iloc[0]["State"] == "queued" and shown.iloc[0]["Started"] == "not yet"
     assert shown.iloc[0]["Case"] == "C1" and shown.iloc[0]["Priority"] == 3
     empty = present_jobs(pd.DataFrame(), "completed")
-    assert list(empty.columns)[:4] == ["Job", "Name", "Type", "Result"]
+    assert list(empty.columns)[:6] == ["Job", "Name", "Result", "Tasks", "Failed", "Cancelled"]
+
+
+def test_completed_grid_counts_failed_and_cancelled_tasks_apart() -> None:
+    now = 1_000_000.0
+    df = pd.DataFrame([{"id": 7, "name": "mixed", "type": "sleep", "state": "completed_with_errors", "owner": "o",
+                        "case": None, "priority": 0, "tasks_total": 10, "tasks_succeeded": 6, "tasks_failed": 3,
+                        "tasks_cancelled": 1, "created_at": now - 100, "started_at": now - 90,
+                        "finished_at": now - 30, "duration_s": 60.0}])
+    row = present_jobs(df, "completed", now).iloc[0]
+    assert (row["Failed"], row["Cancelled"], row["Tasks"]) == (3, 1, "6 / 10 ok")
 
 
 def test_model_filters_sort_and_paging(jm: JobManager) -> None:

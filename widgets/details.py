@@ -57,6 +57,14 @@ def _timeline(events: list[dict[str, Any]]) -> str:
     return "<ul class='jm-timeline'>" + "".join(items) + "</ul>"
 
 
+def _when(what: str, at: float | None) -> str:
+    """ "started 3 min ago", the exact time (in the viewer's zone) on hover; nothing for no time."""
+    if not at:
+        return ""
+    sep = "" if what == "created" else " · "
+    return f"{sep}{what} <span class='jm-time' title='{fmt.exact(at)}'>{fmt.relative(at)}</span>"
+
+
 class DetailsPanel(w.VBox):
     """Opens on a row click; everything about one job."""
 
@@ -121,8 +129,8 @@ class DetailsPanel(w.VBox):
             f"<h3>{html.escape(job.name)} <span class='jm-muted'>#{job.id}</span></h3>"
             f"<div>{html.escape(job.type)} · {badge(job.state)} · owner {html.escape(job.owner)}{case} · "
             f"priority {job.priority} · {job.tasks_succeeded} ok / {job.tasks_failed + job.tasks_cancelled} failed"
-            f" of {job.tasks_total} · created <span title='{fmt.exact(job.created_at)}'>"
-            f"{fmt.relative(job.created_at)}</span></div>{err}")
+            f" of {job.tasks_total} · {_when('created', job.created_at)}{_when('started', job.started_at)}"
+            f"{_when('finished', job.finished_at)}</div>{err}")
         can_download = "download_outputs" in self.perms or "admin" in self.perms
         key = (job.id, tuple((a["name"], a["size"]) for _, a in arts.iterrows()))
         if key == self._links_key and time.monotonic() - self._links_at < LINKS_FRESH_S:

@@ -15,7 +15,7 @@ from . import format as fmt
 from .details import DetailsPanel
 from .downloads import DownloadArea
 from .models import JOB_SORT_KEYS, TIME_RANGES, JobsModel, Messages, present_jobs
-from .theme import STATE_COLORS, label
+from .theme import PAGE_ROOM, STATE_COLORS, grid_height, label
 
 EMPTY = {
     "in-progress": "No jobs in progress. Submit one with <code>jobmanager submit sleep -p tasks=3</code> "
@@ -26,7 +26,7 @@ EMPTY = {
 
 COLUMN_WIDTHS = {"Job": 60, "Name": 210, "Type": 100, "State": 110, "Result": 170, "Progress": 120, "Agent": 130,
                  "Started": 85, "Elapsed": 80, "ETA": 100, "Owner": 80, "Case": 90, "Priority": 64, "Tasks": 100,
-                 "Failed": 64, "Duration": 100, "Finished": 100}
+                 "Failed": 64, "Cancelled": 80, "Duration": 100, "Finished": 100}
 
 
 def _state_color_expr(which: int) -> VegaExpr:
@@ -42,7 +42,7 @@ def _renderers(tab: str) -> dict[str, Any]:
     r: dict[str, Any] = {
         state_col: TextRenderer(background_color=_state_color_expr(1), text_color=_state_color_expr(0),
                                 font="bold 12px system-ui, sans-serif", horizontal_alignment="center"),
-        "Job": right, "Priority": right, "Failed": right,
+        "Job": right, "Priority": right, "Failed": right, "Cancelled": right,
     }
     if tab == "in-progress":
         r["Progress"] = BarRenderer(
@@ -138,6 +138,7 @@ class JobsTab(w.VBox):
         pager.add_class("jm-pager")
         self.details = DetailsPanel(jm, messages, permissions, downloads, on_change=self.model.refresh)
 
+        self.details.layout.observe(self._size_grid, "display")
         self.model.observe(self._render, ["rows"])
         self._building = False
         super().__init__([filters, actions, self.grid, self.empty, pager, self.details])
@@ -156,7 +157,7 @@ class JobsTab(w.VBox):
         df = self._with_sort_arrow(df)
         self._rendered_at = time.monotonic()
         self.grid.data = df
-        self.grid.layout.height = f"{min(440, max(120, 26 * (len(df) + 1) + 12))}px"
+        self._size_grid()
         self._reselect()
         self.grid.layout.display = "none" if df.empty else None
         self.empty.layout.display = None if df.empty else "none"
@@ -166,6 +167,11 @@ class JobsTab(w.VBox):
         sort_name = next((k for k, v in JOB_SORT_KEYS.items() if v == m.sort), m.sort)
         self.sort_label.value = f'<span class="jm-muted">&nbsp; sorted by {sort_name} {"↓" if m.desc else "↑"}</span>'
         self._show_selection()
+
+    def _size_grid(self, _: Any = None) -> None:
+        """The page's height for the rows; less while the details panel is open below the grid."""
+        room = "40vh" if self.details.layout.display != "none" else PAGE_ROOM
+        self.grid.layout.height = grid_height(len(self.model.rows), room, least=200)
 
     def _with_sort_arrow(self, df: pd.DataFrame) -> pd.DataFrame:
         """Name the sorted column "Name ↑" / "Name ↓" (the header shows which way the pages are sorted)."""

@@ -46,10 +46,27 @@ def vega_state_colors(field: str = "cell.value", which: int = 1) -> str:
     return expr
 
 
+ROW_PX, HEADER_PX = 26, 26
+#: room for the grid's horizontal scrollbar, so a short table never needs a vertical one as well
+SCROLLBAR_PX = 16
+#: the page's height minus what sits above and below a grid (header, tabs, filter bar, actions, pager)
+PAGE_ROOM = "calc(100vh - 290px)"
+
+
+def grid_height(rows: int, room: str = PAGE_ROOM, least: int = 240) -> str:
+    """A grid's CSS height: its rows when they fit, else the room the page has (never under ``least`` px).
+
+    The grid then uses the page's height: 100 rows fill a tall window instead of a fixed 440 px box.
+    """
+    content = HEADER_PX + ROW_PX * max(rows, 1) + SCROLLBAR_PX + 4
+    return f"min({content}px, max({min(least, content)}px, {room}))"
+
+
 CSS = """
 <style>
 .jm-app { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #0f172a; }
-.jm-header { background: #0f172a; color: #f8fafc; padding: 8px 14px; border-radius: 6px; align-items: center; }
+.jm-header { background: #0f172a; color: #f8fafc; padding: 8px 14px; border-radius: 6px; align-items: center;
+             flex-wrap: wrap; row-gap: 4px; }
 .jm-header .widget-label, .jm-header .widget-html, .jm-header label { color: #f8fafc !important; }
 .jm-header .widget-html { white-space: nowrap; }
 .jm-header .widget-html:first-child { flex: 0 1 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; }
@@ -77,8 +94,12 @@ CSS = """
 .jm-timeline { list-style: none; padding-left: 0; margin: 0; font-size: 12.5px; }
 .jm-timeline li { padding: 2px 0 2px 14px; border-left: 2px solid #e2e8f0; margin-left: 4px; }
 .jm-log { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 11.5px; background: #0f172a;
-          color: #e2e8f0; padding: 8px; border-radius: 6px; max-height: 260px; overflow: auto; white-space: pre-wrap; }
+          color: #e2e8f0; padding: 8px; border-radius: 6px; max-height: 260px; overflow: auto; white-space: pre-wrap;
+          line-height: 1.4; margin: 4px 0; }
+.jm-app .widget-html-content { line-height: 1.45; }
+.jm-app .jm-header .widget-html-content { line-height: var(--jp-widgets-inline-height, 28px); }
 .jm-err { color: #b91c1c; }
+.jm-time { border-bottom: 1px dotted #94a3b8; cursor: help; }
 .jm-link { color: #1d4ed8; text-decoration: none; font-weight: 600; margin-right: 12px; }
 .jm-link:hover { text-decoration: underline; }
 .jm-signin { max-width: 360px; margin: 60px auto; padding: 24px 28px; border: 1px solid #e2e8f0;
