@@ -173,3 +173,20 @@ def test_details_panel_and_schedules(jm: JobManager, start_agent) -> None:
         time.sleep(0.1)
     finally:
         d.close_dashboard()
+
+
+def test_page_link_round_trip_and_hostile_values() -> None:
+    from jobmanager.widgets.link import Link, parse
+
+    choices = {"states": {"in-progress": ("queued", "running"), "completed": ("failed", "completed")},
+               "types": {"sleep"}, "times": {"Any time", "Last hour"}}
+    text = Link(tab="completed", job=42, filters={"state": "failed", "search": "a&b=c #1"}).encode()
+    link, ignored = parse(text, **choices)
+    assert (link.tab, link.job, link.filters, ignored) == ("completed", 42, {"state": "failed", "search": "a&b=c #1"},
+                                                           [])
+    link, ignored = parse("job=0&tab=x&state=failed&type=rm&time=1y&case=%00&foo=1", **choices)
+    assert (link.job, link.tab, link.filters) == (None, None, {})
+    assert len(ignored) == 7, ignored
+    assert parse("job=" + "9" * 30, **choices)[0].job is None
+    assert parse("&".join(f"k{i}=1" for i in range(50)), **choices)[1] == ["the whole link (not readable)"]
+    assert parse("x" * 5000, **choices)[1][0].startswith("the whole link")

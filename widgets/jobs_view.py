@@ -143,6 +143,43 @@ class JobsTab(w.VBox):
         self._building = False
         super().__init__([filters, actions, self.grid, self.empty, pager, self.details])
 
+    # -- the page's link ----------------------------------------------------------------------------
+    def _filter_widgets(self) -> dict[str, Any]:
+        return {"search": self.search, "state": self.state, "type": self.type, "case": self.case,
+                "owner": self.owner, "agent": self.agent, "time": self.time_range}
+
+    def link_filters(self) -> dict[str, str]:
+        """The filters in effect, as a link writes them (only the ones that are set)."""
+        return {k: str(box.value) for k, box in self._filter_widgets().items()
+                if box.value and not (k == "time" and box.value == "Any time")}
+
+    def apply_filters(self, filters: dict[str, str]) -> list[str]:
+        """Set the filter bar (values already checked by link.parse); one refresh, not one per filter.
+
+        Returns the filters left out because this tab offers no such choice (a state of the other tab).
+        """
+        left_out = []
+        self._building = True
+        try:
+            for key, box in self._filter_widgets().items():
+                value = filters.get(key, "Any time" if key == "time" else "")
+                choices = [o[1] if isinstance(o, tuple) else o for o in getattr(box, "options", ())]
+                if isinstance(box, w.Dropdown) and value not in choices:
+                    left_out.append(f"{key} {value!r} (not a choice in this tab)")
+                    continue
+                box.value = value
+        finally:
+            self._building = False
+        self.model.page = 1
+        self.model.refresh()
+        return left_out
+
+    def link_choices(self) -> tuple[tuple[str, ...], set[str], set[str]]:
+        """What a link may filter this tab by: states, job types, time ranges."""
+        states = tuple(str(v) for _, v in self.state.options if v)
+        types = {str(v) for _, v in self.type.options if v}
+        return states, types, set(TIME_RANGES)
+
     # -- model -> view ----------------------------------------------------------------------------
     def refresh(self) -> None:
         self.model.refresh()
