@@ -37,6 +37,8 @@ REFRESH_CHOICES = [("off", 0), ("2 s", 2), ("5 s", 5), ("15 s", 15), ("60 s", 60
 TAB_TITLES = ["In Progress", "Completed", "Scheduled", "Agents"]
 #: a tab's title -> its name in the page's link
 TAB_KEYS = dict(zip(TAB_TITLES, LINK_TABS, strict=True))
+#: seconds a message (a toast) stays before it clears itself: long enough to read, errors longer
+TOAST_S = {"info": 8.0, "error": 20.0}
 #: seconds between the kernel's heartbeats to the page (the page calls itself disconnected after 6 s without)
 HEARTBEAT_S = 2.0
 
@@ -122,8 +124,11 @@ class Dashboard(w.VBox):
         me = jm.me()
         perms = set(me["permissions"])
         self.downloads = DownloadArea()
-        self.message_bar = w.HTML()
+        self.message_bar = w.HTML()  # a toast: fixed over the page's corner, it never pushes the layout
+        self.message_bar.add_class("jm-toasts")
+        self._message_at = 0.0
         self.messages.observe(self._show_message, ["message", "kind"])
+        self.messages.observe(lambda _: setattr(self, "_message_at", time.monotonic()), ["done"])
         self.messages.observe(self._after_action, ["done"])
         self.header = Header(jm, on_sign_out, self.set_interval)
         can = lambda p: p in perms or "admin" in perms  # noqa: E731
@@ -168,8 +173,16 @@ class Dashboard(w.VBox):
 
     def _show_message(self, _: Any = None) -> None:
         m = self.messages
-        self.message_bar.value = (f"<div class='jm-message jm-message-{m.kind}'>{html.escape(m.message)}</div>"
-                                  if m.message else "")
+        self._message_at = time.monotonic()
+        role = "alert" if m.kind == "error" else "status"
+        self.message_bar.value = (f"<div class='jm-toast jm-message jm-message-{m.kind}' role='{role}'>"
+                                  f"{html.escape(m.message)}</div>" if m.message else "")
+
+    def _expire_message(self) -> None:
+        """Clear the toast once it has been up for its time (a new message starts the clock again)."""
+        m = self.messages
+        if m.message and time.monotonic() - self._message_at > TOAST_S.get(m.kind, 8.0):
+            m.clear()
 
     def _after_action(self, _: Any = None) -> None:
         """A message means an action ran (or failed): every tab's count now, not at the next full refresh."""
@@ -286,6 +299,7 @@ class Dashboard(w.VBox):
     def _tick_once(self) -> None:
         """Every second: the "updated N s ago" line; every interval: the visible tab (all of them now and then)."""
         self.publish_link()
+        self._expire_message()
         try:
             if self._interval and time.time() - self.last_refresh >= self._interval:
                 full = time.time() - self._last_all >= max(15, self._interval * 3)

@@ -20,8 +20,9 @@ from .theme import PAGE_ROOM, STATE_COLORS, grid_height, label
 EMPTY = {
     "in-progress": "No jobs in progress. Submit one with <code>jobmanager submit sleep -p tasks=3</code> "
                    "or from a notebook with <code>jm.submit(...)</code>.",
-    "completed": "No finished jobs match. Clear the filters, or wait for running jobs to finish.",
+    "completed": "No finished jobs yet: they appear here as running jobs finish.",
 }
+NO_MATCH = "No jobs match these filters."
 
 
 COLUMN_WIDTHS = {"Job": 60, "Name": 210, "Type": 100, "State": 110, "Result": 170, "Progress": 120, "Agent": 130,
@@ -125,7 +126,11 @@ class JobsTab(w.VBox):
         self.grid.observe(self._on_selection, "selections")
         self.grid.observe(self._on_transforms, "_transforms")
         self.grid.on_cell_click(self._on_click)
-        self.empty = w.HTML(f'<div class="jm-empty">{EMPTY[tab]}</div>')
+        self.empty_text = w.HTML(EMPTY[tab])
+        self.clear_filters = w.Button(description="Clear filters", icon="times", layout=w.Layout(width="auto"))
+        self.clear_filters.on_click(lambda _: self.apply_filters({}))
+        self.empty = w.VBox([self.empty_text, self.clear_filters])
+        self.empty.add_class("jm-empty")
         self.prev = w.Button(icon="chevron-left", tooltip="Previous page", layout=w.Layout(width="36px"))
         self.next = w.Button(icon="chevron-right", tooltip="Next page", layout=w.Layout(width="36px"))
         self.prev.on_click(lambda _: self.model.set_page(self.model.page - 1))
@@ -198,6 +203,9 @@ class JobsTab(w.VBox):
         self._reselect()
         self.grid.layout.display = "none" if df.empty else None
         self.empty.layout.display = None if df.empty else "none"
+        filtered = bool(m.filters())
+        self.empty_text.value = NO_MATCH if filtered else EMPTY[self.tab]
+        self.clear_filters.layout.display = None if filtered else "none"
         self.page_label.value = f'<span class="jm-muted">{m.page_label()}</span>'
         self.prev.disabled = m.page <= 1
         self.next.disabled = m.page * 100 >= m.total

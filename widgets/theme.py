@@ -80,10 +80,17 @@ CSS = """
                       50% { box-shadow: 0 0 0 5px rgba(185, 28, 28, 0); } }
 .jm-dot { display: inline-block; width: 9px; height: 9px; border-radius: 50%; margin-right: 4px; }
 .jm-message { padding: 6px 12px; border-radius: 6px; font-size: 13px; }
+.jm-toasts { position: fixed !important; bottom: 18px; right: 18px; z-index: 1000; max-width: min(520px, 70vw);
+             margin: 0 !important; pointer-events: none; }
+.jm-toasts:empty, .jm-toasts .widget-html-content:empty { display: none; }
+.jm-toast { pointer-events: auto; box-shadow: 0 6px 20px rgba(15, 23, 42, .18); padding: 10px 14px;
+            animation: jm-toast-in .18s ease-out; }
+@keyframes jm-toast-in { from { opacity: 0; transform: translateY(6px); } to { opacity: 1; transform: none; } }
 .jm-message-error { background: #fee2e2; color: #991b1b; border: 1px solid #fecaca; }
 .jm-message-info { background: #e0f2fe; color: #075985; border: 1px solid #bae6fd; }
 .jm-empty { padding: 28px; text-align: center; color: #64748b; font-size: 14px; border: 1px dashed #cbd5e1;
             border-radius: 6px; }
+.jm-empty.widget-vbox { align-items: center; gap: 8px; }
 .jm-empty code { background: #f1f5f9; padding: 1px 5px; border-radius: 4px; }
 .jm-details { border: 1px solid #e2e8f0; border-radius: 6px; padding: 10px 14px; background: #fff; }
 .jm-details h3 { margin: 0 0 6px 0; font-size: 16px; }
