@@ -190,3 +190,17 @@ def test_page_link_round_trip_and_hostile_values() -> None:
     assert parse("job=" + "9" * 30, **choices)[0].job is None
     assert parse("&".join(f"k{i}=1" for i in range(50)), **choices)[1] == ["the whole link (not readable)"]
     assert parse("x" * 5000, **choices)[1][0].startswith("the whole link")
+
+
+def test_log_search_marks_matching_lines_and_events_read_newest_first() -> None:
+    from jobmanager.widgets.details import _timeline, log_html
+
+    text = "task 1: sleeping\ntask 1: done\ntask 2: <b>sleeping</b>\n"
+    shown = log_html(text, "SLEEPING", following=True)
+    assert "2 of 3 lines match" in shown and "jm-log-follow" in shown
+    assert "<mark>sleeping</mark>" in shown and "&lt;b&gt;<mark>sleeping</mark>" in shown and "done" not in shown
+    assert "(no line matches)" in log_html(text, "nothing")
+    events = [{"at": 100.0 + i, "kind": "job", "to_state": s, "agent": None, "actor": "a", "message": None,
+               "seq": None} for i, s in enumerate(["queued", "running", "completed"])]
+    order = _timeline(events)
+    assert order.index("completed") < order.index("running") < order.index("queued")

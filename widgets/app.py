@@ -301,6 +301,12 @@ class Dashboard(w.VBox):
         self.publish_link()
         self._expire_message()
         try:
+            view = self.views[self.tabs.selected_index or 0] if self.views else None
+            if isinstance(view, JobsTab):
+                view.details.follow_tick()  # a running job's log, tail -f
+        except Exception as exc:  # the ticker must survive anything; show it as one line
+            self.messages.error(f"log refresh failed: {exc}")
+        try:
             if self._interval and time.time() - self.last_refresh >= self._interval:
                 full = time.time() - self._last_all >= max(15, self._interval * 3)
                 self.refresh(all_tabs=full)

@@ -104,6 +104,9 @@ CSS = """
           color: #e2e8f0; padding: 8px; border-radius: 6px; max-height: 260px; overflow: auto; white-space: pre-wrap;
           line-height: 1.4; margin: 4px 0; }
 .jm-app .widget-html-content { line-height: 1.45; }
+.jm-tasks { max-height: 300px; overflow: auto; }
+.jm-log-follow { display: flex; flex-direction: column-reverse; }
+.jm-log mark { background: #facc15; color: #0f172a; border-radius: 2px; }
 .jm-app .jm-header .widget-html-content { line-height: var(--jp-widgets-inline-height, 28px); }
 .jm-err { color: #b91c1c; }
 .jm-time { border-bottom: 1px dotted #94a3b8; cursor: help; }
