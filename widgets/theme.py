@@ -97,7 +97,8 @@ CSS = """
 .jm-table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
 .jm-table th { text-align: left; color: #475569; font-weight: 600; border-bottom: 1px solid #e2e8f0; padding: 3px 6px; }
 .jm-table td { border-bottom: 1px solid #f1f5f9; padding: 3px 6px; vertical-align: top; }
-.jm-table td.num, .jm-table th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.jm-table td.num, .jm-table th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.jm-table td:first-child { white-space: nowrap; }
 .jm-timeline { list-style: none; padding-left: 0; margin: 0; font-size: 12.5px; }
 .jm-timeline li { padding: 2px 0 2px 14px; border-left: 2px solid #e2e8f0; margin-left: 4px; }
 .jm-log { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 11.5px; background: #0f172a;
