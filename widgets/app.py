@@ -39,6 +39,8 @@ TAB_TITLES = ["In Progress", "Completed", "Scheduled", "Agents"]
 TAB_KEYS = dict(zip(TAB_TITLES, LINK_TABS, strict=True))
 #: seconds a message (a toast) stays before it clears itself: long enough to read, errors longer
 TOAST_S = {"info": 8.0, "error": 20.0}
+#: after an action, every tab's count is read again this many seconds later (see Dashboard._after_action)
+RECOUNT_AFTER_S = (1.0, 2.5, 4.0)
 #: seconds between the kernel's heartbeats to the page (the page calls itself disconnected after 6 s without)
 HEARTBEAT_S = 2.0
 
@@ -127,6 +129,7 @@ class Dashboard(w.VBox):
         self.message_bar = w.HTML()  # a toast: fixed over the page's corner, it never pushes the layout
         self.message_bar.add_class("jm-toasts")
         self._message_at = 0.0
+        self._recount_at: list[float] = []
         self.messages.observe(self._show_message, ["message", "kind"])
         self.messages.observe(lambda _: setattr(self, "_message_at", time.monotonic()), ["done"])
         self.messages.observe(self._after_action, ["done"])
@@ -185,9 +188,19 @@ class Dashboard(w.VBox):
             m.clear()
 
     def _after_action(self, _: Any = None) -> None:
-        """A message means an action ran (or failed): every tab's count now, not at the next full refresh."""
+        """A message means an action ran (or failed): every tab's count now, not at the next full refresh.
+
+        Then again a few times over the next seconds: each tab is counted by its own query, so a job an
+        agent moves between two of them (a retried job that finishes at once) is counted twice or not at
+        all; the recounts settle the titles to the tabs' totals without waiting for the full refresh.
+        """
         if self._counting:  # a message written while counting (an error) must not count again
             return
+        now = time.monotonic()
+        self._recount_at = [now + d for d in RECOUNT_AFTER_S]
+        self._count_tabs()
+
+    def _count_tabs(self) -> None:
         self._counting = True
         try:
             with self._lock:
@@ -300,6 +313,9 @@ class Dashboard(w.VBox):
         """Every second: the "updated N s ago" line; every interval: the visible tab (all of them now and then)."""
         self.publish_link()
         self._expire_message()
+        if self._recount_at and time.monotonic() >= self._recount_at[0]:
+            self._recount_at.pop(0)
+            self._count_tabs()
         try:
             view = self.views[self.tabs.selected_index or 0] if self.views else None
             if isinstance(view, JobsTab):
