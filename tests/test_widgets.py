@@ -30,12 +30,22 @@ def test_present_jobs_in_progress_and_completed(jm: JobManager) -> None:
     jm.submit("sleep", {"tasks": 2}, name="a", case="C1", priority=3)
     df, total = jm.grid(tab="in-progress")
     shown = present_jobs(df.assign(progress=0.5, agents="a1"), "in-progress")
-    assert list(shown.columns) == ["Job", "Name", "Type", "State", "Progress", "Agent", "Queue", "Started", "Elapsed",
-                                   "ETA", "Owner", "Case", "Priority"]
+    assert list(shown.columns) == ["Job", "Name", "State", "Progress", "Type", "Agent", "Queue", "Started",
+                                   "Elapsed", "ETA", "Owner", "Case", "Priority"]
     assert shown.iloc[0]["State"] == "queued" and shown.iloc[0]["Started"] == "not yet"
     assert shown.iloc[0]["Case"] == "C1" and shown.iloc[0]["Priority"] == 3
     empty = present_jobs(pd.DataFrame(), "completed")
-    assert list(empty.columns)[:4] == ["Job", "Name", "Type", "Result"]
+    assert list(empty.columns)[:6] == ["Job", "Name", "Result", "Tasks", "Failed", "Cancelled"]
+
+
+def test_completed_grid_counts_failed_and_cancelled_tasks_apart() -> None:
+    now = 1_000_000.0
+    df = pd.DataFrame([{"id": 7, "name": "mixed", "type": "sleep", "state": "completed_with_errors", "owner": "o",
+                        "case": None, "priority": 0, "tasks_total": 10, "tasks_succeeded": 6, "tasks_failed": 3,
+                        "tasks_cancelled": 1, "created_at": now - 100, "started_at": now - 90,
+                        "finished_at": now - 30, "duration_s": 60.0}])
+    row = present_jobs(df, "completed", now).iloc[0]
+    assert (row["Failed"], row["Cancelled"], row["Tasks"]) == (3, 1, "6 / 10 ok")
 
 
 def test_model_filters_sort_and_paging(jm: JobManager) -> None:
@@ -163,3 +173,34 @@ def test_details_panel_and_schedules(jm: JobManager, start_agent) -> None:
         time.sleep(0.1)
     finally:
         d.close_dashboard()
+
+
+def test_page_link_round_trip_and_hostile_values() -> None:
+    from jobmanager.widgets.link import Link, parse
+
+    choices = {"states": {"in-progress": ("queued", "running"), "completed": ("failed", "completed")},
+               "types": {"sleep"}, "times": {"Any time", "Last hour"}}
+    text = Link(tab="completed", job=42, filters={"state": "failed", "search": "a&b=c #1"}).encode()
+    link, ignored = parse(text, **choices)
+    assert (link.tab, link.job, link.filters, ignored) == ("completed", 42, {"state": "failed", "search": "a&b=c #1"},
+                                                           [])
+    link, ignored = parse("job=0&tab=x&state=failed&type=rm&time=1y&case=%00&foo=1", **choices)
+    assert (link.job, link.tab, link.filters) == (None, None, {})
+    assert len(ignored) == 7, ignored
+    assert parse("job=" + "9" * 30, **choices)[0].job is None
+    assert parse("&".join(f"k{i}=1" for i in range(50)), **choices)[1] == ["the whole link (not readable)"]
+    assert parse("x" * 5000, **choices)[1][0].startswith("the whole link")
+
+
+def test_log_search_marks_matching_lines_and_events_read_newest_first() -> None:
+    from jobmanager.widgets.details import _timeline, log_html
+
+    text = "task 1: sleeping\ntask 1: done\ntask 2: <b>sleeping</b>\n"
+    shown = log_html(text, "SLEEPING", following=True)
+    assert "2 of 3 lines match" in shown and "jm-log-follow" in shown
+    assert "<mark>sleeping</mark>" in shown and "&lt;b&gt;<mark>sleeping</mark>" in shown and "done" not in shown
+    assert "(no line matches)" in log_html(text, "nothing")
+    events = [{"at": 100.0 + i, "kind": "job", "to_state": s, "agent": None, "actor": "a", "message": None,
+               "seq": None} for i, s in enumerate(["queued", "running", "completed"])]
+    order = _timeline(events)
+    assert order.index("completed") < order.index("running") < order.index("queued")

@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as w
 
 from jobmanager import JobManager, JobManagerError
+from jobmanager.engine.states import FINISHED
 from jobmanager.home import Home
 
 from . import format as fmt
@@ -25,12 +26,21 @@ from .agents_view import AgentsTab
 from .downloads import DownloadArea
 from .jobs_view import JobsTab
 from .keyboard import on_enter
+from .link import TABS as LINK_TABS
+from .link import Link
+from .link import parse as parse_link
 from .models import Messages
 from .schedules_view import SchedulesTab
 from .theme import CSS
 
 REFRESH_CHOICES = [("off", 0), ("2 s", 2), ("5 s", 5), ("15 s", 15), ("60 s", 60)]
 TAB_TITLES = ["In Progress", "Completed", "Scheduled", "Agents"]
+#: a tab's title -> its name in the page's link
+TAB_KEYS = dict(zip(TAB_TITLES, LINK_TABS, strict=True))
+#: seconds a message (a toast) stays before it clears itself: long enough to read, errors longer
+TOAST_S = {"info": 8.0, "error": 20.0}
+#: after an action, every tab's count is read again this many seconds later (see Dashboard._after_action)
+RECOUNT_AFTER_S = (1.0, 2.5, 4.0)
 #: seconds between the kernel's heartbeats to the page (the page calls itself disconnected after 6 s without)
 HEARTBEAT_S = 2.0
 
@@ -107,14 +117,21 @@ class Header(w.HBox):
 class Dashboard(w.VBox):
     """The signed-in view: header, message bar, downloads, four tabs."""
 
-    def __init__(self, jm: JobManager, on_sign_out: Any) -> None:
+    def __init__(self, jm: JobManager, on_sign_out: Any, on_link: Any = None) -> None:
         self.jm = jm
+        #: called with the page's link (the hash) whenever the open tab, job or filters change
+        self.on_link = on_link
+        self._link = ""
         self.messages = Messages()
         me = jm.me()
         perms = set(me["permissions"])
         self.downloads = DownloadArea()
-        self.message_bar = w.HTML()
+        self.message_bar = w.HTML()  # a toast: fixed over the page's corner, it never pushes the layout
+        self.message_bar.add_class("jm-toasts")
+        self._message_at = 0.0
+        self._recount_at: list[float] = []
         self.messages.observe(self._show_message, ["message", "kind"])
+        self.messages.observe(lambda _: setattr(self, "_message_at", time.monotonic()), ["done"])
         self.messages.observe(self._after_action, ["done"])
         self.header = Header(jm, on_sign_out, self.set_interval)
         can = lambda p: p in perms or "admin" in perms  # noqa: E731
@@ -159,13 +176,31 @@ class Dashboard(w.VBox):
 
     def _show_message(self, _: Any = None) -> None:
         m = self.messages
-        self.message_bar.value = (f"<div class='jm-message jm-message-{m.kind}'>{html.escape(m.message)}</div>"
-                                  if m.message else "")
+        self._message_at = time.monotonic()
+        role = "alert" if m.kind == "error" else "status"
+        self.message_bar.value = (f"<div class='jm-toast jm-message jm-message-{m.kind}' role='{role}'>"
+                                  f"{html.escape(m.message)}</div>" if m.message else "")
+
+    def _expire_message(self) -> None:
+        """Clear the toast once it has been up for its time (a new message starts the clock again)."""
+        m = self.messages
+        if m.message and time.monotonic() - self._message_at > TOAST_S.get(m.kind, 8.0):
+            m.clear()
 
     def _after_action(self, _: Any = None) -> None:
-        """A message means an action ran (or failed): every tab's count now, not at the next full refresh."""
+        """A message means an action ran (or failed): every tab's count now, not at the next full refresh.
+
+        Then again a few times over the next seconds: each tab is counted by its own query, so a job an
+        agent moves between two of them (a retried job that finishes at once) is counted twice or not at
+        all; the recounts settle the titles to the tabs' totals without waiting for the full refresh.
+        """
         if self._counting:  # a message written while counting (an error) must not count again
             return
+        now = time.monotonic()
+        self._recount_at = [now + d for d in RECOUNT_AFTER_S]
+        self._count_tabs()
+
+    def _count_tabs(self) -> None:
         self._counting = True
         try:
             with self._lock:
@@ -221,8 +256,72 @@ class Dashboard(w.VBox):
         self._tick_once()
         self._loop.call_later(1.0, self._tick_on_loop)
 
+    # -- the page's link ----------------------------------------------------------------------------
+    def current_link(self) -> str:
+        """The hash that reopens this view: the tab, its filters and the open job."""
+        if not self.views:
+            return ""
+        index = self.tabs.selected_index or 0
+        view = self.views[index]
+        link = Link(tab=TAB_KEYS[self.titles[index]])
+        if isinstance(view, JobsTab):
+            link.filters = view.link_filters()
+            link.job = view.details.job_id
+        return link.encode()
+
+    def publish_link(self) -> None:
+        text = self.current_link()
+        if text != self._link:
+            self._link = text
+            if self.on_link is not None:
+                self.on_link(text)
+
+    def apply_link(self, text: str) -> None:
+        """Open what a pasted link names; anything bad in it is ignored and named in one notice."""
+        jobs_tabs = {TAB_KEYS[t]: v for t, v in zip(self.titles, self.views, strict=True) if isinstance(v, JobsTab)}
+        states = {k: v.link_choices()[0] for k, v in jobs_tabs.items()}
+        types = set().union(*(v.link_choices()[1] for v in jobs_tabs.values())) if jobs_tabs else set()
+        times = set().union(*(v.link_choices()[2] for v in jobs_tabs.values())) if jobs_tabs else set()
+        link, ignored = parse_link(text, states=states, types=types, times=times)
+        keys = [TAB_KEYS[t] for t in self.titles]
+        tab = link.tab
+        if link.job is not None:
+            try:
+                job = self.jm.job(link.job)
+            except JobManagerError as exc:
+                ignored.append(f"job {link.job} ({exc})")
+                link.job = None
+            else:
+                tab = tab if tab in jobs_tabs else ("completed" if job.state in FINISHED else "in-progress")
+        if tab is not None and tab not in keys:
+            ignored.append(f"tab {tab} (you cannot see it)")
+            tab = None
+        with self._lock:
+            if tab is not None:
+                self.tabs.selected_index = keys.index(tab)
+            view = self.views[keys.index(tab)] if tab is not None else None
+            if isinstance(view, JobsTab):
+                if link.filters:
+                    ignored += view.apply_filters(link.filters)
+                if link.job is not None:
+                    view.details.show(link.job)
+        if ignored:
+            self.messages.info("Ignored from the link: " + "; ".join(ignored))
+        self.publish_link()
+
     def _tick_once(self) -> None:
         """Every second: the "updated N s ago" line; every interval: the visible tab (all of them now and then)."""
+        self.publish_link()
+        self._expire_message()
+        if self._recount_at and time.monotonic() >= self._recount_at[0]:
+            self._recount_at.pop(0)
+            self._count_tabs()
+        try:
+            view = self.views[self.tabs.selected_index or 0] if self.views else None
+            if isinstance(view, JobsTab):
+                view.details.follow_tick()  # a running job's log, tail -f
+        except Exception as exc:  # the ticker must survive anything; show it as one line
+            self.messages.error(f"log refresh failed: {exc}")
         try:
             if self._interval and time.time() - self.last_refresh >= self._interval:
                 full = time.time() - self._last_all >= max(15, self._interval * 3)
@@ -255,7 +354,14 @@ class JobManagerApp(w.VBox):
         # kernel is not busy, or the server stops answering, the page shows itself disconnected.
         self.heartbeat = w.Text(value="0", layout=w.Layout(display="none"))
         self.heartbeat.add_class("jm-heartbeat")
-        self.style_box = w.VBox([self.style, self.browser_zone, self.heartbeat])
+        # The page's link: the page's script (the Voila template) types the URL's hash in here on load and
+        # when it changes, and copies what the app writes here back into the address bar (link.py).
+        self.location = w.Text(value="", layout=w.Layout(display="none"))
+        self.location.add_class("jm-location")
+        self._pending_link = ""
+        self._written_link = ""
+        self.location.observe(self._on_location, "value")
+        self.style_box = w.VBox([self.style, self.browser_zone, self.heartbeat, self.location])
         super().__init__([self.style_box])
         self.add_class("jm-app")
         try:  # in a kernel: beat on its event loop (plain Python has no page to tell)
@@ -274,12 +380,28 @@ class JobManagerApp(w.VBox):
         except RuntimeError:
             pass
 
+    def _on_location(self, change: dict[str, Any]) -> None:
+        text = str(change["new"] or "")
+        if text == self._written_link:  # our own write coming back
+            return
+        if self.dashboard is None:
+            self._pending_link = text  # opened after sign-in
+        else:
+            self.dashboard.apply_link(text)
+
+    def _write_link(self, text: str) -> None:
+        self._written_link = text
+        self.location.value = text
+
     def _show_sign_in(self) -> None:
         self.children = [self.style_box, SignIn(self.home, self._signed_in)]
 
     def _signed_in(self, jm: JobManager) -> None:
-        self.dashboard = Dashboard(jm, self._sign_out)
+        self.dashboard = Dashboard(jm, self._sign_out, on_link=self._write_link)
         self.children = [self.style_box, self.dashboard]
+        if self._pending_link:
+            link, self._pending_link = self._pending_link, ""
+            self.dashboard.apply_link(link)
 
     def _sign_out(self) -> None:
         if self.dashboard is not None:

@@ -22,6 +22,8 @@ from .models import Messages
 from .theme import badge
 
 LOG_TAIL_LINES = 200
+#: while a job runs and "Follow" is on, its log is read again this often (tail -f)
+FOLLOW_S = 2.0
 #: download links are reused by refreshes this long (they expire after 15 minutes)
 LINKS_FRESH_S = 600.0
 
@@ -47,8 +49,9 @@ def _task_rows(job: Job) -> str:
 
 
 def _timeline(events: list[dict[str, Any]]) -> str:
+    """The last 40 events, newest first."""
     items = []
-    for raw in events[-40:]:
+    for raw in reversed(events[-40:]):
         e: dict[str, Any] = {k: (None if isinstance(v, float) and v != v else v) for k, v in raw.items()}  # NaN -> None
         when = fmt.exact(e["at"])[11:19]
         who = e.get("agent") or e.get("actor") or ""
@@ -95,6 +98,38 @@ def _notifications(rows: list[dict[str, Any]]) -> str:
     return "<b>Notifications</b><ul class='jm-timeline'>" + "".join(items) + "</ul>"
 
 
+def _when(what: str, at: float | None) -> str:
+    """ "started 3 min ago", the exact time (in the viewer's zone) on hover; nothing for no time."""
+    if not at:
+        return ""
+    sep = "" if what == "created" else " · "
+    return f"{sep}{what} <span class='jm-time' title='{fmt.exact(at)}'>{fmt.relative(at)}</span>"
+
+
+def log_html(text: str, search: str = "", following: bool = False) -> str:
+    """The log block: every line, or the lines holding ``search`` (case-insensitive) with it marked."""
+    lines = text.splitlines()
+    note = ""
+    if search:
+        needle = search.lower()
+        hits = [line for line in lines if needle in line.lower()]
+        note = (f"<span class='jm-muted'>{len(hits)} of {len(lines)} line{'s' if len(lines) != 1 else ''} "
+                f"match {html.escape(repr(search))}</span>")
+        body = "\n".join(_mark(line, search) for line in hits) or "(no line matches)"
+    else:
+        body = html.escape(text) or "(empty)"
+    cls = "jm-log jm-log-follow" if following else "jm-log"  # following: the view stays at the newest line
+    return f"{note}<div class='{cls}'><div>{body}</div></div>"
+
+
+def _mark(line: str, search: str) -> str:
+    out, low, needle, i = [], line.lower(), search.lower(), 0
+    while (j := low.find(needle, i)) >= 0:
+        out += [html.escape(line[i:j]), f"<mark>{html.escape(line[j:j + len(search)])}</mark>"]
+        i = j + len(search)
+    return "".join(out) + html.escape(line[i:])
+
+
 class DetailsPanel(w.VBox):
     """Opens on a row click; everything about one job."""
 
@@ -126,10 +161,23 @@ class DetailsPanel(w.VBox):
         self.outputs = w.HTML()
         self.notices = w.HTML()
         self.body = w.HTML()
+        # the log: followed while the job runs (read again every FOLLOW_S), searchable as you type
         self.log_view = w.HTML()
+        self.log_search = w.Text(placeholder="search the log", layout=w.Layout(width="220px"))
+        self.log_search.observe(lambda _: self._show_log(), "value")
+        self.follow = w.Checkbox(value=True, description="Follow while it runs", indent=False,
+                                 layout=w.Layout(width="auto"))
+        self.follow.observe(lambda _: self._show_log(), "value")
+        self.log_title = w.HTML()
+        log_bar = w.HBox([self.log_title, self.log_search, self.follow])
+        log_bar.add_class("jm-toolbar")
+        self.log_box = w.VBox([log_bar, self.log_view])
+        self._log_text = ""
+        self._log_read_at = 0.0
+        self._running = False
         bar = w.HBox([self.retry, self.task_number, self.retry_task, self.log_button, self.close_button])
         bar.add_class("jm-toolbar")
-        super().__init__([self.header, bar, self.outputs, self.notices, self.body, self.log_view])
+        super().__init__([self.header, bar, self.outputs, self.notices, self.body, self.log_box])
         self.add_class("jm-details")
         self.layout.display = "none"
 
@@ -160,8 +208,8 @@ class DetailsPanel(w.VBox):
             f"<h3>{html.escape(job.name)} <span class='jm-muted'>#{job.id}</span></h3>"
             f"<div>{html.escape(job.type)} · {badge(job.state)} · owner {html.escape(job.owner)}{case} · "
             f"priority {job.priority} · {job.tasks_succeeded} ok / {job.tasks_failed + job.tasks_cancelled} failed"
-            f" of {job.tasks_total} · created <span title='{fmt.exact(job.created_at)}'>"
-            f"{fmt.relative(job.created_at)}</span></div>{_engine_line(job)}{err}")
+            f" of {job.tasks_total} · {_when('created', job.created_at)}{_when('started', job.started_at)}"
+            f"{_when('finished', job.finished_at)}</div>{_engine_line(job)}{err}")
         can_download = "download_outputs" in self.perms or "admin" in self.perms
         key = (job.id, tuple((a["name"], a["size"]) for _, a in arts.iterrows()))
         if key == self._links_key and time.monotonic() - self._links_at < LINKS_FRESH_S:
@@ -193,24 +241,52 @@ class DetailsPanel(w.VBox):
         params = html.escape(json.dumps(job.params, indent=1))
         self.body.value = (
             "<div style='display:flex;gap:18px;flex-wrap:wrap'>"
-            f"<div style='flex:3;min-width:420px'><b>Tasks</b>{_task_rows(job)}</div>"
+            f"<div style='flex:3;min-width:420px'><b>Tasks</b><div class='jm-tasks'>{_task_rows(job)}</div></div>"
             f"<div style='flex:2;min-width:260px'><b>Events</b>{_timeline(events)}"
             f"<details><summary><b>Parameters</b></summary><pre class='jm-log'>{params}</pre></details></div></div>")
-        if "download_logs" in self.perms or "admin" in self.perms:
-            try:
-                tail = self.jm.log_tail(job.id, LOG_TAIL_LINES)
-            except JobManagerError:
-                tail = ""
-            self.log_view.value = (f"<b>Log</b> <span class='jm-muted'>(last {LOG_TAIL_LINES} lines; the whole file "
-                              f"with Download log)</span><div class='jm-log'>{html.escape(tail) or '(empty)'}</div>")
-        else:
-            self.log_view.value = "<span class='jm-muted'>The log needs the download_logs permission.</span>"
+        self._running = job.state not in FINISHED
+        self._read_log()
         can_retry = "retry_tasks" in self.perms or "admin" in self.perms
         failed = job.tasks_failed + job.tasks_cancelled
         self.retry.disabled = not can_retry or failed == 0 or job.state not in FINISHED
         if can_retry:
             self.retry.tooltip = ("Re-queue the failed tasks" if not self.retry.disabled else
                                   "no failed tasks to retry" if failed == 0 else "retry once the job has finished")
+
+    # -- the log ----------------------------------------------------------------------------------------
+    def _can_read_log(self) -> bool:
+        return "download_logs" in self.perms or "admin" in self.perms
+
+    def _read_log(self) -> None:
+        if self.job_id is None:
+            return
+        if not self._can_read_log():
+            self.log_title.value = ""
+            self.log_search.layout.display = self.follow.layout.display = "none"
+            self.log_view.value = "<span class='jm-muted'>The log needs the download_logs permission.</span>"
+            return
+        try:
+            self._log_text = self.jm.log_tail(self.job_id, LOG_TAIL_LINES)
+        except JobManagerError:
+            self._log_text = ""
+        self._log_read_at = time.monotonic()
+        self._show_log()
+
+    def _show_log(self) -> None:
+        if not self._can_read_log():
+            return
+        following = self.follow.value and self._running
+        state = ("following: read again every 2 s" if following else
+                 "the job has finished" if not self._running else "not following")
+        self.log_title.value = (f"<b>Log</b> <span class='jm-muted'>(last {LOG_TAIL_LINES} lines, newest at the "
+                                f"bottom; {state}; the whole file with Download log)</span>")
+        self.log_view.value = log_html(self._log_text, self.log_search.value.strip(), following)
+
+    def follow_tick(self) -> None:
+        """Called every second by the dashboard: read a running job's log again when it is due."""
+        if (self.job_id is not None and self._running and self.follow.value and self._can_read_log()
+                and time.monotonic() - self._log_read_at >= FOLLOW_S):
+            self._read_log()
 
     def _retry(self, task: int | None, success: str) -> None:
         job_id = self.job_id

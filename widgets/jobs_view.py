@@ -15,18 +15,19 @@ from . import format as fmt
 from .details import DetailsPanel
 from .downloads import DownloadArea
 from .models import JOB_SORT_KEYS, TIME_RANGES, JobsModel, Messages, present_jobs
-from .theme import STATE_COLORS, label
+from .theme import PAGE_ROOM, STATE_COLORS, grid_height, label
 
 EMPTY = {
     "in-progress": "No jobs in progress. Submit one with <code>jobmanager submit sleep -p tasks=3</code> "
                    "or from a notebook with <code>jm.submit(...)</code>.",
-    "completed": "No finished jobs match. Clear the filters, or wait for running jobs to finish.",
+    "completed": "No finished jobs yet: they appear here as running jobs finish.",
 }
+NO_MATCH = "No jobs match these filters."
 
 
 COLUMN_WIDTHS = {"Job": 60, "Name": 210, "Type": 100, "State": 110, "Result": 170, "Progress": 120, "Agent": 130,
                  "Started": 85, "Elapsed": 80, "ETA": 100, "Owner": 80, "Case": 90, "Priority": 64, "Tasks": 100,
-                 "Failed": 64, "Duration": 100, "Finished": 100}
+                 "Failed": 64, "Cancelled": 80, "Duration": 100, "Finished": 100}
 
 
 def _state_color_expr(which: int) -> VegaExpr:
@@ -42,7 +43,7 @@ def _renderers(tab: str) -> dict[str, Any]:
     r: dict[str, Any] = {
         state_col: TextRenderer(background_color=_state_color_expr(1), text_color=_state_color_expr(0),
                                 font="bold 12px system-ui, sans-serif", horizontal_alignment="center"),
-        "Job": right, "Priority": right, "Failed": right,
+        "Job": right, "Priority": right, "Failed": right, "Cancelled": right,
     }
     if tab == "in-progress":
         r["Progress"] = BarRenderer(
@@ -125,7 +126,11 @@ class JobsTab(w.VBox):
         self.grid.observe(self._on_selection, "selections")
         self.grid.observe(self._on_transforms, "_transforms")
         self.grid.on_cell_click(self._on_click)
-        self.empty = w.HTML(f'<div class="jm-empty">{EMPTY[tab]}</div>')
+        self.empty_text = w.HTML(EMPTY[tab])
+        self.clear_filters = w.Button(description="Clear filters", icon="times", layout=w.Layout(width="auto"))
+        self.clear_filters.on_click(lambda _: self.apply_filters({}))
+        self.empty = w.VBox([self.empty_text, self.clear_filters])
+        self.empty.add_class("jm-empty")
         self.prev = w.Button(icon="chevron-left", tooltip="Previous page", layout=w.Layout(width="36px"))
         self.next = w.Button(icon="chevron-right", tooltip="Next page", layout=w.Layout(width="36px"))
         self.prev.on_click(lambda _: self.model.set_page(self.model.page - 1))
@@ -138,9 +143,47 @@ class JobsTab(w.VBox):
         pager.add_class("jm-pager")
         self.details = DetailsPanel(jm, messages, permissions, downloads, on_change=self.model.refresh)
 
+        self.details.layout.observe(self._size_grid, "display")
         self.model.observe(self._render, ["rows"])
         self._building = False
         super().__init__([filters, actions, self.grid, self.empty, pager, self.details])
+
+    # -- the page's link ----------------------------------------------------------------------------
+    def _filter_widgets(self) -> dict[str, Any]:
+        return {"search": self.search, "state": self.state, "type": self.type, "case": self.case,
+                "owner": self.owner, "agent": self.agent, "time": self.time_range}
+
+    def link_filters(self) -> dict[str, str]:
+        """The filters in effect, as a link writes them (only the ones that are set)."""
+        return {k: str(box.value) for k, box in self._filter_widgets().items()
+                if box.value and not (k == "time" and box.value == "Any time")}
+
+    def apply_filters(self, filters: dict[str, str]) -> list[str]:
+        """Set the filter bar (values already checked by link.parse); one refresh, not one per filter.
+
+        Returns the filters left out because this tab offers no such choice (a state of the other tab).
+        """
+        left_out = []
+        self._building = True
+        try:
+            for key, box in self._filter_widgets().items():
+                value = filters.get(key, "Any time" if key == "time" else "")
+                choices = [o[1] if isinstance(o, tuple) else o for o in getattr(box, "options", ())]
+                if isinstance(box, w.Dropdown) and value not in choices:
+                    left_out.append(f"{key} {value!r} (not a choice in this tab)")
+                    continue
+                box.value = value
+        finally:
+            self._building = False
+        self.model.page = 1
+        self.model.refresh()
+        return left_out
+
+    def link_choices(self) -> tuple[tuple[str, ...], set[str], set[str]]:
+        """What a link may filter this tab by: states, job types, time ranges."""
+        states = tuple(str(v) for _, v in self.state.options if v)
+        types = {str(v) for _, v in self.type.options if v}
+        return states, types, set(TIME_RANGES)
 
     # -- model -> view ----------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -156,16 +199,24 @@ class JobsTab(w.VBox):
         df = self._with_sort_arrow(df)
         self._rendered_at = time.monotonic()
         self.grid.data = df
-        self.grid.layout.height = f"{min(440, max(120, 26 * (len(df) + 1) + 12))}px"
+        self._size_grid()
         self._reselect()
         self.grid.layout.display = "none" if df.empty else None
         self.empty.layout.display = None if df.empty else "none"
+        filtered = bool(m.filters())
+        self.empty_text.value = NO_MATCH if filtered else EMPTY[self.tab]
+        self.clear_filters.layout.display = None if filtered else "none"
         self.page_label.value = f'<span class="jm-muted">{m.page_label()}</span>'
         self.prev.disabled = m.page <= 1
         self.next.disabled = m.page * 100 >= m.total
         sort_name = next((k for k, v in JOB_SORT_KEYS.items() if v == m.sort), m.sort)
         self.sort_label.value = f'<span class="jm-muted">&nbsp; sorted by {sort_name} {"↓" if m.desc else "↑"}</span>'
         self._show_selection()
+
+    def _size_grid(self, _: Any = None) -> None:
+        """The page's height for the rows; less while the details panel is open below the grid."""
+        room = "40vh" if self.details.layout.display != "none" else PAGE_ROOM
+        self.grid.layout.height = grid_height(len(self.model.rows), room, least=200)
 
     def _with_sort_arrow(self, df: pd.DataFrame) -> pd.DataFrame:
         """Name the sorted column "Name ↑" / "Name ↓" (the header shows which way the pages are sorted)."""

@@ -29,6 +29,7 @@ JOB_SORT_KEYS = {
     "Job": "id", "Name": "name", "Type": "type", "State": "state", "Result": "state", "Owner": "owner",
     "Case": "case", "Priority": "priority", "Created": "created_at", "Started": "started_at",
     "Finished": "finished_at", "Duration": "duration_s", "Waited": "wait_s", "Failed": "tasks_failed",
+    "Cancelled": "tasks_cancelled",
     "Tasks": "tasks_total", "Progress": None, "Agent": None, "Elapsed": "started_at", "ETA": None,
 }
 
@@ -200,12 +201,16 @@ def _queue_cells(df: pd.DataFrame) -> list[str]:
 
 
 def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.DataFrame:
-    """The grid's display frame: readable columns, relative times, durations."""
+    """The grid's display frame: readable columns, relative times, durations.
+
+    Name and the state come first: the grid cannot pin columns, so at 1024 px these two stay in view
+    without scrolling sideways.
+    """
     now = time.time() if now is None else now
+    cols = (["Job", "Name", "State", "Progress", "Type", "Agent", "Queue", "Started", "Elapsed", "ETA", "Owner",
+             "Case", "Priority"] if tab == "in-progress" else
+            ["Job", "Name", "Result", "Tasks", "Failed", "Cancelled", "Duration", "Finished", "Type", "Owner", "Case"])
     if df.empty:
-        cols = (["Job", "Name", "Type", "State", "Progress", "Agent", "Queue", "Started", "Elapsed", "ETA", "Owner",
-                 "Case", "Priority"] if tab == "in-progress" else
-                ["Job", "Name", "Type", "Result", "Tasks", "Failed", "Duration", "Finished", "Owner", "Case"])
         return pd.DataFrame(columns=cols)
 
     def ts(col: str) -> pd.Series:
@@ -232,14 +237,15 @@ def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.Dat
         )
     else:
         total = df["tasks_total"].astype(int)
-        failed = (df["tasks_failed"] + df["tasks_cancelled"]).astype(int)
+        failed, cancelled = df["tasks_failed"].astype(int), df["tasks_cancelled"].astype(int)
         out = out.assign(
-            Result=df["state"].map(label), Tasks=[f"{t - f} / {t} ok" for t, f in zip(total, failed, strict=True)],
-            Failed=failed, Duration=df["duration_s"].map(fmt.duration),
+            Result=df["state"].map(label),
+            Tasks=[f"{t - f - c} / {t} ok" for t, f, c in zip(total, failed, cancelled, strict=True)],
+            Failed=failed, Cancelled=cancelled, Duration=df["duration_s"].map(fmt.duration),
             Finished=ts("finished_at").map(lambda v: fmt.relative(v, now)), Owner=df["owner"],
             Case=df["case"].fillna(""),
         )
-    return out.reset_index(drop=True)
+    return out[cols].reset_index(drop=True)
 
 
 class ScheduleFormModel(traitlets.HasTraits):

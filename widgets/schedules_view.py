@@ -16,7 +16,7 @@ from jobmanager.schedules.triggers import local_label
 from . import format as fmt
 from .keyboard import on_enter
 from .models import Messages, ScheduleFormModel
-from .theme import STATE_COLORS, badge, label
+from .theme import STATE_COLORS, badge, grid_height, label
 
 EMPTY = ("No schedules yet. Create one with <b>New schedule</b>, <code>jobmanager schedule add</code>, "
          "<code>jm.schedule(...)</code> in a notebook, or a <code>schedules.toml</code> in the home.")
@@ -162,7 +162,7 @@ class SchedulesTab(w.VBox):
         bar.add_class("jm-toolbar")
         self.grid = DataGrid(present_schedules(self.rows), selection_mode="row", base_row_size=26,
                              base_column_size=130, layout=w.Layout(height="200px"), header_visibility="column",
-                             column_widths={"Name": 170, "Type": 100, "When": 290, "Next run": 300, "Last run": 90,
+                             column_widths={"Name": 170, "Type": 100, "When": 250, "Next run": 280, "Last run": 90,
                                             "Last result": 160, "Enabled": 75, "Runs as": 75, "Configured in": 100},
                              renderers={"Enabled": TextRenderer(
                                  text_color=VegaExpr(f"cell.value === 'enabled' ? '{STATE_COLORS['enabled'][0]}' : "
@@ -185,7 +185,7 @@ class SchedulesTab(w.VBox):
         self.rows = df.reset_index(drop=True)
         shown = present_schedules(self.rows)  # "in 26 min · 03:00 CEST (Europe/Berlin)"
         self.grid.data = shown
-        self.grid.layout.height = f"{min(420, max(90, 26 * (len(shown) + 1) + 12))}px"
+        self.grid.layout.height = grid_height(len(shown), "calc(100vh - 330px)", least=160)
         self.grid.layout.display = "none" if shown.empty else None
         self.empty.layout.display = None if shown.empty else "none"
         if self.current is not None and self.current in set(self.rows["name"]):

@@ -46,10 +46,27 @@ def vega_state_colors(field: str = "cell.value", which: int = 1) -> str:
     return expr
 
 
+ROW_PX, HEADER_PX = 26, 26
+#: room for the grid's horizontal scrollbar, so a short table never needs a vertical one as well
+SCROLLBAR_PX = 16
+#: the page's height minus what sits above and below a grid (header, tabs, filter bar, actions, pager)
+PAGE_ROOM = "calc(100vh - 290px)"
+
+
+def grid_height(rows: int, room: str = PAGE_ROOM, least: int = 240) -> str:
+    """A grid's CSS height: its rows when they fit, else the room the page has (never under ``least`` px).
+
+    The grid then uses the page's height: 100 rows fill a tall window instead of a fixed 440 px box.
+    """
+    content = HEADER_PX + ROW_PX * max(rows, 1) + SCROLLBAR_PX + 4
+    return f"min({content}px, max({min(least, content)}px, {room}))"
+
+
 CSS = """
 <style>
 .jm-app { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #0f172a; }
-.jm-header { background: #0f172a; color: #f8fafc; padding: 8px 14px; border-radius: 6px; align-items: center; }
+.jm-header { background: #0f172a; color: #f8fafc; padding: 8px 14px; border-radius: 6px; align-items: center;
+             flex-wrap: wrap; row-gap: 4px; }
 .jm-header .widget-label, .jm-header .widget-html, .jm-header label { color: #f8fafc !important; }
 .jm-header .widget-html { white-space: nowrap; }
 .jm-header .widget-html:first-child { flex: 0 1 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; }
@@ -63,23 +80,38 @@ CSS = """
                       50% { box-shadow: 0 0 0 5px rgba(185, 28, 28, 0); } }
 .jm-dot { display: inline-block; width: 9px; height: 9px; border-radius: 50%; margin-right: 4px; }
 .jm-message { padding: 6px 12px; border-radius: 6px; font-size: 13px; }
+.jm-toasts { position: fixed !important; bottom: 18px; right: 18px; z-index: 1000; max-width: min(520px, 70vw);
+             margin: 0 !important; pointer-events: none; }
+.jm-toasts:empty, .jm-toasts .widget-html-content:empty { display: none; }
+.jm-toast { pointer-events: auto; box-shadow: 0 6px 20px rgba(15, 23, 42, .18); padding: 10px 14px;
+            animation: jm-toast-in .18s ease-out; }
+@keyframes jm-toast-in { from { opacity: 0; transform: translateY(6px); } to { opacity: 1; transform: none; } }
 .jm-message-error { background: #fee2e2; color: #991b1b; border: 1px solid #fecaca; }
 .jm-message-info { background: #e0f2fe; color: #075985; border: 1px solid #bae6fd; }
 .jm-empty { padding: 28px; text-align: center; color: #64748b; font-size: 14px; border: 1px dashed #cbd5e1;
             border-radius: 6px; }
+.jm-empty.widget-vbox { align-items: center; gap: 8px; }
 .jm-empty code { background: #f1f5f9; padding: 1px 5px; border-radius: 4px; }
 .jm-details { border: 1px solid #e2e8f0; border-radius: 6px; padding: 10px 14px; background: #fff; }
 .jm-details h3 { margin: 0 0 6px 0; font-size: 16px; }
 .jm-table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
 .jm-table th { text-align: left; color: #475569; font-weight: 600; border-bottom: 1px solid #e2e8f0; padding: 3px 6px; }
 .jm-table td { border-bottom: 1px solid #f1f5f9; padding: 3px 6px; vertical-align: top; }
-.jm-table td.num, .jm-table th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.jm-table td.num, .jm-table th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.jm-table td:first-child { white-space: nowrap; }
 .jm-timeline { list-style: none; padding-left: 0; margin: 0; font-size: 12.5px; }
 .jm-timeline li { padding: 2px 0 2px 14px; border-left: 2px solid #e2e8f0; margin-left: 4px; }
 .jm-log { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 11.5px; background: #0f172a;
-          color: #e2e8f0; padding: 8px; border-radius: 6px; max-height: 260px; overflow: auto; white-space: pre-wrap; }
+          color: #e2e8f0; padding: 8px; border-radius: 6px; max-height: 260px; overflow: auto; white-space: pre-wrap;
+          line-height: 1.4; margin: 4px 0; }
+.jm-app .widget-html-content { line-height: 1.45; }
+.jm-tasks { max-height: 300px; overflow: auto; }
+.jm-log-follow { display: flex; flex-direction: column-reverse; }
+.jm-log mark { background: #facc15; color: #0f172a; border-radius: 2px; }
+.jm-app .jm-header .widget-html-content { line-height: var(--jp-widgets-inline-height, 28px); }
 .jm-err { color: #b91c1c; }
 .jm-warn { color: #92400e; }
+.jm-time { border-bottom: 1px dotted #94a3b8; cursor: help; }
 .jm-link { color: #1d4ed8; text-decoration: none; font-weight: 600; margin-right: 12px; }
 .jm-link:hover { text-decoration: underline; }
 .jm-signin { max-width: 360px; margin: 60px auto; padding: 24px 28px; border: 1px solid #e2e8f0;
