@@ -133,3 +133,24 @@ def write_store(home: Path, statements: list[tuple[str, tuple]]) -> None:
                 conn.execute(sql, params)
     finally:
         conn.close()
+
+
+def back_to_version_1(c: object) -> None:
+    """Undo migration 2 inside a store transaction ``c``, read from ``MIGRATIONS[2]`` itself (so a column
+    added there later is undone too): what a store written by the first release looked like."""
+    import re
+
+    from jobmanager.store.schema import MIGRATIONS
+
+    tables, columns = [], []
+    for ddl in MIGRATIONS[2]:
+        if m := re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", ddl.sql):
+            columns.append((m[1], m[2]))
+        elif m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl.sql):
+            tables.append(m[1])
+    for table in tables:
+        c.execute(f"DROP TABLE {table}")  # type: ignore[attr-defined]
+    for table, column in columns:
+        c.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # type: ignore[attr-defined]
+    c.execute("DELETE FROM meta WHERE key = 'notify_cursor'")  # type: ignore[attr-defined]
+    c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from jobmanager.store.base import SCHEMA_VERSION
 from jobmanager.store.schema import statements
 from jobmanager.store.sqlite import SQLiteStore
 
+from .backends import back_to_version_1
 from .test_store_contract import store  # noqa: F401  (the two-backend store fixture)
 
 
@@ -89,13 +90,7 @@ def test_migration_2_keeps_version_1_rows(store, monkeypatch: pytest.MonkeyPatch
     tasks and schedules read back with the new options' defaults."""
     assert SCHEMA_VERSION == 2
     with store._tx() as c:  # back to version 1: what the first release's store looked like
-        for table in ("notifications", "limits"):
-            c.execute(f"DROP TABLE {table}")
-        for table, columns in {"jobs": ("queue", "soft_limit", "hard_limit", "max_losses", "rerun_safe", "notify"),
-                               "tasks": ("losses", "waiting", "warning"), "schedules": ("options",)}.items():
-            for column in columns:
-                c.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        back_to_version_1(c)
         c.execute("INSERT INTO jobs (type, name, params, owner, state, tasks_total, created_at, updated_at)"
                   " VALUES ('sleep', 'old', '{}', 'ana', 'queued', 1, 1, 1)")
         c.execute("INSERT INTO tasks (job_id, seq, name, params, state) VALUES (1, 1, 't', '{}', 'queued')")

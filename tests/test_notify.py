@@ -31,6 +31,7 @@ from jobmanager.notify.config import NotifySettings
 from jobmanager.notify.outbox import Notifier
 from jobmanager.store import open_store
 
+from .backends import back_to_version_1
 from .conftest import wait_for
 from .test_store_contract import store  # noqa: F401  (the two-backend store fixture)
 
@@ -439,15 +440,7 @@ def test_an_upgraded_store_notifies_nothing_of_its_history(store) -> None:  # no
     """Migration 2 starts the notifiers' cursor after the events already there: turning notifications on
     does not mail every job that ever failed."""
     with store._tx() as c:  # back to version 1, with a failed job's events in the history
-        c.execute("DROP TABLE notifications")
-        c.execute("DELETE FROM meta WHERE key = 'notify_cursor'")
-        c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-        for column in ("queue", "soft_limit", "hard_limit", "max_losses", "rerun_safe", "notify"):
-            c.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
-        c.execute("DROP TABLE limits")
-        for column in ("losses", "waiting"):
-            c.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
-        c.execute("ALTER TABLE schedules DROP COLUMN options")
+        back_to_version_1(c)
         c.execute("INSERT INTO jobs (type, name, params, owner, state, tasks_total, created_at, updated_at)"
                   " VALUES ('sleep', 'old', '{}', 'ana', 'failed', 1, 1, 1)")
         for state in ("queued", "running", "failed"):
