@@ -8,7 +8,8 @@ One :class:`Home` owns the layout, so no other module builds paths by hand::
       queue.db             the Huey queue (SqliteHuey)
       inputs/              files jobs may read (documents, CSV sources); inputs/cases/<case>/ per case
       notebooks/           notebooks jobs may run (the default of notebook_dirs)
-      logs/jobs/<job>/     one log file per task, plus finish.log
+      logs/jobs/<job>/     the job's logs: one append-only file per agent worker thread (each task's part
+                           of it is recorded in its row), finish.log; homes from before also task-NNNN.log
       logs/agents/         one log file per agent
       artifacts/<job>/     files the job wrote (PDFs, exports...)
 
@@ -263,8 +264,13 @@ class Home:
         """The home's own inputs folder: every job may read it (except inputs/cases/ of other cases)."""
         return self.path / INPUTS
 
+    def job_logs(self, job_id: int) -> Path:
+        """The folder of a job's logs (removing it removes every log of the job)."""
+        return self.logs_dir / "jobs" / str(int(job_id))
+
     def task_log(self, job_id: int, seq: int | None) -> Path:
-        """The log file of one task (``seq=None`` is the job's finishing step)."""
+        """The job's finishing step's log (``seq=None``), or a task's own log file in the layout before
+        per-thread files (still read for tasks that ran then; see :mod:`jobmanager.engine.tasklogs`)."""
         name = "finish.log" if seq is None else f"task-{seq:04d}.log"
         return self.logs_dir / "jobs" / str(job_id) / name
 

@@ -41,6 +41,8 @@ class Task:
     waiting: str | None = None
     #: what a task that succeeded wants its reader to know (e.g. characters no font could draw)
     warning: str | None = None
+    #: where each attempt's log starts: ``<file>:<offset>:<n>`` tokens (jobmanager/engine/tasklogs.py)
+    log_slices: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

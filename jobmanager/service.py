@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -35,6 +35,7 @@ from jobmanager.auth.passwords import (
     verify_password,
 )
 from jobmanager.auth.permissions import DEFAULT_GROUPS, PERMISSIONS, Actor, allowed, needs
+from jobmanager.engine import tasklogs
 from jobmanager.engine.engine import Engine
 from jobmanager.engine.queue import Queue
 from jobmanager.engine.states import FINISHED, JOB_STATES, AgentState, tab_states
@@ -469,21 +470,27 @@ class JobManager:
         return reg, metrics.add_store(reg, self.store)
 
     def log(self, job_id: int, task: int | None = None) -> str:
-        """A task's log, or the job's: every task log in order, then the finishing step's."""
+        """A task's log (all its attempts), or the job's: every task's in order, then the finishing step's."""
+        return b"".join(self.log_chunks(job_id, task)).decode("utf-8", errors="replace")
+
+    def log_chunks(self, job_id: int, task: int | None = None) -> Iterator[bytes]:
+        """The bytes of :meth:`log`, one part at a time (for a download that never holds a big log whole).
+        The checks run at the call, before the first part is asked for."""
         task = None if task is None else validate.job_id(task, "task number")
         job = self.job(job_id)
         self._allow("download_log", job)
-        if task is not None:
-            if not any(t.seq == task for t in job.tasks):
-                raise NotFound(f"job {job_id} has no task {task}")
-            paths = [self.home.task_log(job.id, task)]
-        else:
-            paths = [self.home.task_log(job.id, t.seq) for t in job.tasks] + [self.home.task_log(job.id, None)]
-        parts = []
-        for path in paths:
-            if path.is_file():
-                parts.append(path.read_text(encoding="utf-8", errors="replace"))
-        return "".join(parts)
+        if task is not None and not any(t.seq == task for t in job.tasks):
+            raise NotFound(f"job {job_id} has no task {task}")
+        parts = self._log_parts(job, task)
+        return (data for data in (p.read() for p in parts) if data)
+
+    def _log_parts(self, job: Job, task: int | None = None) -> list[tasklogs.Part]:
+        """Where the job's (or one task's) log is: parts of files in the job's log folder, in reading order."""
+        old = [(t.seq, self.home.task_log(job.id, t.seq)) for t in job.tasks]
+        parts = list(tasklogs.task_parts(self.home.job_logs(job.id), old, job.tasks, task))
+        if task is None:
+            parts.append(tasklogs.Part(self.home.task_log(job.id, None)))
+        return parts
 
     def log_tail(self, job_id: int, lines: int = 200) -> str:
         """The last ``lines`` of the job's log, for a screen that refreshes (allowed reads are not audited;
@@ -491,21 +498,12 @@ class JobManager:
         lines = validate.integer(lines, "lines", 1, 1_000_000)
         job = self.job(job_id)
         self._allow("download_log", job, quiet=True)
-        paths = [self.home.task_log(job.id, t.seq) for t in job.tasks] + [self.home.task_log(job.id, None)]
         kept: list[str] = []
-        for path in reversed([p for p in paths if p.is_file()]):  # from the end: a log of tens of MB is
-            with path.open("rb") as fh:                               # never read whole for a tail
-                fh.seek(max(0, path.stat().st_size - 256 * 1024))
-                kept[:0] = fh.read().decode("utf-8", errors="replace").splitlines()
+        for part in reversed(self._log_parts(job)):  # from the end: a log of tens of MB is never read whole
+            kept[:0] = part.read(tail=tasklogs.TAIL_BYTES).decode("utf-8", errors="replace").splitlines()
             if len(kept) >= lines:
                 break
         return "\n".join(kept[-lines:])
-
-    def log_files(self, job_id: int) -> list[Path]:
-        job = self.job(job_id)
-        self._allow("download_log", job)
-        paths = [self.home.task_log(job.id, t.seq) for t in job.tasks] + [self.home.task_log(job.id, None)]
-        return [p for p in paths if p.is_file()]
 
     def artifacts(self, job_id: int) -> pd.DataFrame:
         job = self.job(job_id)

@@ -136,14 +136,14 @@ def write_store(home: Path, statements: list[tuple[str, tuple]]) -> None:
 
 
 def back_to_version_1(c: object) -> None:
-    """Undo migration 2 inside a store transaction ``c``, read from ``MIGRATIONS[2]`` itself (so a column
-    added there later is undone too): what a store written by the first release looked like."""
+    """Undo migrations 2 and later inside a store transaction ``c``, read from ``MIGRATIONS`` itself (so a
+    column added there later is undone too): what a store written by the first release looked like."""
     import re
 
     from jobmanager.store.schema import MIGRATIONS
 
     tables, columns = [], []
-    for ddl in MIGRATIONS[2]:
+    for ddl in [d for version in sorted(MIGRATIONS, reverse=True) if version >= 2 for d in MIGRATIONS[version]]:
         if m := re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", ddl.sql):
             columns.append((m[1], m[2]))
         elif m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl.sql):

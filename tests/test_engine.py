@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -240,3 +241,87 @@ def test_two_agents_share_work(jm: JobManager, start_agent) -> None:
     job_id = jm.submit("sleep", {"tasks": 8, "seconds": 0.3})
     job = jm.wait(job_id, timeout=30)
     assert job.state == "completed" and {t.agent for t in job.tasks} == {"a1", "a2"}
+
+
+# -- task logs: parts of one append-only file per (job, worker thread) (issue 18) ---------------------------------
+def test_task_logs_are_parts_of_one_file_per_worker_thread(jm: JobManager, start_agent) -> None:
+    """No file per task: each worker thread appends the job's tasks to its own file, and each task's
+    log (``jm.log(job, task)``, the CLI's ``logs --task``) is exactly its part of it."""
+    from click.testing import CliRunner
+
+    from jobmanager.cli.main import cli
+    from jobmanager.engine.tasklogs import SLICE_FILE
+
+    start_agent("a1", 2)
+    job_id = jm.submit("sleep", {"tasks": 8, "seconds": 0.05})
+    job = jm.wait(job_id, timeout=30)
+    assert job.state == "completed"
+    files = sorted(p.name for p in jm.home.job_logs(job_id).iterdir())
+    assert 1 <= len(files) <= 2 and all(SLICE_FILE.fullmatch(f) for f in files), files
+    assert all(len(t.log_slices.split()) == 1 for t in job.tasks)
+    for n in range(1, 9):
+        own = jm.log(job_id, task=n)
+        assert own.startswith(f"--- job {job_id} task {n} ") and f"task {n}: done" in own
+        assert sorted(set(re.findall(r"task (\d+): ", own))) == [str(n)], own
+    whole = jm.log(job_id)
+    assert [whole.index(f"--- job {job_id} task {n} ") for n in range(1, 9)] == sorted(
+        whole.index(f"--- job {job_id} task {n} ") for n in range(1, 9))  # in task order, not file order
+    cli_out = CliRunner().invoke(cli, ["--home", str(jm.home.path), "--user", "tester", "logs", str(job_id),
+                                       "--task", "3"]).output
+    assert "task 3: done" in cli_out and "task 4:" not in cli_out
+
+
+def test_a_running_task_log_is_followed_and_a_killed_attempt_stays_readable(jm: JobManager, start_agent) -> None:
+    """A running task's part runs to what it wrote so far (the dashboard's tail -f reads it); SIGKILL the
+    agent mid-task: what the attempt wrote stays in the task's log, and the re-run has its own part."""
+    victim = start_agent("solo", 1)
+    job_id = jm.submit("sleep", {"tasks": 1, "seconds": 30, "steps": 30}, retries=1)
+    wait_for(lambda: "task 1: sleeping" in jm.log(job_id, task=1), what="the running task's first line")
+    assert "task 1: sleeping" in jm.log_tail(job_id, 50) and jm.job(job_id).tasks[0].state == "running"
+    victim.kill()
+    victim.proc.wait(timeout=10)
+    killed = jm.log(job_id, task=1)
+    assert killed.startswith(f"--- job {job_id} task 1 (") and "sleeping" in killed and "done" not in killed
+    start_agent("solo", 1)  # a restarted agent recovers the task at start-up and re-runs it (a new file)
+    log = wait_for(lambda: (t := jm.log(job_id, task=1)).count("task 1: sleeping") == 2 and t,
+                   what="the second attempt's part", timeout=30)
+    assert isinstance(log, str) and log.startswith(killed) and log.count(f"--- job {job_id} task 1 (") == 2
+    assert len(jm.job(job_id).tasks[0].log_slices.split()) == 2
+    assert len(list(jm.home.job_logs(job_id).iterdir())) == 2  # one file per agent process and thread
+    jm.cancel(job_id)
+    assert jm.wait(job_id, timeout=30).state == "cancelled"
+
+
+def test_log_parts_from_the_database_are_checked_and_old_task_files_still_read(jm: JobManager) -> None:
+    """A hostile ``log_slices`` value (another folder, a symlink, offsets past the end, a huge length)
+    reads nothing outside the job's own files; a task logged by an older version (task-NNNN.log) reads
+    as before, followed by any part written since."""
+    from jobmanager.engine.tasklogs import parse_slices
+
+    from .backends import write_store
+
+    job_id = jm.submit("sleep", {"tasks": 3})
+    folder = jm.home.job_logs(job_id)
+    folder.mkdir(parents=True)
+    part = "aaaaaaaaaaaa-1.log"
+    (folder / part).write_bytes(b"first part\nsecond part\n")
+    jm.home.task_log(job_id, 1).write_text("old layout line\n")
+    secret = jm.home.path / "secret.log"
+    secret.write_text("SECRET\n")
+    (folder / "bbbbbbbbbbbb-1.log").symlink_to(secret)
+    hostile = " ".join([
+        f"{part}:0:1", "../secret.log:0:2", f"/{secret}:0:3", "bbbbbbbbbbbb-1.log:0:4",
+        f"{part}:{10**17}:5", "cccccccccccc-1.log:0:6", f"{part}:5:not-a-number", "x" * 5000,
+    ])
+    write_store(jm.home.path, [
+        ("UPDATE tasks SET log_slices = ? WHERE job_id = ? AND seq = 1", (f"{part}:0:1", job_id)),
+        ("UPDATE tasks SET log_slices = ? WHERE job_id = ? AND seq = 2", (f"{part}:11:2", job_id)),
+        ("UPDATE tasks SET log_slices = ? WHERE job_id = ? AND seq = 3", (hostile, job_id)),
+    ])
+    assert len(parse_slices(hostile)) == 4  # the bad shapes are dropped before any file is named
+    assert jm.log(job_id, task=1) == "old layout line\nfirst part\n"  # old file, then its part up to task 2's
+    assert jm.log(job_id, task=2) == "second part\n"
+    assert jm.log(job_id, task=3) == "first part\n"  # its own first token only: no secret, no past-the-end read
+    assert "SECRET" not in jm.log(job_id) and "SECRET" not in jm.log_tail(job_id)
+    assert jm.log_tail(job_id, 1) == "first part"
+    assert b"".join(jm.log_chunks(job_id)).decode() == jm.log(job_id)

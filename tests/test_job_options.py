@@ -86,16 +86,15 @@ def test_a_schedule_keeps_only_its_overrides_and_its_jobs_get_them(jm: JobManage
 
 
 def test_migration_2_keeps_version_1_rows(store, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """A store written by the first release (version 1) moves to version 2 in one step; its jobs,
-    tasks and schedules read back with the new options' defaults."""
-    assert SCHEMA_VERSION == 2
+    """A store written by the first release (version 1) moves to the current version in one step; its
+    jobs, tasks and schedules read back with the new options' defaults."""
     with store._tx() as c:  # back to version 1: what the first release's store looked like
         back_to_version_1(c)
         c.execute("INSERT INTO jobs (type, name, params, owner, state, tasks_total, created_at, updated_at)"
                   " VALUES ('sleep', 'old', '{}', 'ana', 'queued', 1, 1, 1)")
         c.execute("INSERT INTO tasks (job_id, seq, name, params, state) VALUES (1, 1, 't', '{}', 'queued')")
     assert store.schema_version() == 1
-    assert store.migrate() == (1, 2)
+    assert store.migrate() == (1, SCHEMA_VERSION)
     job = store.get_job(1, with_tasks=True)
     assert (job.queue, job.max_losses, job.rerun_safe, job.notify, job.tasks[0].losses) == ("default", 3, True, [], 0)
     assert statements(2, store.dialect)  # the version-2 statements exist for this backend

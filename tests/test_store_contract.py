@@ -151,6 +151,25 @@ def test_failure_with_retries_left_becomes_retrying(store: JobStore) -> None:
     assert store.get_tasks(job_id)[0].attempts == 2
 
 
+def test_each_claim_records_where_its_attempt_log_starts(store: JobStore) -> None:
+    """The claim asks the agent where the attempt's log starts (with the job's id) and appends it to the
+    task's log_slices in the same write; a stale claim asks nothing and records nothing."""
+    job_id, (d,) = make_job(store, 1, retries=1)
+    asked: list[int] = []
+
+    def where(job: int) -> str:
+        asked.append(job)
+        return f"aaaaaaaaaaaa-1.log:{len(asked) * 10}:{len(asked)}"
+
+    assert store.claim_task(d.task_id, 0, "a1", log=where) is not None
+    assert store.get_tasks(job_id)[0].log_slices == "aaaaaaaaaaaa-1.log:10:1"
+    store.finish_task(d.task_id, "a1", "failed", error="flaky")
+    assert store.claim_task(d.task_id, 0, "a1", log=where) is None and asked == [job_id]  # stale: not asked
+    claim = store.claim_task(d.task_id, 1, "a1", log=where)
+    assert claim is not None and claim.task.log_slices == "aaaaaaaaaaaa-1.log:10:1 aaaaaaaaaaaa-1.log:20:2"
+    assert store.claim_task(make_job(store, 1)[1][0].task_id, 0, "a1", log=lambda job: None) is not None
+
+
 def test_finish_by_wrong_agent_is_not_recorded(store: JobStore) -> None:
     job_id, (d,) = make_job(store, 1)
     store.claim_task(d.task_id, 0, "a1")

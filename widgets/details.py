@@ -304,11 +304,11 @@ class DetailsPanel(w.VBox):
             return
 
         def build() -> Path:
-            files = self.jm.log_files(job_id)
+            chunks = self.jm.log_chunks(job_id)
             out = Path(tempfile.mkdtemp(prefix="jm-log-")) / f"job-{job_id}.log"
             with out.open("wb") as dst:
-                for f in files:
-                    dst.write(f.read_bytes())
+                for chunk in chunks:
+                    dst.write(chunk)
             return out
 
         path = self.messages.attempt(build)

@@ -7,7 +7,8 @@ forked, and each child is a cheap fork of a small server process that imported J
 agent's job type modules once). The child imports the same job types (entry points and the agent's
 ``--import`` modules), opens its own store connection (for ``ctx.progress``, ``ctx.cancelled`` and the
 outputs), runs the task with :func:`jobmanager.engine.runner.run_task` exactly as a worker thread
-would (the soft limit works there too), writes the task's log to the same file, and sends back
+would (the soft limit works there too), appends the task's log to its worker thread's file for the job
+(the part the claim recorded; the thread writes nothing while it waits), and sends back
 (state, error, traceback). At the hard limit the worker thread ends the child (SIGTERM, then SIGKILL
 after :data:`TERM_GRACE_S`) and the task fails "timed out after S s (hard limit)".
 
@@ -36,10 +37,11 @@ import time
 import traceback as tb
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from jobmanager import jobtypes
-from jobmanager.engine.logcapture import router
+from jobmanager.engine.logcapture import SliceFiles, router
 from jobmanager.engine.states import TaskState
 from jobmanager.home import Home
 from jobmanager.models import Job, Task
@@ -63,9 +65,12 @@ def hard_limit_error(limit: float) -> str:
 class ChildTasks:
     """Runs tasks in child processes for one agent (one child per task attempt)."""
 
-    def __init__(self, home: Home, agent: str, store_module: str = "jobmanager.store.sqlite") -> None:
+    def __init__(self, home: Home, agent: str, store_module: str = "jobmanager.store.sqlite",
+                 logs: SliceFiles | None = None) -> None:
         self.home = home
         self.agent = agent
+        #: the worker threads' log files: a child appends its task's records to its thread's file
+        self.logs = logs or SliceFiles(home)
         self.store_module = store_module
         self._mp: Any = None
         self._lock = threading.Lock()
@@ -96,8 +101,9 @@ class ChildTasks:
         limit = job.hard_limit
         mp = self._context()
         ours, theirs = mp.Pipe()
+        log_path = self.logs.path(job.id)  # the file whose part the claim recorded for this thread
         proc = mp.Process(target=_child_main, name=f"jm-task-{task.id}",
-                          args=(theirs, self.home, jobtypes.imported(), self.agent, job, task))
+                          args=(theirs, self.home, jobtypes.imported(), self.agent, job, task, log_path))
         proc.start()
         theirs.close()
         with self._lock:
@@ -138,7 +144,7 @@ class ChildTasks:
         log.warning("job %s task %s: %s", job.id, task.seq, what)
         from jobmanager.engine.runner import task_header
 
-        with router().capture(self.home.task_log(job.id, task.seq), task_header(job, task, self.agent)):
+        with router().capture(self.logs.target(job.id), task_header(job, task, self.agent)):
             logging.getLogger(f"jobmanager.job.{job.type}").error(what)
         return TaskState.FAILED, error, None
 
@@ -172,7 +178,8 @@ def _receive(conn: Connection, timeout: float) -> tuple[str, Any] | None:
     return message
 
 
-def _child_main(conn: Connection, home: Home, imports: tuple[str, ...], agent: str, job: Job, task: Task) -> None:
+def _child_main(conn: Connection, home: Home, imports: tuple[str, ...], agent: str, job: Job, task: Task,
+                log_path: Path) -> None:
     """The child process: run the task with its own store connection, send back the outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the agent gracefully; the agent decides
     threading.Thread(target=_end_with_agent, args=(conn,), name="agent-watch", daemon=True).start()
@@ -189,7 +196,7 @@ def _child_main(conn: Connection, home: Home, imports: tuple[str, ...], agent: s
     try:
         started = time.time()
         conn.send(("started", started))
-        outcome = run_task(home, store, agent, job, task, started_at=started)
+        outcome = run_task(home, store, agent, job, task, started_at=started, log_to=log_path)
     finally:
         store.close()
     conn.send(("outcome", outcome))

@@ -14,13 +14,14 @@ import time
 import traceback as tb
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jobmanager import jobtypes
 from jobmanager.engine.child import ChildTasks
 from jobmanager.engine.context import Cancelled, TaskContext, TimeLimitExceeded
 from jobmanager.engine.engine import Engine
-from jobmanager.engine.logcapture import router
+from jobmanager.engine.logcapture import SliceFiles, router
 from jobmanager.engine.states import TaskState
 from jobmanager.home import Home
 from jobmanager.models import Claim, Job, Task
@@ -76,14 +77,16 @@ class Runner:
         #: how a task's outcome is written; the agent retries it with back-off while the store cannot
         #: be written (a full disk), so an outcome is never dropped and the task never stays "running"
         self.until_stored: Callable[[Callable[[], Any]], Any] = lambda write: write()
+        #: each worker thread's open log file per job; the claim records where a task's part starts
+        self.logs = SliceFiles(home)
         #: tasks of jobs with a hard time limit run in child processes it starts and may kill
-        self.children = ChildTasks(home, agent, type(store).__module__)
+        self.children = ChildTasks(home, agent, type(store).__module__, self.logs)
 
     # -- jm.run ----------------------------------------------------------------------------
     def run(self, task_id: int, dispatch: int) -> None:
         token, claim = self.counters.claim_started(), None
         try:
-            claim = self.store.claim_task(task_id, dispatch, self.agent)
+            claim = self.store.claim_task(task_id, dispatch, self.agent, log=self.logs.start)
         finally:
             self.counters.claim_ended(token, claim)
         if claim is None:
@@ -104,7 +107,8 @@ class Runner:
             if job.hard_limit is not None:
                 state, error, trace = self.children.run(job, task)
             else:
-                state, error, trace = run_task(self.home, self.store, self.agent, job, task)
+                state, error, trace = run_task(self.home, self.store, self.agent, job, task,
+                                               log_to=self.logs.target(job.id))
         finally:
             with self.counters.lock:
                 if state == TaskState.SUCCEEDED:
@@ -145,16 +149,17 @@ class Runner:
 
 
 def task_header(job: Job, task: Task, agent: str) -> str:
-    """The line that opens an attempt's part of the task's log file."""
+    """The line that opens an attempt's part of the job's log file."""
     return f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {agent}"
 
 
 def run_task(home: Home, store: JobStore, agent: str, job: Job, task: Task,
-             started_at: float | None = None) -> tuple[str, str | None, str | None]:
+             started_at: float | None = None, *, log_to: Path | int) -> tuple[str, str | None, str | None]:
     """Run one claimed task with its context and log capture; returns (state, error, traceback) for
     :meth:`Engine.finish_task`. The one way a task runs, in an agent's worker thread or in a task's
     child process (engine/child.py); a task's own failure is returned, never raised. The soft limit
-    counts from ``started_at`` (default: the claim's)."""
+    counts from ``started_at`` (default: the claim's). Its records are appended to ``log_to``, the
+    worker thread's file for the job (a descriptor in the thread, the path in a child process)."""
     task_log = logging.getLogger(f"jobmanager.job.{job.type}")
     ctx = TaskContext(
         home=home, store=store, agent=agent, job_id=job.id, task_id=task.id,
@@ -164,7 +169,7 @@ def run_task(home: Home, store: JobStore, agent: str, job: Job, task: Task,
     state: str = TaskState.SUCCEEDED
     error: str | None = None
     trace: str | None = None
-    with router().capture(home.task_log(job.id, task.seq), task_header(job, task, agent)):
+    with router().capture(log_to, task_header(job, task, agent)):
         try:
             jt = jobtypes.get(job.type)
             params = jobtypes.validate(jt, job.params)

@@ -15,7 +15,7 @@ from typing import Any
 
 from jobmanager.models import Claim, Dispatch, Job, JobOptions, NewTask, Outcome, Recovery, Task
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: the columns :meth:`JobStore.insert_history` takes, per table, in the order of each row's values
 HISTORY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -105,8 +105,13 @@ class JobStore:
         raise NotImplementedError
 
     # -- what agents do with tasks -------------------------------------------------------
-    def claim_task(self, task_id: int, dispatch: int, agent: str) -> Claim | None:
+    def claim_task(self, task_id: int, dispatch: int, agent: str,
+                   log: Callable[[int], str | None] | None = None) -> Claim | None:
         """Move a queued task to running for ``agent``, counting an attempt.
+
+        ``log`` (the agent's), called with the task's job id inside the claim just before the task
+        changes, says where this attempt's log starts; its non-None answer is appended to the task's
+        ``log_slices`` in the same write (jobmanager/engine/tasklogs.py).
 
         Returns None (and changes nothing) when the message is stale: the task is
         not runnable any more, its dispatch counter moved on, or its job is paused

@@ -421,7 +421,7 @@ class SqlStore(JobStore):
             cancel_requested=bool(r["cancel_requested"]), error=r["error"], traceback=r["traceback"],
             queued_at=r["queued_at"], started_at=r["started_at"], finished_at=r["finished_at"],
             losses=r["losses"], waiting=r["waiting"] if r["state"] in RUNNABLE_TASK else None,
-            warning=r["warning"],
+            warning=r["warning"], log_slices=r["log_slices"],
         )
 
     @staticmethod
@@ -577,7 +577,8 @@ class SqlStore(JobStore):
         return [dict(r) for r in rows]
 
     # -- what agents do with tasks ----------------------------------------------------------------------
-    def claim_task(self, task_id: int, dispatch: int, agent: str) -> Claim | None:
+    def claim_task(self, task_id: int, dispatch: int, agent: str,
+                   log: Callable[[int], str | None] | None = None) -> Claim | None:
         now = time.time()
         with self._tx() as c:
             first = self._task_row(c, task_id)
@@ -598,12 +599,14 @@ class SqlStore(JobStore):
                 if task["waiting"] != full:
                     c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND dispatch = ?", (full, task_id, dispatch))
                 return None
+            part = None if log is None else log(task["job_id"])
             claimed = _first(c.execute(
                 "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
                 " finished_at = NULL, progress_done = NULL, progress_total = NULL, error = NULL,"
                 " traceback = NULL, cancel_requested = 0, waiting = NULL"
-                " WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
-                (agent, now, task_id, task["state"], task["dispatch"]),
+                + ("" if part is None else ", log_slices = COALESCE(log_slices || ' ', '') || ?")
+                + " WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
+                (agent, now, *(() if part is None else (part,)), task_id, task["state"], task["dispatch"]),
             ))
             if claimed is None:
                 return None
