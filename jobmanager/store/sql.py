@@ -580,7 +580,9 @@ class SqlStore(JobStore):
     def claim_task(self, task_id: int, dispatch: int, agent: str) -> Claim | None:
         now = time.time()
         with self._tx() as c:
-            first = self._task_row(c, task_id)
+            # Only the columns the claim decides on (not params, error, traceback): a narrow read.
+            first = c.execute("SELECT id, job_id, seq, state, dispatch, attempts, waiting FROM tasks WHERE id = ?",
+                              (task_id,)).fetchone()
             # Most stale messages are dropped here, before any lock is taken.
             if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
                 return None
@@ -693,7 +695,7 @@ class SqlStore(JobStore):
                 return done
             jids, jid_values = self.dialect.in_("id", job_ids)
             jobs = {r["id"]: r for r in c.execute(
-                f"SELECT id, state, priority, queue, case_id FROM jobs WHERE {jids} ORDER BY id"
+                f"SELECT id, state, priority, queue, case_id, has_finish FROM jobs WHERE {jids} ORDER BY id"
                 + self.dialect.for_update, jid_values).fetchall()}
             tasks = c.execute(
                 "SELECT t.id, t.job_id, t.seq, t.state, t.agent, t.attempts, t.max_attempts, t.dispatch,"
@@ -752,8 +754,8 @@ class SqlStore(JobStore):
             for job_id, per_job in counts.items():  # the job counters once per job
                 parts = ", ".join(f"{col} = {col} + ?" for col in per_job)
                 c.execute(f"UPDATE jobs SET {parts}, updated_at = ? WHERE id = ?", (*per_job.values(), now, job_id))
-            for job_id in sorted(counts):  # settled once per job
-                _, final = self._settle(c, job_id, None)
+            for job_id in sorted(counts):  # settled once per job; a due finishing step is sent, not taken here
+                _, final = self._settle(c, job_id, None if jobs[job_id]["has_finish"] else agent)
                 if final is not None:
                     done.job_states[job_id] = final
                 else:
