@@ -31,6 +31,7 @@ def make_huey(path: str, normal: bool = False) -> tuple[SqliteHuey, Callable[...
         from jobmanager.engine.queue import QueueStorage
 
         huey = Huey("bench", storage_class=QueueStorage, filename=path, results=False, utc=True, timeout=30)
+        huey.storage.served = ("bench",)  # QueueStorage dequeues the Job Manager's queue names unless told
     else:
         huey = SqliteHuey(name="bench", filename=path, results=False, utc=True, timeout=30)
 

@@ -4,6 +4,8 @@ Variants, each run ``--rounds`` times (interleaved, so machine noise spreads ove
 
 * ``raw-bulk``  plain SqliteHuey, trivial task, consumer in its own process, N messages
   enqueued in one transaction (what ``Queue.send`` does): the baseline of the ratio.
+* ``raw-normal``  ``raw-bulk`` on SqliteHuey at ``synchronous=NORMAL`` (the queue storage the agent
+  uses): the ratio against Huey on the same storage.
 * ``raw-each``  the same, one ``task()`` call per message (how plain Huey code enqueues).
 * ``jm-1job``   ``jobmanager agent --workers W`` in its own process, one ``sleep`` job with
   ``tasks=N, seconds=0``; from just before ``submit`` to the job's ``finished_at``.
@@ -12,7 +14,8 @@ Variants, each run ``--rounds`` times (interleaved, so machine noise spreads ove
 * ``jm-1job-limit``  ``jm-1job`` with a concurrency limit that matches nothing (``export_report``,
   max 1): what every claim and finish pays to look for limits (not in the default list).
 
-The rates are tasks/s; the ratio is managed / raw-bulk (goal >= 0.80). ``cpu ms/task``
+The rates are tasks/s; the ratio is managed / raw-bulk (floor 0.9, goal 1.5; managed / raw-normal:
+goal 0.5). ``cpu ms/task``
 is the consumer's or agent's process CPU (all threads) per task. Run::
 
     .venv/bin/python benchmarks/bench_throughput.py            # N=2000, 3 rounds
@@ -212,14 +215,15 @@ def main() -> None:
         for v in ("jm-1job", "jm-jobs", "jm-1job-limit"):
             if results.get(v):
                 ratio = median([r.rate for r in results[v]]) / base
-                verdict = "meets" if ratio >= 0.80 else "BELOW"
-                print(f"ratio {v}/raw-bulk = {ratio:.2f} ({verdict} the 0.80 goal)")
+                verdict = "meets the 1.5 goal" if ratio >= 1.5 else "above the 0.9 floor" if ratio >= 0.9 else "BELOW"
+                print(f"ratio {v}/raw-bulk = {ratio:.2f} ({verdict}; floor 0.9, goal 1.5, issue 18)")
     if results.get("raw-normal"):
         same = median([r.rate for r in results["raw-normal"]])
         for v in ("jm-1job", "jm-jobs"):
             if results.get(v):
                 ratio = median([r.rate for r in results[v]]) / same
-                print(f"ratio {v}/raw-normal = {ratio:.2f} (against Huey on the same synchronous=NORMAL storage)")
+                print(f"ratio {v}/raw-normal = {ratio:.2f} (against Huey on the same synchronous=NORMAL storage;"
+                      " goal 0.5)")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,12 @@ imports = []
 # Seconds between agent heartbeats; an agent silent for 3 intervals is marked lost.
 heartbeat_interval = 5.0
 
+# Agents write finished tasks in batches: at most this many milliseconds after a task ends (0: as soon
+# as the writer is free), or as soon as this many tasks have gathered. An agent killed before a
+# task's outcome is written runs the task again (no attempt spent).
+completer_flush_ms = 50
+completer_batch = 100
+
 # Folders jobs may read their inputs from (documents, CSV sources), shared by every job, besides
 # this home's inputs/ folder. Absolute paths, e.g. input_dirs = ["/srv/docs"].
 input_dirs = []
@@ -83,6 +89,9 @@ class Settings(BaseModel):
     imports: list[str] = Field(default_factory=list, description='a list of module names, e.g. ["mypkg.jobs"]')
     heartbeat_interval: float = Field(5.0, gt=0, le=3600,
                                       description="a number of seconds between 0 and 3600, e.g. 5.0")
+    completer_flush_ms: float = Field(50.0, ge=0, le=10000,
+                                      description="a number of milliseconds between 0 and 10000, e.g. 50")
+    completer_batch: int = Field(100, ge=1, le=1000, description="a whole number between 1 and 1000, e.g. 100")
     input_dirs: list[str] = Field(default_factory=list, description='a list of absolute folders, e.g. ["/srv/docs"]')
     case_input_dirs: dict[str, list[str]] = Field(
         default_factory=dict, description='a table of case = list of absolute folders, e.g. "ACME-12" = ["/srv/acme"]')

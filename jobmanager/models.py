@@ -156,3 +156,31 @@ class Recovery:
     lost: list[str] = field(default_factory=list)
     dispatches: list[Dispatch] = field(default_factory=list)
     finalize: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a task ended, as a worker hands it to the batched completer (``engine/completer.py``)."""
+
+    task_id: int
+    state: str
+    error: str | None = None
+    traceback: str | None = None
+    #: when the task ended (its ``finished_at``), not when the batch was written
+    at: float = 0.0
+
+
+@dataclass
+class Completed:
+    """What the store decided for one batch of finished tasks (:meth:`JobStore.finish_tasks`).
+
+    ``recorded`` are the tasks written (a task another agent took back meanwhile is left out);
+    ``dispatches`` are messages to send (retries and tasks woken by freed limit slots); ``finalize``
+    are jobs whose finishing step is now due (sent as finalize messages, run by whichever worker
+    takes one); ``job_states`` the jobs this batch finished, with their final state.
+    """
+
+    recorded: list[int] = field(default_factory=list)
+    dispatches: list[Dispatch] = field(default_factory=list)
+    finalize: list[int] = field(default_factory=list)
+    job_states: dict[int, str] = field(default_factory=dict)

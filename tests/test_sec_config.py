@@ -38,6 +38,11 @@ BAD_VALUES = [
     ("store = 5", "store"),
     ('inputs_dirs = ["/srv/docs"]', "inputs_dirs"),  # a typo: unknown keys are refused, not ignored
     ('[case_input_dirs]\n"ACME-12" = "/srv/acme"', "case_input_dirs.ACME-12"),
+    ("completer_flush_ms = -1", "completer_flush_ms"),
+    ("completer_flush_ms = 20000", "completer_flush_ms"),
+    ('completer_flush_ms = "fast"', "completer_flush_ms"),
+    ("completer_batch = 0", "completer_batch"),
+    ("completer_batch = 2.5", "completer_batch"),
 ]
 
 

@@ -544,3 +544,43 @@ def test_insert_history_appends_rows_after_the_largest_ids(store: JobStore) -> N
     assert store.get_job(job_id + 1, with_tasks=True).tasks[0].state == "succeeded"
     new_id, _ = make_job(store, 1)  # the id sequence moved past the explicit ids
     assert new_id == job_id + 2
+
+
+# -- the batched completer's write (issue 18) ------------------------------------------------------
+def test_finish_tasks_writes_a_batch_as_single_finishes_would(store: JobStore) -> None:
+    from jobmanager.models import Finish
+
+    plain, plain_d = make_job(store, 3, retries=1)
+    fin, fin_d = make_job(store, 2, has_finish=True)
+    other, (other_d,) = make_job(store, 1)
+    for d in [*plain_d, *fin_d]:
+        assert store.claim_task(d.task_id, d.dispatch, "a1") is not None
+    assert store.claim_task(other_d.task_id, other_d.dispatch, "a2") is not None
+    t0 = time.time()
+    batch = [Finish(plain_d[0].task_id, "succeeded", at=t0 - 2), Finish(plain_d[1].task_id, "succeeded", at=t0 - 1),
+             Finish(plain_d[2].task_id, "failed", "flaky", "trace", at=t0),
+             *[Finish(d.task_id, "succeeded", at=t0) for d in fin_d],
+             Finish(other_d.task_id, "succeeded", at=t0)]  # held by a2: skipped
+    done = store.finish_tasks("a1", batch)
+    assert sorted(done.recorded) == sorted(d.task_id for d in [*plain_d, *fin_d])
+    assert [(d.task_id, d.dispatch) for d in done.dispatches] == [(plain_d[2].task_id, 1)]  # the retry
+    assert done.finalize == [fin] and done.job_states == {}
+    tasks = store.get_tasks(plain)
+    assert [t.state for t in tasks] == ["succeeded", "succeeded", "retrying"]
+    assert [t.finished_at for t in tasks[:2]] == pytest.approx([t0 - 2, t0 - 1])  # each its own time
+    assert tasks[2].error == "flaky" and tasks[2].traceback == "trace"
+    job = store.get_job(plain)
+    assert (job.state, job.tasks_succeeded, job.tasks_failed) == ("running", 2, 0)
+    assert store.get_tasks(other)[0].state == "running"
+    assert store.get_job(fin).state == "running" and store.get_job(fin).finisher is None
+    assert store.begin_finalize(fin, "a3") is not None  # the finishing step, sent as a message, is free
+    # the retried task ends the job in a second batch; events: one per finished task, once
+    assert store.claim_task(plain_d[2].task_id, 1, "a1") is not None
+    again = store.finish_tasks("a1", [Finish(plain_d[2].task_id, "succeeded", at=time.time())])
+    assert again.job_states == {plain: "completed"}
+    assert store.finish_tasks("a1", [Finish(plain_d[2].task_id, "succeeded")]).recorded == []  # twice: no-op
+    events = store.events(plain)
+    ends = [e["task_id"] for e in events if e["kind"] == "task" and e["to_state"] == "succeeded"]
+    assert sorted(ends) == sorted(d.task_id for d in plain_d)
+    assert [e["to_state"] for e in events if e["kind"] == "job"][-1] == "completed"
+    assert store.get_job(plain).tasks_succeeded == 3

@@ -29,6 +29,7 @@ import psutil
 
 from jobmanager import __version__, jobtypes, validate
 from jobmanager.backends import queue_at
+from jobmanager.engine.completer import Completer
 from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import FORMAT, router
 from jobmanager.engine.queue import Queue, set_handler
@@ -120,6 +121,11 @@ class Agent:
         self._setup_logging()
         self.runner = Runner(self.home, self.store, self.engine, self.name)
         self.runner.until_stored = self._until_stored
+        settings = self.home.settings
+        self.completer = Completer(self.engine, self.name, flush_ms=settings.completer_flush_ms,
+                                   batch=settings.completer_batch, stored=self._until_stored,
+                                   written=self.runner.written, trouble=self.trouble)
+        self.runner.completer = self.completer
         self._handler = _Guarded(self.runner, self.trouble, self._store_where(), self._stop)
         set_handler(self._handler)
         self.recover()
@@ -150,9 +156,11 @@ class Agent:
         log.info("agent %s started: %s %s workers, queues %s, heartbeat every %.1f s, job types: %s",
                  self.name, self.workers, self.worker_type, ",".join(self.queues), self.interval,
                  ", ".join(jobtypes.registered()))
+        self.completer.start()
         try:
             consumer.run()
         finally:
+            self.completer.close()  # the buffer is written before the agent reports itself stopped
             self._stop.set()
             beat.join(timeout=self.interval + 1)
             self.engine.agent_stopped(self.name, self.pid)

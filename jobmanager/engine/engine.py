@@ -26,7 +26,7 @@ from jobmanager.engine.queue import Queue
 from jobmanager.engine.states import JobState as J
 from jobmanager.engine.states import TaskState as T
 from jobmanager.errors import NotFound, QueueNotReached
-from jobmanager.models import Dispatch, JobOptions, NewTask, Outcome, Recovery
+from jobmanager.models import Completed, Dispatch, Finish, JobOptions, NewTask, Outcome, Recovery
 from jobmanager.store.base import JobStore
 
 #: job transitions: action -> (states it may start from, states it may end in)
@@ -139,6 +139,17 @@ class Engine:
         if outcome.retry is not None or outcome.wake:
             self._send(([outcome.retry] if outcome.retry is not None else []) + outcome.wake)
         return outcome
+
+    def finish_tasks(self, agent: str, finishes: list[Finish], *,
+                     stored: Callable[[Callable[[], Completed]], Completed] = lambda fn: fn(),
+                     written: Callable[[], None] = lambda: None) -> Completed:
+        """End a batch of running tasks in one store transaction (the batched completer's write), then
+        send the retries, the woken tasks and the due finishing steps. ``written`` runs between the
+        commit and the sends."""
+        done = stored(lambda: self.store.finish_tasks(agent, finishes))
+        written()
+        self._send(done.dispatches, done.finalize)
+        return done
 
     def fire_due(self, agent: str, now: float | None = None) -> list[int | None]:
         """Fire every due schedule once (:func:`jobmanager.schedules.schedules.fire_due`); returns the job ids."""

@@ -82,13 +82,13 @@ class QueueRedisStorage(PriorityRedisStorage):
         return out[:limit] if limit else out
 
 
-def redis_huey(url: str, name: str) -> Huey:
+def redis_huey(url: str, name: str, huey_class: type[Huey] = Huey) -> Huey:
     """A Huey with priorities on Redis, blocking dequeue over the served queues, no result store."""
     try:
         import redis  # noqa: F401
     except ImportError:
         raise HomeError("a Redis queue needs the redis client: pip install redis") from None
-    return Huey(name, storage_class=QueueRedisStorage, url=url, results=False, utc=True, blocking=True,
+    return huey_class(name, storage_class=QueueRedisStorage, url=url, results=False, utc=True, blocking=True,
                 read_timeout=READ_TIMEOUT_S)
 
 

@@ -19,12 +19,13 @@ from typing import Any
 
 from jobmanager import jobtypes
 from jobmanager.engine.child import ChildTasks
+from jobmanager.engine.completer import Completer
 from jobmanager.engine.context import Cancelled, TaskContext, TimeLimitExceeded
 from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import SliceFiles, router
 from jobmanager.engine.states import TaskState
 from jobmanager.home import Home
-from jobmanager.models import Claim, Job, Task
+from jobmanager.models import Claim, Finish, Job, Task
 from jobmanager.store import JobStore
 
 log = logging.getLogger("jobmanager.engine.agent")
@@ -81,6 +82,8 @@ class Runner:
         self.logs = SliceFiles(home)
         #: tasks of jobs with a hard time limit run in child processes it starts and may kill
         self.children = ChildTasks(home, agent, type(store).__module__, self.logs)
+        #: the batched completer outcomes go to (engine/completer.py); None: each written at once
+        self.completer: Completer | None = None
 
     # -- jm.run ----------------------------------------------------------------------------
     def run(self, task_id: int, dispatch: int) -> None:
@@ -93,15 +96,24 @@ class Runner:
             log.debug("dropped stale message for task %s (dispatch %s)", task_id, dispatch)
             return
         task, job = claim.task, claim.job
+        handed = False
         try:
             if task.warning:  # an earlier attempt's warning
                 self.store.warn_task(task.id, self.agent, None)
-            self._run(task, job)
+            handed = self._run(task, job)
         finally:  # reported until the outcome is written: else the store would take the task back
-            with self.counters.lock:
-                self.counters.current.pop(task.id, None)
+            if not handed:  # the completer stops reporting it once its batch is written (written())
+                with self.counters.lock:
+                    self.counters.current.pop(task.id, None)
 
-    def _run(self, task: Task, job: Job) -> None:
+    def written(self, task_ids: list[int]) -> None:
+        """The completer wrote these tasks' outcomes: the heartbeat stops reporting them."""
+        with self.counters.lock:
+            for task_id in task_ids:
+                self.counters.current.pop(task_id, None)
+
+    def _run(self, task: Task, job: Job) -> bool:
+        """Run a claimed task; True when its outcome went to the batched completer (written later)."""
         state: str = TaskState.SUCCEEDED
         try:
             if job.hard_limit is not None:
@@ -115,12 +127,16 @@ class Runner:
                     self.counters.done += 1
                 else:
                     self.counters.failed += 1
+        if self.completer is not None:
+            self.completer.finish(Finish(task.id, state, error, trace, time.time()))
+            return True
         outcome = self.engine.finish_task(task.id, self.agent, state, error=error, traceback=trace,
                                           stored=self.until_stored)
         if outcome.finalize:
             with self.counters.lock:
                 self.counters.current.pop(task.id, None)
             self._run_finish(job.id)
+        return False
 
     # -- jm.finalize -------------------------------------------------------------------------
     def finalize(self, job_id: int) -> None:
@@ -172,7 +188,7 @@ def run_task(home: Home, store: JobStore, agent: str, job: Job, task: Task,
     with router().capture(log_to, task_header(job, task, agent)):
         try:
             jt = jobtypes.get(job.type)
-            params = jobtypes.validate(jt, job.params)
+            params = _validated(jt, job, str(home.path))
             jt.run(ctx, params, task.params)
             ctx.flush_progress()
             if ctx.stopped_for_time:  # it returned because ctx.cancelled() said its time was over
@@ -191,6 +207,23 @@ def run_task(home: Home, store: JobStore, agent: str, job: Job, task: Task,
             state, error, trace = TaskState.FAILED, _one_line(exc), tb.format_exc()
             task_log.error("task failed: %s\n%s", error, trace)
     return state, error, trace
+
+
+#: a job's validated parameters, by (store, job id, type): a job's parameters never change once stored,
+#: so they are validated once per job in an agent, not once per task (small: a few hundred recent jobs).
+#: The store is part of the key because one process (a notebook, the tests) may run jobs of several homes.
+_PARAMS: dict[tuple[str, int, str], Any] = {}
+
+
+def _validated(jt: Any, job: Job, where: str) -> Any:
+    key = (where, job.id, jt.name)
+    params = _PARAMS.get(key)
+    if params is None:
+        params = jobtypes.validate(jt, job.params)
+        if len(_PARAMS) >= 256:
+            _PARAMS.clear()
+        _PARAMS[key] = params
+    return params
 
 
 def _one_line(exc: BaseException) -> str:

@@ -10,10 +10,10 @@ suite on each.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from jobmanager.models import Claim, Dispatch, Job, JobOptions, NewTask, Outcome, Recovery, Task
+from jobmanager.models import Claim, Completed, Dispatch, Finish, Job, JobOptions, NewTask, Outcome, Recovery, Task
 
 SCHEMA_VERSION = 3
 
@@ -150,6 +150,17 @@ class JobStore:
         finishing step, handed to this agent (``Outcome.finalize``). When the task
         matches concurrency limits, ``Outcome.wake`` holds the messages of the best
         waiting tasks (priority, then age) that fit in the slots now free.
+        """
+        raise NotImplementedError
+
+    def finish_tasks(self, agent: str, finishes: Sequence[Finish]) -> Completed:
+        """End many running tasks held by ``agent`` in one transaction (the batched completer's write).
+
+        Each task ends as :meth:`finish_task` would end it (retries, the job settled once per job,
+        limit slots freed, the events written), with one difference: a job whose finishing step is
+        due is returned in ``Completed.finalize`` (to be sent as a finalize message) instead of being
+        handed to this agent, so the completer never runs a finishing step itself. A task no longer
+        running for ``agent`` (taken back by recovery) is skipped.
         """
         raise NotImplementedError
 

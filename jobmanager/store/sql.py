@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from jobmanager.engine.states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK, AgentState, JobState, TaskState
 from jobmanager.errors import HomeError, InvalidState, NotFound
-from jobmanager.models import Claim, Dispatch, Job, JobOptions, NewTask, Outcome, Recovery, Task
+from jobmanager.models import Claim, Completed, Dispatch, Finish, Job, JobOptions, NewTask, Outcome, Recovery, Task
 from jobmanager.store.base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
 from jobmanager.store.dialect import Dialect
 from jobmanager.store.schema import statements
@@ -581,7 +581,9 @@ class SqlStore(JobStore):
                    log: Callable[[int], str | None] | None = None) -> Claim | None:
         now = time.time()
         with self._tx() as c:
-            first = self._task_row(c, task_id)
+            # Only the columns the claim decides on (not params, error, traceback): a narrow read.
+            first = c.execute("SELECT id, job_id, seq, state, dispatch, attempts, waiting FROM tasks WHERE id = ?",
+                              (task_id,)).fetchone()
             # Most stale messages are dropped here, before any lock is taken.
             if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
                 return None
@@ -675,6 +677,108 @@ class SqlStore(JobStore):
             finalize, final = self._settle(c, task["job_id"], agent)
             wake = self._wake(c, limits, job["case_id"])
         return Outcome(finalize=finalize, job_state=final, wake=wake)
+
+    def finish_tasks(self, agent: str, finishes: Sequence[Finish]) -> Completed:
+        done = Completed()
+        if not finishes:
+            return done
+        for f in finishes:
+            if f.state not in DONE_TASK:
+                raise ValueError(f"finish_tasks: {f.state!r} is not a final task state")
+        by_id = {f.task_id: f for f in finishes}
+
+        def write(c: Connection) -> Completed:
+            done = Completed()
+            ids, id_values = self.dialect.in_("t.id", list(by_id))
+            # The lock order of every transition: limits (by name), then jobs (by id), then tasks.
+            limits = self._lock_limits(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", id_values)
+            job_ids = sorted({r["job_id"] for r in c.execute(f"SELECT t.job_id FROM tasks t WHERE {ids}",
+                                                             id_values).fetchall()})
+            if not job_ids:
+                return done
+            jids, jid_values = self.dialect.in_("id", job_ids)
+            jobs = {r["id"]: r for r in c.execute(
+                f"SELECT id, state, priority, queue, case_id, has_finish FROM jobs WHERE {jids} ORDER BY id"
+                + self.dialect.for_update, jid_values).fetchall()}
+            tasks = c.execute(
+                "SELECT t.id, t.job_id, t.seq, t.state, t.agent, t.attempts, t.max_attempts, t.dispatch,"
+                f" t.cancel_requested FROM tasks t WHERE {ids} ORDER BY t.id" + self.dialect.for_update,
+                id_values,
+            ).fetchall()
+            now = time.time()
+            events: list[tuple[Any, ...]] = []
+            counts: dict[int, dict[str, int]] = {}
+            succeeded: list[int] = []
+            for task in tasks:
+                f, job = by_id[task["id"]], jobs[task["job_id"]]
+                if task["state"] != TaskState.RUNNING or task["agent"] != agent:
+                    continue  # taken back (recovered, reconciled) before the batch was written
+                at = f.at or now
+                state = f.state
+                if (state == TaskState.FAILED and task["attempts"] < task["max_attempts"]
+                        and job["state"] not in FINISHED and not task["cancel_requested"]):
+                    state = TaskState.RETRYING
+                    c.execute(
+                        "UPDATE tasks SET state = ?, dispatch = ?, error = ?, traceback = ?, finished_at = ?"
+                        " WHERE id = ? AND state = 'running' AND agent = ?",
+                        (state, task["dispatch"] + 1, f.error, f.traceback, at, task["id"], agent),
+                    )
+                    done.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"], job["queue"]))
+                elif state == TaskState.SUCCEEDED and f.error is None and f.traceback is None:
+                    succeeded.append(task["id"])  # the common case: one UPDATE for all of them, below
+                else:
+                    c.execute(
+                        "UPDATE tasks SET state = ?, error = ?, traceback = ?, finished_at = ?"
+                        " WHERE id = ? AND state = 'running' AND agent = ?",
+                        (state, f.error, f.traceback, at, task["id"], agent),
+                    )
+                column = _COUNTER.get(state)
+                if column is not None:
+                    per_job = counts.setdefault(task["job_id"], {})
+                    per_job[column] = per_job.get(column, 0) + 1
+                events.append((at, task["job_id"], task["id"], task["seq"], "task", TaskState.RUNNING, state, agent,
+                               None, f.error))
+                done.recorded.append(task["id"])
+            if succeeded:
+                # One statement for all of them; each keeps its own finished_at.
+                sids, sid_values = self.dialect.in_("id", succeeded)
+                when = " ".join("WHEN ? THEN ?" for _ in succeeded)
+                times = [v for i in succeeded for v in (i, by_id[i].at or now)]
+                written = c.execute(
+                    "UPDATE tasks SET state = 'succeeded', error = NULL, traceback = NULL,"
+                    f" finished_at = CASE id {when} END WHERE {sids} AND state = 'running' AND agent = ? RETURNING id",
+                    (*times, *sid_values, agent),
+                ).fetchall()
+                assert len(written) == len(succeeded), "tasks changed under the batch's locks"
+            if events:
+                c.executemany(
+                    "INSERT INTO events (at, job_id, task_id, seq, kind, from_state, to_state, agent, actor, message)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)", events)
+            for job_id, per_job in counts.items():  # the job counters once per job
+                parts = ", ".join(f"{col} = {col} + ?" for col in per_job)
+                c.execute(f"UPDATE jobs SET {parts}, updated_at = ? WHERE id = ?", (*per_job.values(), now, job_id))
+            for job_id in sorted(counts):  # settled once per job; a due finishing step is sent, not taken here
+                _, final = self._settle(c, job_id, None if jobs[job_id]["has_finish"] else agent)
+                if final is not None:
+                    done.job_states[job_id] = final
+                else:
+                    self._finalize_if_ready(c, job_id, done.finalize)
+            if limits and done.recorded:
+                cases = {jobs[j]["case_id"] for j in {r["job_id"] for r in tasks}}
+                done.dispatches += self._wake(c, limits, next(iter(cases)) if len(cases) == 1 else self._ALL_CASES)
+            return done
+
+        return self._retrying(write)
+
+    def _finalize_if_ready(self, c: Connection, job_id: int, finals: list[int]) -> None:
+        """Add ``job_id`` to ``finals`` if its finishing step is due and nobody runs it."""
+        row = c.execute(
+            "SELECT state, has_finish, finisher, tasks_total, tasks_succeeded, tasks_failed, tasks_cancelled"
+            " FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        left = row["tasks_total"] - row["tasks_succeeded"] - row["tasks_failed"] - row["tasks_cancelled"]
+        if (row["has_finish"] and row["state"] in IN_PROGRESS and left == 0 and row["tasks_succeeded"] > 0
+                and row["finisher"] is None and job_id not in finals):
+            finals.append(job_id)
 
     def begin_finalize(self, job_id: int, agent: str) -> Job | None:
         in_progress, values = self.dialect.in_("state", IN_PROGRESS)
