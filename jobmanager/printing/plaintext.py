@@ -19,6 +19,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 MM = 72 / 25.4
 PAGE_W, PAGE_H = 210 * MM, 297 * MM
@@ -90,6 +91,23 @@ def _wrap(text: str) -> Iterator[str]:
         yield line
 
 
+def fpdf_class() -> Any:
+    """fpdf2's ``FPDF``, imported so that the import pins no caller's memory.
+
+    fpdf2 keeps the ImportError of its optional ``cryptography`` import in a module global
+    (``fpdf.encryption.import_error``); that exception's traceback holds the frames that were on
+    the stack at the first import, and with them the locals those frames end with. Imported from
+    inside a render, it kept the whole 7,500-page document (~85 MB) alive for the agent's lifetime.
+    """
+    from fpdf import FPDF, encryption
+
+    error = getattr(encryption, "import_error", None)
+    if isinstance(error, BaseException):
+        error.__traceback__ = None
+        error.__context__ = error.__cause__ = None
+    return FPDF
+
+
 def _count(text: str) -> int:
     return sum(1 for _ in _wrap(text))
 
@@ -122,12 +140,10 @@ def render(text: str, out: Path, *, label: str, numbers: bool, on_page: Callable
 
 def _piece(lines: Iterator[str], first: int, end: int, pages: int, out: Path, label: str, numbers: bool,
            on_page: Callable[[int], None], cancelled: Callable[[], None]) -> None:
-    from fpdf import FPDF
-
     found = fonts()
     assert found is not None
     mono, sans, cmap = found
-    pdf = FPDF(unit="pt", format="A4")
+    pdf = fpdf_class()(unit="pt", format="A4")
     pdf.set_auto_page_break(False)
     pdf.set_creator("jobmanager print_to_pdf")
     pdf.set_title(label)
