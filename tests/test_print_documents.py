@@ -276,3 +276,69 @@ def test_a_word_list_prints_in_bounded_memory_and_endorsements_barely_grow_it(
     assert endorsed.stat().st_size <= 1.2 * own.stat().st_size, (endorsed.stat().st_size, own.stat().st_size)
     last = PdfReader(str(endorsed)).pages[-1].extract_text()
     assert f"words.txt | page {pages} of {pages} | ACME{pages:06d}" in last
+
+
+def outlook_msg(path: Path, subject: str, sender: str, to: str, body: str,
+                attachments: list[tuple[str, bytes]]) -> None:
+    """A minimal Outlook .msg (MS-OXMSG: an OLE compound file of property streams), written with
+    extract-msg's own OLE writer. No public sample .msg could be had on this machine (the public samples
+    are binary files the offline library cannot hand out), so the test writes its own."""
+    import struct
+
+    from extract_msg.ole_writer import OleWriter
+
+    w = OleWriter()
+
+    def prop(tag: int, size: int = 0, value: bytes = b"") -> bytes:
+        return struct.pack("<II", tag, 6) + (value.ljust(8, b"\0") if value else struct.pack("<II", size, 0))
+
+    def strings(prefix: str, items: list[tuple[int, str]]) -> bytes:
+        props = b""
+        for pid, text in items:
+            data = text.encode("utf-16-le")
+            w.addEntry(f"{prefix}__substg1.0_{pid:04X}001F", data)
+            props += prop((pid << 16) | 0x1F, len(data) + 2)
+        return props
+
+    top = strings("", [(0x001A, "IPM.Note"), (0x0037, subject), (0x0C1A, sender), (0x0C1F, sender),
+                       (0x0E04, to), (0x1000, body)])
+    recip = "__recip_version1.0_#00000000"
+    w.addEntry(recip, storage=True)
+    props = strings(recip + "/", [(0x3001, to), (0x3003, to), (0x39FE, to)])
+    w.addEntry(f"{recip}/__properties_version1.0", b"\0" * 8 + props + prop(0x0C150003, value=b"\1"))
+    for n, (name, data) in enumerate(attachments):
+        storage = f"__attach_version1.0_#{n:08X}"
+        w.addEntry(storage, storage=True)
+        props = strings(storage + "/", [(0x3707, name), (0x3704, name)])
+        w.addEntry(f"{storage}/__substg1.0_37010102", data)
+        props += prop(0x37010102, len(data)) + prop(0x37050003, value=b"\1")
+        w.addEntry(f"{storage}/__properties_version1.0", b"\0" * 8 + props)
+    w.addEntry("__nameid_version1.0", storage=True)
+    for stream in ("00020102", "00030102", "00040102"):
+        w.addEntry(f"__nameid_version1.0/__substg1.0_{stream}", b"")
+    w.addEntry("__properties_version1.0",
+               b"\0" * 8 + struct.pack("<IIII", 1, len(attachments), 1, len(attachments)) + b"\0" * 8 + top)
+    w.write(str(path))
+
+
+def test_an_outlook_msg_prints_headers_body_attachment_list_then_the_attachments(tmp_path: Path) -> None:
+    from jobmanager.printing import render_document
+
+    msg = tmp_path / "report.msg"
+    outlook_msg(msg, "Quarterly report", "ana@example.com", "bo@example.com", f"Hello Bo, {CJK}",
+                [("figures.txt", b"attached figures: 42\n"), ("blob.bin", b"\x00\x01\x02binary")])
+    result = render_document(msg, tmp_path / "out.pdf")
+    pages = pdf_text(tmp_path / "out.pdf")
+    first = pages[0]
+    assert "Quarterly report" in first and "ana@example.com" in first and "bo@example.com" in first
+    assert f"Hello Bo, {CJK}" in first.replace("\n", "")
+    assert "Attachments (2)" in first and "figures.txt (21 bytes)" in first and "blob.bin" in first
+    assert "attached figures: 42" in "".join(pages[1:])  # the attachment printed after the message
+    assert len(pages) == 2
+    assert len(result.warnings) == 1, result.warnings  # the one that cannot print is named, not dropped
+    assert result.warnings[0].startswith("attachment not printed: report.msg / blob.bin: unsupported file type")
+
+    damaged = tmp_path / "damaged.msg"
+    damaged.write_bytes(b"\xd0\xcf\x11\xe0 not an ole file")
+    with pytest.raises(RenderError, match="damaged.msg: not a readable Outlook message"):
+        render_document(damaged, tmp_path / "damaged.pdf")
