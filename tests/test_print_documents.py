@@ -109,6 +109,15 @@ def test_documents_of_every_kind_print_through_an_agent(jm: JobManager, start_ag
     from jobmanager.widgets.details import _task_rows  # the dashboard's job details show the warning with the task
 
     assert "warning: private.txt: 3 character(s)" in _task_rows(jm.job(job_id))
+    from jobmanager.widgets.details import _documents  # and a Documents table: pages printed and warnings each
+
+    table = _documents(jm.job(job_id))
+    rows = {r.split("</td><td>")[1]: r for r in table.split("<tr>")[2:]}
+    readme_pages = len(PdfReader(str(jm.open_artifact(job_id, "001-readme.md.pdf"))).pages)
+    assert f"<td class='num'>{readme_pages}</td>" in rows["readme.md"] and "none" in rows["readme.md"]
+    assert "<td class='num'>1</td>" in rows["private.txt"]
+    assert "private.txt: 3 character(s) no installed font can draw" in rows["private.txt"]
+    assert "<td class='num'>-</td>" in rows["contract.docx"] or "LibreOffice" not in errors.get("contract.docx", "")
     cover = pdf_text(jm.open_artifact(job_id, "merged.pdf"))[0]
     assert "12 documents, 11 printed, 1 failed, 1 with warnings" in cover.replace("\n", " ") or \
         "12 documents, 12 printed, 1 with warnings" in cover.replace("\n", " ")
