@@ -260,7 +260,8 @@ class DetailsPanel(w.VBox):
         params = html.escape(json.dumps(job.params, indent=1))
         self.body.value = (
             "<div style='display:flex;gap:18px;flex-wrap:wrap'>"
-            f"<div style='flex:3;min-width:420px'>{_documents(job)}<b>Tasks</b><div class='jm-tasks'>{_task_rows(job)}</div></div>"
+            f"<div style='flex:3;min-width:420px'>{_documents(job)}"
+            f"<b>Tasks</b><div class='jm-tasks'>{_task_rows(job)}</div></div>"
             f"<div style='flex:2;min-width:260px'><b>Events</b>{_timeline(events)}"
             f"<details><summary><b>Parameters</b></summary><pre class='jm-log'>{params}</pre></details></div></div>")
         self._running = job.state not in FINISHED

@@ -601,7 +601,7 @@ class SqlStore(JobStore):
             claimed = _first(c.execute(
                 "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
                 " finished_at = NULL, progress_done = NULL, progress_total = NULL, error = NULL,"
-                " traceback = NULL, cancel_requested = 0, waiting = NULL"
+                " traceback = NULL, cancel_requested = 0, waiting = NULL, warning = NULL"
                 " WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
                 (agent, now, task_id, task["state"], task["dispatch"]),
             ))
