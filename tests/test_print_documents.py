@@ -351,3 +351,26 @@ def test_an_outlook_msg_prints_headers_body_attachment_list_then_the_attachments
     damaged.write_bytes(b"\xd0\xcf\x11\xe0 not an ole file")
     with pytest.raises(RenderError, match="damaged.msg: not a readable Outlook message"):
         render_document(damaged, tmp_path / "damaged.pdf")
+
+
+def test_excel_sheets_print_as_tables_and_pdfs_pass_through(tmp_path: Path) -> None:
+    import openpyxl
+
+    from jobmanager.printing import render_document
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Budget"
+    sheet.append(["department", "amount_in_euros"])
+    for i in range(40):
+        sheet.append([f"Team {i}", i * 100])
+    book.create_sheet("Notes").append([f"{CJK}"])
+    book.save(tmp_path / "budget.xlsx")
+    result = render_document(tmp_path / "budget.xlsx", tmp_path / "budget.pdf")
+    text = "\n".join(pdf_text(tmp_path / "budget.pdf"))
+    assert "Budget" in text and "amount_in_euros" in text and "Team 39" in text and "3900" in text
+    assert "Notes" in text and "中文说明" in text and result.warnings == []
+
+    passed = render_document(tmp_path / "budget.pdf", tmp_path / "again.pdf")  # a PDF is passed through as is
+    assert passed.pages == result.pages
+    assert (tmp_path / "again.pdf").read_bytes() == (tmp_path / "budget.pdf").read_bytes()
