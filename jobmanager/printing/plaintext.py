@@ -11,7 +11,6 @@ The page looks the same as WeasyPrint's: A4, the document's name at the top left
 
 from __future__ import annotations
 
-import io
 import itertools
 import shutil
 import subprocess
@@ -81,8 +80,12 @@ def can_print(text: str) -> bool:
 
 def _wrap(text: str) -> Iterator[str]:
     """The printed lines, one at a time (a list of a long file's lines would cost ~70 bytes a line)."""
-    for line in io.StringIO(text):
-        line = line.rstrip("\n").expandtabs(8)
+    start = 0
+    while start < len(text):  # not io.StringIO(text): it copies the text as 4 bytes a character (~20 MB here)
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line = text[start:end].expandtabs(8)
+        start = end + 1
         if not line.isprintable():
             line = "".join(c for c in line if c >= " " or c == "\f")
         while len(line) > COLUMNS:
