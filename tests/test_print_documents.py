@@ -109,6 +109,15 @@ def test_documents_of_every_kind_print_through_an_agent(jm: JobManager, start_ag
     from jobmanager.widgets.details import _task_rows  # the dashboard's job details show the warning with the task
 
     assert "warning: private.txt: 3 character(s)" in _task_rows(jm.job(job_id))
+    from jobmanager.widgets.details import _documents  # and a Documents table: pages printed and warnings each
+
+    table = _documents(jm.job(job_id))
+    rows = {r.split("</td><td>")[1]: r for r in table.split("<tr>")[2:]}
+    readme_pages = len(PdfReader(str(jm.open_artifact(job_id, "001-readme.md.pdf"))).pages)
+    assert f"<td class='num'>{readme_pages}</td>" in rows["readme.md"] and "none" in rows["readme.md"]
+    assert "<td class='num'>1</td>" in rows["private.txt"]
+    assert "private.txt: 3 character(s) no installed font can draw" in rows["private.txt"]
+    assert "<td class='num'>-</td>" in rows["contract.docx"] or "LibreOffice" not in errors.get("contract.docx", "")
     cover = pdf_text(jm.open_artifact(job_id, "merged.pdf"))[0]
     assert "12 documents, 11 printed, 1 failed, 1 with warnings" in cover.replace("\n", " ") or \
         "12 documents, 12 printed, 1 with warnings" in cover.replace("\n", " ")
@@ -256,9 +265,9 @@ def test_a_word_list_prints_in_bounded_memory_and_endorsements_barely_grow_it(
         time.sleep(0.05)
     job = jm.wait(job_id, timeout=10)
     assert job.state == "completed", [t.error for t in job.tasks]
-    # Issue 15 asks for under 300 MB; measured 280-341 MB (agent RSS + its children's own pages, 2 cores):
-    # not met yet, so this bound only guards the gain over the old renderer (521 MB) against regressions.
-    assert peak < 400 * 2**20, f"agent peaked at {peak >> 20} MB"
+    # issue 15: under 300 MB (agent RSS + its children's own pages); the old renderer peaked at 521 MB
+    print(f"word list: agent peaked at {peak >> 20} MB")
+    assert peak < 300 * 2**20, f"agent peaked at {peak >> 20} MB"
     own = jm.open_artifact(job_id, "001-words.txt.pdf")
     merged = jm.open_artifact(job_id, "merged.pdf")
     assert merged.stat().st_size <= 1.2 * own.stat().st_size
@@ -276,3 +285,92 @@ def test_a_word_list_prints_in_bounded_memory_and_endorsements_barely_grow_it(
     assert endorsed.stat().st_size <= 1.2 * own.stat().st_size, (endorsed.stat().st_size, own.stat().st_size)
     last = PdfReader(str(endorsed)).pages[-1].extract_text()
     assert f"words.txt | page {pages} of {pages} | ACME{pages:06d}" in last
+
+
+def outlook_msg(path: Path, subject: str, sender: str, to: str, body: str,
+                attachments: list[tuple[str, bytes]]) -> None:
+    """A minimal Outlook .msg (MS-OXMSG: an OLE compound file of property streams), written with
+    extract-msg's own OLE writer. No public sample .msg could be had on this machine (the public samples
+    are binary files the offline library cannot hand out), so the test writes its own."""
+    import struct
+
+    from extract_msg.ole_writer import OleWriter
+
+    w = OleWriter()
+
+    def prop(tag: int, size: int = 0, value: bytes = b"") -> bytes:
+        return struct.pack("<II", tag, 6) + (value.ljust(8, b"\0") if value else struct.pack("<II", size, 0))
+
+    def strings(prefix: str, items: list[tuple[int, str]]) -> bytes:
+        props = b""
+        for pid, text in items:
+            data = text.encode("utf-16-le")
+            w.addEntry(f"{prefix}__substg1.0_{pid:04X}001F", data)
+            props += prop((pid << 16) | 0x1F, len(data) + 2)
+        return props
+
+    top = strings("", [(0x001A, "IPM.Note"), (0x0037, subject), (0x0C1A, sender), (0x0C1F, sender),
+                       (0x0E04, to), (0x1000, body)])
+    recip = "__recip_version1.0_#00000000"
+    w.addEntry(recip, storage=True)
+    props = strings(recip + "/", [(0x3001, to), (0x3003, to), (0x39FE, to)])
+    w.addEntry(f"{recip}/__properties_version1.0", b"\0" * 8 + props + prop(0x0C150003, value=b"\1"))
+    for n, (name, data) in enumerate(attachments):
+        storage = f"__attach_version1.0_#{n:08X}"
+        w.addEntry(storage, storage=True)
+        props = strings(storage + "/", [(0x3707, name), (0x3704, name)])
+        w.addEntry(f"{storage}/__substg1.0_37010102", data)
+        props += prop(0x37010102, len(data)) + prop(0x37050003, value=b"\1")
+        w.addEntry(f"{storage}/__properties_version1.0", b"\0" * 8 + props)
+    w.addEntry("__nameid_version1.0", storage=True)
+    for stream in ("00020102", "00030102", "00040102"):
+        w.addEntry(f"__nameid_version1.0/__substg1.0_{stream}", b"")
+    w.addEntry("__properties_version1.0",
+               b"\0" * 8 + struct.pack("<IIII", 1, len(attachments), 1, len(attachments)) + b"\0" * 8 + top)
+    w.write(str(path))
+
+
+def test_an_outlook_msg_prints_headers_body_attachment_list_then_the_attachments(tmp_path: Path) -> None:
+    from jobmanager.printing import render_document
+
+    msg = tmp_path / "report.msg"
+    outlook_msg(msg, "Quarterly report", "ana@example.com", "bo@example.com", f"Hello Bo, {CJK}",
+                [("figures.txt", b"attached figures: 42\n"), ("blob.bin", b"\x00\x01\x02binary")])
+    result = render_document(msg, tmp_path / "out.pdf")
+    pages = pdf_text(tmp_path / "out.pdf")
+    first = pages[0]
+    assert "Quarterly report" in first and "ana@example.com" in first and "bo@example.com" in first
+    assert f"Hello Bo, {CJK}" in first.replace("\n", "")
+    assert "Attachments (2)" in first and "figures.txt (21 bytes)" in first and "blob.bin" in first
+    assert "attached figures: 42" in "".join(pages[1:])  # the attachment printed after the message
+    assert len(pages) == 2
+    assert len(result.warnings) == 1, result.warnings  # the one that cannot print is named, not dropped
+    assert result.warnings[0].startswith("attachment not printed: report.msg / blob.bin: unsupported file type")
+
+    damaged = tmp_path / "damaged.msg"
+    damaged.write_bytes(b"\xd0\xcf\x11\xe0 not an ole file")
+    with pytest.raises(RenderError, match="damaged.msg: not a readable Outlook message"):
+        render_document(damaged, tmp_path / "damaged.pdf")
+
+
+def test_excel_sheets_print_as_tables_and_pdfs_pass_through(tmp_path: Path) -> None:
+    import openpyxl
+
+    from jobmanager.printing import render_document
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Budget"
+    sheet.append(["department", "amount_in_euros"])
+    for i in range(40):
+        sheet.append([f"Team {i}", i * 100])
+    book.create_sheet("Notes").append([f"{CJK}"])
+    book.save(tmp_path / "budget.xlsx")
+    result = render_document(tmp_path / "budget.xlsx", tmp_path / "budget.pdf")
+    text = "\n".join(pdf_text(tmp_path / "budget.pdf"))
+    assert "Budget" in text and "amount_in_euros" in text and "Team 39" in text and "3900" in text
+    assert "Notes" in text and "中文说明" in text and result.warnings == []
+
+    passed = render_document(tmp_path / "budget.pdf", tmp_path / "again.pdf")  # a PDF is passed through as is
+    assert passed.pages == result.pages
+    assert (tmp_path / "again.pdf").read_bytes() == (tmp_path / "budget.pdf").read_bytes()

@@ -187,6 +187,30 @@ def test_progress_is_recorded_and_reports_cancel(store: JobStore) -> None:
     assert store.cancel_requested(d.task_id) is True
 
 
+def test_warning_is_set_by_the_running_tasks_agent_only_and_a_new_attempt_starts_clean(store: JobStore) -> None:
+    job_id, (d,) = make_job(store, 1, retries=1)
+    store.warn_task(d.task_id, "a1", "too early")  # queued: nothing to warn about yet
+    assert store.get_tasks(job_id)[0].warning is None
+    store.claim_task(d.task_id, 0, "a1")
+    store.warn_task(d.task_id, "a2", "not my task")  # another agent's word is not recorded
+    assert store.get_tasks(job_id)[0].warning is None
+    store.warn_task(d.task_id, "a1", "a.txt: 3 character(s) no installed font can draw")
+    store.warn_task(d.task_id, "a1", "a.txt: 3 character(s); b.png refused")  # the latest replaces it
+    assert store.get_tasks(job_id)[0].warning == "a.txt: 3 character(s); b.png refused"
+    outcome = store.finish_task(d.task_id, "a1", "failed", error="boom")  # retrying: a new attempt
+    store.warn_task(d.task_id, "a1", "after the attempt ended")
+    assert store.get_tasks(job_id)[0].warning == "a.txt: 3 character(s); b.png refused"
+    assert outcome.retry is not None
+    assert store.claim_task(d.task_id, outcome.retry.dispatch, "a1") is not None
+    assert store.get_tasks(job_id)[0].warning is None  # the failed attempt's warning does not stick
+    store.warn_task(d.task_id, "a1", "kept")
+    store.finish_task(d.task_id, "a1", "succeeded")
+    task = store.get_tasks(job_id)[0]
+    assert (task.state, task.warning) == ("succeeded", "kept")
+    store.warn_task(d.task_id, "a1", None)  # a finished task's warning is not changed
+    assert store.get_tasks(job_id)[0].warning == "kept"
+
+
 # -- finishing step ------------------------------------------------------------------------------
 def test_finishing_step_handed_to_exactly_one_agent(store: JobStore) -> None:
     job_id, dispatches = make_job(store, 2, has_finish=True)

@@ -48,6 +48,25 @@ def _task_rows(job: Job) -> str:
             "<th class='num'>Attempts</th><th class='num'>Took</th></tr>" + "".join(rows) + "</table>")
 
 
+def _documents(job: Job) -> str:
+    """Print to PDF: each document with the pages it printed and its warnings (characters no font has,
+    refused images, attachments not printed), one a line, as the task recorded them (``ctx.warn``)."""
+    if job.type != "print_to_pdf" or not job.tasks:
+        return ""
+    rows = []
+    for t in sorted(job.tasks, key=lambda t: t.seq):
+        printed = t.state == "succeeded" and t.progress_done is not None
+        pages = str(int(t.progress_done or 0)) if printed else "-"
+        notes = [f'<div class="jm-warn">{html.escape(w)}</div>' for w in (t.warning or "").split("; ") if w]
+        if t.error:
+            notes.append(f'<div class="jm-err">{html.escape(t.error)}</div>')
+        rows.append(f"<tr><td class='num'>{t.seq}</td><td>{html.escape(t.name)}</td><td>{badge(t.state)}</td>"
+                    f"<td class='num'>{pages}</td><td>{''.join(notes) or '<span class=jm-muted>none</span>'}"
+                    f"</td></tr>")
+    return ("<b>Documents</b><table class='jm-table jm-docs'><tr><th class='num'>#</th><th>Document</th>"
+            "<th>State</th><th class='num'>Pages</th><th>Warnings</th></tr>" + "".join(rows) + "</table>")
+
+
 def _timeline(events: list[dict[str, Any]]) -> str:
     """The last 40 events, newest first."""
     items = []
@@ -241,7 +260,8 @@ class DetailsPanel(w.VBox):
         params = html.escape(json.dumps(job.params, indent=1))
         self.body.value = (
             "<div style='display:flex;gap:18px;flex-wrap:wrap'>"
-            f"<div style='flex:3;min-width:420px'><b>Tasks</b><div class='jm-tasks'>{_task_rows(job)}</div></div>"
+            f"<div style='flex:3;min-width:420px'>{_documents(job)}"
+            f"<b>Tasks</b><div class='jm-tasks'>{_task_rows(job)}</div></div>"
             f"<div style='flex:2;min-width:260px'><b>Events</b>{_timeline(events)}"
             f"<details><summary><b>Parameters</b></summary><pre class='jm-log'>{params}</pre></details></div></div>")
         self._running = job.state not in FINISHED

@@ -98,8 +98,6 @@ class Runner:
         task, job = claim.task, claim.job
         handed = False
         try:
-            if task.warning:  # an earlier attempt's warning
-                self.store.warn_task(task.id, self.agent, None)
             handed = self._run(task, job)
         finally:  # reported until the outcome is written: else the store would take the task back
             if not handed:  # the completer stops reporting it once its batch is written (written())

@@ -22,7 +22,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -41,10 +41,11 @@ EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif"}
 HTML_SUFFIXES = {".html", ".htm"}
 EMAIL_SUFFIXES = {".eml"}
+MSG_SUFFIXES = {".msg"}
 PDF_SUFFIXES = {".pdf"}
 OFFICE_SUFFIXES = {".docx", ".doc", ".pptx", ".ppt", ".odt", ".ods", ".odp", ".rtf", ".xls"}
 SUPPORTED = sorted((TEXT_SUFFIXES | MARKDOWN_SUFFIXES | TABLE_SUFFIXES | EXCEL_SUFFIXES | IMAGE_SUFFIXES
-                    | HTML_SUFFIXES | EMAIL_SUFFIXES | PDF_SUFFIXES | OFFICE_SUFFIXES) - {""})
+                    | HTML_SUFFIXES | EMAIL_SUFFIXES | MSG_SUFFIXES | PDF_SUFFIXES | OFFICE_SUFFIXES) - {""})
 
 #: text lines laid out per piece (WeasyPrint holds a piece's whole layout in memory)
 TEXT_PIECE_LINES = 1500
@@ -122,6 +123,8 @@ def _dispatch(job: Job) -> int:
         return _html(job, sanitize(decode(read_bytes(job.path, job.label), job.label)))
     if suffix in EMAIL_SUFFIXES:
         return _email(job)
+    if suffix in MSG_SUFFIXES:
+        return _outlook(job)
     if suffix in PDF_SUFFIXES:
         return _pdf(job)
     if suffix in OFFICE_SUFFIXES:
@@ -348,9 +351,52 @@ def _email(job: Job) -> int:
         content = body_part.get_content()
         body = (sanitize(content) if body_part.get_content_type() == "text/html"
                 else f'<pre class="text" dir="auto">{htmllib.escape(content)}</pre>')
-    attachments = [a for a in msg.iter_attachments() if a.get_filename()]
-    listing = "".join(f"<li>{htmllib.escape(a.get_filename() or '')} ({len(_payload(a))} bytes)</li>"
-                      for a in attachments)
+    attachments = [(a.get_filename() or "", _payload(a)) for a in msg.iter_attachments() if a.get_filename()]
+    return _mail(job, rows, body, attachments)
+
+
+def _outlook(job: Job) -> int:
+    """An Outlook ``.msg`` (an OLE compound file) through extract-msg: the same page as an ``.eml``."""
+    try:
+        import extract_msg
+    except ImportError:
+        raise RenderError(f"{job.label}: Outlook .msg files need extract-msg (pip install extract-msg)") from None
+    data = read_bytes(job.path, job.label)
+    try:
+        msg = extract_msg.openMsg(data, delayAttachments=False)
+    except Exception as exc:  # olefile and extract-msg raise assorted errors on a damaged or foreign file
+        raise RenderError(f"{job.label}: not a readable Outlook message: {str(exc).splitlines()[0][:200]}") from None
+    try:
+        headers = [("From", getattr(msg, "sender", None)), ("To", getattr(msg, "to", None)),
+                   ("Cc", getattr(msg, "cc", None)), ("Date", getattr(msg, "date", None)),
+                   ("Subject", getattr(msg, "subject", None))]
+        rows = "".join(f"<tr><th>{name}</th><td>{htmllib.escape(str(value))}</td></tr>"
+                       for name, value in headers if value)
+        html_body = getattr(msg, "htmlBody", None)
+        text_body = getattr(msg, "body", None)
+        if text_body:  # extract-msg makes an HTML body from the plain one when there is none: plain first
+            body = f'<pre class="text" dir="auto">{htmllib.escape(text_body.rstrip(chr(0)))}</pre>'
+        elif html_body:
+            body = sanitize(html_body.decode("utf-8", "replace") if isinstance(html_body, bytes) else str(html_body))
+        else:
+            body = "<p><i>(no message text)</i></p>"
+        attachments: list[tuple[str, bytes | None]] = []
+        for n, att in enumerate(getattr(msg, "attachments", []), 1):
+            name = (getattr(att, "longFilename", None) or getattr(att, "shortFilename", None)
+                    or getattr(att, "name", None) or f"attachment-{n}")
+            payload = att.data
+            attachments.append((str(name).rstrip("\0"), payload if isinstance(payload, bytes) else None))
+    finally:
+        msg.close()
+    return _mail(job, rows, body, attachments)
+
+
+def _mail(job: Job, rows: str, body: str, attachments: Sequence[tuple[str, bytes | None]]) -> int:
+    """The message page (headers, body, the list of attachments), then each attachment printed after it.
+    An attachment that cannot print (or an embedded message, which has no bytes of its own) is a warning."""
+    listing = "".join(f"<li>{htmllib.escape(name)}"
+                      + (f" ({len(data)} bytes)" if data is not None else " (embedded item, not printed)")
+                      + "</li>" for name, data in attachments)
     html = (f'<table class="headers">{rows}</table>{body}'
             + (f"<h3>Attachments ({len(attachments)})</h3><ol>{listing}</ol>" if attachments else ""))
     job.check_glyphs(htmllib.unescape(_TAGS.sub(" ", html)))
@@ -364,12 +410,15 @@ def _email(job: Job) -> int:
                   job.warnings)
         parts = [message_pdf]
         _pieces(sub, [html], single=True)
-        for n, att in enumerate(attachments, 1):
-            name = safe_name(att.get_filename() or f"attachment-{n}") or f"attachment-{n}"
+        for n, (filename, data) in enumerate(attachments, 1):
+            name = safe_name(filename or f"attachment-{n}") or f"attachment-{n}"
+            if data is None:
+                job.warnings.append(f"attachment not printed: {job.label} / {name}: an embedded item")
+                continue
             folder = Path(tmp) / f"att{n}"
             folder.mkdir()
             src = folder / name
-            src.write_bytes(_payload(att))
+            src.write_bytes(data)
             out = Path(tmp) / f"att{n}.pdf"
 
             def beside(p: Path, folder: Path = folder) -> bool:  # an attachment reads nothing beside itself

@@ -23,7 +23,7 @@ from typing import Any
 
 from jobmanager.printing.join import release_memory, save
 from jobmanager.printing.layout import PageStyle, page, render_html
-from jobmanager.printing.plaintext import fonts
+from jobmanager.printing.plaintext import fonts, fpdf_class
 
 #: the fields an endorsement template may use
 FIELDS = {"case", "document", "page", "pages", "control", "job_page", "job_pages", "title"}
@@ -202,12 +202,11 @@ def _stamp_batch(merged: object, lines: list[tuple[int, str]], header: bool, fon
     import zlib
 
     import pikepdf
-    from fpdf import FPDF
 
     assert isinstance(merged, pikepdf.Pdf)
     latin = all(_latin1(text) for _, text in lines)
     found = None if latin else fonts()  # Helvetica needs no font file parsed or embedded
-    overlay = FPDF(unit="pt")
+    overlay = fpdf_class()(unit="pt")
     overlay.set_auto_page_break(False)
     if found:
         overlay.add_font("stamp", "", str(found[1]))

@@ -11,7 +11,6 @@ The page looks the same as WeasyPrint's: A4, the document's name at the top left
 
 from __future__ import annotations
 
-import io
 import itertools
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 MM = 72 / 25.4
 PAGE_W, PAGE_H = 210 * MM, 297 * MM
@@ -80,14 +80,35 @@ def can_print(text: str) -> bool:
 
 def _wrap(text: str) -> Iterator[str]:
     """The printed lines, one at a time (a list of a long file's lines would cost ~70 bytes a line)."""
-    for line in io.StringIO(text):
-        line = line.rstrip("\n").expandtabs(8)
+    start = 0
+    while start < len(text):  # not io.StringIO(text): it copies the text as 4 bytes a character (~20 MB here)
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line = text[start:end].expandtabs(8)
+        start = end + 1
         if not line.isprintable():
             line = "".join(c for c in line if c >= " " or c == "\f")
         while len(line) > COLUMNS:
             yield line[:COLUMNS]
             line = line[COLUMNS:]
         yield line
+
+
+def fpdf_class() -> Any:
+    """fpdf2's ``FPDF``, imported so that the import pins no caller's memory.
+
+    fpdf2 keeps the ImportError of its optional ``cryptography`` import in a module global
+    (``fpdf.encryption.import_error``); that exception's traceback holds the frames that were on
+    the stack at the first import, and with them the locals those frames end with. Imported from
+    inside a render, it kept the whole 7,500-page document (~85 MB) alive for the agent's lifetime.
+    """
+    from fpdf import FPDF, encryption
+
+    error = getattr(encryption, "import_error", None)
+    if isinstance(error, BaseException):
+        error.__traceback__ = None
+        error.__context__ = error.__cause__ = None
+    return FPDF
 
 
 def _count(text: str) -> int:
@@ -122,12 +143,10 @@ def render(text: str, out: Path, *, label: str, numbers: bool, on_page: Callable
 
 def _piece(lines: Iterator[str], first: int, end: int, pages: int, out: Path, label: str, numbers: bool,
            on_page: Callable[[int], None], cancelled: Callable[[], None]) -> None:
-    from fpdf import FPDF
-
     found = fonts()
     assert found is not None
     mono, sans, cmap = found
-    pdf = FPDF(unit="pt", format="A4")
+    pdf = fpdf_class()(unit="pt", format="A4")
     pdf.set_auto_page_break(False)
     pdf.set_creator("jobmanager print_to_pdf")
     pdf.set_title(label)

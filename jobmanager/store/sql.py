@@ -605,7 +605,7 @@ class SqlStore(JobStore):
             claimed = _first(c.execute(
                 "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
                 " finished_at = NULL, progress_done = NULL, progress_total = NULL, error = NULL,"
-                " traceback = NULL, cancel_requested = 0, waiting = NULL"
+                " traceback = NULL, cancel_requested = 0, waiting = NULL, warning = NULL"
                 + ("" if part is None else ", log_slices = COALESCE(log_slices || ' ', '') || ?")
                 + " WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
                 (agent, now, *(() if part is None else (part,)), task_id, task["state"], task["dispatch"]),
