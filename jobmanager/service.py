@@ -381,6 +381,14 @@ class JobManager:
         jobs = {j: self.store.get_job(j) for j in info}
         return {j: v for j, v in info.items() if actor.sees_job(jobs[j].owner, jobs[j].case)}
 
+    def warning_counts(self, job_ids: list[int]) -> dict[int, int]:
+        """How many tasks of each job (of a grid page) ended with a warning; only jobs you may see, only >0."""
+        ids = validate.job_ids(job_ids, limit=10_000)
+        actor = self._allow("view")
+        counts = self.store.warning_counts(ids)
+        jobs = {j: self.store.get_job(j) for j in counts}
+        return {j: n for j, n in counts.items() if actor.sees_job(jobs[j].owner, jobs[j].case)}
+
     def agent_throughput(self, minutes: int = 60, buckets: int = 12) -> dict[str, list[int]]:
         """Tasks each agent finished per time bucket over the last ``minutes`` (for the Agents sparkline)."""
         minutes = validate.integer(minutes, "minutes", 1, 7 * 24 * 60)

@@ -118,6 +118,14 @@ def test_documents_of_every_kind_print_through_an_agent(jm: JobManager, start_ag
     assert "<td class='num'>1</td>" in rows["private.txt"]
     assert "private.txt: 3 character(s) no installed font can draw" in rows["private.txt"]
     assert "<td class='num'>-</td>" in rows["contract.docx"] or "LibreOffice" not in errors.get("contract.docx", "")
+    # and the Completed grid counts the job's tasks that ended with a warning (never silent in the list)
+    from jobmanager.widgets.models import JobsModel, Messages, present_jobs
+
+    model = JobsModel(jm, Messages(), "completed")
+    model.refresh()
+    shown = present_jobs(model.rows, "completed").set_index("Job")
+    assert shown.loc[job_id, "Warnings"] == 1, shown.loc[job_id].to_dict()
+    assert jm.warning_counts([job_id, 999_999]) == {job_id: 1}
     cover = pdf_text(jm.open_artifact(job_id, "merged.pdf"))[0]
     assert "12 documents, 11 printed, 1 failed, 1 with warnings" in cover.replace("\n", " ") or \
         "12 documents, 12 printed, 1 with warnings" in cover.replace("\n", " ")

@@ -27,7 +27,7 @@ NO_MATCH = "No jobs match these filters."
 
 COLUMN_WIDTHS = {"Job": 60, "Name": 210, "Type": 100, "State": 110, "Result": 170, "Progress": 120, "Agent": 130,
                  "Started": 85, "Elapsed": 80, "ETA": 100, "Owner": 80, "Case": 90, "Priority": 64, "Tasks": 100,
-                 "Failed": 64, "Cancelled": 80, "Duration": 100, "Finished": 100}
+                 "Failed": 64, "Cancelled": 80, "Warnings": 80, "Duration": 100, "Finished": 100}
 
 
 def _state_color_expr(which: int) -> VegaExpr:
@@ -44,6 +44,10 @@ def _renderers(tab: str) -> dict[str, Any]:
         state_col: TextRenderer(background_color=_state_color_expr(1), text_color=_state_color_expr(0),
                                 font="bold 12px system-ui, sans-serif", horizontal_alignment="center"),
         "Job": right, "Priority": right, "Failed": right, "Cancelled": right,
+        # a job that printed/ran with warnings (missing glyphs, skipped attachments) stands out, never silent
+        "Warnings": TextRenderer(horizontal_alignment="right",
+                                 text_color=VegaExpr("cell.value > 0 ? '#c2410c' : '#0f172a'"),
+                                 background_color=VegaExpr("cell.value > 0 ? '#ffedd5' : 'transparent'")),
     }
     if tab == "in-progress":
         r["Progress"] = BarRenderer(

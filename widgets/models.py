@@ -30,7 +30,7 @@ JOB_SORT_KEYS = {
     "Case": "case", "Priority": "priority", "Created": "created_at", "Started": "started_at",
     "Finished": "finished_at", "Duration": "duration_s", "Waited": "wait_s", "Failed": "tasks_failed",
     "Cancelled": "tasks_cancelled",
-    "Tasks": "tasks_total", "Progress": None, "Agent": None, "Elapsed": "started_at", "ETA": None,
+    "Tasks": "tasks_total", "Progress": None, "Warnings": None, "Agent": None, "Elapsed": "started_at", "ETA": None,
 }
 
 TIME_RANGES = {"Any time": None, "Last hour": 3600, "Last 24 h": 86400, "Last 7 days": 7 * 86400,
@@ -126,6 +126,9 @@ class JobsModel(traitlets.HasTraits):
             df = df.assign(progress=[live.get(int(i), {}).get("progress", 0.0) for i in df["id"]],
                            agents=[live.get(int(i), {}).get("agents", "") for i in df["id"]],
                            waiting=[live.get(int(i), {}).get("waiting", "") for i in df["id"]])
+        elif not df.empty:  # finished jobs: how many tasks printed/ran with a warning (ctx.warn)
+            warned = self.jm.warning_counts(list(df["id"]))
+            df = df.assign(warnings=[warned.get(int(i), 0) for i in df["id"]])
         self.total = int(total)
         if self.filters():
             self.refresh_total()
@@ -209,7 +212,8 @@ def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.Dat
     now = time.time() if now is None else now
     cols = (["Job", "Name", "State", "Progress", "Type", "Agent", "Queue", "Started", "Elapsed", "ETA", "Owner",
              "Case", "Priority"] if tab == "in-progress" else
-            ["Job", "Name", "Result", "Tasks", "Failed", "Cancelled", "Duration", "Finished", "Type", "Owner", "Case"])
+            ["Job", "Name", "Result", "Tasks", "Failed", "Cancelled", "Warnings", "Duration", "Finished", "Type",
+             "Owner", "Case"])
     if df.empty:
         return pd.DataFrame(columns=cols)
 
@@ -241,7 +245,9 @@ def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.Dat
         out = out.assign(
             Result=df["state"].map(label),
             Tasks=[f"{t - f - c} / {t} ok" for t, f, c in zip(total, failed, cancelled, strict=True)],
-            Failed=failed, Cancelled=cancelled, Duration=df["duration_s"].map(fmt.duration),
+            Failed=failed, Cancelled=cancelled,
+            Warnings=(df["warnings"].astype(int) if "warnings" in df else pd.Series(0, index=df.index)),
+            Duration=df["duration_s"].map(fmt.duration),
             Finished=ts("finished_at").map(lambda v: fmt.relative(v, now)), Owner=df["owner"],
             Case=df["case"].fillna(""),
         )

@@ -100,6 +100,10 @@ class JobStore:
         """For each job id: ``progress`` (0..1, with in-task progress) and the ``agents`` running it."""
         raise NotImplementedError
 
+    def warning_counts(self, job_ids: list[int]) -> dict[int, int]:
+        """For each job id with any: how many of its tasks ended with a warning (``ctx.warn``), for a grid page."""
+        raise NotImplementedError
+
     def events(self, job_id: int) -> list[dict[str, Any]]:
         """A job's transitions in order (``at``, ``kind``, ``from_state``, ``to_state``...)."""
         raise NotImplementedError

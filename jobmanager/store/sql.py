@@ -570,6 +570,15 @@ class SqlStore(JobStore):
                     out[r["job_id"]]["waiting"] = r["waiting"]
         return out
 
+    def warning_counts(self, job_ids: list[int]) -> dict[int, int]:
+        if not job_ids:
+            return {}
+        ids, values = self.dialect.in_("job_id", [int(j) for j in job_ids])
+        with self._read() as c:
+            rows = c.execute(f"SELECT job_id, COUNT(*) AS n FROM tasks WHERE {ids} AND warning IS NOT NULL"
+                             " GROUP BY job_id", values).fetchall()
+        return {int(r["job_id"]): int(r["n"]) for r in rows}
+
     def events(self, job_id: int) -> list[dict[str, Any]]:
         with self._read() as c:
             self._job_row(c, job_id)
