@@ -22,6 +22,7 @@ from jobmanager.engine.states import FINISHED
 from jobmanager.home import Home
 
 from . import format as fmt
+from .activity_view import ActivityPanel
 from .agents_view import AgentsTab
 from .downloads import DownloadArea
 from .jobs_view import JobsTab
@@ -155,6 +156,10 @@ class Dashboard(w.VBox):
         self.tabs = w.Tab(children=children, titles=titles)
         self.tabs.observe(lambda _: self.refresh(), "selected_index")
         body: list[w.Widget] = [self.header, self.message_bar, self.downloads]
+        #: the activity strip above the tabs (counts only the jobs this user may see)
+        self.activity = ActivityPanel(jm, self.messages) if can("view_own_jobs") or can("view_all_jobs") else None
+        if self.activity is not None:
+            body.append(self.activity)
         body.append(self.tabs if children else w.HTML(
             "<div class='jm-empty'>Your groups hold no Job Manager view permissions. Ask an administrator.</div>"))
         self._lock = threading.RLock()
@@ -221,6 +226,8 @@ class Dashboard(w.VBox):
                 for i, view in enumerate(self.views):
                     if all_tabs or i == index:
                         view.refresh()
+                if self.activity is not None:
+                    self.activity.refresh()
                 self._update_titles()
             except JobManagerError as exc:
                 self.messages.error(str(exc))
