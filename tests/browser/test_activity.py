@@ -40,13 +40,12 @@ def test_activity_strip_shows_updates_collapses_and_keeps_the_grid_on_screen(
     server = dashboard()
     p = page.page
     p.set_viewport_size({"width": 1440, "height": 900})
-    sign_in_with_enter(page, server.url)
+    sign_in_with_enter(page, f"{server.url}#tab=completed")  # the Completed tab, opened by the page's link
     eventually(page, lambda: "processed" in line(page), "the activity line")
     eventually(page, lambda: "34 processed" in line(page) and "1 failed" in line(page), "the first counts")
     assert bars(page) >= 2  # a bar in the minute chart and one in the hour chart
     label = p.locator(".jm-activity-chart").first.get_attribute("aria-label") or ""
     assert "per minute, last hour: 34 processed, 1 failed" in label
-    p.locator(".lm-TabBar-tab", has_text="Completed").click()
     eventually(page, lambda: "of 31" in pager(page), "the completed jobs")
     assert grid_fits(page, 900), "the activity strip pushed the grid off the screen at 1440x900"
     p.screenshot(path=str(ARTIFACTS / "activity-1440.png"))
