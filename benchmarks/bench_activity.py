@@ -26,6 +26,7 @@ import sqlite3
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -76,9 +77,9 @@ def measure(homes: dict[int, Path], repeat: int) -> dict[int, dict[str, float]]:
     runs: dict[int, dict[str, list[float]]] = {size: {} for size in homes}
     for round_ in range(repeat + 1):  # round 0 warms up (page cache; the readers keep the settled hours)
         for size, at in ats.items():
-            for name, fn in (("refresh", lambda: kept[size].read(everyone)),
-                             ("refresh, one case", lambda: kept_case[size].read(one_case)),
-                             ("first", lambda: ActivityReader(at).read(everyone))):
+            for name, fn in (("refresh", partial(kept[size].read, everyone)),
+                             ("refresh, one case", partial(kept_case[size].read, one_case)),
+                             ("first", lambda at=at: ActivityReader(at).read(everyone))):
                 if name == "first" and round_ > max(3, repeat // 3):
                     continue
                 t = time.perf_counter()

@@ -55,8 +55,8 @@ from jobmanager.store import JobStore, open_store
 from jobmanager.store.sql import describe_limit
 
 if TYPE_CHECKING:
-    from jobmanager.history.process import HistoryProcess
     from jobmanager.history.activity import Activity, ActivityReader
+    from jobmanager.history.process import HistoryProcess
 
 #: the largest max_running a concurrency limit may have
 MAX_LIMIT = 100_000

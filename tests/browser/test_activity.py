@@ -6,11 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
+
 from jobmanager import JobManager
 
 from .conftest import ARTIFACTS, Page
 from .test_dashboard import dashboard, eventually  # noqa: F401 - fixture by name
 from .test_operator_live import pager, sign_in_with_enter
+
+#: the README's bound for one dashboard kernel (measured: see the README's Dashboard section)
+KERNEL_RSS_LIMIT_MB = 300
 
 
 def line(page: Page) -> str:
@@ -77,3 +82,8 @@ def test_activity_strip_shows_updates_collapses_and_keeps_the_grid_on_screen(
     eventually(page, lambda: grid_fits(page, 768), "the grid to fit at 1024x768")
     assert p.locator(".jm-activity-line").first.bounding_box()["width"] > 300
     p.screenshot(path=str(ARTIFACTS / "activity-1024.png"))
+
+    # the page's kernel stays small after all of this (benchmarks/bench_kernel_memory.py: demo and 1M jobs)
+    rss_mb = max(psutil.Process(pid).memory_info().rss for pid in server.kernel_pids()) / 2**20
+    print(f"dashboard kernel RSS: {rss_mb:.0f} MB")
+    assert rss_mb < KERNEL_RSS_LIMIT_MB
