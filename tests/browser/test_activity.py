@@ -12,7 +12,7 @@ from jobmanager import JobManager
 
 from .conftest import ARTIFACTS, Page
 from .test_dashboard import dashboard, eventually  # noqa: F401 - fixture by name
-from .test_operator_live import pager, sign_in_with_enter
+from .test_operator_live import pager
 
 #: the README's bound for one dashboard kernel (measured: see the README's Dashboard section)
 KERNEL_RSS_LIMIT_MB = 300
@@ -45,7 +45,12 @@ def test_activity_strip_shows_updates_collapses_and_keeps_the_grid_on_screen(
     server = dashboard()
     p = page.page
     p.set_viewport_size({"width": 1440, "height": 900})
-    sign_in_with_enter(page, f"{server.url}#tab=completed")  # the Completed tab, opened by the page's link
+    p.goto(f"{server.url}#tab=completed", timeout=90_000)  # the Completed tab, opened by the page's link
+    p.get_by_placeholder("username").wait_for(timeout=90_000)
+    p.get_by_placeholder("username").fill("tester")
+    p.get_by_placeholder("password").fill("tester-password")
+    p.get_by_placeholder("password").press("Enter")
+    p.locator(".jm-pager:visible").first.wait_for(timeout=60_000)
     eventually(page, lambda: "processed" in line(page), "the activity line")
     eventually(page, lambda: "34 processed" in line(page) and "1 failed" in line(page), "the first counts")
     assert bars(page) >= 2  # a bar in the minute chart and one in the hour chart
