@@ -160,6 +160,7 @@ class Dashboard(w.VBox):
         self.activity = ActivityPanel(jm, self.messages) if can("view_own_jobs") or can("view_all_jobs") else None
         if self.activity is not None:
             body.append(self.activity)
+            self.activity.toggle.observe(lambda _: self._refit_grids(), "value")
         body.append(self.tabs if children else w.HTML(
             "<div class='jm-empty'>Your groups hold no Job Manager view permissions. Ask an administrator.</div>"))
         self._lock = threading.RLock()
@@ -233,6 +234,15 @@ class Dashboard(w.VBox):
                 self.messages.error(str(exc))
             self.last_refresh = time.time()
             self.header.show_updated(self.last_refresh)
+
+    def _refit_grids(self) -> None:
+        """The activity strip folded or opened: the grids' room follows it in CSS (a variable), but a DataGrid
+        redraws its canvas for a new height only when its own layout changes, so set each height again."""
+        for view in self.views:
+            grid = getattr(view, "grid", None)
+            if grid is not None and grid.layout.height:
+                height, grid.layout.height = grid.layout.height, None
+                grid.layout.height = height
 
     def _update_titles(self) -> None:
         titles = []

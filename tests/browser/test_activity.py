@@ -72,11 +72,11 @@ def test_activity_strip_shows_updates_collapses_and_keeps_the_grid_on_screen(
     assert "37 processed" in line(page)  # a1 ran everything
 
     # collapsed: one line, and the grid takes the room back
-    height_open = p.locator(".lm-DataGrid:visible").first.bounding_box()["height"]
+    canvas = p.locator(".lm-DataGrid:visible canvas").first
+    height_open = canvas.bounding_box()["height"]
     p.get_by_role("button", name="Activity").click()
     eventually(page, lambda: not p.locator(".jm-activity-chart").first.is_visible(), "the charts to hide")
-    eventually(page, lambda: p.locator(".lm-DataGrid:visible").first.bounding_box()["height"] > height_open + 40,
-               "the grid to grow")
+    eventually(page, lambda: canvas.bounding_box()["height"] > height_open + 40, "the grid to draw more rows")
     assert "37 processed" in line(page)
     assert grid_fits(page, 900)
     p.screenshot(path=str(ARTIFACTS / "activity-collapsed-1440.png"))
