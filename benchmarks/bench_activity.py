@@ -75,17 +75,19 @@ def measure(homes: dict[int, Path], repeat: int) -> dict[int, dict[str, float]]:
     kept = {size: ActivityReader(at) for size, at in ats.items()}
     kept_case = {size: ActivityReader(at) for size, at in ats.items()}
     runs: dict[int, dict[str, list[float]]] = {size: {} for size in homes}
-    for round_ in range(repeat + 1):  # round 0 warms up (page cache; the readers keep the settled hours)
-        for size, at in ats.items():
-            for name, fn in (("refresh", partial(kept[size].read, everyone)),
-                             ("refresh, one case", partial(kept_case[size].read, one_case)),
-                             ("first", lambda at=at: ActivityReader(at).read(everyone))):
-                if name == "first" and round_ > max(3, repeat // 3):
-                    continue
-                t = time.perf_counter()
-                fn()
-                if round_:
-                    runs[size].setdefault(name, []).append(time.perf_counter() - t)
+    # the refreshes first, alternating between the homes round by round; then the first reads (heavier,
+    # they would disturb the refreshes' caches if mixed in); round 0 of each warms up (page cache)
+    for names, rounds in ((("refresh", "refresh, one case"), repeat), (("first",), max(3, repeat // 8))):
+        for round_ in range(rounds + 1):
+            for size, at in ats.items():
+                for name in names:
+                    fn = {"refresh": partial(kept[size].read, everyone),
+                          "refresh, one case": partial(kept_case[size].read, one_case),
+                          "first": lambda at=at: ActivityReader(at).read(everyone)}[name]
+                    t = time.perf_counter()
+                    fn()
+                    if round_:
+                        runs[size].setdefault(name, []).append(time.perf_counter() - t)
     out: dict[int, dict[str, float]] = {}
     for size in homes:
         out[size] = {name: statistics.median(values) for name, values in runs[size].items()}
@@ -100,7 +102,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1000)
     ap.add_argument("--big", type=int, default=1_000_000)
     ap.add_argument("--recent", type=int, default=20_000)
-    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=60)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/jmbench-activity"))
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
