@@ -76,7 +76,8 @@ class ActivityPanel(w.VBox):
     def __init__(self, jm: JobManager, messages: Messages, days: int = 7) -> None:
         self.jm, self.messages, self.days = jm, messages, days
         self.activity: Any = None
-        self.toggle = w.ToggleButton(value=True, description="Activity", icon="chevron-down",
+        # folded at first: the line holds the numbers, and the grids keep their rows (20 at 1440x900)
+        self.toggle = w.ToggleButton(value=False, description="Activity", icon="chevron-right",
                                      tooltip="Show or hide the activity charts", layout=w.Layout(width="auto"))
         self.toggle.add_class("jm-activity-toggle")
         self.toggle.observe(lambda _: self._show_open(), "value")

@@ -57,6 +57,16 @@ def test_activity_strip_shows_updates_collapses_and_keeps_the_grid_on_screen(
     label = p.locator(".jm-activity-chart").first.get_attribute("aria-label") or ""
     assert "per minute, last hour: 34 processed, 1 failed" in label
     eventually(page, lambda: "of 31" in pager(page), "the completed jobs")
+    # folded at first (the numbers' line only), so the grid keeps its 20 rows at 900 px; the button opens it
+    assert not p.locator(".jm-activity-chart").first.is_visible()
+    assert grid_fits(page, 900)
+    p.screenshot(path=str(ARTIFACTS / "activity-collapsed-1440.png"))
+    box = p.locator(".lm-DataGrid:visible").first
+    height_folded = box.bounding_box()["height"]
+    p.get_by_role("button", name="Activity").click()
+    eventually(page, lambda: p.locator(".jm-activity-chart").first.is_visible(), "the charts to open")
+    eventually(page, lambda: box.bounding_box()["height"] < height_folded - 40, "the grid to give up the room")
+    canvas = p.locator(".lm-DataGrid:visible canvas").first  # (a DataGrid's canvas grows, it never shrinks)
     assert grid_fits(page, 900), "the activity strip pushed the grid off the screen at 1440x900"
     p.screenshot(path=str(ARTIFACTS / "activity-1440.png"))
 
@@ -71,15 +81,14 @@ def test_activity_strip_shows_updates_collapses_and_keeps_the_grid_on_screen(
     eventually(page, lambda: "agent a1" in p.locator(".jm-activity-label").first.inner_text(), "agent a1's charts")
     assert "37 processed" in line(page)  # a1 ran everything
 
-    # collapsed: one line, and the grid takes the room back
-    canvas = p.locator(".lm-DataGrid:visible canvas").first
-    height_open = canvas.bounding_box()["height"]
+    # folded again: one line, and the grid takes the room back (and draws the rows)
+    height_open = box.bounding_box()["height"]
     p.get_by_role("button", name="Activity").click()
     eventually(page, lambda: not p.locator(".jm-activity-chart").first.is_visible(), "the charts to hide")
-    eventually(page, lambda: canvas.bounding_box()["height"] > height_open + 40, "the grid to draw more rows")
+    eventually(page, lambda: box.bounding_box()["height"] > height_open + 40, "the grid to take the room back")
+    eventually(page, lambda: canvas.bounding_box()["height"] >= box.bounding_box()["height"] - 40,
+               "the grid to draw rows down to its new bottom")
     assert "37 processed" in line(page)
-    assert grid_fits(page, 900)
-    p.screenshot(path=str(ARTIFACTS / "activity-collapsed-1440.png"))
     p.get_by_role("button", name="Activity").click()
     eventually(page, lambda: p.locator(".jm-activity-chart").first.is_visible(), "the charts back")
 
