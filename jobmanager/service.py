@@ -56,6 +56,7 @@ from jobmanager.store import JobStore, open_store
 from jobmanager.store.sql import describe_limit
 
 if TYPE_CHECKING:
+    from jobmanager.history.activity import Activity, ActivityReader
     from jobmanager.history.process import HistoryProcess
 
 #: the largest max_running a concurrency limit may have
@@ -138,6 +139,7 @@ class JobManager:
         #: the store transitions that send queue messages go through the engine (commit, then send)
         self.engine = Engine(self.store, lambda: self.queue)
         self._history: HistoryProcess | None = None
+        self._activity: ActivityReader | None = None  # keeps the hours that are over (history/activity.py)
 
     @classmethod
     def init(cls, home: str | os.PathLike[str] | None, *, admin: str = "admin",
@@ -699,6 +701,18 @@ class JobManager:
         from jobmanager.history.history import store_file
 
         return grid_page(store_file(self.home), tab, filters, sort, desc, page, page_size, scope=scope)
+
+    def activity(self, days: int = 7) -> Activity:
+        """Tasks processed and failed per minute (last hour) and per hour (last ``days`` days) by job type and
+        agent, queue depth and wait, over the jobs you may see (the dashboard's activity view)."""
+        from jobmanager.history.activity import MAX_DAYS, ActivityReader
+        from jobmanager.history.history import store_file
+
+        days = validate.integer(days, "days", 1, MAX_DAYS)
+        scope = self._allow("view").scope()
+        if self._activity is None:
+            self._activity = ActivityReader(store_file(self.home))
+        return self._activity.read(scope, days)
 
     def export(self, path: str | os.PathLike[str], format: str = "csv", **filters: Any) -> Path:
         """Write the jobs you may see matching ``filters``, with the grid's columns, to csv/parquet/excel."""

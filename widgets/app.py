@@ -22,6 +22,7 @@ from jobmanager.engine.states import FINISHED
 from jobmanager.home import Home
 
 from . import format as fmt
+from .activity_view import ActivityPanel
 from .agents_view import AgentsTab
 from .downloads import DownloadArea
 from .jobs_view import JobsTab
@@ -155,6 +156,11 @@ class Dashboard(w.VBox):
         self.tabs = w.Tab(children=children, titles=titles)
         self.tabs.observe(lambda _: self.refresh(), "selected_index")
         body: list[w.Widget] = [self.header, self.message_bar, self.downloads]
+        #: the activity strip above the tabs (counts only the jobs this user may see)
+        self.activity = ActivityPanel(jm, self.messages) if can("view_own_jobs") or can("view_all_jobs") else None
+        if self.activity is not None:
+            body.append(self.activity)
+            self.activity.toggle.observe(lambda _: self._refit_grids(), "value")
         body.append(self.tabs if children else w.HTML(
             "<div class='jm-empty'>Your groups hold no Job Manager view permissions. Ask an administrator.</div>"))
         self._lock = threading.RLock()
@@ -221,11 +227,22 @@ class Dashboard(w.VBox):
                 for i, view in enumerate(self.views):
                     if all_tabs or i == index:
                         view.refresh()
+                if self.activity is not None:
+                    self.activity.refresh()
                 self._update_titles()
             except JobManagerError as exc:
                 self.messages.error(str(exc))
             self.last_refresh = time.time()
             self.header.show_updated(self.last_refresh)
+
+    def _refit_grids(self) -> None:
+        """The activity strip folded or opened: the grids' room follows it in CSS (a variable), but a DataGrid
+        redraws its canvas for a new height only when its own layout changes, so set each height again."""
+        for view in self.views:
+            grid = getattr(view, "grid", None)
+            if grid is not None and grid.layout.height:
+                height, grid.layout.height = grid.layout.height, None
+                grid.layout.height = height
 
     def _update_titles(self) -> None:
         titles = []

@@ -185,7 +185,7 @@ class SchedulesTab(w.VBox):
         self.rows = df.reset_index(drop=True)
         shown = present_schedules(self.rows)  # "in 26 min · 03:00 CEST (Europe/Berlin)"
         self.grid.data = shown
-        self.grid.layout.height = grid_height(len(shown), "calc(100vh - 330px)", least=160)
+        self.grid.layout.height = grid_height(len(shown), "calc(100vh - 330px - var(--jm-activity-h, 0px))", least=160)
         self.grid.layout.display = "none" if shown.empty else None
         self.empty.layout.display = None if shown.empty else "none"
         if self.current is not None and self.current in set(self.rows["name"]):

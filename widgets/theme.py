@@ -50,7 +50,7 @@ ROW_PX, HEADER_PX = 26, 26
 #: room for the grid's horizontal scrollbar, so a short table never needs a vertical one as well
 SCROLLBAR_PX = 16
 #: the page's height minus what sits above and below a grid (header, tabs, filter bar, actions, pager)
-PAGE_ROOM = "calc(100vh - 290px)"
+PAGE_ROOM = "calc(100vh - 290px - var(--jm-activity-h, 0px))"  # the activity strip sets the variable
 
 
 def grid_height(rows: int, room: str = PAGE_ROOM, least: int = 240) -> str:
@@ -120,5 +120,22 @@ CSS = """
 .jm-pager { align-items: center; }
 .jm-spark { vertical-align: middle; }
 .jm-app .lm-TabBar-tab, .jm-app .p-TabBar-tab { min-width: 170px; font-weight: 600; }
+.jm-activity { border: 1px solid #e2e8f0; border-radius: 6px; padding: 2px 10px 4px 4px; margin: 4px 0 6px 0;
+               background: #f8fafc; }
+.jm-activity-top { align-items: center; gap: 6px; flex-wrap: wrap; }
+.jm-activity-toggle button, .jm-activity-toggle { background: transparent; font-weight: 650; }
+.jm-activity-summary { min-width: 0; }
+.jm-activity-line { font-size: 12.5px; color: #334155; font-variant-numeric: tabular-nums; }
+.jm-activity-body { gap: 18px; padding: 0 0 0 8px; }
+.jm-activity-cell { flex: 1 1 0; min-width: 0; }
+.jm-activity-cell .widget-html-content { line-height: 1.2; }
+.jm-activity-chart { display: block; width: 100%; height: 40px; }
+.jm-activity-label { font-size: 11.5px; color: #475569; margin-bottom: 2px; white-space: nowrap; overflow: hidden;
+                     text-overflow: ellipsis; }
+.jm-activity-label i { display: inline-block; width: 9px; height: 9px; border-radius: 2px; margin: 0 3px 0 8px; }
+.jm-activity-axis { display: flex; justify-content: space-between; font-size: 10.5px; color: #94a3b8; }
+/* the grids give up the strip's height, so the page still fits the window (PAGE_ROOM) */
+.jm-app:has(.jm-activity) { --jm-activity-h: 50px; }
+.jm-app:has(.jm-activity-open) { --jm-activity-h: 124px; }
 </style>
 """
