@@ -116,7 +116,7 @@ def open_store(where: Home | StoreAt, *, create: bool = False, check: bool = Tru
     from jobmanager.store.sqlite import SQLiteStore
 
     assert at.path is not None
-    return SQLiteStore(at.path, create=create)
+    return SQLiteStore(at.path, create=create, check=check)
 
 
 @contextmanager
@@ -243,38 +243,17 @@ def doctor(home: Home) -> list[Check]:
 
 
 def _store_version(home: Home) -> int:
-    at = store_at(home)
-    if at.is_postgres:
-        store = open_store(at, check=False)
-        try:
-            return store.schema_version()
-        finally:
-            store.close()
+    store = open_store(home, check=False)
     try:
-        s = open_store(home)
-    except HomeError as exc:
-        match = re.search(r"schema version (\d+)", str(exc))
-        if match:
-            return int(match.group(1))
-        raise
-    try:
-        return s.schema_version()
+        return store.schema_version()
     finally:
-        s.close()
+        store.close()
 
 
 def migrate(home: Home) -> tuple[int, int]:
     """Move the home's store to the current schema; returns (from, to)."""
-    at = store_at(home)
-    if at.is_postgres:
-        store = open_store(at, check=False)
-        try:
-            return store.migrate()
-        finally:
-            store.close()
-    version = _store_version(home)  # SQLite: version 1 is the only one so far
-    if version > SCHEMA_VERSION:
-        raise HomeError(f"the store has schema version {version}, newer than this jobmanager ({SCHEMA_VERSION})")
-    if version < SCHEMA_VERSION:  # pragma: no cover - no SQLite migration exists yet
-        raise HomeError(f"no SQLite migration from version {version} to {SCHEMA_VERSION} in this jobmanager")
-    return version, version
+    store = open_store(home, check=False)
+    try:
+        return store.migrate()
+    finally:
+        store.close()

@@ -100,6 +100,26 @@ def test_migration_2_keeps_version_1_rows(store, monkeypatch: pytest.MonkeyPatch
     assert statements(2, store.dialect)  # the version-2 statements exist for this backend
 
 
+def test_jobmanager_migrate_moves_an_old_sqlite_home_forward(tmp_path: Path) -> None:
+    """What an operator does after upgrading: `jobmanager migrate` on a home whose SQLite store is at
+    version 1 (it used to answer "no SQLite migration from version 1"); it keeps the rows, and says so."""
+    assert CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "init"]).exit_code == 0
+    s = SQLiteStore(tmp_path / "h" / "store.db")
+    with s._tx() as c:
+        back_to_version_1(c)
+        c.execute("INSERT INTO jobs (type, name, params, owner, state, tasks_total, created_at, updated_at)"
+                  " VALUES ('sleep', 'kept', '{}', 'ana', 'queued', 1, 1, 1)")
+    s.close()
+    run = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "migrate"])
+    assert run.exit_code == 0, run.output
+    assert run.output.strip() == f"store schema version {SCHEMA_VERSION} (migrated from 1)"
+    again = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "migrate"])
+    assert again.output.strip() == f"store schema version {SCHEMA_VERSION} (already current)"
+    s = SQLiteStore(tmp_path / "h" / "store.db")
+    assert s.schema_version() == SCHEMA_VERSION and s.get_job(1).name == "kept"
+    s.close()
+
+
 def test_a_new_sqlite_store_is_at_the_latest_version(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "s.db", create=True)
     assert s.schema_version() == sql_store.SCHEMA_VERSION

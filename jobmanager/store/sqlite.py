@@ -28,14 +28,17 @@ BUSY_TIMEOUT_S = 30.0
 class SQLiteStore(SqlStore):
     dialect = SQLITE
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False, check: bool = True) -> None:
+        """Open (``create``: or create) the store file; ``check=False`` skips the schema checks
+        (``jobmanager migrate`` and ``doctor`` look at an old schema themselves)."""
         self.path = Path(path)
         self._local = threading.local()
         if not create and not self.path.exists():
             raise HomeError(f"no job store at {self.path}")
         if create and self.path.parent.is_dir():
             create_private(self.path)
-        self.initialize(create=create)
+        if check:
+            self.initialize(create=create)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
