@@ -30,6 +30,7 @@ from jobmanager.notify.channels import SIGNATURE_HEADER, Channel, DeliveryError,
 from jobmanager.notify.config import NotifySettings
 from jobmanager.notify.outbox import Notifier
 from jobmanager.store import open_store
+from jobmanager.store.base import SCHEMA_VERSION
 
 from .backends import back_to_version_1
 from .conftest import wait_for
@@ -445,7 +446,7 @@ def test_an_upgraded_store_notifies_nothing_of_its_history(store) -> None:  # no
                   " VALUES ('sleep', 'old', '{}', 'ana', 'failed', 1, 1, 1)")
         for state in ("queued", "running", "failed"):
             c.execute("INSERT INTO events (at, job_id, kind, to_state) VALUES (1, 1, 'job', ?)", (state,))
-    assert store.migrate() == (1, 2)
+    assert store.migrate() == (1, SCHEMA_VERSION)
     settings = NotifySettings.model_validate({"rules": [{"on": ["failed"], "to": "mailto:a@example.org"}]})
     assert Notifier(store, settings, "n1").route() == 0 and store.notifications() == []
 
