@@ -121,8 +121,12 @@ class PrintToPdf(JobType[PrintToPdfParams]):
             return True
 
         out = ctx.output_path(document_pdf_name(task["index"], document), "application/pdf")
-        result = render_document(path, out, label=Path(document).name, numbers=params.endorse is None,
-                                 may_read=may_read, on_page=lambda n: ctx.progress(n, None), cancelled=cancelled)
+        try:
+            result = render_document(path, out, label=Path(document).name, numbers=params.endorse is None,
+                                     may_read=may_read, on_page=lambda n: ctx.progress(n, None),
+                                     cancelled=cancelled)
+        finally:
+            _free_layout()
         ctx.progress(result.pages, result.pages)
         for warning in result.warnings:
             ctx.warn(warning)
@@ -130,6 +134,8 @@ class PrintToPdf(JobType[PrintToPdfParams]):
 
     def finish(self, ctx: TaskContext, params: PrintToPdfParams) -> None:
         from jobmanager.printing.merge import Endorsement, Part, merge
+
+        _free_layout()
 
         job = ctx.store.get_job(ctx.job_id, with_tasks=True)
         folder = ctx.home.job_artifacts(ctx.job_id)
@@ -149,3 +155,13 @@ class PrintToPdf(JobType[PrintToPdfParams]):
         pages = merge(parts, ctx.output_path(MERGED, "application/pdf"), title=params.title, endorse=endorse)
         printed = sum(p.pdf is not None for p in parts)
         ctx.log.info("merged %d of %d document(s) into %s: %d page(s)", printed, len(parts), MERGED, pages)
+
+
+def _free_layout() -> None:
+    """Collect the last document's layout now. A rendered document (fpdf2's pages, WeasyPrint's boxes) is a
+    web of reference cycles that only the cyclic collector frees, and when it last ran depends on the other
+    threads' allocations: the 4.9 MB word list's agent peaked at 392 MB instead of 248 MB in about one run
+    of four (PostgreSQL store) because the document was still alive when the merge began."""
+    import gc
+
+    gc.collect()
