@@ -382,3 +382,36 @@ def test_excel_sheets_print_as_tables_and_pdfs_pass_through(tmp_path: Path) -> N
     passed = render_document(tmp_path / "budget.pdf", tmp_path / "again.pdf")  # a PDF is passed through as is
     assert passed.pages == result.pages
     assert (tmp_path / "again.pdf").read_bytes() == (tmp_path / "budget.pdf").read_bytes()
+
+
+def test_in_page_links_of_every_document_reach_their_own_pages_in_the_merged_pdf(tmp_path: Path) -> None:
+    """Two READMEs with the same "#install" anchor: in merged.pdf each table of contents leads into its own
+    document (pages copied into the merged file keep no names unless the merge carries them over)."""
+    import pikepdf
+
+    from jobmanager.printing import render_document
+    from jobmanager.printing.merge import Part, merge
+
+    filler = "".join(f"paragraph {i} of the long one\n\n" for i in range(120))
+    docs = {"short.md": "# Short\n\n- [Install](#install)\n\n## Install\n\nshort steps\n",
+            "long.md": f"# Long\n\n- [Install](#install)\n\n{filler}## Install\n\nlong steps\n"}
+    parts = []
+    for name, text in docs.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        render_document(tmp_path / name, tmp_path / f"{name}.pdf")
+        parts.append(Part(name, tmp_path / f"{name}.pdf"))
+    merge(parts, tmp_path / "merged.pdf", title="two readmes")
+    with pikepdf.open(tmp_path / "merged.pdf") as pdf:
+        tree = pikepdf.NameTree(pdf.Root.Names.Dests)
+        index = {p.obj.objgen: i for i, p in enumerate(pdf.pages)}
+        ranges = {p.label: range(p.first_page - 1, p.first_page - 1 + p.pages) for p in parts}
+        reached = {}
+        for i, sheet in enumerate(pdf.pages):
+            for annot in sheet.obj.get("/Annots", []):
+                dest = annot.get("/Dest") or annot.get("/A", {}).get("/D")
+                target = tree[str(dest)] if isinstance(dest, pikepdf.String) else dest
+                owner = next(label for label, pages in ranges.items() if i in pages)
+                reached[owner] = index.get(target[0].objgen)
+                assert reached[owner] in ranges[owner], (owner, reached[owner], ranges)
+    assert set(reached) == {"short.md", "long.md"}
+    assert reached["long.md"] > ranges["long.md"].start  # the long one's section is past its first page

@@ -129,6 +129,7 @@ def _assemble(parts: list[Part], sources: dict[int, Any], cover: Any) -> Any:
         return merged
     base = max(sources, key=lambda i: parts[i].pages)
     merged = sources[base]
+    renamed = {i: _own_destinations(i, sources[i]) for i in sources if i != base}
     at = 0
     for sheet in cover.pages:
         merged.pages.insert(at, sheet)
@@ -140,7 +141,40 @@ def _assemble(parts: list[Part], sources: dict[int, Any], cover: Any) -> Any:
                 at += 1
         elif i > base:
             merged.pages.extend(sources[i].pages)
+    if any(renamed.values()):  # each copied page's targets are the copies qpdf made of its pages, once each
+        if "/Names" not in merged.Root:
+            merged.Root.Names = pikepdf.Dictionary()
+        if "/Dests" not in merged.Root.Names:
+            merged.Root.Names.Dests = pikepdf.NameTree.new(merged).obj
+        tree = pikepdf.NameTree(merged.Root.Names.Dests)
+        for dests in renamed.values():
+            for name, target in dests.items():
+                if isinstance(target, pikepdf.Dictionary):  # the older form: << /D [page /XYZ ...] >>
+                    target = target.get("/D", pikepdf.Array())
+                tree[name] = pikepdf.Array([merged.copy_foreign(x) if getattr(x, "is_indirect", False) else x
+                                            for x in target])
     return merged
+
+
+def _own_destinations(index: int, src: Any) -> dict[str, Any]:
+    """Give a document's named destinations (its in-page links: a table of contents, ``#install``) names of
+    its own before its pages join the merged PDF, and return them: two READMEs both have an "install"
+    anchor, and each one's link must reach its own (pages copied alone keep no names at all)."""
+    import pikepdf
+
+    names = src.Root.get("/Names")
+    if names is None or "/Dests" not in names:
+        return {}
+    prefix = f"jm-doc{index}-"
+    dests = {prefix + str(name): target for name, target in pikepdf.NameTree(names.Dests).items()}
+    for sheet in src.pages:
+        for annot in sheet.obj.get("/Annots", []):
+            action = annot.get("/A")
+            if isinstance(annot.get("/Dest"), pikepdf.String):
+                annot.Dest = pikepdf.String(prefix + str(annot.Dest))
+            elif action is not None and action.get("/S") == "/GoTo" and isinstance(action.get("/D"), pikepdf.String):
+                action.D = pikepdf.String(prefix + str(action.D))
+    return dests
 
 
 def _cover(parts: list[Part], title: str, endorse: Endorsement | None) -> str:
