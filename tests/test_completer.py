@@ -6,6 +6,7 @@ run names. A long flush window makes the window the tests aim at wide enough to 
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -94,3 +95,20 @@ def test_batches_write_retries_failures_and_the_job_state(home: Path, jm: JobMan
     failed = jm.wait(bad, timeout=60)
     assert failed.state == "completed_with_errors"
     assert (failed.tasks_succeeded, failed.tasks_failed) == (3, 1)
+
+
+def test_an_outcome_the_database_refuses_does_not_drop_its_batch(home: Path, jm: JobManager, tmp_path: Path,
+                                                                start_agent) -> None:
+    """A task whose error holds a NUL (PostgreSQL's text refuses it) shares a batch with others: its outcome
+    is written (the NUL shown as \\x00) and the others' too, none handed back as a loss."""
+    importlib.import_module("jm_loss_types")
+    set_completer(home, 400, 100)
+    start_agent("a1", 2, "--import", "jm_loss_types")
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    bad = jm.submit("scripted", {"folder": str(folder), "script": ["nul"]})
+    good = jm.submit("sleep", {"tasks": 6, "seconds": 0, "steps": 1})
+    assert jm.wait(bad, timeout=60).state == "failed"
+    assert_each_task_reported_once(jm, jm.wait(good, timeout=60).id, 6)
+    task = jm.job(bad).tasks[0]
+    assert (task.attempts, task.losses) == (1, 0) and "failed\\x00with a NUL" in (task.error or ""), task

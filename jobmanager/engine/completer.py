@@ -117,9 +117,16 @@ class Completer:
         try:
             done: Completed = self.engine.finish_tasks(self.agent, items, stored=self.stored,
                                                        written=lambda: self.written(ids))
-        except Exception as exc:  # given up (the agent stops) or a send failed: recovery hands the tasks back
-            self.written(ids)
-            self.trouble.failed("recording outcomes", exc, "the store")
+        except Exception as exc:  # noqa: BLE001 - one bad outcome (text the database refuses) must not drop
+            # the others: write them one at a time; what still fails is handed back by recovery (a loss)
+            if len(items) == 1:
+                self.written(ids)
+                self.trouble.failed("recording outcomes", exc, "the store")
+                return
+            log.warning("completer: a batch of %d could not be written (%s); writing them one by one",
+                        len(items), exc)
+            for item in items:
+                self._write([item])
             return
         self.batches += 1
         self.tasks += len(done.recorded)

@@ -125,6 +125,8 @@ class Runner:
                     self.counters.done += 1
                 else:
                     self.counters.failed += 1
+        # a task's own text may hold NUL characters, which PostgreSQL's text columns refuse
+        error, trace = _no_nul(error), _no_nul(trace)
         if self.completer is not None:
             self.completer.finish(Finish(task.id, state, error, trace, time.time()))
             return True
@@ -222,6 +224,10 @@ def _validated(jt: Any, job: Job, where: str) -> Any:
             _PARAMS.clear()
         _PARAMS[key] = params
     return params
+
+
+def _no_nul(text: str | None) -> str | None:
+    return text.replace("\x00", "\\x00") if text else text
 
 
 def _one_line(exc: BaseException) -> str:

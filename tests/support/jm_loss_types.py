@@ -52,7 +52,8 @@ class UnsafeSleep(Sleep):
 class RunsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     folder: str
-    #: what run N (1-based, counted across agents by files in ``folder``) does: "fail", "kill" or "ok"
+    #: what run N (1-based, counted across agents by files in ``folder``) does: "fail", "nul" (fail with a NUL
+    #: in the error), "kill" or "ok"
     script: list[str]
 
 
@@ -72,5 +73,7 @@ class Scripted(JobType[RunsParams]):
         step = params.script[min(run, len(params.script)) - 1]
         if step == "fail":
             raise RuntimeError(f"run {run} failed on purpose")
+        if step == "nul":  # an error text with a NUL character, which PostgreSQL's text columns refuse
+            raise RuntimeError(f"run {run} failed\x00with a NUL")
         if step == "kill":
             kill_own_agent()
