@@ -415,3 +415,40 @@ def test_in_page_links_of_every_document_reach_their_own_pages_in_the_merged_pdf
                 assert reached[owner] in ranges[owner], (owner, reached[owner], ranges)
     assert set(reached) == {"short.md", "long.md"}
     assert reached["long.md"] > ranges["long.md"].start  # the long one's section is past its first page
+
+
+def test_hostile_mail_attachments_and_pdfs_cost_a_warning_not_the_job(tmp_path: Path) -> None:
+    """What a review found: a 120-letter CJK attachment name (364 bytes, over the file system's 255), e-mails
+    nested six deep, and a passed-through PDF whose /Annots holds a null each failed the whole document."""
+    import pikepdf
+
+    from jobmanager.printing import render_document
+    from jobmanager.printing.merge import Part, merge
+
+    inner = EmailMessage()
+    inner["Subject"], inner["From"], inner["To"] = "level 6", "a@example.org", "b@example.org"
+    inner.set_content("the innermost message")
+    for level in range(5, 0, -1):
+        outer = EmailMessage()
+        outer["Subject"], outer["From"], outer["To"] = f"level {level}", "a@example.org", "b@example.org"
+        outer.set_content(f"message at level {level}")
+        outer.add_attachment(bytes(inner), maintype="application", subtype="octet-stream",
+                             filename=f"level{level + 1}.eml")
+        inner = outer
+    inner.add_attachment("名" * 120 + " figures: 42\n", filename="名" * 120 + ".txt")
+    (tmp_path / "nested.eml").write_bytes(bytes(inner))
+    result = render_document(tmp_path / "nested.eml", tmp_path / "nested.pdf")
+    text = " ".join(p.extract_text() for p in PdfReader(str(tmp_path / "nested.pdf")).pages)
+    assert "figures: 42" in text and "level 4" in text, text[:500]  # the long-named attachment printed
+    assert [w for w in result.warnings if "nested more than 3 deep" in w], result.warnings
+    assert "level 6" not in text
+
+    (tmp_path / "toc.md").write_text("# Toc\n\n- [Install](#install)\n\n## Install\n\nsteps\n", encoding="utf-8")
+    render_document(tmp_path / "toc.md", tmp_path / "toc.pdf")
+    with pikepdf.open(tmp_path / "toc.pdf", allow_overwriting_input=True) as pdf:
+        pdf.pages[0].obj.Annots.append(pikepdf.Object.parse(b"null"))  # hostile, as a PDF from the wild may be
+        pdf.save(tmp_path / "toc.pdf")
+    (tmp_path / "long.txt").write_text("".join(f"line {i}\n" for i in range(400)), encoding="utf-8")
+    render_document(tmp_path / "long.txt", tmp_path / "long.pdf")
+    parts = [Part("toc.pdf", tmp_path / "toc.pdf"), Part("long.txt", tmp_path / "long.pdf")]
+    assert merge(parts, tmp_path / "merged.pdf", title="hostile") == 1 + parts[0].pages + parts[1].pages

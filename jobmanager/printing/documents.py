@@ -22,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -372,9 +373,11 @@ def _outlook(job: Job) -> int:
                    ("Subject", getattr(msg, "subject", None))]
         rows = "".join(f"<tr><th>{name}</th><td>{htmllib.escape(str(value))}</td></tr>"
                        for name, value in headers if value)
-        html_body = getattr(msg, "htmlBody", None)
         text_body = getattr(msg, "body", None)
-        if text_body:  # extract-msg makes an HTML body from the plain one when there is none: plain first
+        # the HTML body only when there is no plain one: extract-msg may build it from the message's RTF
+        # (RTFDE), which costs time and raises on a malformed RTF
+        html_body = None if text_body else getattr(msg, "htmlBody", None)
+        if text_body:
             body = f'<pre class="text" dir="auto">{htmllib.escape(text_body.rstrip(chr(0)))}</pre>'
         elif html_body:
             body = sanitize(html_body.decode("utf-8", "replace") if isinstance(html_body, bytes) else str(html_body))
@@ -386,9 +389,35 @@ def _outlook(job: Job) -> int:
                     or getattr(att, "name", None) or f"attachment-{n}")
             payload = att.data
             attachments.append((str(name).rstrip("\0"), payload if isinstance(payload, bytes) else None))
+    except Exception as exc:  # extract-msg raises its own errors (a malformed RTF, a broken stream) lazily
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise RenderError(f"{job.label}: not a readable Outlook message: {first}") from None
     finally:
         msg.close()
     return _mail(job, rows, body, attachments)
+
+
+#: e-mails attached to e-mails are printed this many levels deep; deeper ones are named in a warning
+MAX_MAIL_NESTING = 3
+
+
+class _Nesting(threading.local):
+    depth = 0
+
+
+_NESTING = _Nesting()
+
+
+def _short(name: str, limit: int = 120) -> str:
+    """An attachment's file name within ``limit`` bytes (file systems allow 255; CJK names take 3 a letter),
+    its suffix kept so the right reader still prints it."""
+    if len(name.encode()) <= limit:
+        return name
+    suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ""
+    stem = name[: len(name) - len(suffix)]
+    while len((stem + suffix).encode()) > limit:
+        stem = stem[:-1]
+    return stem + suffix
 
 
 def _mail(job: Job, rows: str, body: str, attachments: Sequence[tuple[str, bytes | None]]) -> int:
@@ -411,9 +440,13 @@ def _mail(job: Job, rows: str, body: str, attachments: Sequence[tuple[str, bytes
         parts = [message_pdf]
         _pieces(sub, [html], single=True)
         for n, (filename, data) in enumerate(attachments, 1):
-            name = safe_name(filename or f"attachment-{n}") or f"attachment-{n}"
+            name = _short(safe_name(filename or f"attachment-{n}") or f"attachment-{n}")
             if data is None:
                 job.warnings.append(f"attachment not printed: {job.label} / {name}: an embedded item")
+                continue
+            if _NESTING.depth >= MAX_MAIL_NESTING:  # a message in a message in a message...: stop there
+                job.warnings.append(f"attachment not printed: {job.label} / {name}: "
+                                    f"messages nested more than {MAX_MAIL_NESTING} deep")
                 continue
             folder = Path(tmp) / f"att{n}"
             folder.mkdir()
@@ -424,12 +457,15 @@ def _mail(job: Job, rows: str, body: str, attachments: Sequence[tuple[str, bytes
             def beside(p: Path, folder: Path = folder) -> bool:  # an attachment reads nothing beside itself
                 return p.parent == folder
 
+            _NESTING.depth += 1
             try:
                 result = render_document(src, out, label=f"{job.label} / {name}", numbers=job.numbers,
                                          may_read=beside, cancelled=job.cancelled)
             except RenderError as exc:
                 job.warnings.append(f"attachment not printed: {exc}")
                 continue
+            finally:
+                _NESTING.depth -= 1
             job.warnings += result.warnings
             parts.append(out)
         return join_pdfs(parts, job.out)

@@ -149,10 +149,13 @@ def _assemble(parts: list[Part], sources: dict[int, Any], cover: Any) -> Any:
         tree = pikepdf.NameTree(merged.Root.Names.Dests)
         for dests in renamed.values():
             for name, target in dests.items():
-                if isinstance(target, pikepdf.Dictionary):  # the older form: << /D [page /XYZ ...] >>
-                    target = target.get("/D", pikepdf.Array())
-                tree[name] = pikepdf.Array([merged.copy_foreign(x) if getattr(x, "is_indirect", False) else x
-                                            for x in target])
+                try:
+                    if isinstance(target, pikepdf.Dictionary):  # the older form: << /D [page /XYZ ...] >>
+                        target = target.get("/D", pikepdf.Array())
+                    tree[name] = pikepdf.Array([merged.copy_foreign(x) if getattr(x, "is_indirect", False)
+                                                else x for x in target])
+                except Exception:  # noqa: BLE001 - a malformed target in a passed-through PDF: that link only
+                    continue
     return merged
 
 
@@ -162,18 +165,27 @@ def _own_destinations(index: int, src: Any) -> dict[str, Any]:
     anchor, and each one's link must reach its own (pages copied alone keep no names at all)."""
     import pikepdf
 
-    names = src.Root.get("/Names")
-    if names is None or "/Dests" not in names:
-        return {}
     prefix = f"jm-doc{index}-"
-    dests = {prefix + str(name): target for name, target in pikepdf.NameTree(names.Dests).items()}
-    for sheet in src.pages:
-        for annot in sheet.obj.get("/Annots", []):
-            action = annot.get("/A")
-            if isinstance(annot.get("/Dest"), pikepdf.String):
-                annot.Dest = pikepdf.String(prefix + str(annot.Dest))
-            elif action is not None and action.get("/S") == "/GoTo" and isinstance(action.get("/D"), pikepdf.String):
-                action.D = pikepdf.String(prefix + str(action.D))
+    try:
+        names = src.Root.get("/Names")
+        if not isinstance(names, pikepdf.Dictionary) or "/Dests" not in names:
+            return {}
+        dests = {prefix + str(name): target for name, target in pikepdf.NameTree(names.Dests).items()}
+        links = []
+        for sheet in src.pages:
+            for annot in sheet.obj.get("/Annots", []):
+                if not isinstance(annot, pikepdf.Dictionary):  # a passed-through PDF may hold anything here
+                    continue
+                action = annot.get("/A")
+                if isinstance(annot.get("/Dest"), pikepdf.String):
+                    links.append((annot, "/Dest"))
+                elif (isinstance(action, pikepdf.Dictionary) and action.get("/S") == "/GoTo"
+                      and isinstance(action.get("/D"), pikepdf.String)):
+                    links.append((action, "/D"))
+    except Exception:  # noqa: BLE001 - a malformed name tree: its links stay as they are, the merge goes on
+        return {}
+    for holder, key in links:
+        holder[key] = pikepdf.String(prefix + str(holder[key]))
     return dests
 
 
