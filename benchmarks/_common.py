@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -107,3 +108,18 @@ def machine() -> str:
 
     return (f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"SQLite {sqlite3.sqlite_version}, load avg {os.getloadavg()[0]:.2f}")
+
+
+def job_count(home: Path) -> int | None:
+    """How many jobs a benchmark home's SQLite store holds (None: no store, or not readable): kept homes are
+    reused when they already hold the wanted number."""
+    db = home / "store.db"
+    if not db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import statistics
 import sys
 import time
@@ -30,6 +29,8 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import job_count  # noqa: E402
 
 from jobmanager import JobManager  # noqa: E402
 from jobmanager.backends import store_at  # noqa: E402
@@ -40,20 +41,9 @@ from jobmanager.home import Home  # noqa: E402
 DAY = 86400.0
 
 
-def jobs_in(home: Path) -> int | None:
-    db = home / "store.db"
-    if not db.exists():
-        return None
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
-    finally:
-        conn.close()
-
-
 def make_home(root: Path, old: int, recent: int) -> Path:
     home = root / f"home-{old}-{recent}"
-    have = jobs_in(home)
+    have = job_count(home)
     if have == old + recent:
         return home
     if have is not None:

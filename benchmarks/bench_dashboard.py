@@ -50,6 +50,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import job_count
+
 from jobmanager import JobManager
 from jobmanager.history import demodata
 from jobmanager.home import Home  # noqa: E402
@@ -76,19 +78,6 @@ PANEL_DRAWN_JS = """() => {
 
 
 # -- homes ---------------------------------------------------------------------------------------------
-def job_count(home: Path) -> int | None:
-    db = home / "store.db"
-    if not db.exists():
-        return None
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
-
-
 def make_home(home: Path, jobs: int, in_progress: int | None = None) -> float:
     """A home holding ``jobs`` synthetic jobs (reused when it already does); returns seconds spent generating."""
     have = job_count(home)
