@@ -28,7 +28,8 @@ import sys
 from jobmanager.engine.agent import Agent, Polling
 from jobmanager.home import Home
 home, name, workers, d, m, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(float, sys.argv[4:7])
-agent = Agent(Home.open(home), name=name, workers=workers, polling=Polling(d, m, b))
+wake = sys.argv[7:8] != ["poll"]
+agent = Agent(Home.open(home), name=name, workers=workers, polling=Polling(d, m, b, wake=wake))
 agent.prepare()
 agent.run()
 """
@@ -51,12 +52,14 @@ def start_agent_cli(home: Path, name: str, workers: int, log: Path) -> subproces
 
 
 def start_agent_polling(
-    home: Path, name: str, workers: int, polling: tuple[float, float, float], log: Path
+    home: Path, name: str, workers: int, polling: tuple[float, float, float], log: Path, wake: bool = True
 ) -> subprocess.Popen[bytes]:
-    """An agent with ``Polling(initial_delay, max_delay, backoff)``, from a small snippet."""
+    """An agent with ``Polling(initial_delay, max_delay, backoff)``, from a small snippet; ``wake=False``:
+    its idle workers are never woken by a send (they only poll)."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [PYTHON, "-c", AGENT_SNIPPET, str(home), name, str(workers), *map(str, polling)],
+            [PYTHON, "-c", AGENT_SNIPPET, str(home), name, str(workers), *map(str, polling),
+             "wake" if wake else "poll"],
             stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
         )
 

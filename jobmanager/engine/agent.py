@@ -34,6 +34,7 @@ from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import FORMAT, router
 from jobmanager.engine.queue import Queue, set_handler
 from jobmanager.engine.runner import Runner
+from jobmanager.engine.wake import WakeListener, WakingConsumer
 from jobmanager.errors import BadParams, HomeError
 from jobmanager.home import Home
 from jobmanager.models import Recovery
@@ -56,14 +57,19 @@ SCHEDULER_TICK_S = 0.5
 class Polling:
     """How idle workers poll the queue (Huey consumer's -d, -m, -b).
 
-    Huey's defaults (0.1 s growing to 10 s) leave an idle agent seconds late; these
-    keep submit-to-start in tens of milliseconds. ``benchmarks/bench_latency.py`` measures
-    the latency and the idle CPU it costs.
+    Huey's defaults (0.1 s growing to 10 s) leave an idle agent seconds late. On a SQLite queue an
+    idle worker is woken as soon as a message is queued (:mod:`jobmanager.engine.wake`), so its poll
+    is only a safety net and may grow to ``woken_max_delay``; without a wake-up (the FIFO could not be
+    made) it polls up to ``max_delay``. ``benchmarks/bench_latency.py`` measures the latency and the
+    idle CPU each costs.
     """
 
     initial_delay: float = 0.005
     max_delay: float = 0.05
     backoff: float = 1.15
+    woken_max_delay: float = 0.5
+    #: False: never woken, only poll (the benchmark's comparison)
+    wake: bool = True
 
 
 class Agent:
@@ -137,12 +143,21 @@ class Agent:
 
     def run(self) -> None:
         """Run until SIGINT/SIGTERM (graceful: running tasks get ``shutdown_timeout`` to end)."""
-        consumer = self.queue.huey.create_consumer(
+        wake, listener = threading.Event(), None
+        at = queue_at(self.home)
+        if self.polling.wake and at.path is not None and self.worker_type == "thread":  # Redis: workers block
+            listener = WakeListener(at.path, wake)
+            if not listener.start():
+                listener = None
+        options: dict[str, Any] = dict(
             workers=self.workers, worker_type=self.worker_type, periodic=False,
-            initial_delay=self.polling.initial_delay, max_delay=self.polling.max_delay,
-            backoff=self.polling.backoff, shutdown_timeout=self.shutdown_timeout,
-            graceful_signal="TERM",
+            initial_delay=self.polling.initial_delay, backoff=self.polling.backoff,
+            max_delay=self.polling.max_delay if listener is None else max(self.polling.max_delay,
+                                                                           self.polling.woken_max_delay),
+            shutdown_timeout=self.shutdown_timeout, graceful_signal="TERM",
         )
+        consumer = (self.queue.huey.create_consumer(**options) if listener is None
+                    else WakingConsumer(self.queue.huey, wake, **options))
         # Both SIGINT (Ctrl-C) and SIGTERM stop gracefully; Huey's second signal interrupts.
         consumer._signal_actions[signal.SIGINT] = (False, True)
         self._guard_dequeue(consumer.stop_flag)
@@ -160,6 +175,8 @@ class Agent:
         try:
             consumer.run()
         finally:
+            if listener is not None:
+                listener.close()
             self.completer.close()  # the buffer is written before the agent reports itself stopped
             self._stop.set()
             beat.join(timeout=self.interval + 1)

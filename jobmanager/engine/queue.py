@@ -26,6 +26,7 @@ from huey.storage import SqliteStorage
 
 from jobmanager.backends import queue_at
 from jobmanager.engine.queue_redis import QueueRedisStorage, redis_huey, send_many
+from jobmanager.engine.wake import wake_all
 from jobmanager.home import Home, create_private
 from jobmanager.models import Dispatch
 
@@ -102,14 +103,12 @@ class QueueStorage(SqliteStorage):
             "select * from (select id, data, priority from task where queue = ? order by priority desc, id limit 1)"
             for _ in names
         )
-        with self.db(commit=True) as curs:
-            curs.execute(f"select id, data from ({heads}) order by priority desc, id limit 1", names)
+        # One statement, its own transaction (the connection autocommits): take the head, return it.
+        with self.db() as curs:
+            curs.execute(f"delete from task where id = (select id from ({heads}) order by priority desc, id limit 1)"
+                         " returning data", names)
             row = curs.fetchone()
-            if row is not None:
-                curs.execute("delete from task where id = ?", (row[0],))
-                if curs.rowcount == 1:
-                    return row[1]
-        return None
+        return None if row is None else row[0]
 
     _ALL = "(queue = ? or queue like ?)"
 
@@ -149,6 +148,8 @@ class Queue:
             )
             self.huey.storage.served = served
         self.served = served
+        #: the SQLite queue file whose agents are woken after each send (Redis workers block instead)
+        self._wake = at.path
 
         @self.huey.task(name="jm.run")
         def run(task_id: int, dispatch: int) -> None:
@@ -184,6 +185,8 @@ class Queue:
                     "insert into task (queue, data, priority) values (?, ?, ?)",
                     [(name, storage.to_blob(data), prio or 0) for name, data, prio in messages],
                 )
+            if self._wake is not None:
+                wake_all(self._wake)  # after the commit: a woken worker finds the messages
         elif isinstance(storage, QueueRedisStorage):
             send_many(storage, messages)  # one round trip
         else:  # pragma: no cover - other Huey storages
