@@ -42,11 +42,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def start_agent_cli(home: Path, name: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
-    """``jobmanager --home H agent --workers W --name N`` with its output in ``log``."""
+def start_agent_cli(home: Path, name: str, workers: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """``jobmanager --home H agent --workers W --name N [extra]`` with its output in ``log``."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [JOBMANAGER, "--home", str(home), "agent", "--workers", str(workers), "--name", name],
+            [JOBMANAGER, "--home", str(home), "agent", "--workers", str(workers), "--name", name, *extra],
             stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
         )
 

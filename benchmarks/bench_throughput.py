@@ -13,6 +13,10 @@ Variants, each run ``--rounds`` times (interleaved, so machine noise spreads ove
   from the first submit to the last job's ``finished_at``.
 * ``jm-1job-limit``  ``jm-1job`` with a concurrency limit that matches nothing (``export_report``,
   max 1): what every claim and finish pays to look for limits (not in the default list).
+* ``jm-1job-notify``  ``jm-1job`` whose job has a notification rule (a webhook on failure, never sent):
+  what routing every event through the rules costs.
+* ``jm-1job-metrics``  ``jm-1job`` on an agent that also serves Prometheus metrics (``--metrics-port``),
+  scraped every second: what counting every event costs.
 
 The rates are tasks/s; the ratio is managed / raw-bulk (floor 0.9, goal 1.5; managed / raw-normal:
 goal 0.5). ``cpu ms/task``
@@ -27,12 +31,14 @@ from __future__ import annotations
 import argparse
 import queue
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +53,7 @@ from jobmanager import JobManager  # noqa: E402
 
 FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
 VARIANTS = ("raw-bulk", "raw-normal", "raw-each", "jm-1job", "jm-jobs")
-OPTIONAL = ("jm-1job-limit",)
+OPTIONAL = ("jm-1job-limit", "jm-1job-notify", "jm-1job-metrics")
 
 
 @dataclass
@@ -117,20 +123,37 @@ def _finished(store_db: Path) -> tuple[int, float | None, int]:
         con.close()
 
 
+def _scrape_every_second(port: int, stop_event: threading.Event) -> None:
+    while not stop_event.wait(1.0):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        except OSError:
+            pass
+
+
 def run_managed(tmp: Path, n: int, workers: int, per_job: int | None, timeout: float,
-                limit: bool = False) -> Result:
+                feature: str = "") -> Result:
     home = tmp / "home"
     jm = JobManager.init(home)  # the home's administrator (or the current user)
-    if limit:
+    if feature == "limit":
         jm.set_limit("matches-nothing", type="export_report", max_running=1)
-    proc = start_agent_cli(home, "bench", workers, tmp / "agent.log")
+    extra: list[str] = []
+    scraping = threading.Event()
+    if feature == "metrics":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        extra = ["--metrics-port", str(port)]
+        threading.Thread(target=_scrape_every_second, args=(port, scraping), daemon=True).start()
+    notify = ["failed:http://127.0.0.1:9/never-sent"] if feature == "notify" else None
+    proc = start_agent_cli(home, "bench", workers, tmp / "agent.log", *extra)
     try:
         wait_registered(jm, "bench", proc)
         sizes = [n] if per_job is None else [per_job] * (n // per_job)
         total = sum(sizes)
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.time()
-        ids = [jm.submit("sleep", {"tasks": size, "seconds": 0}, name="bench") for size in sizes]
+        ids = [jm.submit("sleep", {"tasks": size, "seconds": 0}, name="bench", notify=notify) for size in sizes]
         t_sub = time.time()
         deadline = time.monotonic() + timeout
         if per_job is None:
@@ -156,9 +179,10 @@ def run_managed(tmp: Path, n: int, workers: int, per_job: int | None, timeout: f
         if bad:
             raise RuntimeError(f"{bad} tasks did not succeed")
         assert end is not None
-        name = ("jm-1job" if per_job is None else "jm-jobs") + ("-limit" if limit else "")
+        name = ("jm-1job" if per_job is None else "jm-jobs") + (f"-{feature}" if feature else "")
         return Result(name, total, end - t0, t_sub - t0, cpu1 - cpu0)
     finally:
+        scraping.set()
         stop(proc)
         jm.close()
 
@@ -190,27 +214,33 @@ def main() -> None:
                     r = run_raw(tmp, args.tasks, args.workers, v[4:], args.timeout)
                 else:
                     r = run_managed(tmp, args.tasks, args.workers, None if v.startswith("jm-1job") else args.per_job,
-                                    args.timeout, limit=v.endswith("-limit"))
+                                    args.timeout, feature=v.split("-", 2)[2] if v.count("-") == 2 else "")
             finally:
                 if args.keep:
                     print(f"#   kept {tmp}")
                 else:
                     shutil.rmtree(tmp, ignore_errors=True)
             results[v].append(r)
-            print(f"round {rnd} {v:9s} {r.tasks:6d} tasks {r.seconds:7.2f} s {r.rate:8.1f} tasks/s"
+            print(f"round {rnd} {v:15s} {r.tasks:6d} tasks {r.seconds:7.2f} s {r.rate:8.1f} tasks/s"
                   f"  submit {r.submit_s:6.2f} s  cpu {1000 * r.cpu_s / r.tasks:5.2f} ms/task", flush=True)
 
     print()
-    if results.get("jm-1job") and results.get("jm-1job-limit"):
-        cost = median([r.rate for r in results["jm-1job-limit"]]) / median([r.rate for r in results["jm-1job"]])
-        print(f"ratio jm-1job-limit/jm-1job = {cost:.2f} (what a limit row that matches nothing costs)")
-    print(f"{'variant':9s} {'median tasks/s':>14s} {'min':>8s} {'max':>8s} {'cpu ms/task':>11s} {'ratio':>7s}")
+    what = {"limit": "a limit row that matches nothing", "notify": "a notification rule on the job",
+            "metrics": "the agent serving metrics, scraped every second"}
+    for feature, says in what.items():
+        v = f"jm-1job-{feature}"
+        if results.get("jm-1job") and results.get(v):
+            cost = median([r.rate for r in results[v]]) / median([r.rate for r in results["jm-1job"]])
+            cpu = (median([r.cpu_s / r.tasks for r in results[v]])
+                   - median([r.cpu_s / r.tasks for r in results["jm-1job"]]))
+            print(f"ratio {v}/jm-1job = {cost:.2f}, {1000 * cpu:+.3f} ms CPU per task (what {says} costs)")
+    print(f"{'variant':15s} {'median tasks/s':>14s} {'min':>8s} {'max':>8s} {'cpu ms/task':>11s} {'ratio':>7s}")
     base = median([r.rate for r in results["raw-bulk"]]) if results.get("raw-bulk") else None
     for v in variants:
         rates = [r.rate for r in results[v]]
         cpu = median([1000 * r.cpu_s / r.tasks for r in results[v]])
         ratio = f"{median(rates) / base:7.2f}" if base else "      -"
-        print(f"{v:9s} {median(rates):14.1f} {min(rates):8.1f} {max(rates):8.1f} {cpu:11.2f} {ratio}")
+        print(f"{v:15s} {median(rates):14.1f} {min(rates):8.1f} {max(rates):8.1f} {cpu:11.2f} {ratio}")
     if base:
         for v in ("jm-1job", "jm-jobs", "jm-1job-limit"):
             if results.get(v):
