@@ -168,6 +168,10 @@ class Finish:
     traceback: str | None = None
     #: when the task ended (its ``finished_at``), not when the batch was written
     at: float = 0.0
+    #: the dispatch the task was claimed with: every hand-back or retry bumps it, so an outcome held while
+    #: the store was away is never written over a later claim of the same task by the same agent (which the
+    #: attempt number cannot tell: a loss spends no attempt); None: not checked
+    dispatch: int | None = None
 
 
 @dataclass

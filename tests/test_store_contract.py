@@ -608,3 +608,36 @@ def test_finish_tasks_writes_a_batch_as_single_finishes_would(store: JobStore) -
     assert sorted(ends) == sorted(d.task_id for d in plain_d)
     assert [e["to_state"] for e in events if e["kind"] == "job"][-1] == "completed"
     assert store.get_job(plain).tasks_succeeded == 3
+
+
+def test_a_held_outcome_of_an_older_claim_is_not_written_over_a_newer_one(store: JobStore) -> None:
+    """An agent holds an outcome while the store is away, is declared lost meanwhile, comes back under the
+    same name and claims the same task again: the old outcome must not end the new claim."""
+    from jobmanager.models import Finish
+
+    store.register_agent(agent_info("a1", interval=0.1))
+    job_id, (d,) = make_job(store, 1, retries=2)
+    first = store.claim_task(d.task_id, d.dispatch, "a1")
+    assert first is not None
+    held = Finish(d.task_id, "failed", "from the first claim", at=time.time(), dispatch=first.task.dispatch)
+    assert store.recover_lost("a2", now=time.time() + 1).lost == ["a1"]
+    store.register_agent(agent_info("a1", interval=0.1, pid=2))
+    task = store.get_tasks(job_id)[0]
+    second = store.claim_task(task.id, task.dispatch, "a1")
+    assert second is not None and second.task.attempts == first.task.attempts  # a loss spends no attempt
+    assert store.finish_tasks("a1", [held]).recorded == []
+    assert store.get_tasks(job_id)[0].state == "running"
+    done = store.finish_tasks("a1", [Finish(d.task_id, "succeeded", at=time.time(), dispatch=second.task.dispatch)])
+    assert done.recorded == [d.task_id] and done.job_states == {job_id: "completed"}
+
+    # the same for a retried attempt: the failed first attempt's outcome arrives again late
+    job2, (d2,) = make_job(store, 1, retries=2)
+    c1 = store.claim_task(d2.task_id, d2.dispatch, "a1")
+    assert c1 is not None
+    late = Finish(d2.task_id, "failed", "attempt 1", at=time.time(), dispatch=c1.task.dispatch)
+    assert store.finish_tasks("a1", [late]).recorded == [d2.task_id]
+    retry = store.get_tasks(job2)[0]
+    c2 = store.claim_task(retry.id, retry.dispatch, "a1")
+    assert c2 is not None and c2.task.attempts == 2
+    assert store.finish_tasks("a1", [late]).recorded == []
+    assert (store.get_tasks(job2)[0].state, store.get_tasks(job2)[0].attempts) == ("running", 2)

@@ -128,7 +128,7 @@ class Runner:
         # a task's own text may hold NUL characters, which PostgreSQL's text columns refuse
         error, trace = _no_nul(error), _no_nul(trace)
         if self.completer is not None:
-            self.completer.finish(Finish(task.id, state, error, trace, time.time()))
+            self.completer.finish(Finish(task.id, state, error, trace, time.time(), dispatch=task.dispatch))
             return True
         outcome = self.engine.finish_task(task.id, self.agent, state, error=error, traceback=trace,
                                           stored=self.until_stored)

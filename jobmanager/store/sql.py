@@ -722,6 +722,8 @@ class SqlStore(JobStore):
                 f, job = by_id[task["id"]], jobs[task["job_id"]]
                 if task["state"] != TaskState.RUNNING or task["agent"] != agent:
                     continue  # taken back (recovered, reconciled) before the batch was written
+                if f.dispatch is not None and task["dispatch"] != f.dispatch:
+                    continue  # taken back and claimed again by this same agent: the outcome is of an older claim
                 at = f.at or now
                 state = f.state
                 if (state == TaskState.FAILED and task["attempts"] < task["max_attempts"]
