@@ -323,5 +323,27 @@ def test_log_parts_from_the_database_are_checked_and_old_task_files_still_read(j
     assert jm.log(job_id, task=2) == "second part\n"
     assert jm.log(job_id, task=3) == "first part\n"  # its own first token only: no secret, no past-the-end read
     assert "SECRET" not in jm.log(job_id) and "SECRET" not in jm.log_tail(job_id)
-    assert jm.log_tail(job_id, 1) == "first part"
+    assert jm.log_tail(job_id, 1) == "second part"  # task 3's part is task 1's, read once (not again at the end)
     assert b"".join(jm.log_chunks(job_id)).decode() == jm.log(job_id)
+
+
+def test_crafted_overlapping_log_parts_never_read_more_than_the_file(jm: JobManager) -> None:
+    """log_slices that name the same file's whole range again and again (n=1 at 0, n=2 at the end, n=3 at
+    0, ...) must not turn one log read into thousands of copies of the file (a review finding)."""
+    from .backends import write_store
+
+    job_id = jm.submit("sleep", {"tasks": 2})
+    folder = jm.home.job_logs(job_id)
+    folder.mkdir(parents=True)
+    part = "aaaaaaaaaaaa-1.log"
+    body = b"x" * 9_999 + b"\n"
+    (folder / part).write_bytes(body)
+    crafted = " ".join(f"{part}:{0 if n % 2 else len(body)}:{n}" for n in range(1, 5001))
+    write_store(jm.home.path, [
+        ("UPDATE tasks SET log_slices = ? WHERE job_id = ? AND seq = 1", (crafted, job_id)),
+        ("UPDATE tasks SET log_slices = ? WHERE job_id = ? AND seq = 2", (crafted, job_id)),
+    ])
+    whole = jm.log(job_id)
+    assert whole.count("x") == len(body) - 1  # the file once, not 5,000 times
+    assert sum(len(c) for c in jm.log_chunks(job_id)) <= len(body) + 1000
+    assert len(jm.log(job_id, task=2)) <= len(body) + 1000

@@ -107,14 +107,33 @@ def task_parts(folder: Path, old: Iterable[tuple[int, Path]], tasks: Iterable[_T
         for name, start, n in parse_slices(t.log_slices):
             order.setdefault(name, []).append((n, start))
     for name in order:
-        order[name].sort()
+        order[name] = _disjoint(order[name])
+    kept = {(name, n, start) for name, parts in order.items() for n, start in parts}
     old_files = dict(old)
+    seen: set[tuple[str, int, int]] = set()
     for t in rows:
         if seq is not None and t.seq != seq:
             continue
         if t.seq in old_files:
             yield Part(old_files[t.seq])
         for name, start, n in parse_slices(t.log_slices):
+            if (name, n, start) not in kept or (name, n, start) in seen:
+                continue  # a part named twice, or one overlapping the file's earlier parts: never read twice
+            seen.add((name, n, start))
             parts = order[name]
             i = bisect.bisect_right(parts, (n, start))
             yield Part(folder / name, start, parts[i][1] if i < len(parts) else None)
+
+
+def _disjoint(parts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A file's (n, start) parts in order, keeping only those that start at or after the part before.
+
+    One writer appends them, so the n-th part never starts before the (n-1)-th: a value that does was not
+    written by a claim. Dropping it keeps the parts disjoint, so reading all of them never returns more
+    than the file holds (crafted overlapping parts could otherwise repeat a large file thousands of times).
+    """
+    kept: list[tuple[int, int]] = []
+    for n, start in sorted(set(parts)):
+        if not kept or start >= kept[-1][1]:
+            kept.append((n, start))
+    return kept
