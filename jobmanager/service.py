@@ -709,10 +709,12 @@ class JobManager:
         from jobmanager.history.history import store_file
 
         days = validate.integer(days, "days", 1, MAX_DAYS)
-        scope = self._allow("view").scope()
+        actor = self._allow("view")
         if self._activity is None:
             self._activity = ActivityReader(store_file(self.home))
-        return self._activity.read(scope, days)
+        activity = self._activity.read(actor.scope(), days)
+        # which agents ran the work is agent information: only for users who may see agents
+        return activity if actor.can("view_agents") else activity.without_agents()
 
     def export(self, path: str | os.PathLike[str], format: str = "csv", **filters: Any) -> Path:
         """Write the jobs you may see matching ``filters``, with the grid's columns, to csv/parquet/excel."""

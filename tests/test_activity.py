@@ -56,7 +56,11 @@ def test_activity_counts_attempts_by_type_and_agent_for_what_the_viewer_sees(
     seen = ana.activity()
     merge_attempts = totals(everything, "minute", "type", "merge_text")[0]
     assert totals(seen, "minute") == (5 + merge_attempts, 1)
-    assert totals(seen, "hour", "agent", "a1") == (5, 1)
+    # which agent ran what is agent information: none without view_agents, the same counts with it
+    assert seen.keys("agent") == [] and totals(seen, "hour", "agent", "a1") == (0, 0)
+    assert seen.keys("type") == ["merge_text", "sleep"]
+    jm.grant("acme", "view_agents")
+    assert totals(ana.activity(), "hour", "agent", "a1") == (5, 1)
 
     # queue depth and wait: nothing serves the queue once the agents stop
     a2.stop()

@@ -15,6 +15,7 @@ refresh reads only the last hour or two of events: measured by ``benchmarks/benc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -61,6 +62,19 @@ class Activity:
         """The job types (``by='type'``) or agents (``by='agent'``) with work in either series."""
         i = 1 if by == "type" else 2
         return sorted({str(k[i]) for k in (*self.minutes, *self.hours) if k[i] is not None})
+
+    def without_agents(self) -> Activity:
+        """The same counts with the agents folded away (for a user who may not see agents)."""
+
+        def fold(counts: Counts) -> Counts:
+            out: Counts = {}
+            for (start, type_, _agent), (p, f) in counts.items():
+                got = out.setdefault((start, type_, None), [0, 0])
+                got[0] += p
+                got[1] += f
+            return out
+
+        return dataclasses.replace(self, minutes=fold(self.minutes), hours=fold(self.hours))
 
     def series(self, per: str, by: str | None = None, key: str | None = None) -> tuple[list[int], list[int]]:
         """(processed, failed) per bucket of ``per`` ('minute' or 'hour'), of one type or agent or of all."""
