@@ -101,7 +101,7 @@ def test_an_agent_on_a_full_disk_says_so_once_backs_off_and_recovers(small_disk:
         total = out.read_text()
         # each writer that hit the full disk (task outcomes, the queue, heartbeats) says so once, then once
         # that it recovered ("recovered after N s: disk full writing ..."); never a line per retry
-        announced = re.findall(r"disk full writing .*; retrying with back-off \((\w+)\)", total)
+        announced = re.findall(r"disk full writing .*; retrying with back-off \(([^)]+)\)", total)
         assert "Traceback" not in total and announced and len(announced) == len(set(announced)), total
         assert total.count("recovered after") <= len(announced), total
     finally:
