@@ -10,12 +10,15 @@ are collected for the task's warning; its INFO chatter never reaches task logs.
 
 from __future__ import annotations
 
+import ctypes.util
 import html as htmllib
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import unquote, urlsplit
 
 from jobmanager.printing.fonts import MONO, SANS
@@ -89,7 +92,38 @@ def page(body: str, title: str = "", css: str = "") -> str:
             f"<style>{css}</style></head><body>{body}</body></html>")
 
 
+_import_lock = threading.Lock()
+
+
+def weasyprint() -> ModuleType:
+    """WeasyPrint, imported once without the 70 compiler processes its first import would start.
+
+    WeasyPrint opens Pango, HarfBuzz and fontconfig by trying several names in turn
+    ("libgobject-2.0-0", "gobject-2.0", ... "libgobject-2.0.so.0"). For each name that does not
+    load as it is, cffi asks ``ctypes.util.find_library``, which on Linux runs ``ldconfig -p``
+    and then gcc and ld: 215 processes and 0.6 s on this machine, forked from an agent that may
+    be holding hundreds of MB (a forked child counts them again while it lives). Every list
+    also names the library's shared-object file, which loads directly, so the names that are
+    not found are let fail at once. If WeasyPrint cannot load that way (an unusual install),
+    the ordinary import is tried.
+    """
+    with _import_lock:
+        if "weasyprint" not in sys.modules:
+            real = ctypes.util.find_library
+            ctypes.util.find_library = lambda name: None
+            try:
+                import weasyprint  # noqa: F401  (kept in sys.modules)
+            except OSError:
+                pass  # loaded the ordinary way below
+            finally:
+                ctypes.util.find_library = real
+        import weasyprint as module
+
+        return module
+
+
 def _fetcher(folder: Path | None, may_read: MayRead | None):  # type: ignore[no-untyped-def]
+    weasyprint()
     from weasyprint.urls import URLFetcher, URLFetcherResponse
 
     root = folder.resolve() if folder else None
@@ -131,15 +165,15 @@ class Rendered:
 def render_html(html: str, out: Path, *, label: str, style: PageStyle, folder: Path | None = None,
                 may_read: MayRead | None = None, extra_css: str = "") -> Rendered:
     """Lay out ``html`` and write the PDF to ``out``."""
-    import weasyprint
+    wp = weasyprint()
 
     collect = _Collect()
     logger = logging.getLogger("weasyprint")
     logger.addHandler(collect)
     try:
         base = folder.resolve().as_uri() + "/" if folder else None
-        doc = weasyprint.HTML(string=html, base_url=base, url_fetcher=_fetcher(folder, may_read))
-        stylesheets = [weasyprint.CSS(string=BASE_CSS + style.css() + extra_css)]
+        doc = wp.HTML(string=html, base_url=base, url_fetcher=_fetcher(folder, may_read))
+        stylesheets = [wp.CSS(string=BASE_CSS + style.css() + extra_css)]
         rendered = doc.render(stylesheets=stylesheets)
         pages = len(rendered.pages)
         out.parent.mkdir(parents=True, exist_ok=True)
