@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
 from huey.consumer import Consumer, Worker
 
 log = logging.getLogger("jobmanager.engine.agent")
@@ -110,7 +111,7 @@ class WakeListener:
         """FIFOs of agents that died without closing (SIGKILL): removed, so senders stop opening them."""
         for name in os.listdir(self.folder):
             m = FIFO_NAME.match(name)
-            if m is None or _alive(int(m.group(1))):
+            if m is None or psutil.pid_exists(int(m.group(1))):
                 continue
             try:
                 os.unlink(self.folder / name)
@@ -188,12 +189,3 @@ class WakingConsumer(Consumer):
         self.wake.set()
         super().stop(graceful)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -32,11 +32,12 @@ SQL is written with ``?`` placeholders; the PostgreSQL connection adapts it
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Protocol, TypeVar
+
+import psutil
 
 from jobmanager.engine.states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK, AgentState, JobState, TaskState
 from jobmanager.errors import HomeError, InvalidState, NotFound
@@ -1151,7 +1152,7 @@ class SqlStore(JobStore):
             if old is not None and old["state"] == AgentState.ONLINE:
                 fresh = old["heartbeat_at"] >= now - LOST_AFTER_INTERVALS * old["interval"]
                 same_host = old["host"] == info["host"]
-                if fresh and not (same_host and not _pid_alive(old["pid"])):
+                if fresh and not (same_host and not psutil.pid_exists(old["pid"])):
                     raise InvalidState(
                         f"agent {info['name']} is already running (host {old['host']}, pid {old['pid']})"
                     )
@@ -1844,12 +1845,3 @@ def scope_sql(scope: dict[str, Any], owner: str = "owner", case: str = "case_id"
             values += scope["cases"]
     return "(" + (" OR ".join(ors) or "1 = 0") + ")", values
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
