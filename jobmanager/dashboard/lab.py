@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from jobmanager.errors import BadParams
 from jobmanager.home import Home
@@ -58,9 +58,9 @@ def command(home: str | os.PathLike[str] | None, *, user: str | None = None, fol
     return [*argv, *extra], env
 
 
-def serve(home: str | os.PathLike[str] | None, **kwargs: object) -> NoReturn:
-    """Replace this process with JupyterLab (Ctrl-C stops it)."""
-    argv, env = command(home, **kwargs)  # type: ignore[arg-type]
+def serve(home: str | os.PathLike[str] | None, **kwargs: Any) -> NoReturn:
+    """Replace this process with JupyterLab (Ctrl-C stops it); ``kwargs`` are :func:`command`'s."""
+    argv, env = command(home, **kwargs)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)

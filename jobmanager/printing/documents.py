@@ -82,6 +82,7 @@ class Job:
     warnings: list[str] = field(default_factory=list)
 
     def style(self, **kw: object) -> PageStyle:
+        # kw are PageStyle's other fields (the callers' literals); the dataclass checks their names
         return PageStyle(label=self.label, numbers=self.numbers, **kw)  # type: ignore[arg-type]
 
     def check_glyphs(self, text: str) -> None:
@@ -262,7 +263,7 @@ def _image(job: Job) -> int:
     from PIL import Image, UnidentifiedImageError
 
     try:  # HEIC/HEIF when pillow-heif is installed
-        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]  # optional, may be absent
 
         register_heif_opener()
     except ImportError:

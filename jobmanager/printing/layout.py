@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from jobmanager.printing.fonts import MONO, SANS
@@ -122,7 +123,7 @@ def weasyprint() -> ModuleType:
         return module
 
 
-def _fetcher(folder: Path | None, may_read: MayRead | None):  # type: ignore[no-untyped-def]
+def _fetcher(folder: Path | None, may_read: MayRead | None) -> Any:  # a weasyprint URLFetcher (imported lazily)
     weasyprint()
     from weasyprint.urls import URLFetcher, URLFetcherResponse
 

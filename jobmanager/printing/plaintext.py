@@ -60,7 +60,7 @@ def fonts() -> tuple[Path, Path, frozenset[int]] | None:
                 _fonts = (mono, sans, cmap)
             else:
                 _fonts = None
-        return _fonts if _fonts else None  # type: ignore[return-value]
+        return _fonts if isinstance(_fonts, tuple) else None
 
 
 def can_print(text: str) -> bool:
