@@ -45,12 +45,12 @@ def test_bulk_pause_and_cancel_every_matching_job_across_pages(jm: JobManager, d
     view.refresh()
     assert len(view.model.rows) == 100  # one page of 100; the bulk action reaches all 106
     assert view.bulk_buttons["cancel"].description == "Cancel all matching (106)"
-    assert view.bulk_buttons["pause"].description == "Pause all matching (106)"
+    assert view.bulk_buttons["pause"].description == "Pause all (106)"
     assert view.bulk_buttons["resume"].disabled and view.bulk_buttons["resume"].tooltip == \
         "no paused jobs match these filters"
     view.search.value = "batch"
     view.time_range.value = "Last 24 h"
-    assert view.bulk_buttons["pause"].description == "Pause all matching (105)"
+    assert view.bulk_buttons["pause"].description == "Pause all (105)"
     view.bulk_buttons["pause"].click()
     assert confirm_text(view).startswith(
         "<b>Pause 105 queued or running jobs matching search “batch”, last 24 h?</b> Pause 105 jobs Keep them")
@@ -59,7 +59,7 @@ def test_bulk_pause_and_cancel_every_matching_job_across_pages(jm: JobManager, d
     assert {jm.job(i).state for i in ids} == {"paused"} and jm.job(other).state == "queued"
     assert dash.messages.message == "paused for 105 of 105 jobs (in-progress: search 'batch', created since " \
         + dash.messages.message.split("created since ")[1]
-    assert view.bulk_buttons["resume"].description == "Resume all matching (105)"
+    assert view.bulk_buttons["resume"].description == "Resume all (105)"
     view.search.value = ""
     view.bulk_buttons["cancel"].click()
     assert "Cancel 106 jobs matching last 24 h?" in confirm_text(view)

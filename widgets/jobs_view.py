@@ -23,7 +23,7 @@ from .theme import PAGE_ROOM, STATE_COLORS, grid_height, label
 #: the bulk buttons of each tab, what they say, and the permission each needs (the service checks it again)
 BULK = {"in-progress": ("cancel", "pause", "resume"), "completed": ("retry",)}
 BULK_TEXT = {"retry": "Retry all failed ({n})", "cancel": "Cancel all matching ({n})",
-             "pause": "Pause all matching ({n})", "resume": "Resume all matching ({n})"}
+             "pause": "Pause all ({n})", "resume": "Resume all ({n})"}
 BULK_ICONS = {"retry": "repeat", "cancel": "stop", "pause": "pause", "resume": "play"}
 BULK_PERMS = {"retry": "retry_tasks", "cancel": "manage_jobs", "pause": "manage_jobs", "resume": "manage_jobs"}
 BULK_VERB = {"retry": "Retry", "cancel": "Cancel", "pause": "Pause", "resume": "Resume"}
@@ -176,8 +176,9 @@ class JobsTab(w.VBox):
         self.page_label = w.HTML("")
         self.sort_label = w.HTML("")
         hint = w.HTML('<span class="jm-muted">&nbsp; click a row for its details · ☐ picks rows · '
-                      '<kbd>/</kbd> search · <kbd>↑</kbd><kbd>↓</kbd> rows · <kbd>Enter</kbd> details · '
-                      '<kbd>Esc</kbd> close · click a header to sort every page</span>')
+                      '<kbd>/</kbd> search · <kbd>↑</kbd><kbd>↓</kbd> <kbd>Enter</kbd> <kbd>Esc</kbd> · '
+                      'a header click sorts every page</span>')
+        hint.add_class("jm-hint")
         pager = w.HBox([self.page_label, self.prev, self.next, self.sort_label, hint])
         pager.add_class("jm-pager")
         self.details = DetailsPanel(jm, messages, permissions, downloads, on_change=self.model.refresh)
@@ -504,7 +505,8 @@ class JobsTab(w.VBox):
                 button.disabled, button.tooltip = True, f"no {BULK_NOUN[action]} match these filters"
             else:
                 button.disabled = False
-                button.tooltip = BULK_TEXT[action].format(n=fmt.count(n)) + ", on every page"
+                button.tooltip = f"{BULK_VERB[action]} every one of the {fmt.count(n)} {BULK_NOUN[action]} " \
+                                 "matching the filters, on every page"
 
     def bulk_question(self, action: str, n: int, words: str) -> str:
         noun = BULK_NOUN[action] if n != 1 else BULK_NOUN[action].rstrip("s")

@@ -117,7 +117,9 @@ CSS = """
 .jm-signin { max-width: 360px; margin: 60px auto; padding: 24px 28px; border: 1px solid #e2e8f0;
              border-radius: 10px; box-shadow: 0 4px 18px rgba(15, 23, 42, .08); background: #fff; }
 .jm-toolbar { align-items: center; flex-wrap: wrap; gap: 4px; }
-.jm-pager { align-items: center; }
+.jm-pager { align-items: center; flex-wrap: wrap; }
+.jm-pager > .widget-html:not(.jm-hint) { flex: 0 0 auto; white-space: nowrap; }
+.jm-pager > .jm-hint { flex: 1 1 320px; min-width: 0; }
 .jm-spark { vertical-align: middle; }
 .jm-app .lm-TabBar-tab, .jm-app .p-TabBar-tab { min-width: 170px; font-weight: 600; }
 .jm-activity { border: 1px solid #e2e8f0; border-radius: 6px; padding: 2px 10px 4px 4px; margin: 4px 0 6px 0;
