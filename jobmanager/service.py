@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from jobmanager import bulk as bulk_rule
 from jobmanager import jobtypes, validate
 from jobmanager.auth.passwords import (
     LOCKOUT_S,
@@ -39,7 +40,7 @@ from jobmanager.engine import tasklogs
 from jobmanager.engine.engine import Engine
 from jobmanager.engine.queue import Queue
 from jobmanager.engine.states import FINISHED, JOB_STATES, AgentState, tab_states
-from jobmanager.errors import BadParams, NotFound, NotVisible, PermissionDenied, Timeout
+from jobmanager.errors import BadParams, JobManagerError, NotFound, NotVisible, PermissionDenied, Timeout
 from jobmanager.home import Home, safe_name
 from jobmanager.models import Job
 from jobmanager.notify.channels import shown_url
@@ -595,6 +596,63 @@ class JobManager:
         priority = validate.integer(priority, "priority", *validate.INT32)
         job_id = self._visible_job(job_id, "manage").id
         self.engine.set_priority(job_id, priority, self.user)
+
+    # -- bulk actions: every job matching the grid's filters (the rule: jobmanager/bulk.py) ---------------
+    def _matching(self, tab: Any, action: Any, filters: Any, limit: int) -> tuple[str, dict[str, Any], list[int]]:
+        tab = bulk_rule.check_tab(tab)
+        checked = bulk_rule.check_filters(filters)
+        wanted = checked if action is None else bulk_rule.narrowed(bulk_rule.check_action(action), tab, checked)
+        scope = self._allow("view").scope()
+        from jobmanager.history.grid import matching_ids
+        from jobmanager.history.history import store_file
+
+        return tab, checked, matching_ids(store_file(self.home), tab, wanted, scope=scope, limit=limit)
+
+    def matching_jobs(self, tab: str, action: str | None = None, **filters: Any) -> list[int]:
+        """The ids of the jobs you may see that the grid shows for ``tab`` and ``filters``, lowest first, at
+        most :data:`jobmanager.bulk.MAX_BULK` + 1 of them; with ``action`` (retry, cancel, pause, resume),
+        only those in the states it applies to."""
+        return self._matching(tab, action, filters, bulk_rule.MAX_BULK + 1)[2]
+
+    def count_matching(self, tab: str, action: str, **filters: Any) -> int:
+        """How many jobs a :meth:`bulk` ``action`` with these filters would act on (the N of "Retry all
+        failed (N)"), counted as the grid counts its pages."""
+        tab = bulk_rule.check_tab(tab)
+        wanted = bulk_rule.narrowed(bulk_rule.check_action(action), tab, bulk_rule.check_filters(filters))
+        return int(self.grid(tab=tab, page=1, page_size=1, **wanted)[1])
+
+    def bulk(self, action: str, tab: str, filters: dict[str, Any] | None = None) -> bulk_rule.BulkResult:
+        """Retry, cancel, pause or resume every job matching ``filters`` on ``tab`` (as the grid filters it).
+
+        Each job is checked as the single-job call checks it; a job that fails (it moved on meanwhile) is
+        named in the result and the others go on. More than :data:`jobmanager.bulk.MAX_BULK` matching jobs
+        refuse the whole call. One audit row names the action, the filter and the counts
+        (see :mod:`jobmanager.bulk`)."""
+        spec = bulk_rule.check_action(action)
+        tab = bulk_rule.check_tab(tab)
+        checked = bulk_rule.check_filters(filters)
+        what = bulk_rule.describe(tab, checked)
+        self._allow(spec.check, target=("jobs", what), quiet=True)  # no right at all: one refusal, not 1,000
+        ids = self._matching(tab, action, checked, bulk_rule.MAX_BULK + 1)[2]
+        audit = f"bulk_{spec.name}"
+        if len(ids) > bulk_rule.MAX_BULK:
+            message = bulk_rule.too_many(self.count_matching(tab, action, **checked))
+            self.store.audit(self.user, self.interface, audit, "jobs", what, True, f"failed: {message}")
+            raise BadParams(message)
+        result = bulk_rule.BulkResult(spec.name, what, len(ids))
+        for job_id in ids:
+            try:
+                job = self._visible_job(job_id, spec.check, quiet=True)  # as the single call checks it
+                getattr(self.engine, spec.name)(job.id, self.user)
+            except JobManagerError as exc:
+                result.errors.append(f"job {job_id}: {exc}")
+            else:
+                result.done += 1
+                result.job_ids.append(job_id)
+        failed = f"; {len(result.errors)} failed, first: {result.errors[0]}" if result.errors else ""
+        self.store.audit(self.user, self.interface, audit, "jobs", what, True,
+                         f"{spec.name} {result.done} of {result.matched} matching jobs{failed}"[:500])
+        return result
 
     def stop_agent(self, name: str) -> None:
         """Ask an agent to stop gracefully (it finishes its running tasks)."""

@@ -26,7 +26,7 @@ from .activity_view import ActivityPanel
 from .agents_view import AgentsTab
 from .downloads import DownloadArea
 from .jobs_view import JobsTab
-from .keyboard import on_enter
+from .keyboard import on_enter, page_key
 from .link import TABS as LINK_TABS
 from .link import Link
 from .link import parse as parse_link
@@ -350,6 +350,14 @@ class Dashboard(w.VBox):
         except Exception as exc:  # the ticker must survive anything; show it as one line
             self.messages.error(f"refresh failed: {exc}")
 
+    def on_key(self, key: str) -> None:
+        """A key pressed on the page (already checked by keyboard.page_key): the visible job tab moves its
+        highlighted row, opens or closes details."""
+        with self._lock:
+            view = self.views[self.tabs.selected_index or 0] if self.views else None
+            if isinstance(view, JobsTab):
+                view.key(key)
+
     def close_dashboard(self) -> None:
         self._stop.set()
         self.jm.close()
@@ -378,7 +386,12 @@ class JobManagerApp(w.VBox):
         self._pending_link = ""
         self._written_link = ""
         self.location.observe(self._on_location, "value")
-        self.style_box = w.VBox([self.style, self.browser_zone, self.heartbeat, self.location])
+        # Keyboard: the page's script (the Voila template) types "down 17" (a key and a counter, so the same
+        # key twice still changes the value) in here for ↑ ↓ Enter Esc; anything else is ignored (keyboard.py).
+        self.key_box = w.Text(value="", layout=w.Layout(display="none"))
+        self.key_box.add_class("jm-keys")
+        self.key_box.observe(self._on_key, "value")
+        self.style_box = w.VBox([self.style, self.browser_zone, self.heartbeat, self.location, self.key_box])
         super().__init__([self.style_box])
         self.add_class("jm-app")
         try:  # in a kernel: beat on its event loop (plain Python has no page to tell)
@@ -405,6 +418,11 @@ class JobManagerApp(w.VBox):
             self._pending_link = text  # opened after sign-in
         else:
             self.dashboard.apply_link(text)
+
+    def _on_key(self, change: dict[str, Any]) -> None:
+        key = page_key(change["new"])
+        if key is not None and self.dashboard is not None:
+            self.dashboard.on_key(key)
 
     def _write_link(self, text: str) -> None:
         self._written_link = text

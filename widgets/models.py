@@ -125,7 +125,9 @@ class JobsModel(traitlets.HasTraits):
             live = self.jm.live(list(df["id"]))
             df = df.assign(progress=[live.get(int(i), {}).get("progress", 0.0) for i in df["id"]],
                            agents=[live.get(int(i), {}).get("agents", "") for i in df["id"]],
-                           waiting=[live.get(int(i), {}).get("waiting", "") for i in df["id"]])
+                           waiting=[live.get(int(i), {}).get("waiting", "") for i in df["id"]],
+                           paused_s=[live.get(int(i), {}).get("paused_s", 0.0) for i in df["id"]],
+                           paused_since=[live.get(int(i), {}).get("paused_since") for i in df["id"]])
         elif not df.empty:  # finished jobs: how many tasks printed/ran with a warning (ctx.warn)
             warned = self.jm.warning_counts(list(df["id"]))
             df = df.assign(warnings=[warned.get(int(i), 0) for i in df["id"]])
@@ -224,7 +226,11 @@ def present_jobs(df: pd.DataFrame, tab: str, now: float | None = None) -> pd.Dat
     out = pd.DataFrame({"Job": df["id"].astype(int), "Name": df["name"], "Type": df["type"]})
     if tab == "in-progress":
         progress = df["progress"].astype(float) if "progress" in df else pd.Series(0.0, index=df.index)
-        elapsed = [None if pd.isna(s) else now - s for s in started]
+        # a paused job's Elapsed stops at its pause, and the time it spent paused is never counted
+        paused_s = df["paused_s"] if "paused_s" in df else pd.Series(0.0, index=df.index)
+        paused_since = df["paused_since"] if "paused_since" in df else pd.Series(None, index=df.index)
+        elapsed = [None if pd.isna(s) else max(0.0, (now if p is None or pd.isna(p) else p) - s - (q or 0.0))
+                   for s, p, q in zip(started, paused_since, paused_s, strict=True)]
         eta = []
         for p, e, state in zip(progress, elapsed, df["state"], strict=True):
             if state != "running" or not e or p <= 0.02:

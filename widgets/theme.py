@@ -117,7 +117,9 @@ CSS = """
 .jm-signin { max-width: 360px; margin: 60px auto; padding: 24px 28px; border: 1px solid #e2e8f0;
              border-radius: 10px; box-shadow: 0 4px 18px rgba(15, 23, 42, .08); background: #fff; }
 .jm-toolbar { align-items: center; flex-wrap: wrap; gap: 4px; }
-.jm-pager { align-items: center; }
+.jm-pager { align-items: center; flex-wrap: wrap; }
+.jm-pager > .widget-html:not(.jm-hint) { flex: 0 0 auto; white-space: nowrap; }
+.jm-pager > .jm-hint { flex: 1 1 320px; min-width: 0; }
 .jm-spark { vertical-align: middle; }
 .jm-app .lm-TabBar-tab, .jm-app .p-TabBar-tab { min-width: 170px; font-weight: 600; }
 .jm-activity { border: 1px solid #e2e8f0; border-radius: 6px; padding: 2px 10px 4px 4px; margin: 4px 0 6px 0;
@@ -137,5 +139,17 @@ CSS = """
 /* the grids give up the strip's height, so the page still fits the window (PAGE_ROOM) */
 .jm-app:has(.jm-activity) { --jm-activity-h: 50px; }
 .jm-app:has(.jm-activity-open) { --jm-activity-h: 124px; }
+/* keyboard: a visible focus ring on every control and on the grid (only when the keyboard moved the focus) */
+.jm-app button:focus-visible, .jm-app input:focus-visible, .jm-app select:focus-visible,
+.jm-app textarea:focus-visible { outline: 2px solid #2563eb !important; outline-offset: 1px; }
+.jm-app .lm-DataGrid:focus-visible, .jm-app .lm-DataGrid:has(:focus-visible) {
+  outline: 2px solid #2563eb; outline-offset: 1px; }
+.jm-app kbd { font: 11px ui-monospace, monospace; border: 1px solid #cbd5e1; border-bottom-width: 2px;
+              border-radius: 3px; padding: 0 3px; background: #f8fafc; color: #334155; }
+/* a confirmation (single or bulk) is its own line above the grid: it never squeezes the action buttons */
+.jm-confirm { align-items: center; gap: 6px; flex-wrap: wrap; }
+.jm-confirm:not(:empty) { background: #fffbeb; border: 1px solid #fcd34d; border-radius: 6px; padding: 4px 10px;
+                          margin: 2px 0 4px 0; }
+.jm-confirm .widget-html-content { white-space: normal; }
 </style>
 """

@@ -228,3 +228,21 @@ def grid_page(
         ).fetchall()
     return to_frame(rows), int(total)
 
+
+
+def matching_ids(
+    store: StoreAt | str | os.PathLike[str],
+    tab: str,
+    filters: dict[str, Any] | None = None,
+    scope: dict[str, Any] | None = None,
+    limit: int = 1000,
+) -> list[int]:
+    """The ids (lowest first, at most ``limit``) of the jobs the grid shows for ``tab`` and ``filters`` to
+    ``scope``: the grid's own WHERE clause (:func:`build_where`), for the bulk actions (:mod:`jobmanager.bulk`)."""
+    validate.integer(limit, "limit", 1, MAX_PAGE_SIZE * 10)
+    at = as_store_at(store)
+    where = build_where({**(filters or {}), "tab": tab}, like=at.dialect.ilike, scope=scope)
+    with read_connection(at) as conn:
+        rows = conn.execute(f"SELECT id FROM jobs WHERE {where.sql} ORDER BY id LIMIT ?",
+                            (*where.params, limit)).fetchall()
+    return [int(r[0]) for r in rows]

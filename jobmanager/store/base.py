@@ -97,7 +97,9 @@ class JobStore:
         raise NotImplementedError
 
     def running_info(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """For each job id: ``progress`` (0..1, with in-task progress) and the ``agents`` running it."""
+        """For each job id: ``progress`` (0..1, with in-task progress), the ``agents`` running it, why its tasks
+        wait (``waiting``), and for its Elapsed: ``paused_s``, the seconds it spent paused since it started
+        (pauses that are over), and ``paused_since``, when its current pause began (None unless paused)."""
         raise NotImplementedError
 
     def warning_counts(self, job_ids: list[int]) -> dict[int, int]:

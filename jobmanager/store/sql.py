@@ -569,6 +569,16 @@ class SqlStore(JobStore):
             ).fetchall():
                 if r["job_id"] in out:
                     out[r["job_id"]]["waiting"] = r["waiting"]
+            # a paused job's Elapsed stops: its pauses, from its own events (few jobs on a page were ever paused)
+            pauses: dict[int, list[tuple[str, float]]] = {}
+            for r in c.execute(
+                f"SELECT job_id, to_state, at FROM events WHERE {ids} AND kind = 'job'"
+                " AND (to_state = 'paused' OR from_state = 'paused') ORDER BY id", values,
+            ).fetchall():
+                pauses.setdefault(int(r["job_id"]), []).append((r["to_state"], float(r["at"])))
+            for job_id, info in out.items():
+                info["paused_s"], info["paused_since"] = _paused(pauses.get(job_id, []), jobs[job_id]["started_at"],
+                                                                 jobs[job_id]["state"] == JobState.PAUSED)
         return out
 
     def warning_counts(self, job_ids: list[int]) -> dict[int, int]:
@@ -1828,6 +1838,22 @@ def _schedule(r: Row) -> dict[str, Any]:
     d["enabled"] = bool(d["enabled"])
     d["options"] = json.loads(d["options"])
     return d
+
+
+def _paused(moves: list[tuple[str, float]], started_at: float | None, paused: bool) -> tuple[float, float | None]:
+    """From a job's moves into and out of ``paused`` (in order): the seconds paused after it started, in
+    pauses that are over, and when the current pause began (None unless it is paused now)."""
+    total, since = 0.0, None
+    for to_state, at in moves:
+        if to_state == JobState.PAUSED:
+            since = at
+        elif since is not None:
+            if started_at is not None:
+                total += max(0.0, at - max(since, started_at))
+            since = None
+    if not paused or since is None:
+        return total, None
+    return total, since if started_at is None else max(since, started_at)
 
 
 def scope_sql(scope: dict[str, Any], owner: str = "owner", case: str = "case_id") -> tuple[str, list[Any]]:

@@ -123,9 +123,9 @@ def test_operator_day(home: Path, start_agent, dashboard, page: Page, browser) -
     # -- pause and resume the running job from its details ------------------------------------------
     click_row(page, 0)
     eventually(page, lambda: "Quarterly archive" in details_text(page), "details of the running job")
-    p.get_by_role("button", name="Pause").click()
+    p.get_by_role("button", name="Pause").first.click()  # not "Pause all matching (N)"
     eventually(page, lambda: admin.job(long_job).state == "paused", "job paused")
-    p.get_by_role("button", name="Resume").click()
+    p.get_by_role("button", name="Resume").first.click()
     eventually(page, lambda: admin.job(long_job).state == "running", "job resumed")
     eventually(page, lambda: "resume done for 1 job" in p.locator(".jm-message").first.inner_text(), "message")
 
@@ -140,7 +140,7 @@ def test_operator_day(home: Path, start_agent, dashboard, page: Page, browser) -
     p.keyboard.press("Enter")
     eventually(page, lambda: "1–2 of 2" in p.locator(".jm-pager:visible").first.inner_text(), "filter cleared")
     box = grid(page).bounding_box()
-    p.mouse.click(box["x"] + 60 + 210 - 8, box["y"] + 10)  # the Name column's menu
+    p.mouse.click(box["x"] + 44 + 60 + 210 - 8, box["y"] + 10)  # the Name column's menu (after the box column)
     p.get_by_text("Sort Ascending").click()
     eventually(page, lambda: "sorted by Name ↑" in p.get_by_text("sorted by").last.inner_text(), "sorted by name")
     click_row(page, 0)  # "Flaky import" < "Welcome pack"
