@@ -10,6 +10,7 @@ import multiprocessing
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,6 +112,35 @@ def test_stale_dispatch_is_dropped(store: JobStore) -> None:
     job_id, (d, _) = make_job(store)
     assert store.claim_task(d.task_id, d.dispatch + 7, "a1") is None
     assert store.get_job(job_id, with_tasks=True).tasks[0].state == "queued"
+
+
+def test_a_stale_message_is_dropped_without_waiting_for_the_write_lock(store: JobStore) -> None:
+    """The write lock is the store's bottleneck: a stale message (a duplicate, an old dispatch, a done task)
+    is dropped by a plain read, never queued behind the writers. Another connection holds the lock
+    (SQLite: the database's write lock; PostgreSQL: the task's and the job's rows) while stale messages
+    arrive; each is dropped at once, and the task stays as it was."""
+    job_id, (d, _) = make_job(store)
+    assert store.claim_task(d.task_id, d.dispatch, "a1") is not None
+    other: Any
+    if isinstance(store, SQLiteStore):
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        other = psycopg.connect(store.url)
+        other.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+        other.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (d.task_id,))
+    try:
+        started = time.monotonic()
+        assert store.claim_task(d.task_id, d.dispatch, "a2") is None  # the same message again: now running
+        assert store.claim_task(d.task_id, d.dispatch + 3, "a2") is None  # a dispatch that never was
+        assert time.monotonic() - started < 5  # the busy timeout / lock wait would be 30 s
+    finally:
+        other.rollback()
+        other.close()
+    task = store.get_tasks(job_id)[0]
+    assert (task.state, task.agent, task.attempts) == ("running", "a1", 1)
 
 
 def test_success_completes_job_and_records_events(store: JobStore) -> None:

@@ -105,6 +105,10 @@ def _first(cur: Cursor) -> Any:
     return rows[0] if rows else None
 
 
+#: what a claim decides on (not params, error, traceback): a narrow read
+_CLAIM_READ = "SELECT id, job_id, seq, state, dispatch, attempts, waiting FROM tasks WHERE id = ?"
+
+
 class _AlreadyFired(Exception):
     """The (schedule, due time) row exists: another agent fired this run."""
 
@@ -599,12 +603,18 @@ class SqlStore(JobStore):
     # -- what agents do with tasks ----------------------------------------------------------------------
     def claim_task(self, task_id: int, dispatch: int, agent: str,
                    log: Callable[[int], str | None] | None = None) -> Claim | None:
+        # The write lock is the store's bottleneck (one writer on SQLite): what needs no lock happens
+        # before it is taken or after it is released. Most stale messages are dropped by this read;
+        # the claim's log part (a file opened for a new job) is found before; rows become models after.
+        peek = self._fetchone(_CLAIM_READ, (task_id,))
+        if peek is None or peek["dispatch"] != dispatch or peek["state"] not in RUNNABLE_TASK:
+            return None
+        part = None if log is None else log(peek["job_id"])
         now = time.time()
         with self._tx() as c:
-            # Only the columns the claim decides on (not params, error, traceback): a narrow read.
-            first = c.execute("SELECT id, job_id, seq, state, dispatch, attempts, waiting FROM tasks WHERE id = ?",
-                              (task_id,)).fetchone()
-            # Most stale messages are dropped here, before any lock is taken.
+            # Read again under the lock where the lock is the whole database (SQLite); with row locks the
+            # task is read again when it is locked (_lock_task_and_job), so the read above serves.
+            first = peek if self.dialect.row_locks else c.execute(_CLAIM_READ, (task_id,)).fetchone()
             if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
                 return None
             limits = self._lock_limits(c, "jobs j WHERE j.id = ?", (first["job_id"],))
@@ -621,7 +631,6 @@ class SqlStore(JobStore):
                 if task["waiting"] != full:
                     c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND dispatch = ?", (full, task_id, dispatch))
                 return None
-            part = None if log is None else log(task["job_id"])
             claimed = _first(c.execute(
                 "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
                 " finished_at = NULL, progress_done = NULL, progress_total = NULL, error = NULL,"
@@ -639,7 +648,7 @@ class SqlStore(JobStore):
             if job["state"] == JobState.QUEUED:
                 self._job_state(c, job, JobState.RUNNING, by=agent, started_at=job["started_at"] or now)
                 job = self._job_row(c, job["id"])
-            return Claim(self._to_task(claimed), self._to_job(job))
+        return Claim(self._to_task(claimed), self._to_job(job))
 
     def report_progress(self, task_id: int, agent: str, done: float, total: float | None) -> bool:
         with self._tx() as c:
