@@ -175,6 +175,26 @@ def test_details_panel_and_schedules(jm: JobManager, start_agent) -> None:
         d.close_dashboard()
 
 
+def test_download_log_waits_for_a_log(jm: JobManager, start_agent) -> None:
+    """A queued job that no task has started has no log: its Download log is greyed with the reason;
+    once a task has run, the button works."""
+    job_id = jm.submit("sleep", {"tasks": 1}, name="later")
+    d = Dashboard(jm, on_sign_out=lambda: None)
+    try:
+        view = d.views[0]
+        view.refresh()
+        view._on_click({"row": 0})
+        panel = view.details
+        assert panel.job_id == job_id
+        assert panel.log_button.disabled and panel.log_button.tooltip == "no log yet: no task has started"
+        start_agent("a1")
+        jm.wait(job_id, timeout=20)
+        panel.refresh()
+        assert not panel.log_button.disabled and panel.log_button.tooltip == "Download log"
+    finally:
+        d.close_dashboard()
+
+
 def test_page_link_round_trip_and_hostile_values() -> None:
     from jobmanager.widgets.link import Link, parse
 

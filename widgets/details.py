@@ -266,6 +266,10 @@ class DetailsPanel(w.VBox):
             f"<details><summary><b>Parameters</b></summary><pre class='jm-log'>{params}</pre></details></div></div>")
         self._running = job.state not in FINISHED
         self._read_log()
+        if self._can_read_log():  # a job none of whose tasks has started has no log to download yet
+            self.log_button.disabled = job.started_at is None
+            self.log_button.tooltip = ("Download log" if job.started_at is not None
+                                       else "no log yet: no task has started")
         can_retry = "retry_tasks" in self.perms or "admin" in self.perms
         failed = job.tasks_failed + job.tasks_cancelled
         self.retry.disabled = not can_retry or failed == 0 or job.state not in FINISHED
