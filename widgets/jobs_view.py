@@ -43,7 +43,7 @@ PICK, PICKED, ALL_PICKED = "☐", "☑", "☑ "
 COLUMN_WIDTHS = {PICK: 44, ALL_PICKED: 44,
                  "Job": 60, "Name": 210, "Type": 100, "State": 110, "Result": 170, "Progress": 120, "Agent": 130,
                  "Started": 85, "Elapsed": 80, "ETA": 100, "Owner": 80, "Case": 90, "Priority": 64, "Tasks": 100,
-                 "Failed": 64, "Cancelled": 80, "Warnings": 80, "Duration": 100, "Finished": 100}
+                 "Failed": 64, "Cancelled": 92, "Warnings": 80, "Duration": 100, "Finished": 100}
 
 
 def _state_color_expr(which: int) -> VegaExpr:
