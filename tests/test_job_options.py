@@ -14,7 +14,7 @@ from jobmanager import JobManager
 from jobmanager.cli.main import cli
 from jobmanager.errors import BadParams
 from jobmanager.store import sql as sql_store
-from jobmanager.store.base import SCHEMA_VERSION
+from jobmanager.store.base import SCHEMA_VERSION, JobStore
 from jobmanager.store.schema import statements
 from jobmanager.store.sqlite import SQLiteStore
 
@@ -98,6 +98,40 @@ def test_migration_2_keeps_version_1_rows(store, monkeypatch: pytest.MonkeyPatch
     job = store.get_job(1, with_tasks=True)
     assert (job.queue, job.max_losses, job.rerun_safe, job.notify, job.tasks[0].losses) == ("default", 3, True, [], 0)
     assert statements(2, store.dialect)  # the version-2 statements exist for this backend
+
+
+def _task_indexes(s: JobStore) -> set[str]:
+    if isinstance(s, SQLiteStore):
+        rows = s._fetchall("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'"
+                               " AND sql IS NOT NULL")
+    else:
+        rows = s._fetchall("SELECT indexname AS name FROM pg_indexes WHERE tablename = 'tasks'"
+                               " AND indexdef LIKE 'CREATE INDEX%'")
+    return {r["name"] for r in rows}
+
+
+def test_migration_4_replaces_the_two_agent_indexes_by_one_of_held_tasks(store) -> None:  # noqa: F811
+    """A version-3 store had tasks_agent (agent, state) and, on SQLite, tasks_agent_job (agent, job_id); version
+    4 has one partial index of the tasks an agent holds or held, and a reopened SQLite store (whose repair
+    runs version 1's statements again) does not bring the old ones back. An agent's running tasks and the
+    jobs it ran are still found through an index."""
+    with store._tx() as c:
+        c.execute("DROP INDEX IF EXISTS tasks_held")
+        c.execute("CREATE INDEX tasks_agent ON tasks (agent, state)")
+        if isinstance(store, SQLiteStore):
+            c.execute("CREATE INDEX tasks_agent_job ON tasks (agent, job_id)")
+        c.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    assert store.migrate() == (3, SCHEMA_VERSION)
+    assert _task_indexes(store) == {"tasks_state", "tasks_held"}
+    if isinstance(store, SQLiteStore):
+        with store._tx() as c:  # what a store made before version 1 had its job counters looks like
+            c.execute("DROP TRIGGER job_counts_update")
+        store.initialize(create=False)  # the repair
+        assert _task_indexes(store) == {"tasks_state", "tasks_held"}
+        for query in ("SELECT id FROM tasks WHERE state = 'running' AND agent = ?",
+                      "SELECT id FROM jobs WHERE id IN (SELECT job_id FROM tasks WHERE agent = ?)"):
+            plan = " ".join(r[3] for r in store._fetchall(f"EXPLAIN QUERY PLAN {query}", ("a1",)))
+            assert "INDEX tasks_held" in plan, plan
 
 
 def test_jobmanager_migrate_moves_an_old_sqlite_home_forward(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from jobmanager.models import Claim, Completed, Dispatch, Finish, Job, JobOptions, NewTask, Outcome, Recovery, Task
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: the columns :meth:`JobStore.insert_history` takes, per table, in the order of each row's values
 HISTORY_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -97,12 +97,13 @@ class SQLiteStore(SqlStore):
             raise HomeError(f"{self.path}: could not switch to WAL mode (got {mode})")
 
     def _repair(self) -> None:
-        """Tables, triggers and indexes added to version 1 after a store was made (all IF NOT EXISTS)."""
+        """Tables and triggers added to version 1 after a store was made (all IF NOT EXISTS); version 4's
+        index statements again after them, as version 1's would bring back the indexes 4 dropped."""
         have = {r["name"] for r in self._conn().execute("SELECT name FROM sqlite_master").fetchall()}
-        if {"job_counts", "job_counts_update", "tasks_agent_job"} <= have:
+        if {"job_counts", "job_counts_update"} <= have:
             return
         with self._tx() as c:
-            for stmt in statements(1, self.dialect):
+            for stmt in statements(1, self.dialect) + statements(4, self.dialect):
                 c.execute(stmt)
             if "job_counts" not in have:
                 c.execute("DELETE FROM job_counts")
