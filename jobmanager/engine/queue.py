@@ -18,6 +18,7 @@ submits never executes them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -87,6 +88,12 @@ class QueueStorage(SqliteStorage):
     """
 
     served: tuple[str, ...] = (QUEUE_NAME,)
+    #: per worker thread: whether its last dequeue found nothing (``empty``)
+    _idle: threading.local
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._idle = threading.local()
+        super().__init__(*args, **kwargs)
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()
@@ -96,8 +103,11 @@ class QueueStorage(SqliteStorage):
     def dequeue(self) -> Any:
         names = self.served
         marks = ",".join("?" * len(names))
-        # Quick check without the exclusive lock (as Huey's own dequeue).
-        if not self.sql(f"select 1 from task where queue in ({marks}) limit 1", names, results=True):
+        # Quick check without the exclusive lock (as Huey's own dequeue), but only after this thread found
+        # the queue empty: while messages flow it would be one more statement per task, and each is a
+        # GIL hand-off between busy workers (issue 18).
+        if getattr(self._idle, "empty", True) and not self.sql(
+                f"select 1 from task where queue in ({marks}) limit 1", names, results=True):
             return None
         heads = " union all ".join(
             "select * from (select id, data, priority from task where queue = ? order by priority desc, id limit 1)"
@@ -108,6 +118,7 @@ class QueueStorage(SqliteStorage):
             curs.execute(f"delete from task where id = (select id from ({heads}) order by priority desc, id limit 1)"
                          " returning data", names)
             row = curs.fetchone()
+        self._idle.empty = row is None
         return None if row is None else row[0]
 
     _ALL = "(queue = ? or queue like ?)"

@@ -606,17 +606,16 @@ class SqlStore(JobStore):
         # The write lock is the store's bottleneck (one writer on SQLite): what needs no lock happens
         # before it is taken or after it is released. Most stale messages are dropped by this read;
         # the claim's log part (a file opened for a new job) is found before; rows become models after.
-        peek = self._fetchone(_CLAIM_READ, (task_id,))
-        if peek is None or peek["dispatch"] != dispatch or peek["state"] not in RUNNABLE_TASK:
+        first = self._fetchone(_CLAIM_READ, (task_id,))
+        if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
             return None
-        part = None if log is None else log(peek["job_id"])
+        part = None if log is None else log(first["job_id"])
         now = time.time()
         with self._tx() as c:
-            # Read again under the lock where the lock is the whole database (SQLite); with row locks the
-            # task is read again when it is locked (_lock_task_and_job), so the read above serves.
-            first = peek if self.dialect.row_locks else c.execute(_CLAIM_READ, (task_id,)).fetchone()
-            if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
-                return None
+            # The task is not read again under the lock: with row locks it is (_lock_task_and_job); without
+            # them (SQLite) the UPDATE below is conditional on the state and dispatch read above, so a task
+            # changed in between is not claimed. Each statement less is a GIL hand-off less between
+            # the workers, which costs more than the statement (issue 18).
             limits = self._lock_limits(c, "jobs j WHERE j.id = ?", (first["job_id"],))
             locked = self._lock_task_and_job(c, first)
             if locked is None:
@@ -628,8 +627,8 @@ class SqlStore(JobStore):
                 return None
             full = self._full_limit(c, limits, job)
             if full is not None:  # stays queued, no attempt spent; woken when a slot frees (_wake)
-                if task["waiting"] != full:
-                    c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND dispatch = ?", (full, task_id, dispatch))
+                c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND state = ? AND dispatch = ?",
+                          (full, task_id, task["state"], dispatch))
                 return None
             claimed = _first(c.execute(
                 "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
@@ -643,7 +642,7 @@ class SqlStore(JobStore):
                 return None
             self._event(
                 c, "task", job_id=task["job_id"], task_id=task_id, seq=task["seq"], from_state=task["state"],
-                to_state=TaskState.RUNNING, agent=agent, message=f"attempt {task['attempts'] + 1}", at=now,
+                to_state=TaskState.RUNNING, agent=agent, message=f"attempt {claimed['attempts']}", at=now,
             )
             if job["state"] == JobState.QUEUED:
                 self._job_state(c, job, JobState.RUNNING, by=agent, started_at=job["started_at"] or now)
@@ -721,8 +720,10 @@ class SqlStore(JobStore):
             ids, id_values = self.dialect.in_("t.id", list(by_id))
             # The lock order of every transition: limits (by name), then jobs (by id), then tasks.
             limits = self._lock_limits(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", id_values)
-            job_ids = sorted({r["job_id"] for r in c.execute(f"SELECT t.job_id FROM tasks t WHERE {ids}",
-                                                             id_values).fetchall()})
+            # Few rows and few statements: each row fetched and each statement run is a GIL hand-off
+            # between the agent's busy workers (issue 18).
+            job_ids = sorted(r["job_id"] for r in c.execute(f"SELECT DISTINCT t.job_id FROM tasks t WHERE {ids}",
+                                                            id_values).fetchall())
             if not job_ids:
                 return done
             jids, jid_values = self.dialect.in_("id", job_ids)
@@ -777,14 +778,14 @@ class SqlStore(JobStore):
                 times = [v for i in succeeded for v in (i, by_id[i].at or now)]
                 written = c.execute(
                     "UPDATE tasks SET state = 'succeeded', error = NULL, traceback = NULL,"
-                    f" finished_at = CASE id {when} END WHERE {sids} AND state = 'running' AND agent = ? RETURNING id",
+                    f" finished_at = CASE id {when} END WHERE {sids} AND state = 'running' AND agent = ?",
                     (*times, *sid_values, agent),
-                ).fetchall()
-                assert len(written) == len(succeeded), "tasks changed under the batch's locks"
-            if events:
-                c.executemany(
+                ).rowcount
+                assert written == len(succeeded), "tasks changed under the batch's locks"
+            if events:  # one statement (completer_batch is at most 1000: 10,000 parameters)
+                c.execute(
                     "INSERT INTO events (at, job_id, task_id, seq, kind, from_state, to_state, agent, actor, message)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)", events)
+                    " VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(events)), [v for e in events for v in e])
             for job_id, per_job in counts.items():  # the job counters once per job
                 parts = ", ".join(f"{col} = {col} + ?" for col in per_job)
                 c.execute(f"UPDATE jobs SET {parts}, updated_at = ? WHERE id = ?", (*per_job.values(), now, job_id))
