@@ -143,6 +143,23 @@ def test_a_stale_message_is_dropped_without_waiting_for_the_write_lock(store: Jo
     assert (task.state, task.agent, task.attempts) == ("running", "a1", 1)
 
 
+def test_a_task_claimed_between_the_claims_read_and_its_lock_stays_with_the_first_claimer(store: JobStore) -> None:
+    """A claim reads the task without the lock, then takes the lock and updates the task only if its state
+    and dispatch are still what it read (SQLite reads nothing again under its lock). Another agent that
+    claimed the task in between, from a duplicate message, keeps it; this claim gets nothing, and the task
+    has one attempt and one start event."""
+    job_id, (d, _) = make_job(store)
+
+    def in_between(job: int) -> None:  # called after the read, before the lock
+        assert store.claim_task(d.task_id, d.dispatch, "a2") is not None
+
+    assert store.claim_task(d.task_id, d.dispatch, "a1", log=in_between) is None
+    task = store.get_tasks(job_id)[0]
+    assert (task.state, task.agent, task.attempts) == ("running", "a2", 1)
+    starts = [e for e in store.events(job_id) if e["kind"] == "task" and e["to_state"] == "running"]
+    assert [(e["agent"], e["message"]) for e in starts] == [("a2", "attempt 1")]
+
+
 def test_success_completes_job_and_records_events(store: JobStore) -> None:
     job_id, dispatches = make_job(store, 2)
     outcomes = run_all(store, dispatches)
