@@ -106,7 +106,7 @@ def _task_indexes(s: JobStore) -> set[str]:
                                " AND sql IS NOT NULL")
     else:
         rows = s._fetchall("SELECT indexname AS name FROM pg_indexes WHERE tablename = 'tasks'"
-                               " AND indexdef LIKE 'CREATE INDEX%'")
+                           " AND schemaname = current_schema() AND indexdef LIKE 'CREATE INDEX%'")
     return {r["name"] for r in rows}
 
 

@@ -160,6 +160,22 @@ def test_a_task_claimed_between_the_claims_read_and_its_lock_stays_with_the_firs
     assert [(e["agent"], e["message"]) for e in starts] == [("a2", "attempt 1")]
 
 
+def test_a_claim_that_finds_its_limit_full_leaves_the_task_another_agent_took_in_between_alone(
+        store: JobStore) -> None:
+    """The same race with a concurrency limit of 1: when the lock is taken, the other agent's claim fills the
+    limit, so this claim would mark the task as waiting for a slot; the task is running, and stays unmarked
+    (a running task marked waiting would be taken for a waiting one once handed back)."""
+    store.set_limit("one", type="sleep", queue=None, per_case=False, max_running=1, actor="ana")
+    job_id, (d, _) = make_job(store)
+
+    def in_between(job: int) -> None:
+        assert store.claim_task(d.task_id, d.dispatch, "a2") is not None
+
+    assert store.claim_task(d.task_id, d.dispatch, "a1", log=in_between) is None
+    row = store._fetchone("SELECT state, agent, attempts, waiting FROM tasks WHERE id = ?", (d.task_id,))
+    assert (row["state"], row["agent"], row["attempts"], row["waiting"]) == ("running", "a2", 1, None)
+
+
 def test_success_completes_job_and_records_events(store: JobStore) -> None:
     job_id, dispatches = make_job(store, 2)
     outcomes = run_all(store, dispatches)

@@ -5,7 +5,7 @@ completer and takes the next message at once; the completer's thread writes what
 when the batch is full (``completer_batch`` tasks) or ``completer_flush_ms`` after the first
 outcome of the batch arrived, whichever comes first (River's batch completer does the same; its
 defaults are 50 ms and 100). One transaction per batch (:meth:`JobStore.finish_tasks`): one
-UPDATE for the tasks that succeeded, the events with one executemany, each job's counters and its
+UPDATE for the tasks that succeeded, the events in one multi-row INSERT, each job's counters and its
 settling once per batch. Retries, freed concurrency-limit slots and due finishing steps are sent
 to the queue after the commit (:meth:`Engine.finish_tasks`).
 

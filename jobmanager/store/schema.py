@@ -309,10 +309,11 @@ INSERT INTO meta (key, value) SELECT 'notify_cursor', CAST(COALESCE(MAX(id), 0) 
     3: _script("""
 ALTER TABLE tasks ADD COLUMN log_slices TEXT;
 """),
-    # One index of the tasks an agent holds or held, instead of two, and only of those (issue 18): a queued
-    # task (no agent yet) is not in it, so a claim inserts one entry where it deleted and inserted one in
-    # each of tasks_agent (agent, state) and tasks_agent_job (agent, job_id): three pages fewer in every
-    # claim's commit. It serves both of their queries: an agent's running tasks (recovery, reconcile) and
+    # One index of the tasks an agent holds or held, instead of two, and only of those (issue 18): a task
+    # that never ran (no agent yet) is not in it, so its first claim inserts one entry where it deleted and
+    # inserted one in each of tasks_agent (agent, state) and tasks_agent_job (agent, job_id): three pages
+    # fewer in that claim's commit (a task handed back or retried keeps its agent, and moves in the index).
+    # It serves both of their queries: an agent's running tasks (recovery, reconcile) and
     # the jobs an agent ran (the grid's agent filter). Idempotent: SQLite's repair runs it again.
     4: _script("""
 DROP INDEX IF EXISTS tasks_agent_job;

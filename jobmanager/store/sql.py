@@ -106,7 +106,7 @@ def _first(cur: Cursor) -> Any:
 
 
 #: what a claim decides on (not params, error, traceback): a narrow read
-_CLAIM_READ = "SELECT id, job_id, seq, state, dispatch, attempts, waiting FROM tasks WHERE id = ?"
+_CLAIM_READ = "SELECT id, job_id, seq, state, dispatch FROM tasks WHERE id = ?"
 
 
 class _AlreadyFired(Exception):
@@ -317,8 +317,9 @@ class SqlStore(JobStore):
     def _lock_task_and_job(self, c: Connection, task: Row) -> tuple[Row, Row] | None:
         """Lock a task's job row, then the task (the one lock order: jobs before tasks).
 
-        ``task`` was read without a lock; it is read again under the lock, except where the whole
-        database is locked for this transaction (SQLite) and nothing can have changed it.
+        ``task`` was read without a lock. With row locks it is read again under the lock. Without them
+        (SQLite, whose lock is the whole database) it is returned as it was read, and may have changed
+        since: only its state and dispatch may be relied on, and only by an UPDATE conditional on both.
         """
         job = self._job_row(c, task["job_id"], lock=True)
         if not self.dialect.row_locks:
@@ -772,13 +773,14 @@ class SqlStore(JobStore):
                                None, f.error))
                 done.recorded.append(task["id"])
             if succeeded:
-                # One statement for all of them; each keeps its own finished_at.
+                # One statement for all of them; each keeps its own finished_at. The ids pick the rows: ``|| ''``
+                # keeps SQLite's planner from the held-tasks index (it would scan all the agent's running tasks).
                 sids, sid_values = self.dialect.in_("id", succeeded)
                 when = " ".join("WHEN ? THEN ?" for _ in succeeded)
                 times = [v for i in succeeded for v in (i, by_id[i].at or now)]
                 written = c.execute(
                     "UPDATE tasks SET state = 'succeeded', error = NULL, traceback = NULL,"
-                    f" finished_at = CASE id {when} END WHERE {sids} AND state = 'running' AND agent = ?",
+                    f" finished_at = CASE id {when} END WHERE {sids} AND state || '' = 'running' AND agent || '' = ?",
                     (*times, *sid_values, agent),
                 ).rowcount
                 assert written == len(succeeded), "tasks changed under the batch's locks"
