@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 from typing import Any
@@ -68,11 +69,16 @@ def printable(text: Any, *, keep_lines: bool = False) -> str:
     return _UNSAFE_RE.sub("", text)
 
 
+def _whole(value: Any) -> bool:
+    """An integer: Python's, or NumPy's (an id taken from a DataFrame); never a bool (``True`` is not 1 here)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def job_id(value: Any, what: str = "job id") -> int:
-    """A job id (or task number): an int, or a string of ASCII digits, in 1..2**63-1."""
+    """A job id (or task number): an integer, or a string of ASCII digits, in 1..2**63-1."""
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID:
+    if _whole(value) and 1 <= value <= MAX_ID:
         return int(value)
     raise BadParams(f"{what} must be a whole number between 1 and {MAX_ID}, not {shown(value)}")
 
@@ -152,7 +158,7 @@ def integer(value: Any, what: str, low: int, high: int, *, optional: bool = Fals
     """A whole number in ``low..high`` (``True`` is not a number here)."""
     if value is None and optional:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+    if _whole(value) and low <= value <= high:
         return int(value)
     raise BadParams(f"{what} must be a whole number between {low} and {high}, not {shown(value)}")
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -68,6 +69,9 @@ PYTHON_BAD = {
     "id ' 1'": (lambda jm, j: jm.job(" 1"), "not ' 1'"),
     "id devanagari one": (lambda jm, j: jm.job("१"), "job id must be"),
     "id True": (lambda jm, j: jm.pause(True), "not True"),
+    "id numpy True": (lambda jm, j: jm.pause(np.bool_(True)), "not np.True_"),
+    "id numpy 1.0": (lambda jm, j: jm.job(np.float64(j)), "job id must be a whole number"),
+    "priority numpy 2**40": (lambda jm, j: jm.set_priority(j, np.int64(2**40)), "priority must be a whole number"),
     "pause 'abc'": (lambda jm, j: jm.pause("abc"), "job id must be"),
     "task number 0": (lambda jm, j: jm.retry(j, task=0), "task number must be"),
     "live ids": (lambda jm, j: jm.live(["a"]), "job id must be"),
@@ -112,6 +116,18 @@ def test_python_bad_input_is_one_bad_params_line(jm: JobManager, home: Path, job
 
 def test_python_good_ids_still_work(jm: JobManager, job: int) -> None:
     assert jm.job(str(job)).id == job and jm.job(job).name == "existing"
+
+
+def test_ids_and_numbers_taken_from_a_dataframe_work(jm: JobManager, job: int) -> None:
+    """An analyst's first call after ``jm.jobs()``: its ids are NumPy integers (refused before the fix)."""
+    frame = jm.jobs()
+    first = frame.id.iloc[0]
+    assert isinstance(first, np.integer)
+    assert jm.job(first).id == job
+    jm.set_priority(first, np.int32(3))
+    assert jm.job(job).priority == 3
+    jm.pause(first)
+    assert jm.job(job).state == "paused"
 
 
 # -- the CLI ----------------------------------------------------------------------------------------------
