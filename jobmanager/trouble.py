@@ -179,6 +179,7 @@ class TroubleLog:
             self._count.pop(what, None)
         self.log.warning("recovered after %.0f s: %s", time.monotonic() - since, what)
 
-    def failing(self) -> bool:
+    def failing(self, besides: str | None = None) -> bool:
+        """Whether an activity (other than ``besides``) is failing now."""
         with self._lock:
-            return bool(self._failing)
+            return any(activity != besides for activity in self._failing)

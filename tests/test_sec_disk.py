@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from jobmanager import JobManager
 from jobmanager.cli.main import cli
+from jobmanager.engine.logcapture import TaskLogRouter
 from jobmanager.trouble import Backoff, TroubleLog
 
 from .conftest import ADMIN_PASSWORD, AgentProcess, wait_for
@@ -199,3 +200,32 @@ def test_trouble_log_says_once_reminds_rarely_and_says_when_it_is_over(caplog: p
     assert not any(r.exc_info for r in caplog.records)
     backoff = Backoff()
     assert [backoff.failed() for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_a_task_log_on_a_full_disk_is_one_line_not_a_traceback_per_record(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Seen on a full disk: each of a task's log records printed "--- Logging error ---" and a traceback."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    router = TaskLogRouter()  # a router of its own, not the process's
+    router.trouble.settle_s = 0.2
+    log = logging.getLogger("jobmanager.job.test-full-disk")
+    log.addHandler(router)
+    log.propagate, log.level = False, logging.INFO
+    full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+    try:
+        with router.capture(full, "job 1 task 1 (full) attempt 1 on a1"):
+            for i in range(20):
+                log.info("record %d", i)
+        with router.capture(tmp_path / "ok.log", "job 1 task 2 (ok) attempt 1 on a1"):
+            log.info("written")  # too soon to say it is over: a line may fit now and then on a full disk
+            time.sleep(0.3)
+            log.info("written again")
+    finally:
+        os.close(full)
+        log.removeHandler(router)
+    err = capsys.readouterr().err
+    assert err.count("cannot write a task's log: disk full writing the task's log") == 1, err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert err.count("task logs are writable again") == 1, err
+    assert "written" in (tmp_path / "ok.log").read_text()

@@ -29,9 +29,10 @@ import psutil
 
 from jobmanager import __version__, jobtypes, validate
 from jobmanager.backends import queue_at
+from jobmanager.engine import checkpoints
 from jobmanager.engine.completer import Completer
 from jobmanager.engine.engine import Engine
-from jobmanager.engine.logcapture import FORMAT, router
+from jobmanager.engine.logcapture import FORMAT, WriteTrouble, router
 from jobmanager.engine.queue import Queue, set_handler
 from jobmanager.engine.runner import Runner
 from jobmanager.engine.wake import WakeListener, WakingConsumer
@@ -41,7 +42,7 @@ from jobmanager.models import Recovery
 from jobmanager.notify.outbox import Notifier
 from jobmanager.schedules.schedules import sync_file
 from jobmanager.store import JobStore, open_store
-from jobmanager.trouble import Backoff, TroubleLog, describe, storage_problem
+from jobmanager.trouble import Backoff, TroubleLog, storage_problem
 
 log = logging.getLogger("jobmanager.engine.agent")
 T = TypeVar("T")
@@ -111,6 +112,7 @@ class Agent:
         jobtypes.discover(self.imports)
         self.store: JobStore = open_store(self.home)
         self.queue = Queue(self.home, serve=self.queues)
+        self.checkpoints = checkpoints.for_agent(self.store, self.queue, self.trouble)
         self.engine = Engine(self.store, lambda: self.queue)
         # The schedules file is loaded before the agent shows as online, so whoever sees the agent
         # online also sees its schedules (a bad file must not keep agents from running jobs).
@@ -172,12 +174,16 @@ class Agent:
                  self.name, self.workers, self.worker_type, ",".join(self.queues), self.interval,
                  ", ".join(jobtypes.registered()))
         self.completer.start()
+        if self.checkpoints is not None:
+            self.checkpoints.start()
         try:
             consumer.run()
         finally:
             if listener is not None:
                 listener.close()
             self.completer.close()  # the buffer is written before the agent reports itself stopped
+            if self.checkpoints is not None:
+                self.checkpoints.close()
             self._stop.set()
             beat.join(timeout=self.interval + 1)
             self.engine.agent_stopped(self.name, self.pid)
@@ -312,23 +318,22 @@ class _AgentLogFile(logging.FileHandler):
     """The agent's log file. A write that fails (a full disk) is said once on stderr, not as a
     "--- Logging error ---" traceback for every line; stderr keeps every line meanwhile."""
 
-    _failing = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trouble = WriteTrouble("cannot write the agent log: {why}; its lines go to stderr only until it works",
+                                    "the agent log {path} is writable again")
+
+        self._failed = False
 
     def handleError(self, record: logging.LogRecord) -> None:
-        if not self._failing:
-            self._failing = True
-            exc = sys.exc_info()[1]
-            what = describe(exc, self.baseFilename) if exc is not None else "unknown error"
-            sys.stderr.write(f"cannot write the agent log: {what}; its lines go to stderr only until it works\n")
+        self._failed = True
+        self.trouble.failed(self.baseFilename)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        was_failing = self._failing
-        self._failing = False
-        super().emit(record)
-        if was_failing and not self._failing:
-            sys.stderr.write(f"the agent log {self.baseFilename} is writable again\n")
-        elif was_failing:
-            self._failing = True
+    def emit(self, record: logging.LogRecord) -> None:  # under the handler's lock (Handler.handle)
+        self._failed = False
+        super().emit(record)  # calls handleError if the write fails
+        if not self._failed:
+            self.trouble.worked(self.baseFilename)
 
 
 class _Guarded:

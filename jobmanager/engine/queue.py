@@ -30,6 +30,7 @@ from jobmanager.engine.queue_redis import QueueRedisStorage, redis_huey, send_ma
 from jobmanager.engine.wake import wake_all
 from jobmanager.home import Home, create_private
 from jobmanager.models import Dispatch
+from jobmanager.store.sqlite import AUTOCHECKPOINT_PAGES
 
 QUEUE_NAME = "jobmanager"
 DEFAULT_QUEUE = "default"
@@ -90,14 +91,19 @@ class QueueStorage(SqliteStorage):
     served: tuple[str, ...] = (QUEUE_NAME,)
     #: per worker thread: whether its last dequeue found nothing (``empty``)
     _idle: threading.local
+    #: ``PRAGMA wal_autocheckpoint`` of the connection (None: SQLite's default); Queue passes the store's
+    autocheckpoint: int | None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, autocheckpoint: int | None = None, **kwargs: Any) -> None:
         self._idle = threading.local()
+        self.autocheckpoint = autocheckpoint  # before Huey's storage opens its connection
         super().__init__(*args, **kwargs)
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()
         conn.execute("pragma synchronous=NORMAL")
+        if self.autocheckpoint is not None:
+            conn.execute(f"pragma wal_autocheckpoint={int(self.autocheckpoint)}")
         return conn
 
     def dequeue(self) -> Any:
@@ -155,7 +161,7 @@ class Queue:
             create_private(at.path)  # before SQLite makes it (and its -wal/-shm) with the umask's mode
             self.huey = EngineHuey(
                 QUEUE_NAME, storage_class=QueueStorage, filename=str(at.path), results=False, utc=True,
-                timeout=30,
+                timeout=30, autocheckpoint=AUTOCHECKPOINT_PAGES,
             )
             self.huey.storage.served = served
         self.served = served

@@ -1,0 +1,127 @@
+"""WAL checkpoints in the agent's own thread (issue 18): commits no longer copy the log.
+
+Real SQLite files and a real agent. What is tested: the store's and the queue's connections
+checkpoint only past the fallback threshold; the agent's thread copies the log, starts a long one
+over, leaves writers alone while a long reader stays, and says once (without creating anything)
+when a file cannot be checkpointed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from jobmanager import JobManager
+from jobmanager.engine import checkpoints
+from jobmanager.engine.agent import Agent
+from jobmanager.engine.checkpoints import Checkpointer, CheckpointFailed
+from jobmanager.home import Home
+from jobmanager.store.sqlite import AUTOCHECKPOINT_PAGES
+from jobmanager.trouble import TroubleLog
+
+from .backends import PG_REDIS, sqlite_only
+from .conftest import wait_for
+
+
+def autocheckpoint(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+def in_a_new_thread(fn):  # type: ignore[no-untyped-def]
+    out = []
+    worker = threading.Thread(target=lambda: out.append(fn()))
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+def test_the_store_and_queue_connections_leave_checkpoints_to_the_agents_thread(home: Path) -> None:
+    agent = Agent(Home.open(home), name="ckpt", workers=1)
+    agent.prepare()
+    try:
+        if PG_REDIS:  # nothing of SQLite's to checkpoint
+            assert agent.checkpoints is None
+            return
+        assert agent.checkpoints is not None
+        assert agent.checkpoints.paths == [Home.open(home).store_path, Home.open(home).queue_path]
+        store = agent.store
+        # this thread's connection, and one a worker thread opens later
+        assert autocheckpoint(store._conn()) == AUTOCHECKPOINT_PAGES  # type: ignore[attr-defined]
+        assert in_a_new_thread(lambda: autocheckpoint(store._conn())) == AUTOCHECKPOINT_PAGES  # type: ignore[attr-defined]
+        with agent.queue.huey.storage.db() as curs:
+            assert int(curs.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == AUTOCHECKPOINT_PAGES
+        # a process that submits (no agent) does not copy the log in its commits either
+        other = JobManager(home, user="tester")
+        try:
+            assert autocheckpoint(other.store._conn()) == AUTOCHECKPOINT_PAGES  # type: ignore[attr-defined]
+        finally:
+            other.close()
+    finally:
+        agent.store.close()
+        agent.queue.close()
+
+
+@sqlite_only
+def test_a_checkpoint_copies_the_log_and_starts_a_long_one_over(jm: JobManager, home: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoints, "RESTART_PAGES", 40)
+    store_path = Home.open(home).store_path
+    for _ in range(30):
+        jm.submit("sleep", {"tasks": 20, "seconds": 0})
+    ckpt = Checkpointer([store_path], TroubleLog(logging.getLogger("test")))
+    done = ckpt.checkpoint()[store_path]
+    busy, pages, copied = done
+    assert busy == 0 and pages > 40 and copied == pages, done  # all of it, and it was long: RESTART
+    assert ckpt.restarts == 1
+    jm.submit("sleep", {"tasks": 1, "seconds": 0})  # the next commit writes at the start of the log again
+    busy, pages, copied = ckpt.checkpoint()[store_path]
+    assert pages < 40, pages
+    assert ckpt.restarts == 1  # a short log: PASSIVE only
+    assert jm.job(jm.jobs(limit=1).id.iloc[0]).tasks_total == 1  # and the store reads as written
+
+
+@sqlite_only
+def test_a_reader_that_stays_holds_writers_once_then_restarts_wait(jm: JobManager, home: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoints, "RESTART_PAGES", 40)
+    store_path = Home.open(home).store_path
+    reader = sqlite3.connect(store_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM jobs").fetchone()  # a long report's snapshot, kept open
+    try:
+        for _ in range(30):
+            jm.submit("sleep", {"tasks": 20, "seconds": 0})
+        ckpt = Checkpointer([store_path], TroubleLog(logging.getLogger("test")))
+        started = time.monotonic()
+        busy, pages, copied = ckpt.checkpoint()[store_path]
+        assert busy == 1 and pages > 40 and ckpt.restarts == 1  # the RESTART could not finish: the reader
+        assert time.monotonic() - started < 2 * checkpoints.RESTART_WAIT_MS / 1000 + 1
+        jm.submit("sleep", {"tasks": 1, "seconds": 0})  # writers go on
+        ckpt.checkpoint()
+        assert ckpt.restarts == 1  # PASSIVE only while it backs off
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+
+
+@sqlite_only
+def test_a_file_it_cannot_checkpoint_is_said_once_and_not_created(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    gone = tmp_path / "gone.db"
+    ckpt = Checkpointer([gone], TroubleLog(logging.getLogger("jobmanager.test.checkpoints")), interval_s=0.01)
+    with pytest.raises(CheckpointFailed) as failed:
+        ckpt.checkpoint()
+    assert failed.value.path == gone and isinstance(failed.value.error, sqlite3.OperationalError)
+    with caplog.at_level(logging.ERROR, logger="jobmanager.test.checkpoints"):
+        ckpt.start()
+        wait_for(lambda: any("checkpoints" in r.getMessage() for r in caplog.records), timeout=10,
+                 what="the checkpoint thread's message")
+        ckpt.close()
+    said = [r.getMessage() for r in caplog.records if "checkpoints" in r.getMessage()]
+    assert len(said) == 1, said
+    assert not gone.exists()
