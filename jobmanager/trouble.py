@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -144,14 +145,17 @@ class TroubleLog:
         self._failing: dict[str, tuple[str, float]] = {}  # activity -> (what is wrong, since)
         self._said: dict[str, float] = {}  # what is wrong -> when last logged
         self._count: dict[str, int] = {}  # what is wrong -> failed tries since last logged
+        self._storage: set[str] = set()  # activities failing for want of storage (storage_problem)
 
     def failed(self, activity: str, exc: BaseException, path: Any) -> None:
         problem = storage_problem(exc, path)
+        storage = problem is not None
         if problem is None and isinstance(exc, JobManagerError):  # already one line that says what is wrong
             problem = str(exc)
         what = problem or describe(exc, path)
         now = time.monotonic()
         with self._lock:
+            (self._storage.add if storage else self._storage.discard)(activity)
             if activity not in self._failing or self._failing[activity][0] != what:
                 self._failing[activity] = (what, now)
             self._count[what] = self._count.get(what, 0) + 1
@@ -173,13 +177,41 @@ class TroubleLog:
             if activity not in self._failing:
                 return
             what, since = self._failing.pop(activity)
+            self._storage.discard(activity)
             if any(w == what for w, _ in self._failing.values()):
                 return  # another activity still fails for the same reason: say "over" once, at the end
             self._said.pop(what, None)
             self._count.pop(what, None)
         self.log.warning("recovered after %.0f s: %s", time.monotonic() - since, what)
 
-    def failing(self, besides: str | None = None) -> bool:
-        """Whether an activity (other than ``besides``) is failing now."""
+    def storage_failing(self, besides: str | None = None) -> bool:
+        """Whether an activity (other than ``besides``) is failing now for want of storage (a full disk)."""
         with self._lock:
-            return any(activity != besides for activity in self._failing)
+            return any(activity != besides for activity in self._storage)
+
+
+class WriteTrouble:
+    """A log file that cannot be written (a full disk): said once on stderr, with why, and once when it has
+    been written again for ``settle_s`` (on a full disk a short line still fits now and then in a file's
+    last block: that is not over yet); never a "--- Logging error ---" traceback for each record."""
+
+    def __init__(self, failed: str, recovered: str, settle_s: float = 5.0) -> None:
+        #: the two lines, with ``{why}`` and ``{path}`` to fill in
+        self.failed_line, self.recovered_line = failed, recovered
+        self.settle_s = settle_s
+        self.failing = False
+        self._last_failed = 0.0
+
+    def failed(self, path: str | os.PathLike[str] | None) -> None:
+        """Call in the ``except`` of the failed write."""
+        self._last_failed = time.monotonic()
+        if not self.failing:
+            self.failing = True
+            exc = sys.exc_info()[1]
+            why = describe(exc, path) if exc is not None else "unknown error"
+            sys.stderr.write(self.failed_line.format(why=why, path=path) + "\n")
+
+    def worked(self, path: object) -> None:
+        if self.failing and time.monotonic() - self._last_failed >= self.settle_s:
+            self.failing = False
+            sys.stderr.write(self.recovered_line.format(path=path) + "\n")

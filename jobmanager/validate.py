@@ -15,7 +15,7 @@ Limits (also in the README):
 - job parameters: a JSON object nested at most 32 deep, at most 1 MB encoded,
   no NUL or lone surrogate in any string (PostgreSQL and UTF-8 cannot store them);
 - retries 0 to 100; priorities a 32-bit signed number;
-- job ids and task numbers: 1 to 2**63-1, from an int or a string of ASCII digits
+- job ids and task numbers: 1 to 2**63-1, from an integer (NumPy's too) or a string of ASCII digits
   only (``' 1'`` and ``'१'`` are refused, though ``int()`` would take them);
 - timeouts: finite seconds >= 0 (NaN or infinity would wait forever).
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import operator
 import os
 import re
 from typing import Any
@@ -69,17 +70,21 @@ def printable(text: Any, *, keep_lines: bool = False) -> str:
     return _UNSAFE_RE.sub("", text)
 
 
-def _whole(value: Any) -> bool:
-    """An integer: Python's, or NumPy's (an id taken from a DataFrame); never a bool (``True`` is not 1 here)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def _whole(value: Any) -> int | None:
+    """``value`` as a Python int if it is an integer: Python's, or NumPy's (an id taken from a DataFrame); never a
+    bool (``True`` is not 1 here). Converted before any comparison (NumPy 1 compares a uint64 with an int as floats)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return operator.index(value)
+    return None
 
 
 def job_id(value: Any, what: str = "job id") -> int:
     """A job id (or task number): an integer, or a string of ASCII digits, in 1..2**63-1."""
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
-    if _whole(value) and 1 <= value <= MAX_ID:
-        return int(value)
+    whole = _whole(value)
+    if whole is not None and 1 <= whole <= MAX_ID:
+        return whole
     raise BadParams(f"{what} must be a whole number between 1 and {MAX_ID}, not {shown(value)}")
 
 
@@ -158,14 +163,15 @@ def integer(value: Any, what: str, low: int, high: int, *, optional: bool = Fals
     """A whole number in ``low..high`` (``True`` is not a number here)."""
     if value is None and optional:
         return None
-    if _whole(value) and low <= value <= high:
-        return int(value)
+    whole = _whole(value)
+    if whole is not None and low <= whole <= high:
+        return whole
     raise BadParams(f"{what} must be a whole number between {low} and {high}, not {shown(value)}")
 
 
 def number(value: Any, what: str, low: float, high: float) -> float:
     """A finite number in ``low..high`` (int or float; NaN and infinities are refused)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # NumPy's numbers too
         try:
             number = float(value)
         except OverflowError:

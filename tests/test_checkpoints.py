@@ -18,9 +18,10 @@ import pytest
 
 from jobmanager import JobManager
 from jobmanager.engine import checkpoints
-from jobmanager.engine.agent import Agent
 from jobmanager.engine.checkpoints import Checkpointer, CheckpointFailed
+from jobmanager.engine.queue import Queue
 from jobmanager.home import Home
+from jobmanager.store import open_store
 from jobmanager.store.sqlite import AUTOCHECKPOINT_PAGES
 from jobmanager.trouble import TroubleLog
 
@@ -41,29 +42,23 @@ def in_a_new_thread(fn):  # type: ignore[no-untyped-def]
 
 
 def test_the_store_and_queue_connections_leave_checkpoints_to_the_agents_thread(home: Path) -> None:
-    agent = Agent(Home.open(home), name="ckpt", workers=1)
-    agent.prepare()
+    h = Home.open(home)
+    store, queue = open_store(h), Queue(h)
     try:
+        found = checkpoints.for_agent(store, queue, TroubleLog(logging.getLogger("test")))
         if PG_REDIS:  # nothing of SQLite's to checkpoint
-            assert agent.checkpoints is None
+            assert found is None
             return
-        assert agent.checkpoints is not None
-        assert agent.checkpoints.paths == [Home.open(home).store_path, Home.open(home).queue_path]
-        store = agent.store
+        assert found is not None and found.paths == [h.store_path, h.queue_path]
         # this thread's connection, and one a worker thread opens later
         assert autocheckpoint(store._conn()) == AUTOCHECKPOINT_PAGES  # type: ignore[attr-defined]
         assert in_a_new_thread(lambda: autocheckpoint(store._conn())) == AUTOCHECKPOINT_PAGES  # type: ignore[attr-defined]
-        with agent.queue.huey.storage.db() as curs:
+        with queue.huey.storage.db() as curs:
             assert int(curs.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == AUTOCHECKPOINT_PAGES
-        # a process that submits (no agent) does not copy the log in its commits either
-        other = JobManager(home, user="tester")
-        try:
-            assert autocheckpoint(other.store._conn()) == AUTOCHECKPOINT_PAGES  # type: ignore[attr-defined]
-        finally:
-            other.close()
+        assert AUTOCHECKPOINT_PAGES >= 2 * checkpoints.RESTART_PAGES  # with an agent running, no commit copies it
     finally:
-        agent.store.close()
-        agent.queue.close()
+        store.close()
+        queue.close()
 
 
 @sqlite_only
@@ -78,6 +73,8 @@ def test_a_checkpoint_copies_the_log_and_starts_a_long_one_over(jm: JobManager, 
     busy, pages, copied = done
     assert busy == 0 and pages > 40 and copied == pages, done  # all of it, and it was long: RESTART
     assert ckpt.restarts == 1
+    ckpt.checkpoint()
+    assert ckpt.restarts == 1  # nothing written since: the log keeps its length, no RESTART again
     jm.submit("sleep", {"tasks": 1, "seconds": 0})  # the next commit writes at the start of the log again
     busy, pages, copied = ckpt.checkpoint()[store_path]
     assert pages < 40, pages
@@ -104,6 +101,11 @@ def test_a_reader_that_stays_holds_writers_once_then_restarts_wait(jm: JobManage
         jm.submit("sleep", {"tasks": 1, "seconds": 0})  # writers go on
         ckpt.checkpoint()
         assert ckpt.restarts == 1  # PASSIVE only while it backs off
+        first = ckpt._no_restart_until[store_path]
+        ckpt._no_restart_until[store_path] = 0.0  # its back-off is over: the reader still stays
+        ckpt.checkpoint()
+        assert ckpt.restarts == 2
+        assert ckpt._no_restart_until[store_path] - time.monotonic() > first - started + 1  # longer each time
     finally:
         reader.execute("COMMIT")
         reader.close()
@@ -125,3 +127,22 @@ def test_a_file_it_cannot_checkpoint_is_said_once_and_not_created(tmp_path: Path
     said = [r.getMessage() for r in caplog.records if "checkpoints" in r.getMessage()]
     assert len(said) == 1, said
     assert not gone.exists()
+
+
+@sqlite_only
+def test_the_thread_waits_while_the_agent_lacks_storage_and_not_for_other_trouble(jm: JobManager, home: Path) -> None:
+    trouble = TroubleLog(logging.getLogger("test"))
+    ckpt = Checkpointer([Home.open(home).store_path], trouble, interval_s=0.01)
+    trouble.failed("queue", ConnectionError("redis down"), None)  # not a storage problem: checkpoints go on
+    ckpt.start()
+    try:
+        wait_for(lambda: ckpt.rounds >= 3, timeout=10, what="checkpoint rounds")
+        trouble.failed("task", OSError(28, "No space left on device"), "/srv/home/store.db")  # a full disk
+        time.sleep(0.1)
+        paused_at = ckpt.rounds
+        time.sleep(0.3)
+        assert ckpt.rounds == paused_at  # waits while a writer lacks storage
+        trouble.ok("task")
+        wait_for(lambda: ckpt.rounds > paused_at, timeout=10, what="checkpoints again once it is over")
+    finally:
+        ckpt.close()

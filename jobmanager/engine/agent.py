@@ -32,7 +32,7 @@ from jobmanager.backends import queue_at
 from jobmanager.engine import checkpoints
 from jobmanager.engine.completer import Completer
 from jobmanager.engine.engine import Engine
-from jobmanager.engine.logcapture import FORMAT, WriteTrouble, router
+from jobmanager.engine.logcapture import FORMAT, router
 from jobmanager.engine.queue import Queue, set_handler
 from jobmanager.engine.runner import Runner
 from jobmanager.engine.wake import WakeListener, WakingConsumer
@@ -42,7 +42,7 @@ from jobmanager.models import Recovery
 from jobmanager.notify.outbox import Notifier
 from jobmanager.schedules.schedules import sync_file
 from jobmanager.store import JobStore, open_store
-from jobmanager.trouble import Backoff, TroubleLog, storage_problem
+from jobmanager.trouble import Backoff, TroubleLog, WriteTrouble, storage_problem
 
 log = logging.getLogger("jobmanager.engine.agent")
 T = TypeVar("T")
@@ -344,7 +344,7 @@ class _Guarded:
 
     def __init__(self, runner: Runner, trouble: TroubleLog, where: str, stop: Any) -> None:
         self.runner, self.trouble, self.where, self.stop = runner, trouble, where, stop
-        self.backoff = Backoff()
+        self.backoffs = {"task": Backoff(), "finishing step": Backoff()}  # each activity says "recovered" itself
 
     def run(self, task_id: int, dispatch: int) -> None:
         self._call("task", self.runner.run, task_id, dispatch)
@@ -353,12 +353,13 @@ class _Guarded:
         self._call("finishing step", self.runner.finalize, job_id)
 
     def _call(self, activity: str, fn: Any, *args: Any) -> None:
+        backoff = self.backoffs[activity]
         try:
             fn(*args)
         except Exception as exc:
             self.trouble.failed(activity, exc, self.where)
-            self.stop.wait(self.backoff.failed())
+            self.stop.wait(backoff.failed())
         else:
-            if self.backoff.failures:
-                self.backoff.reset()
+            if backoff.failures:
+                backoff.reset()
                 self.trouble.ok(activity)

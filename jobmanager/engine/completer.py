@@ -128,6 +128,7 @@ class Completer:
             for item in items:
                 self._write([item])
             return
+        self.trouble.ok("recording outcomes")  # after a bad outcome (below), the next batch that is written
         self.batches += 1
         self.tasks += len(done.recorded)
         log.debug("completer: wrote %d of %d finished tasks", len(done.recorded), len(items))

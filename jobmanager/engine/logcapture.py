@@ -20,9 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import sys
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +28,7 @@ from pathlib import Path
 
 from jobmanager.engine.tasklogs import slice_file_name, slice_token
 from jobmanager.home import Home
-from jobmanager.trouble import describe
+from jobmanager.trouble import WriteTrouble
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 #: files a worker thread keeps open (its most recent jobs); an older one is closed and reopened if needed
@@ -67,33 +65,6 @@ class _Target:
         if self.owned and self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-class WriteTrouble:
-    """A log file that cannot be written (a full disk): said once on stderr, with why, and once when it has
-    been written again for ``settle_s`` (on a full disk a short line still fits now and then in a file's
-    last block: that is not over yet); never a "--- Logging error ---" traceback for each record."""
-
-    def __init__(self, failed: str, recovered: str, settle_s: float = 5.0) -> None:
-        #: the two lines, with ``{why}`` and ``{path}`` to fill in
-        self.failed_line, self.recovered_line = failed, recovered
-        self.settle_s = settle_s
-        self.failing = False
-        self._last_failed = 0.0
-
-    def failed(self, path: str | os.PathLike[str] | None) -> None:
-        """Call in the ``except`` of the failed write."""
-        self._last_failed = time.monotonic()
-        if not self.failing:
-            self.failing = True
-            exc = sys.exc_info()[1]
-            why = describe(exc, path) if exc is not None else "unknown error"
-            sys.stderr.write(self.failed_line.format(why=why, path=path) + "\n")
-
-    def worked(self, path: object) -> None:
-        if self.failing and time.monotonic() - self._last_failed >= self.settle_s:
-            self.failing = False
-            sys.stderr.write(self.recovered_line.format(path=path) + "\n")
 
 
 class TaskLogRouter(logging.Handler):

@@ -23,10 +23,11 @@ from jobmanager.store.sql import Connection, SqlStore
 from jobmanager.trouble import storage_problem
 
 BUSY_TIMEOUT_S = 30.0
-#: a commit copies the write-ahead log back into the file (a checkpoint) only past this many pages (80 MB at
-#: 4 KiB): an agent's own thread does it long before (:mod:`jobmanager.engine.checkpoints`). SQLite's default,
-#: 1,000, put a 20-25 ms copy into one commit in about 130, an agent worker's claim or a user's submit.
-AUTOCHECKPOINT_PAGES = 20_000
+#: a commit copies the write-ahead log back into the file (a checkpoint) only past this many pages (32 MB at
+#: 4 KiB), twice the length at which a running agent's own thread copies it (:mod:`jobmanager.engine.checkpoints`):
+#: with an agent running, no commit does. SQLite's default, 1,000, put a 20-25 ms copy into one commit in about
+#: 130, an agent worker's claim or a user's submit. A home with no agent running copies it at this length.
+AUTOCHECKPOINT_PAGES = 8_000
 
 
 class SQLiteStore(SqlStore):
