@@ -176,9 +176,12 @@ class Agent:
         self.completer.start()
         if self.checkpoints is not None:
             self.checkpoints.start()
+        if self.worker_type == "thread":  # a forked worker process would copy the shared buffer
+            self.queue.start_prefetch(self.home.settings.prefetch_batch, self.home.settings.prefetch_hold_ms)
         try:
             consumer.run()
         finally:
+            self.queue.stop_prefetch()  # the workers have stopped: what they took and did not claim goes back
             if listener is not None:
                 listener.close()
             self.completer.close()  # the buffer is written before the agent reports itself stopped
@@ -279,6 +282,8 @@ class Agent:
         recovery = self.engine.recover(self.name)
         for name in recovery.lost:
             log.warning("agent %s is lost; recovered its work (%d tasks requeued)", name, len(recovery.dispatches))
+        if recovery.lost:  # the messages it had taken and not claimed (engine/prefetch.py) went with it
+            self.sweep(min_age=0.0)
         return recovery
 
     def reconcile(self, stats: dict[str, Any]) -> Recovery:

@@ -26,6 +26,7 @@ from huey.api import Huey
 from huey.storage import SqliteStorage
 
 from jobmanager.backends import queue_at
+from jobmanager.engine.prefetch import BATCH, HOLD_S, Message, Prefetch
 from jobmanager.engine.queue_redis import QueueRedisStorage, redis_huey, send_many
 from jobmanager.engine.wake import wake_all
 from jobmanager.home import Home, create_private
@@ -93,6 +94,8 @@ class QueueStorage(SqliteStorage):
     _idle: threading.local
     #: ``PRAGMA wal_autocheckpoint`` of the connection (None: SQLite's default); Queue passes the store's
     autocheckpoint: int | None
+    #: the agent's shared buffer of taken messages (None: one message per dequeue; see engine/prefetch.py)
+    prefetch: Prefetch | None = None
 
     def __init__(self, *args: Any, autocheckpoint: int | None = None, **kwargs: Any) -> None:
         self._idle = threading.local()
@@ -107,6 +110,13 @@ class QueueStorage(SqliteStorage):
         return conn
 
     def dequeue(self) -> Any:
+        if self.prefetch is not None:
+            return self.prefetch.take()
+        messages = self.pop(1)
+        return messages[0].data if messages else None
+
+    def pop(self, k: int) -> list[Message]:
+        """Take up to ``k`` messages, best first (priority, then age), in one transaction."""
         names = self.served
         marks = ",".join("?" * len(names))
         # Quick check without the exclusive lock (as Huey's own dequeue), but only after this thread found
@@ -114,32 +124,46 @@ class QueueStorage(SqliteStorage):
         # GIL hand-off between busy workers (issue 18).
         if getattr(self._idle, "empty", True) and not self.sql(
                 f"select 1 from task where queue in ({marks}) limit 1", names, results=True):
-            return None
+            return []
         heads = " union all ".join(
-            "select * from (select id, data, priority from task where queue = ? order by priority desc, id limit 1)"
+            "select * from (select id, priority from task where queue = ? order by priority desc, id limit ?)"
             for _ in names
         )
-        # One statement, its own transaction (the connection autocommits): take the head, return it.
+        # One statement, its own transaction (the connection autocommits): take the heads, return them.
         with self.db() as curs:
-            curs.execute(f"delete from task where id = (select id from ({heads}) order by priority desc, id limit 1)"
-                         " returning data", names)
-            row = curs.fetchone()
-        self._idle.empty = row is None
-        return None if row is None else row[0]
+            curs.execute(f"delete from task where id in (select id from ({heads}) order by priority desc, id limit ?)"
+                         " returning id, queue, data, priority", [v for name in names for v in (name, k)] + [k])
+            rows = curs.fetchall()
+        self._idle.empty = not rows
+        return sorted((Message(*row) for row in rows), key=lambda m: (-m.priority, m.id))
+
+    def put_back(self, messages: Sequence[Message]) -> None:
+        """Return taken messages, each with its own id where it is still free (its place among its
+        priority's messages), else at the end."""
+        with self.db(commit=True) as curs:
+            for m in messages:
+                curs.execute("insert or ignore into task (id, queue, data, priority) values (?, ?, ?, ?)",
+                             (m.id, m.queue, m.data, m.priority))
+                if curs.rowcount == 0:
+                    curs.execute("insert into task (queue, data, priority) values (?, ?, ?)",
+                                 (m.queue, m.data, m.priority))
 
     _ALL = "(queue = ? or queue like ?)"
 
     def enqueued_items(self, limit: int | None = None) -> list[Any]:
-        """The messages of every job queue of the home (the sweep compares them with the store)."""
+        """The messages of every job queue of the home (the sweep compares them with the store), this
+        process's prefetched ones first."""
+        held = [] if self.prefetch is None else self.prefetch.held()
         sql = f"select data from task where {self._ALL} order by priority desc, id"
         params: tuple[Any, ...] = (QUEUE_NAME, QUEUE_NAME + ".%")
         if limit is not None:
             sql, params = sql + " limit ?", (*params, limit)
-        return [data for data, in self.sql(sql, params, results=True)]
+        return (held + [data for data, in self.sql(sql, params, results=True)])[:limit]
 
     def queue_size(self) -> int:
-        return int(self.sql(f"select count(id) from task where {self._ALL}", (QUEUE_NAME, QUEUE_NAME + ".%"),
-                            results=True)[0][0])
+        held = 0 if self.prefetch is None else len(self.prefetch.held())
+        return held + int(self.sql(f"select count(id) from task where {self._ALL}", (QUEUE_NAME, QUEUE_NAME + ".%"),
+                                   results=True)[0][0])
 
 
 class Queue:
@@ -225,7 +249,32 @@ class Queue:
         """Messages in all the home's queues."""
         return int(self.huey.pending_count())
 
+    def start_prefetch(self, batch: int = BATCH, hold_ms: float = HOLD_S * 1000) -> bool:
+        """Let this process's dequeues take up to ``batch`` messages while its tasks are short
+        (engine/prefetch.py): for an agent's thread workers on the SQLite queue (False, and nothing
+        changes, on Redis or with ``batch`` 1)."""
+        storage = self.huey.storage
+        if not isinstance(storage, QueueStorage) or batch <= 1:
+            return False
+
+        def put_back(messages: list[Message]) -> None:
+            storage.put_back(messages)
+            if self._wake is not None:
+                wake_all(self._wake)  # idle workers of every agent find them
+
+        storage.prefetch = Prefetch(storage.pop, put_back, batch=batch, hold_s=hold_ms / 1000)
+        return True
+
+    def stop_prefetch(self) -> None:
+        """Put the prefetched messages back (after the workers stopped taking them)."""
+        storage = self.huey.storage
+        prefetch = getattr(storage, "prefetch", None)
+        if prefetch is not None:
+            prefetch.close()
+            storage.prefetch = None
+
     def close(self) -> None:
+        self.stop_prefetch()
         self.huey.storage.close()
         pool = getattr(self.huey.storage, "pool", None)  # Redis: drop the pooled connections
         if pool is not None:

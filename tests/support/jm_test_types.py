@@ -42,3 +42,27 @@ class MergeText(JobType):
         parts = [(folder / f"part-{p}.txt") for p in params.parts]
         ctx.output_path("merged.txt").write_text("".join(p.read_text() for p in parts if p.exists()))
         ctx.log.info("merged %d parts", len(parts))
+
+
+class StallParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: int
+    stall: int  # the task (1-based) that runs until it is cancelled or ``seconds`` have passed
+    seconds: float = 60.0
+
+
+@job_type("stall_at")
+class StallAt(JobType):
+    """Trivial tasks but one, which stalls: a long task right after short ones (the prefetch tests)."""
+
+    Params = StallParams
+
+    def plan(self, params: StallParams) -> list[NewTask]:  # type: ignore[override]
+        return [NewTask(f"task {n}", {"n": n}) for n in range(1, params.tasks + 1)]
+
+    def run(self, ctx: TaskContext, params: StallParams, task: dict[str, Any]) -> None:  # type: ignore[override]
+        if task["n"] != params.stall:
+            return
+        end = time.monotonic() + params.seconds
+        while time.monotonic() < end and not ctx.cancelled():
+            time.sleep(0.02)

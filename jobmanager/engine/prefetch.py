@@ -1,0 +1,157 @@
+"""Prefetch: while tasks are short, one dequeue takes several messages (issue 18).
+
+Each dequeue from the SQLite queue is a write transaction on the queue file, and the agent's
+worker threads take turns at it. When a worker thread's previous message was short (it came back
+for the next within ``short_s``), its dequeue takes up to ``batch`` messages in one transaction and
+keeps all but the first in a buffer the agent's workers share; the next dequeues take from the
+buffer without touching the file. A thread whose previous task was long takes one message, as
+before, so a queue of long tasks is spread over every free worker exactly as it was.
+
+Why nothing is lost, run twice or held back:
+
+- A message is only a task's id and dispatch counter; the store's conditional claim decides whether
+  it runs. A buffered message is one not yet claimed: a cancel, a pause or a retry that reaches the
+  store first is seen by the claim as it would be for a message still in the queue.
+- A buffered message older than ``hold_s`` is put back in the queue (with its own id, so it keeps its
+  place among messages of its priority) by a keeper thread: a long task that follows short ones does
+  not keep the messages behind it from idle workers, here or in other agents.
+- A graceful stop puts the buffer back (:meth:`Prefetch.close`). A SIGKILL loses it: those tasks are
+  still queued in the store, and an agent's sweep sends their messages again (when an agent starts,
+  every ``SWEEP_EVERY_S``, and when an agent recovers a lost agent's work).
+- Priorities: a buffered message can run before a message of higher priority sent after the buffer
+  was filled, for at most ``batch - 1`` short tasks and never after ``hold_s``.
+
+Measured (benchmarks/bench_throughput.py, one job of 3,000 trivial tasks, 2 workers): agent CPU per
+task 0.28 -> 0.22 ms, throughput against plain SqliteHuey 0.99 -> 1.07.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("jobmanager.engine.agent")
+
+#: messages one dequeue takes at most
+BATCH = 8
+#: a worker whose previous message took less than this (dequeue to dequeue) takes a batch
+SHORT_S = 0.005
+#: a buffered message waits at most this long before it goes back to the queue
+HOLD_S = 0.05
+#: the keeper sleeps (until a batch is taken) after this long without buffered messages
+KEEPER_IDLE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Message:
+    """A queue row: its id (its place among messages of its priority), Huey queue name, data, priority."""
+
+    id: int
+    queue: str
+    data: bytes
+    priority: float
+
+
+class Prefetch:
+    """The shared buffer of one agent process's worker threads (thread workers only: a forked worker
+    process would copy it).
+
+    ``pop(k)`` takes up to ``k`` messages from the queue in one transaction, best first; ``put_back``
+    returns messages to the queue (in one transaction) and wakes idle agents.
+    """
+
+    def __init__(self, pop: Callable[[int], list[Message]], put_back: Callable[[list[Message]], None], *,
+                 batch: int = BATCH, short_s: float = SHORT_S, hold_s: float = HOLD_S) -> None:
+        self._pop, self._put_back = pop, put_back
+        self.batch, self.short_s, self.hold_s = max(1, batch), short_s, hold_s
+        self._held: deque[tuple[Message, float]] = deque()  # best first within a batch; batches in time order
+        self._cond = threading.Condition()
+        self._local = threading.local()
+        self._keeper: threading.Thread | None = None
+        self._keeper_sleeps = False  # only a sleeping keeper is woken: waking it per batch cost 10 % of an agent's CPU
+        self._closed = False
+        #: dequeues that took more than one message (for tests and benchmarks)
+        self.batches = 0
+
+    def take(self) -> bytes | None:
+        """The next message for this worker thread: from the buffer, else from the queue."""
+        now = time.monotonic()
+        short = now - getattr(self._local, "last", float("-inf")) < self.short_s
+        self._local.last = now
+        with self._cond:
+            if self._held:
+                return self._held.popleft()[0].data
+            closed = self._closed
+        messages = self._pop(self.batch if short and not closed else 1)
+        if not messages:
+            return None
+        if len(messages) > 1:
+            with self._cond:
+                if self._closed:  # closed meanwhile: back to the queue at once
+                    rest = messages[1:]
+                else:
+                    rest = []
+                    self._held.extend((m, now) for m in messages[1:])
+                    self.batches += 1
+                    self._start_keeper()
+                    if self._keeper_sleeps:
+                        self._cond.notify()
+            if rest:
+                self._put_back(rest)
+        return messages[0].data
+
+    def held(self) -> list[bytes]:
+        """The buffered messages' data (the sweep counts them as queued)."""
+        with self._cond:
+            return [m.data for m, _ in self._held]
+
+    def close(self) -> None:
+        """Put every buffered message back and stop the keeper (a graceful stop)."""
+        with self._cond:
+            self._closed = True
+            rest = [m for m, _ in self._held]
+            self._held.clear()
+            self._cond.notify()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.join()
+        if rest:
+            self._put_back(rest)
+
+    def _start_keeper(self) -> None:  # under self._cond
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="prefetch", daemon=True)
+            self._keeper.start()
+
+    def _keep(self) -> None:
+        """Put back what waited ``hold_s``: it looks every ``hold_s / 2`` while messages were taken in the
+        last second, and otherwise sleeps until a batch is taken."""
+        seen = time.monotonic()
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                if self._held:
+                    seen = now
+                elif now - seen > KEEPER_IDLE_S:
+                    self._keeper_sleeps = True
+                    while not self._held and not self._closed:
+                        self._cond.wait()
+                    self._keeper_sleeps = False
+                    continue
+                aged = []
+                while self._held and now - self._held[0][1] >= self.hold_s:
+                    aged.append(self._held.popleft()[0])
+                if not aged:
+                    self._cond.wait(self.hold_s / 2)
+                    continue
+            try:
+                self._put_back(aged)
+            except Exception as exc:  # noqa: BLE001 - the store still has the tasks: the sweep sends them again
+                log.warning("prefetch: %d messages could not be put back in the queue (%s); the sweep sends "
+                            "them again", len(aged), exc)

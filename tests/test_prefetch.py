@@ -1,0 +1,213 @@
+"""Prefetch (issue 18): while tasks are short, one dequeue takes several messages; none is lost, run twice
+or held back from idle workers.
+
+The queue tests use a home's real SQLite queue file; the agent tests run real agent processes (SIGKILL for
+a crash, SIGTERM for a graceful stop). Prefetch is for the SQLite queue only: a Redis queue is untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobmanager import JobManager
+from jobmanager.backends import queue_at
+from jobmanager.engine.prefetch import SHORT_S
+from jobmanager.engine.queue import Queue
+from jobmanager.home import CONFIG_NAME, Home
+from jobmanager.models import Dispatch
+
+from .backends import sqlite_only
+from .conftest import wait_for
+
+pytestmark = sqlite_only
+
+
+@pytest.fixture
+def queue(home: Path) -> Iterator[Queue]:
+    q = Queue(Home.open(home))
+    yield q
+    q.close()
+
+
+def take(q: Queue) -> tuple[int, int] | None:
+    """One dequeue, as a worker makes it: (task id, dispatch) of the message, or None."""
+    task = q.huey.dequeue()
+    return None if task is None else (int(task.args[0]), int(task.args[1]))
+
+
+def table(home: Path) -> list[tuple[int, int]]:
+    """The messages in the queue file, best first, read by another connection (not through the buffer)."""
+    path = queue_at(Home.open(home)).path
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT data FROM task ORDER BY priority DESC, id").fetchall()
+    finally:
+        con.close()
+    q = Queue(Home.open(home))
+    try:
+        return [(int(t.args[0]), int(t.args[1])) for t in (q.huey.deserialize_task(r[0]) for r in rows)]
+    finally:
+        q.close()
+
+
+def send(q: Queue, ids: range, priority: int = 0) -> None:
+    q.send([Dispatch(i, 0, priority, "default") for i in ids])
+
+
+def test_a_short_previous_message_takes_a_batch_and_the_order_is_the_queues(home: Path, queue: Queue) -> None:
+    send(queue, range(1, 11))
+    send(queue, range(11, 16), priority=5)  # sent later, better priority: first
+    assert queue.start_prefetch(batch=4, hold_ms=60_000)
+    prefetch = queue.huey.storage.prefetch
+    got = [take(queue)]  # this thread's first dequeue: nothing says tasks are short, one message
+    assert prefetch.batches == 0 and len(table(home)) == 14
+    got.append(take(queue))  # right after: a batch of 4, one returned, three held
+    assert prefetch.batches == 1 and len(prefetch.held()) == 3 and len(table(home)) == 10
+    assert queue.size() == 13  # held messages still count as queued (the sweep does not send them again)
+    runs, _ = queue.pending()
+    assert {t for t, _ in runs} == set(range(1, 16)) - {t for t, _ in got}  # type: ignore[misc]
+    while (message := take(queue)) is not None:
+        got.append(message)
+    assert [t for t, _ in got] == [*range(11, 16), *range(1, 11)]  # type: ignore[misc]
+    assert prefetch.batches > 1
+
+
+def test_a_long_previous_message_takes_one(home: Path, queue: Queue) -> None:
+    send(queue, range(1, 6))
+    queue.start_prefetch(batch=8, hold_ms=60_000)
+    for _ in range(3):
+        take(queue)
+        time.sleep(SHORT_S * 4)  # the "task" took longer than a short one
+    assert queue.huey.storage.prefetch.batches == 0
+    assert len(table(home)) == 2
+
+
+def test_held_messages_go_back_to_the_queue_in_their_places(home: Path, queue: Queue) -> None:
+    send(queue, range(1, 11))
+    queue.start_prefetch(batch=8, hold_ms=100)
+    assert take(queue) == (1, 0)
+    assert take(queue) == (2, 0)  # a batch: 3..9 held
+    assert [t for t, _ in table(home)] == [10]
+    wait_for(lambda: len(table(home)) == 8, timeout=5, what="held messages back in the queue")
+    assert [t for t, _ in table(home)] == list(range(3, 11))  # their own ids: ahead of later messages
+    assert queue.huey.storage.prefetch.held() == []
+
+
+def test_a_put_back_message_whose_id_was_taken_again_goes_to_the_end(home: Path, queue: Queue) -> None:
+    send(queue, range(1, 4))
+    queue.start_prefetch(batch=8, hold_ms=60_000)
+    take(queue)
+    take(queue)  # 2 returned, 3 held: the queue file is empty
+    assert table(home) == []
+    send(queue, range(4, 5))  # SQLite gives the new row the free id the held message had
+    queue.stop_prefetch()
+    assert sorted(t for t, _ in table(home)) == [3, 4]  # both there: nothing overwritten, nothing lost
+
+
+def test_stopping_puts_the_buffer_back_and_later_dequeues_take_one(home: Path, queue: Queue) -> None:
+    send(queue, range(1, 21))
+    queue.start_prefetch(batch=8, hold_ms=60_000)
+    take(queue)
+    take(queue)
+    assert len(table(home)) == 11
+    queue.stop_prefetch()
+    assert len(table(home)) == 18 and queue.size() == 18
+    assert queue.huey.storage.prefetch is None
+    take(queue)
+    take(queue)
+    assert len(table(home)) == 16
+
+
+def test_prefetch_settings_are_checked(home: Path) -> None:
+    cfg = home / CONFIG_NAME
+    text = cfg.read_text()
+    assert "prefetch_batch = 8" in text and "prefetch_hold_ms = 50" in text  # documented in a new home's file
+    for bad in ("prefetch_batch = 0", "prefetch_batch = 101", "prefetch_hold_ms = -1", 'prefetch_batch = "8"'):
+        cfg.write_text(re.sub(r"(?m)^prefetch_batch = 8$", "", text) + f"\n{bad}\n")
+        with pytest.raises(Exception, match="prefetch_"):
+            Home.open(home).settings  # noqa: B018
+
+
+# -- real agents ---------------------------------------------------------------------------------------------
+def set_prefetch(home: Path, batch: int, hold_ms: int) -> None:
+    cfg = home / CONFIG_NAME
+    text = re.sub(r"(?m)^prefetch_(batch|hold_ms)\s*=.*$", "", cfg.read_text())
+    cfg.write_text(f"{text}\nprefetch_batch = {batch}\nprefetch_hold_ms = {hold_ms}\n")
+    settings = Home.open(home).settings
+    assert (settings.prefetch_batch, settings.prefetch_hold_ms) == (batch, hold_ms)
+
+
+def states(jm: JobManager, job_id: int) -> dict[int, str]:
+    return {t.seq: t.state for t in jm.job(job_id).tasks}
+
+
+def stalled(jm: JobManager, job_id: int, seq: int) -> bool:
+    s = states(jm, job_id)
+    return s[seq] == "running" and all(s[n] == "succeeded" for n in range(1, seq))
+
+
+def assert_ran_once(jm: JobManager, job_id: int, seqs: list[int]) -> None:
+    tasks = {t.seq: t for t in jm.job(job_id).tasks}
+    assert all(tasks[n].state == "succeeded" for n in seqs), {n: tasks[n].state for n in seqs}
+    events = jm.events(job_id)
+    done = events[(events.kind == "task") & (events.to_state == "succeeded")]
+    assert sorted(done.task_id.astype(int)) == sorted(tasks[n].id for n in states(jm, job_id)
+                                                      if tasks[n].state == "succeeded")  # once each
+
+
+def test_a_long_task_after_short_ones_does_not_hold_the_messages_it_took(home: Path, jm: JobManager,
+                                                                        start_agent) -> None:
+    """One worker: it takes task 3 from a batch and stalls on it; the rest of the batch goes back to the
+    queue within the hold time, in order, where another agent's idle worker finds it."""
+    set_prefetch(home, 8, 100)
+    start_agent("a1", 1)
+    job_id = jm.submit("stall_at", {"tasks": 12, "stall": 3})
+    wait_for(lambda: stalled(jm, job_id, 3), timeout=30, what="task 3 stalls")
+    ids = {t.seq: t.id for t in jm.job(job_id).tasks}
+    wait_for(lambda: [t for t, _ in table(home)] == [ids[n] for n in range(4, 13)], timeout=5,
+             what="the messages a1 took behind task 3 back in the queue, in order")
+    start_agent("a2", 1)
+    wait_for(lambda: all(s == "succeeded" for n, s in states(jm, job_id).items() if n != 3), timeout=30,
+             what="a2 runs the rest while a1 is stalled")
+    assert {t.agent for t in jm.job(job_id).tasks if t.seq > 3} == {"a2"}
+    jm.cancel(job_id)
+    jm.wait(job_id, timeout=30)
+    assert_ran_once(jm, job_id, [n for n in range(1, 13) if n != 3])
+
+
+def test_sigkill_loses_the_taken_messages_not_the_tasks(home: Path, jm: JobManager, start_agent) -> None:
+    """Messages held when the agent is SIGKILLed are gone from the queue; the tasks are still queued in the
+    store, and the next agent's sweep sends them again: each task runs once."""
+    set_prefetch(home, 8, 60_000)
+    victim = start_agent("victim", 1)
+    job_id = jm.submit("stall_at", {"tasks": 12, "stall": 3, "seconds": 1.5})
+    wait_for(lambda: stalled(jm, job_id, 3), timeout=30, what="task 3 stalls")
+    ids = {t.seq: t.id for t in jm.job(job_id).tasks}
+    in_queue = {t for t, _ in table(home)}
+    held = [n for n in range(4, 13) if ids[n] not in in_queue]
+    assert held, "the victim held no messages: nothing to lose"
+    victim.kill()
+    assert all(states(jm, job_id)[n] == "queued" for n in held)
+    start_agent("rescuer", 2)
+    job = jm.wait(job_id, timeout=60)
+    assert job.state == "completed", job
+    assert_ran_once(jm, job_id, list(range(1, 13)))
+    assert {t.agent for t in jm.job(job_id).tasks if t.seq in held} == {"rescuer"}
+
+
+def test_a_graceful_stop_puts_the_taken_messages_back(home: Path, jm: JobManager, start_agent) -> None:
+    set_prefetch(home, 8, 60_000)
+    agent = start_agent("a1", 1)
+    job_id = jm.submit("stall_at", {"tasks": 12, "stall": 3, "seconds": 1.0})
+    wait_for(lambda: stalled(jm, job_id, 3), timeout=30, what="task 3 stalls")
+    ids = {t.seq: t.id for t in jm.job(job_id).tasks}
+    assert len(table(home)) < 9  # some of tasks 4-12 are held by the agent
+    assert agent.stop() == 0
+    assert states(jm, job_id)[3] == "succeeded"
+    assert [t for t, _ in table(home)] == [ids[n] for n in range(4, 13)]  # all back, in order
