@@ -21,8 +21,8 @@ from jobmanager.engine import checkpoints
 from jobmanager.engine.checkpoints import Checkpointer, CheckpointFailed
 from jobmanager.engine.queue import Queue
 from jobmanager.home import Home
+from jobmanager.sqlite_files import AUTOCHECKPOINT_PAGES
 from jobmanager.store import open_store
-from jobmanager.store.sqlite import AUTOCHECKPOINT_PAGES
 from jobmanager.trouble import TroubleLog
 
 from .backends import PG_REDIS, sqlite_only
@@ -93,7 +93,8 @@ def test_a_reader_that_stays_holds_writers_once_then_restarts_wait(jm: JobManage
     try:
         for _ in range(30):
             jm.submit("sleep", {"tasks": 20, "seconds": 0})
-        ckpt = Checkpointer([store_path], TroubleLog(logging.getLogger("test")))
+        now = [time.monotonic()]
+        ckpt = Checkpointer([store_path], TroubleLog(logging.getLogger("test")), clock=lambda: now[0])
         started = time.monotonic()
         busy, pages, copied = ckpt.checkpoint()[store_path]
         assert busy == 1 and pages > 40 and ckpt.restarts == 1  # the RESTART could not finish: the reader
@@ -101,11 +102,12 @@ def test_a_reader_that_stays_holds_writers_once_then_restarts_wait(jm: JobManage
         jm.submit("sleep", {"tasks": 1, "seconds": 0})  # writers go on
         ckpt.checkpoint()
         assert ckpt.restarts == 1  # PASSIVE only while it backs off
-        first = ckpt._no_restart_until[store_path]
-        ckpt._no_restart_until[store_path] = 0.0  # its back-off is over: the reader still stays
+        first = ckpt.restart_paused_for(store_path)
+        assert first == checkpoints.RESTART_BACKOFF_S
+        now[0] += first  # its back-off is over: the reader still stays
         ckpt.checkpoint()
         assert ckpt.restarts == 2
-        assert ckpt._no_restart_until[store_path] - time.monotonic() > first - started + 1  # longer each time
+        assert ckpt.restart_paused_for(store_path) == 2 * first  # longer each time
     finally:
         reader.execute("COMMIT")
         reader.close()

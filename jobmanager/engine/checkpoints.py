@@ -9,7 +9,7 @@ since the last checkpoint and syncs the file: in an agent, about one claim in 13
 Checkpoints", https://www.sqlite.org/wal.html): run checkpoints from a separate thread.
 
 So every connection of the store and the queue checkpoints only past
-:data:`~jobmanager.store.sqlite.AUTOCHECKPOINT_PAGES` (twice :data:`RESTART_PAGES`: with an agent
+:data:`~jobmanager.sqlite_files.AUTOCHECKPOINT_PAGES` (twice :data:`RESTART_PAGES`: with an agent
 running no commit does), and each agent runs a :class:`Checkpointer`: a PASSIVE checkpoint of each
 file every :data:`INTERVAL_S`, which waits for no writer and no reader. While commits follow each
 other without a pause, a PASSIVE checkpoint rarely ends with the whole log copied, and SQLite starts
@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobmanager.engine.queue import Queue, QueueStorage
@@ -68,10 +68,12 @@ class CheckpointFailed(Exception):
 class Checkpointer:
     """Checkpoints ``paths`` (SQLite files in WAL mode) from its own thread until :meth:`close`."""
 
-    def __init__(self, paths: Sequence[Path], trouble: TroubleLog, interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, paths: Sequence[Path], trouble: TroubleLog, interval_s: float = INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.paths = list(dict.fromkeys(paths))
         self.trouble = trouble
         self.interval_s = interval_s
+        self._clock = clock  # when a RESTART back-off ends (a test moves it on instead of waiting)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conns: dict[Path, sqlite3.Connection] = {}
@@ -108,6 +110,11 @@ class Checkpointer:
             raise failed
         return done
 
+    def restart_paused_for(self, path: Path) -> float:
+        """Seconds before ``path`` may get a RESTART checkpoint again (0: now): the back-off after a reader
+        kept the last one from finishing."""
+        return max(0.0, self._no_restart_until.get(path, 0.0) - self._clock())
+
     def _checkpoint(self, path: Path) -> tuple[int, int, int]:
         conn = self._conns.get(path)
         if conn is None:
@@ -117,7 +124,7 @@ class Checkpointer:
                                                        timeout=RESTART_WAIT_MS / 1000)
         row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         passive = (int(row[0]), int(row[1]), int(row[2]))
-        now = time.monotonic()
+        now = self._clock()
         # A long log, unless a RESTART just finished and nothing was written since (the log then keeps its length
         # until the next writer starts it over), or a reader kept the last RESTART from finishing.
         if passive[1] > RESTART_PAGES and self._restarted.get(path) != passive \

@@ -25,13 +25,13 @@ from typing import Any, Protocol
 from huey.api import Huey
 from huey.storage import SqliteStorage
 
+from jobmanager import sqlite_files
 from jobmanager.backends import queue_at
 from jobmanager.engine.prefetch import BATCH, HOLD_S, Message, Prefetch
 from jobmanager.engine.queue_redis import QueueRedisStorage, redis_huey, send_many
 from jobmanager.engine.wake import wake_all
 from jobmanager.home import Home, create_private
 from jobmanager.models import Dispatch
-from jobmanager.store.sqlite import AUTOCHECKPOINT_PAGES
 
 QUEUE_NAME = "jobmanager"
 DEFAULT_QUEUE = "default"
@@ -92,21 +92,16 @@ class QueueStorage(SqliteStorage):
     served: tuple[str, ...] = (QUEUE_NAME,)
     #: per worker thread: whether its last dequeue found nothing (``empty``)
     _idle: threading.local
-    #: ``PRAGMA wal_autocheckpoint`` of the connection (None: SQLite's default); Queue passes the store's
-    autocheckpoint: int | None
     #: the agent's shared buffer of taken messages (None: one message per dequeue; see engine/prefetch.py)
     prefetch: Prefetch | None = None
 
-    def __init__(self, *args: Any, autocheckpoint: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._idle = threading.local()
-        self.autocheckpoint = autocheckpoint  # before Huey's storage opens its connection
         super().__init__(*args, **kwargs)
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()
-        conn.execute("pragma synchronous=NORMAL")
-        if self.autocheckpoint is not None:
-            conn.execute(f"pragma wal_autocheckpoint={int(self.autocheckpoint)}")
+        sqlite_files.tune(conn)  # the store's pragmas: one rule for both files
         return conn
 
     def dequeue(self) -> Any:
@@ -185,7 +180,7 @@ class Queue:
             create_private(at.path)  # before SQLite makes it (and its -wal/-shm) with the umask's mode
             self.huey = EngineHuey(
                 QUEUE_NAME, storage_class=QueueStorage, filename=str(at.path), results=False, utc=True,
-                timeout=30, autocheckpoint=AUTOCHECKPOINT_PAGES,
+                timeout=30,
             )
             self.huey.storage.served = served
         self.served = served

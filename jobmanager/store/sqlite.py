@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from jobmanager import sqlite_files
 from jobmanager.errors import HomeError
 from jobmanager.home import create_private
 from jobmanager.store.dialect import SQLITE
@@ -23,11 +24,6 @@ from jobmanager.store.sql import Connection, SqlStore
 from jobmanager.trouble import storage_problem
 
 BUSY_TIMEOUT_S = 30.0
-#: a commit copies the write-ahead log back into the file (a checkpoint) only past this many pages (32 MB at
-#: 4 KiB), twice the length at which a running agent's own thread copies it (:mod:`jobmanager.engine.checkpoints`):
-#: with an agent running, no commit does. SQLite's default, 1,000, put a 20-25 ms copy into one commit in about
-#: 130, an agent worker's claim or a user's submit. A home with no agent running copies it at this length.
-AUTOCHECKPOINT_PAGES = 8_000
 
 
 class SQLiteStore(SqlStore):
@@ -60,9 +56,8 @@ class SQLiteStore(SqlStore):
             )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            sqlite_files.tune(conn)
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn
