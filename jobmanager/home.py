@@ -56,10 +56,11 @@ heartbeat_interval = 5.0
 completer_flush_ms = 50
 completer_batch = 100
 
-# While tasks are short (under 5 ms), an agent's dequeue takes up to this many queue messages at once
-# (1: one at a time); a taken message not started within this many milliseconds goes back to the queue.
+# While tasks are short (under prefetch_short_ms), an agent's dequeue takes up to prefetch_batch queue
+# messages at once (1: one at a time); a taken message not started within prefetch_hold_ms goes back.
 prefetch_batch = 8
 prefetch_hold_ms = 50
+prefetch_short_ms = 5
 
 # Folders jobs may read their inputs from (documents, CSV sources), shared by every job, besides
 # this home's inputs/ folder. Absolute paths, e.g. input_dirs = ["/srv/docs"].
@@ -98,8 +99,10 @@ class Settings(BaseModel):
                                       description="a number of milliseconds between 0 and 10000, e.g. 50")
     completer_batch: int = Field(100, ge=1, le=1000, description="a whole number between 1 and 1000, e.g. 100")
     prefetch_batch: int = Field(8, ge=1, le=100, description="a whole number between 1 and 100, e.g. 8")
-    prefetch_hold_ms: float = Field(50.0, ge=0, le=60000,
-                                    description="a number of milliseconds between 0 and 60000, e.g. 50")
+    prefetch_hold_ms: float = Field(50.0, ge=5, le=4000,
+                                    description="a number of milliseconds between 5 and 4000, e.g. 50")
+    prefetch_short_ms: float = Field(5.0, gt=0, le=1000,
+                                     description="a number of milliseconds above 0, at most 1000, e.g. 5")
     input_dirs: list[str] = Field(default_factory=list, description='a list of absolute folders, e.g. ["/srv/docs"]')
     case_input_dirs: dict[str, list[str]] = Field(
         default_factory=dict, description='a table of case = list of absolute folders, e.g. "ACME-12" = ["/srv/acme"]')

@@ -63,7 +63,7 @@ def send(q: Queue, ids: range, priority: int = 0) -> None:
 def test_a_short_previous_message_takes_a_batch_and_the_order_is_the_queues(home: Path, queue: Queue) -> None:
     send(queue, range(1, 11))
     send(queue, range(11, 16), priority=5)  # sent later, better priority: first
-    assert queue.start_prefetch(batch=4, hold_ms=60_000)
+    assert queue.start_prefetch(batch=4, hold_ms=4000, short_ms=1000)  # every take within 1 s counts as short
     prefetch = queue.huey.storage.prefetch
     got = [take(queue)]  # this thread's first dequeue: nothing says tasks are short, one message
     assert prefetch.batches == 0 and len(table(home)) == 14
@@ -80,7 +80,7 @@ def test_a_short_previous_message_takes_a_batch_and_the_order_is_the_queues(home
 
 def test_a_long_previous_message_takes_one(home: Path, queue: Queue) -> None:
     send(queue, range(1, 6))
-    queue.start_prefetch(batch=8, hold_ms=60_000)
+    queue.start_prefetch(batch=8, hold_ms=4000)  # the default: short is under 5 ms
     for _ in range(3):
         take(queue)
         time.sleep(SHORT_S * 4)  # the "task" took longer than a short one
@@ -90,7 +90,7 @@ def test_a_long_previous_message_takes_one(home: Path, queue: Queue) -> None:
 
 def test_held_messages_go_back_to_the_queue_in_their_places(home: Path, queue: Queue) -> None:
     send(queue, range(1, 11))
-    queue.start_prefetch(batch=8, hold_ms=100)
+    queue.start_prefetch(batch=8, hold_ms=100, short_ms=1000)
     assert take(queue) == (1, 0)
     assert take(queue) == (2, 0)  # a batch: 3..9 held
     assert [t for t, _ in table(home)] == [10]
@@ -100,19 +100,22 @@ def test_held_messages_go_back_to_the_queue_in_their_places(home: Path, queue: Q
 
 
 def test_a_put_back_message_whose_id_was_taken_again_goes_to_the_end(home: Path, queue: Queue) -> None:
-    send(queue, range(1, 4))
-    queue.start_prefetch(batch=8, hold_ms=60_000)
-    take(queue)
-    take(queue)  # 2 returned, 3 held: the queue file is empty
-    assert table(home) == []
-    send(queue, range(4, 5))  # SQLite gives the new row the free id the held message had
+    send(queue, range(1, 2))  # row 1
+    send(queue, range(2, 3), priority=5)  # row 2
+    send(queue, range(3, 4), priority=9)  # row 3
+    queue.start_prefetch(batch=2, hold_ms=4000, short_ms=1000)
+    take(queue)  # nothing yet says tasks are short: row 3 alone
+    send(queue, range(4, 5), priority=9)  # row 4
+    assert take(queue) == (4, 0)  # a batch: row 4 returned, row 2 held; the file keeps row 1
+    assert [t for t, _ in table(home)] == [1]
+    send(queue, range(5, 6))  # SQLite gives it the free id 2, the held message's
     queue.stop_prefetch()
-    assert sorted(t for t, _ in table(home)) == [3, 4]  # both there: nothing overwritten, nothing lost
+    assert [t for t, _ in table(home)] == [2, 1, 5]  # both there: nothing overwritten, nothing lost
 
 
 def test_stopping_puts_the_buffer_back_and_later_dequeues_take_one(home: Path, queue: Queue) -> None:
     send(queue, range(1, 21))
-    queue.start_prefetch(batch=8, hold_ms=60_000)
+    queue.start_prefetch(batch=8, hold_ms=4000, short_ms=1000)
     take(queue)
     take(queue)
     assert len(table(home)) == 11
@@ -128,19 +131,23 @@ def test_prefetch_settings_are_checked(home: Path) -> None:
     cfg = home / CONFIG_NAME
     text = cfg.read_text()
     assert "prefetch_batch = 8" in text and "prefetch_hold_ms = 50" in text  # documented in a new home's file
-    for bad in ("prefetch_batch = 0", "prefetch_batch = 101", "prefetch_hold_ms = -1", 'prefetch_batch = "8"'):
-        cfg.write_text(re.sub(r"(?m)^prefetch_batch = 8$", "", text) + f"\n{bad}\n")
+    for bad in ("prefetch_batch = 0", "prefetch_batch = 101", 'prefetch_batch = "8"', "prefetch_hold_ms = 0",
+                "prefetch_hold_ms = 4001", "prefetch_short_ms = 0", "prefetch_short_ms = 1001"):
+        cfg.write_text(re.sub(r"(?m)^prefetch_\w+ = .*$", "", text) + f"\n{bad}\n")
         with pytest.raises(Exception, match="prefetch_"):
             Home.open(home).settings  # noqa: B018
 
 
 # -- real agents ---------------------------------------------------------------------------------------------
-def set_prefetch(home: Path, batch: int, hold_ms: int) -> None:
+def set_prefetch(home: Path, batch: int, hold_ms: int, short_ms: int = 1000) -> None:
+    """Agent settings; by default every task counts as short (a loaded machine cannot turn a test's batch
+    into single messages)."""
     cfg = home / CONFIG_NAME
-    text = re.sub(r"(?m)^prefetch_(batch|hold_ms)\s*=.*$", "", cfg.read_text())
-    cfg.write_text(f"{text}\nprefetch_batch = {batch}\nprefetch_hold_ms = {hold_ms}\n")
+    text = re.sub(r"(?m)^prefetch_\w+\s*=.*$", "", cfg.read_text())
+    cfg.write_text(f"{text}\nprefetch_batch = {batch}\nprefetch_hold_ms = {hold_ms}\nprefetch_short_ms = {short_ms}\n")
     settings = Home.open(home).settings
-    assert (settings.prefetch_batch, settings.prefetch_hold_ms) == (batch, hold_ms)
+    assert (settings.prefetch_batch, settings.prefetch_hold_ms, settings.prefetch_short_ms) == (batch, hold_ms,
+                                                                                                short_ms)
 
 
 def states(jm: JobManager, job_id: int) -> dict[int, str]:
@@ -165,12 +172,14 @@ def test_a_long_task_after_short_ones_does_not_hold_the_messages_it_took(home: P
                                                                         start_agent) -> None:
     """One worker: it takes task 3 from a batch and stalls on it; the rest of the batch goes back to the
     queue within the hold time, in order, where another agent's idle worker finds it."""
-    set_prefetch(home, 8, 100)
+    set_prefetch(home, 8, 2000)
     start_agent("a1", 1)
     job_id = jm.submit("stall_at", {"tasks": 12, "stall": 3})
     wait_for(lambda: stalled(jm, job_id, 3), timeout=30, what="task 3 stalls")
     ids = {t.seq: t.id for t in jm.job(job_id).tasks}
-    wait_for(lambda: [t for t, _ in table(home)] == [ids[n] for n in range(4, 13)], timeout=5,
+    behind = [ids[n] for n in range(4, 13)]
+    assert [t for t, _ in table(home)] != behind  # held by a1 for now (not yet 2 s)
+    wait_for(lambda: [t for t, _ in table(home)] == behind, timeout=10,
              what="the messages a1 took behind task 3 back in the queue, in order")
     start_agent("a2", 1)
     wait_for(lambda: all(s == "succeeded" for n, s in states(jm, job_id).items() if n != 3), timeout=30,
@@ -184,7 +193,7 @@ def test_a_long_task_after_short_ones_does_not_hold_the_messages_it_took(home: P
 def test_sigkill_loses_the_taken_messages_not_the_tasks(home: Path, jm: JobManager, start_agent) -> None:
     """Messages held when the agent is SIGKILLed are gone from the queue; the tasks are still queued in the
     store, and the next agent's sweep sends them again: each task runs once."""
-    set_prefetch(home, 8, 60_000)
+    set_prefetch(home, 8, 4000)
     victim = start_agent("victim", 1)
     job_id = jm.submit("stall_at", {"tasks": 12, "stall": 3, "seconds": 1.5})
     wait_for(lambda: stalled(jm, job_id, 3), timeout=30, what="task 3 stalls")
@@ -202,7 +211,7 @@ def test_sigkill_loses_the_taken_messages_not_the_tasks(home: Path, jm: JobManag
 
 
 def test_a_graceful_stop_puts_the_taken_messages_back(home: Path, jm: JobManager, start_agent) -> None:
-    set_prefetch(home, 8, 60_000)
+    set_prefetch(home, 8, 4000)
     agent = start_agent("a1", 1)
     job_id = jm.submit("stall_at", {"tasks": 12, "stall": 3, "seconds": 1.0})
     wait_for(lambda: stalled(jm, job_id, 3), timeout=30, what="task 3 stalls")
@@ -211,3 +220,22 @@ def test_a_graceful_stop_puts_the_taken_messages_back(home: Path, jm: JobManager
     assert agent.stop() == 0
     assert states(jm, job_id)[3] == "succeeded"
     assert [t for t, _ in table(home)] == [ids[n] for n in range(4, 13)]  # all back, in order
+
+
+def test_a_stop_whose_put_back_fails_says_so_and_goes_on(home: Path, queue: Queue, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk at the stop: the agent's stop must go on (its completer still writes outcomes); the
+    held messages are lost from the queue, not the tasks (the sweep sends them again)."""
+    send(queue, range(1, 11))
+    queue.start_prefetch(batch=8, hold_ms=4000, short_ms=1000)
+    take(queue)
+    take(queue)
+
+    def full(messages: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(queue.huey.storage, "put_back", full)
+    queue.stop_prefetch()  # does not raise
+    assert queue.huey.storage.prefetch is None
+    assert "7 messages could not be put back in the queue (database or disk is full); the sweep sends them again" \
+        in caplog.text

@@ -177,7 +177,8 @@ class Agent:
         if self.checkpoints is not None:
             self.checkpoints.start()
         if self.worker_type == "thread":  # a forked worker process would copy the shared buffer
-            self.queue.start_prefetch(self.home.settings.prefetch_batch, self.home.settings.prefetch_hold_ms)
+            settings = self.home.settings
+            self.queue.start_prefetch(settings.prefetch_batch, settings.prefetch_hold_ms, settings.prefetch_short_ms)
         try:
             consumer.run()
         finally:
@@ -208,8 +209,9 @@ class Agent:
                     os.kill(self.pid, signal.SIGTERM)
                     return
                 self.reconcile(stats)
-                self.recover()
-                if time.monotonic() - self._last_sweep >= SWEEP_EVERY_S:
+                if self.recover().lost:  # the messages it had taken and not claimed (engine/prefetch.py) went too
+                    self.sweep(min_age=0.0)
+                elif time.monotonic() - self._last_sweep >= SWEEP_EVERY_S:
                     self.sweep(min_age=SWEEP_MIN_AGE_S)
             except Exception as exc:  # a heartbeat must never kill the agent; the next one retries
                 self.trouble.failed("heartbeat", exc, self._store_where())
@@ -282,8 +284,6 @@ class Agent:
         recovery = self.engine.recover(self.name)
         for name in recovery.lost:
             log.warning("agent %s is lost; recovered its work (%d tasks requeued)", name, len(recovery.dispatches))
-        if recovery.lost:  # the messages it had taken and not claimed (engine/prefetch.py) went with it
-            self.sweep(min_age=0.0)
         return recovery
 
     def reconcile(self, stats: dict[str, Any]) -> Recovery:

@@ -40,8 +40,10 @@ log = logging.getLogger("jobmanager.engine.agent")
 BATCH = 8
 #: a worker whose previous message took less than this (dequeue to dequeue) takes a batch
 SHORT_S = 0.005
-#: a buffered message waits at most this long before it goes back to the queue
+#: a buffered message waits at most this long before it goes back to the queue (settings allow 5 ms to 4 s:
+#: less would have the keeper spin, more would outlast the sweep's minimum age, SWEEP_MIN_AGE_S = 5 s)
 HOLD_S = 0.05
+MIN_HOLD_S = 0.005
 #: the keeper sleeps (until a batch is taken) after this long without buffered messages
 KEEPER_IDLE_S = 1.0
 
@@ -67,7 +69,7 @@ class Prefetch:
     def __init__(self, pop: Callable[[int], list[Message]], put_back: Callable[[list[Message]], None], *,
                  batch: int = BATCH, short_s: float = SHORT_S, hold_s: float = HOLD_S) -> None:
         self._pop, self._put_back = pop, put_back
-        self.batch, self.short_s, self.hold_s = max(1, batch), short_s, hold_s
+        self.batch, self.short_s, self.hold_s = max(1, batch), short_s, max(MIN_HOLD_S, hold_s)
         self._held: deque[tuple[Message, float]] = deque()  # best first within a batch; batches in time order
         self._cond = threading.Condition()
         self._local = threading.local()
@@ -101,7 +103,7 @@ class Prefetch:
                     if self._keeper_sleeps:
                         self._cond.notify()
             if rest:
-                self._put_back(rest)
+                self._give_back(rest)
         return messages[0].data
 
     def held(self) -> list[bytes]:
@@ -120,12 +122,22 @@ class Prefetch:
         if keeper is not None:
             keeper.join()
         if rest:
-            self._put_back(rest)
+            self._give_back(rest)
+
+    def _give_back(self, messages: list[Message]) -> None:
+        """Put messages back; if the queue cannot be written (a full disk), say so: the store still has the
+        tasks queued, and the sweep sends them again. Never raises (a stop must go on)."""
+        try:
+            self._put_back(messages)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("prefetch: %d messages could not be put back in the queue (%s); the sweep sends "
+                        "them again", len(messages), exc)
 
     def _start_keeper(self) -> None:  # under self._cond
         if self._keeper is None:
-            self._keeper = threading.Thread(target=self._keep, name="prefetch", daemon=True)
-            self._keeper.start()
+            keeper = threading.Thread(target=self._keep, name="prefetch", daemon=True)
+            keeper.start()  # if it cannot start, the next batch tries again
+            self._keeper = keeper
 
     def _keep(self) -> None:
         """Put back what waited ``hold_s``: it looks every ``hold_s / 2`` while messages were taken in the
@@ -150,8 +162,4 @@ class Prefetch:
                 if not aged:
                     self._cond.wait(self.hold_s / 2)
                     continue
-            try:
-                self._put_back(aged)
-            except Exception as exc:  # noqa: BLE001 - the store still has the tasks: the sweep sends them again
-                log.warning("prefetch: %d messages could not be put back in the queue (%s); the sweep sends "
-                            "them again", len(aged), exc)
+            self._give_back(aged)

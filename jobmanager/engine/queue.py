@@ -27,7 +27,7 @@ from huey.storage import SqliteStorage
 
 from jobmanager import sqlite_files
 from jobmanager.backends import queue_at
-from jobmanager.engine.prefetch import BATCH, HOLD_S, Message, Prefetch
+from jobmanager.engine.prefetch import BATCH, HOLD_S, SHORT_S, Message, Prefetch
 from jobmanager.engine.queue_redis import QueueRedisStorage, redis_huey, send_many
 from jobmanager.engine.wake import wake_all
 from jobmanager.home import Home, create_private
@@ -244,8 +244,9 @@ class Queue:
         """Messages in all the home's queues."""
         return int(self.huey.pending_count())
 
-    def start_prefetch(self, batch: int = BATCH, hold_ms: float = HOLD_S * 1000) -> bool:
-        """Let this process's dequeues take up to ``batch`` messages while its tasks are short
+    def start_prefetch(self, batch: int = BATCH, hold_ms: float = HOLD_S * 1000,
+                       short_ms: float = SHORT_S * 1000) -> bool:
+        """Let this process's dequeues take up to ``batch`` messages while its tasks take under ``short_ms``
         (engine/prefetch.py): for an agent's thread workers on the SQLite queue (False, and nothing
         changes, on Redis or with ``batch`` 1)."""
         storage = self.huey.storage
@@ -257,7 +258,8 @@ class Queue:
             if self._wake is not None:
                 wake_all(self._wake)  # idle workers of every agent find them
 
-        storage.prefetch = Prefetch(storage.pop, put_back, batch=batch, hold_s=hold_ms / 1000)
+        storage.prefetch = Prefetch(storage.pop, put_back, batch=batch, hold_s=hold_ms / 1000,
+                                    short_s=short_ms / 1000)
         return True
 
     def stop_prefetch(self) -> None:
@@ -265,8 +267,10 @@ class Queue:
         storage = self.huey.storage
         prefetch = getattr(storage, "prefetch", None)
         if prefetch is not None:
-            prefetch.close()
-            storage.prefetch = None
+            try:
+                prefetch.close()  # never raises: what cannot be put back is said, and the sweep sends it again
+            finally:
+                storage.prefetch = None
 
     def close(self) -> None:
         self.stop_prefetch()
