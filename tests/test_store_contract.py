@@ -160,6 +160,66 @@ def test_a_task_claimed_between_the_claims_read_and_its_lock_stays_with_the_firs
     assert [(e["agent"], e["message"]) for e in starts] == [("a2", "attempt 1")]
 
 
+def running_job(store: JobStore, n: int = 3, **kwargs: Any):
+    """A job whose first task is claimed (the job is running): its other tasks' claims are the common case,
+    which PostgreSQL makes in one statement."""
+    job_id, dispatches = make_job(store, n, **kwargs)
+    assert store.claim_task(dispatches[0].task_id, dispatches[0].dispatch, "a0") is not None
+    assert store.get_job(job_id).state == "running"
+    return job_id, dispatches[1:]
+
+
+def test_a_claim_in_a_running_job_writes_what_every_claim_writes(store: JobStore) -> None:
+    job_id, (d, d2) = running_job(store, retries=1)
+    claim = store.claim_task(d.task_id, d.dispatch, "a1", log=lambda job: "a1-1.log:0:1")
+    assert claim is not None
+    task = store.get_tasks(job_id)[1]
+    assert claim.task == task
+    assert (task.state, task.agent, task.attempts, task.log_slices, task.error) == (
+        "running", "a1", 1, "a1-1.log:0:1", None)
+    assert task.started_at is not None and task.finished_at is None
+    assert (claim.job.id, claim.job.state, claim.job.params, claim.job.owner) == (job_id, "running", {"tasks": 3}, "ana")
+    store.finish_task(d.task_id, "a1", "failed", error="boom")  # one retry left: retrying, dispatch + 1
+    again = store.claim_task(d.task_id, d.dispatch + 1, "a1", log=lambda job: "a1-1.log:90:2")
+    assert again is not None and (again.task.attempts, again.task.log_slices) == (2, "a1-1.log:0:1 a1-1.log:90:2")
+    starts = [(e["from_state"], e["to_state"], e["agent"], e["message"]) for e in store.events(job_id)
+              if e["kind"] == "task" and e["task_id"] == d.task_id and e["to_state"] == "running"]
+    assert starts == [("queued", "running", "a1", "attempt 1"), ("retrying", "running", "a1", "attempt 2")]
+
+
+@pytest.mark.parametrize("between", ["claimed elsewhere", "cancelled", "paused"])
+def test_a_running_jobs_task_changed_between_the_claims_read_and_its_write_is_not_claimed(
+        store: JobStore, between: str) -> None:
+    """The race of the test above, in a running job (PostgreSQL's one-statement claim): what happened in
+    between wins, and the task has at most the one start event of whoever did claim it."""
+    job_id, (d, _) = running_job(store)
+
+    def in_between(job: int) -> None:  # called after the read, before the claim's write
+        if between == "claimed elsewhere":
+            assert store.claim_task(d.task_id, d.dispatch, "a2") is not None
+        elif between == "cancelled":
+            store.cancel_job(job_id, "ana")
+        else:
+            store.pause_job(job_id, "ana")
+
+    assert store.claim_task(d.task_id, d.dispatch, "a1", log=in_between) is None
+    task = store.get_tasks(job_id)[1]
+    expected = {"claimed elsewhere": ("running", "a2", 1), "cancelled": ("cancelled", None, 0),
+                "paused": ("queued", None, 0)}[between]
+    assert (task.state, task.agent, task.attempts) == expected
+    starts = [e["agent"] for e in store.events(job_id) if e["kind"] == "task" and e["task_id"] == d.task_id
+              and e["to_state"] == "running"]
+    assert starts == (["a2"] if between == "claimed elsewhere" else [])
+
+
+def test_a_running_jobs_task_a_full_limit_counts_waits_for_a_slot(store: JobStore) -> None:
+    job_id, (d, _) = running_job(store)
+    store.set_limit("one", type="sleep", queue=None, per_case=False, max_running=1, actor="ana")
+    assert store.claim_task(d.task_id, d.dispatch, "a1") is None  # a0's task fills the limit
+    task = store.get_tasks(job_id)[1]
+    assert (task.state, task.attempts) == ("queued", 0) and "(limit one)" in (task.waiting or "")
+
+
 def test_a_claim_that_finds_its_limit_full_leaves_the_task_another_agent_took_in_between_alone(
         store: JobStore) -> None:
     """The same race with a concurrency limit of 1: when the lock is taken, the other agent's claim fills the

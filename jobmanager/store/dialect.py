@@ -37,6 +37,9 @@ class Dialect:
     begin_read: ClassVar[str]
     #: whether rows can be locked (``SELECT ... FOR UPDATE``); SQLite locks the whole database instead
     row_locks: ClassVar[bool]
+    #: whether a WITH clause may hold INSERT/UPDATE ... RETURNING (one statement, one round trip, for several
+    #: writes); SQLite's may not
+    writes_in_with: ClassVar[bool] = False
     #: the scalar two-argument minimum
     least: ClassVar[str]
     #: statements (outside a transaction) that switch foreign-key checks off and on again, for a bulk insert
@@ -139,6 +142,7 @@ class PostgresDialect(Dialect):
     begin_write = "BEGIN"  # READ COMMITTED: the conditional UPDATEs and row locks decide
     begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
     row_locks = True
+    writes_in_with = True
     least = "LEAST"
     ilike = "ILIKE"
     job_counts = False  # COUNT(*) on the jobs_state_id index

@@ -109,6 +109,23 @@ def _first(cur: Cursor) -> Any:
 _CLAIM_READ = "SELECT id, job_id, seq, state, dispatch FROM tasks WHERE id = ?"
 
 
+def _claim_set(part: str | None) -> str:
+    """What a claim writes into the task row (both claim paths); ``part``: where its log starts."""
+    return ("state = 'running', agent = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL,"
+            " progress_done = NULL, progress_total = NULL, error = NULL, traceback = NULL, cancel_requested = 0,"
+            " waiting = NULL, warning = NULL"
+            + ("" if part is None else ", log_slices = COALESCE(log_slices || ' ', '') || ?"))
+
+
+def _claim_values(agent: str, now: float, part: str | None) -> tuple[Any, ...]:
+    return (agent, now) if part is None else (agent, now, part)
+
+
+def _attempt(n: object) -> str:
+    """A claim's event message (``attempt 2``)."""
+    return f"attempt {n}"
+
+
 class _AlreadyFired(Exception):
     """The (schedule, due time) row exists: another agent fired this run."""
 
@@ -612,6 +629,12 @@ class SqlStore(JobStore):
             return None
         part = None if log is None else log(first["job_id"])
         now = time.time()
+        if self.dialect.writes_in_with:
+            claim = self._claim_in_running_job(first, agent, part, now)
+            if claim is not None:
+                return claim
+        # Every other claim (SQLite's; on PostgreSQL a queued job's first, one a limit counts, one that did not
+        # go through above, which this path decides again and explains).
         with self._tx() as c:
             # The task is not read again under the lock: with row locks it is (_lock_task_and_job); without
             # them (SQLite) the UPDATE below is conditional on the state and dispatch read above, so a task
@@ -632,23 +655,54 @@ class SqlStore(JobStore):
                           (full, task_id, task["state"], dispatch))
                 return None
             claimed = _first(c.execute(
-                "UPDATE tasks SET state = 'running', agent = ?, attempts = attempts + 1, started_at = ?,"
-                " finished_at = NULL, progress_done = NULL, progress_total = NULL, error = NULL,"
-                " traceback = NULL, cancel_requested = 0, waiting = NULL, warning = NULL"
-                + ("" if part is None else ", log_slices = COALESCE(log_slices || ' ', '') || ?")
-                + " WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
-                (agent, now, *(() if part is None else (part,)), task_id, task["state"], task["dispatch"]),
+                f"UPDATE tasks SET {_claim_set(part)} WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
+                (*_claim_values(agent, now, part), task_id, task["state"], task["dispatch"]),
             ))
             if claimed is None:
                 return None
             self._event(
                 c, "task", job_id=task["job_id"], task_id=task_id, seq=task["seq"], from_state=task["state"],
-                to_state=TaskState.RUNNING, agent=agent, message=f"attempt {claimed['attempts']}", at=now,
+                to_state=TaskState.RUNNING, agent=agent, message=_attempt(claimed["attempts"]), at=now,
             )
             if job["state"] == JobState.QUEUED:
                 self._job_state(c, job, JobState.RUNNING, by=agent, started_at=job["started_at"] or now)
                 job = self._job_row(c, job["id"])
         return Claim(self._to_task(claimed), self._to_job(job))
+
+    def _claim_in_running_job(self, first: Row, agent: str, part: str | None, now: float) -> Claim | None:
+        """A claim in one statement, its own transaction (PostgreSQL): a task of a running job that no
+        concurrency limit counts, the common case. None when it did not go through (the job is queued,
+        paused or ended, a limit counts it, the task changed, a deadlock): the general path then decides.
+
+        The same writes as the general path in one round trip instead of seven (each is 150-250 µs here):
+        the job row locked first (the one lock order: jobs, then tasks), the task moved conditionally on
+        the state and dispatch read before, the event written, and the claimed task and its job returned.
+        """
+        try:
+            row = self._conn().execute(
+                "WITH job AS (SELECT j.* FROM jobs j WHERE j.id = ? AND j.state = 'running' AND NOT EXISTS"
+                " (SELECT 1 FROM limits l WHERE (l.type IS NULL OR l.type = j.type)"
+                " AND (l.queue IS NULL OR l.queue = j.queue))" + self.dialect.for_update + "),"
+                f" claimed AS (UPDATE tasks SET {_claim_set(part)} FROM job"
+                " WHERE tasks.id = ? AND tasks.job_id = job.id AND tasks.state = ? AND tasks.dispatch = ?"
+                " RETURNING tasks.*),"
+                " logged AS (INSERT INTO events (at, job_id, task_id, seq, kind, from_state, to_state, agent, message)"
+                " SELECT ?, job_id, id, seq, 'task', ?, ?, ?, ? || attempts FROM claimed)"
+                " SELECT claimed.*, row_to_json(job) AS job_row FROM claimed, job",
+                (first["job_id"], *_claim_values(agent, now, part), first["id"], first["state"], first["dispatch"],
+                 now, first["state"], TaskState.RUNNING, agent, _attempt("")),
+            ).fetchone()
+        except self.retryable:
+            return None
+        except Exception as exc:
+            problem = self._storage_problem(exc)
+            if problem is None:
+                raise
+            raise HomeError(problem) from exc
+        if row is None:
+            return None
+        job = row["job_row"]  # psycopg decodes json
+        return Claim(self._to_task(row), self._to_job(json.loads(job) if isinstance(job, str) else job))
 
     def report_progress(self, task_id: int, agent: str, done: float, total: float | None) -> bool:
         with self._tx() as c:
