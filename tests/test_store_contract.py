@@ -178,7 +178,8 @@ def test_a_claim_in_a_running_job_writes_what_every_claim_writes(store: JobStore
     assert (task.state, task.agent, task.attempts, task.log_slices, task.error) == (
         "running", "a1", 1, "a1-1.log:0:1", None)
     assert task.started_at is not None and task.finished_at is None
-    assert (claim.job.id, claim.job.state, claim.job.params, claim.job.owner) == (job_id, "running", {"tasks": 3}, "ana")
+    job = claim.job
+    assert (job.id, job.state, job.params, job.owner) == (job_id, "running", {"tasks": 3}, "ana")
     store.finish_task(d.task_id, "a1", "failed", error="boom")  # one retry left: retrying, dispatch + 1
     again = store.claim_task(d.task_id, d.dispatch + 1, "a1", log=lambda job: "a1-1.log:90:2")
     assert again is not None and (again.task.attempts, again.task.log_slices) == (2, "a1-1.log:0:1 a1-1.log:90:2")
