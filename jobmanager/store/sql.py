@@ -178,9 +178,14 @@ class SqlStore(JobStore):
 
         A full disk or a permission problem becomes one HomeError line that says so.
         """
+        with self._storage_errors(), self._transaction(self.dialect.begin_write) as c:
+            yield c
+
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """A write's full disk or permission problem as one HomeError line that says so."""
         try:
-            with self._transaction(self.dialect.begin_write) as c:
-                yield c
+            yield
         except Exception as exc:
             problem = self._storage_problem(exc)
             if problem is None:
@@ -679,26 +684,23 @@ class SqlStore(JobStore):
         the state and dispatch read before, the event written, and the claimed task and its job returned.
         """
         try:
-            row = self._conn().execute(
-                "WITH job AS (SELECT j.* FROM jobs j WHERE j.id = ? AND j.state = 'running' AND NOT EXISTS"
-                " (SELECT 1 FROM limits l WHERE (l.type IS NULL OR l.type = j.type)"
-                " AND (l.queue IS NULL OR l.queue = j.queue))" + self.dialect.for_update + "),"
-                f" claimed AS (UPDATE tasks SET {_claim_set(part)} FROM job"
-                " WHERE tasks.id = ? AND tasks.job_id = job.id AND tasks.state = ? AND tasks.dispatch = ?"
-                " RETURNING tasks.*),"
-                " logged AS (INSERT INTO events (at, job_id, task_id, seq, kind, from_state, to_state, agent, message)"
-                " SELECT ?, job_id, id, seq, 'task', ?, ?, ?, ? || attempts FROM claimed)"
-                " SELECT claimed.*, row_to_json(job) AS job_row FROM claimed, job",
-                (first["job_id"], *_claim_values(agent, now, part), first["id"], first["state"], first["dispatch"],
-                 now, first["state"], TaskState.RUNNING, agent, _attempt("")),
-            ).fetchone()
+            with self._storage_errors():
+                row = self._conn().execute(
+                    "WITH job AS (SELECT j.* FROM jobs j WHERE j.id = ? AND j.state = 'running' AND NOT EXISTS"
+                    " (SELECT 1 FROM limits l WHERE (l.type IS NULL OR l.type = j.type)"
+                    " AND (l.queue IS NULL OR l.queue = j.queue))" + self.dialect.for_update + "),"
+                    f" claimed AS (UPDATE tasks SET {_claim_set(part)} FROM job"
+                    " WHERE tasks.id = ? AND tasks.job_id = job.id AND tasks.state = ? AND tasks.dispatch = ?"
+                    " RETURNING tasks.*),"
+                    " logged AS (INSERT INTO events"
+                    " (at, job_id, task_id, seq, kind, from_state, to_state, agent, message)"
+                    " SELECT ?, job_id, id, seq, 'task', ?, ?, ?, ? || attempts FROM claimed)"
+                    " SELECT claimed.*, row_to_json(job) AS job_row FROM claimed, job",
+                    (first["job_id"], *_claim_values(agent, now, part), first["id"], first["state"], first["dispatch"],
+                     now, first["state"], TaskState.RUNNING, agent, _attempt("")),
+                ).fetchone()
         except self.retryable:
             return None
-        except Exception as exc:
-            problem = self._storage_problem(exc)
-            if problem is None:
-                raise
-            raise HomeError(problem) from exc
         if row is None:
             return None
         job = row["job_row"]  # psycopg decodes json
