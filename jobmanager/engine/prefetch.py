@@ -21,8 +21,9 @@ Why nothing is lost, run twice or held back:
 - Priorities: a buffered message can run before a message of higher priority sent after the buffer
   was filled, for at most ``batch - 1`` short tasks and never after ``hold_s``.
 
-Measured (benchmarks/bench_throughput.py, one job of 3,000 trivial tasks, 2 workers): agent CPU per
-task 0.28 -> 0.22 ms, throughput against plain SqliteHuey 0.99 -> 1.07.
+Measured (benchmarks/bench_throughput.py, 3,000 trivial tasks, 2 workers, before and after alternated three
+times): one job 0.90-1.18 -> 0.97-1.25 of plain SqliteHuey (agent CPU 0.30-0.34 -> 0.28-0.29 ms per task),
+300 jobs of 10 0.68-0.79 -> 0.78-0.85 (benchmarks/README.md).
 """
 
 from __future__ import annotations

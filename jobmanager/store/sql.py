@@ -107,6 +107,8 @@ def _first(cur: Cursor) -> Any:
 
 #: what a claim decides on (not params, error, traceback): a narrow read
 _CLAIM_READ = "SELECT id, job_id, seq, state, dispatch FROM tasks WHERE id = ?"
+#: whether limit ``l`` counts job ``j``'s tasks (its type and queue; a per-case limit counts each case apart)
+_LIMIT_COUNTS_JOB = "(l.type IS NULL OR l.type = j.type) AND (l.queue IS NULL OR l.queue = j.queue)"
 
 
 def _claim_set(part: str | None) -> str:
@@ -687,8 +689,7 @@ class SqlStore(JobStore):
             with self._storage_errors():
                 row = self._conn().execute(
                     "WITH job AS (SELECT j.* FROM jobs j WHERE j.id = ? AND j.state = 'running' AND NOT EXISTS"
-                    " (SELECT 1 FROM limits l WHERE (l.type IS NULL OR l.type = j.type)"
-                    " AND (l.queue IS NULL OR l.queue = j.queue))" + self.dialect.for_update + "),"
+                    f" (SELECT 1 FROM limits l WHERE {_LIMIT_COUNTS_JOB})" + self.dialect.for_update + "),"
                     f" claimed AS (UPDATE tasks SET {_claim_set(part)} FROM job"
                     " WHERE tasks.id = ? AND tasks.job_id = job.id AND tasks.state = ? AND tasks.dispatch = ?"
                     " RETURNING tasks.*),"
@@ -933,8 +934,7 @@ class SqlStore(JobStore):
     def _lock_limits(self, c: Connection, jobs: str, params: Sequence[Any]) -> list[Row]:
         """The limits matching any job of ``FROM {jobs}`` (alias ``j``), locked in name order."""
         return list(c.execute(
-            "SELECT * FROM limits l WHERE EXISTS (SELECT 1 FROM " + jobs +
-            " AND (l.type IS NULL OR l.type = j.type) AND (l.queue IS NULL OR l.queue = j.queue))"
+            "SELECT * FROM limits l WHERE EXISTS (SELECT 1 FROM " + jobs + f" AND {_LIMIT_COUNTS_JOB})"
             " ORDER BY name" + self.dialect.for_update,
             params,
         ).fetchall())
@@ -1022,8 +1022,7 @@ class SqlStore(JobStore):
         runnable, runnable_values = self.dialect.in_("t.state", RUNNABLE_TASK)
         out += self._take_waiting(
             c, f"t.waiting IS NOT NULL AND {runnable} AND j.state IN ('queued', 'running') AND NOT EXISTS"
-               " (SELECT 1 FROM limits l WHERE (l.type IS NULL OR l.type = j.type)"
-               " AND (l.queue IS NULL OR l.queue = j.queue))",
+               f" (SELECT 1 FROM limits l WHERE {_LIMIT_COUNTS_JOB})",
             list(runnable_values), None,
         )
         return out
