@@ -11,6 +11,8 @@ Variants, each run ``--rounds`` times (interleaved, so machine noise spreads ove
   ``tasks=N, seconds=0``; from just before ``submit`` to the job's ``finished_at``.
 * ``jm-jobs``   the same agent, N/10 ``sleep`` jobs of 10 tasks submitted one after another;
   from the first submit to the last job's ``finished_at``.
+* ``jm-jobs-many``  the same N/10 jobs in one ``submit_many`` call (one store transaction, one queue
+  write, as ``raw-bulk`` enqueues its messages).
 * ``jm-1job-limit``  ``jm-1job`` with a concurrency limit that matches nothing (``export_report``,
   max 1): what every claim and finish pays to look for limits (not in the default list).
 * ``jm-1job-notify``  ``jm-1job`` whose job has a notification rule (a webhook on failure, never sent):
@@ -52,7 +54,7 @@ from _common import PYTHON, cpu_seconds, machine, median, start_agent_cli, stop,
 from jobmanager import JobManager  # noqa: E402
 
 FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
-VARIANTS = ("raw-bulk", "raw-normal", "raw-each", "jm-1job", "jm-jobs")
+VARIANTS = ("raw-bulk", "raw-normal", "raw-each", "jm-1job", "jm-jobs", "jm-jobs-many")
 OPTIONAL = ("jm-1job-limit", "jm-1job-notify", "jm-1job-metrics")
 
 
@@ -153,7 +155,11 @@ def run_managed(tmp: Path, n: int, workers: int, per_job: int | None, timeout: f
         total = sum(sizes)
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.time()
-        ids = [jm.submit("sleep", {"tasks": size, "seconds": 0}, name="bench", notify=notify) for size in sizes]
+        if feature == "many":
+            ids = jm.submit_many([{"type": "sleep", "params": {"tasks": size, "seconds": 0}, "name": "bench"}
+                                  for size in sizes])
+        else:
+            ids = [jm.submit("sleep", {"tasks": size, "seconds": 0}, name="bench", notify=notify) for size in sizes]
         t_sub = time.time()
         deadline = time.monotonic() + timeout
         if per_job is None:
@@ -242,14 +248,14 @@ def main() -> None:
         ratio = f"{median(rates) / base:7.2f}" if base else "      -"
         print(f"{v:15s} {median(rates):14.1f} {min(rates):8.1f} {max(rates):8.1f} {cpu:11.2f} {ratio}")
     if base:
-        for v in ("jm-1job", "jm-jobs", "jm-1job-limit"):
+        for v in ("jm-1job", "jm-jobs", "jm-jobs-many", "jm-1job-limit"):
             if results.get(v):
                 ratio = median([r.rate for r in results[v]]) / base
                 verdict = "meets the 1.5 goal" if ratio >= 1.5 else "above the 0.9 floor" if ratio >= 0.9 else "BELOW"
                 print(f"ratio {v}/raw-bulk = {ratio:.2f} ({verdict}; floor 0.9, goal 1.5, issue 18)")
     if results.get("raw-normal"):
         same = median([r.rate for r in results["raw-normal"]])
-        for v in ("jm-1job", "jm-jobs"):
+        for v in ("jm-1job", "jm-jobs", "jm-jobs-many"):
             if results.get(v):
                 ratio = median([r.rate for r in results[v]]) / same
                 print(f"ratio {v}/raw-normal = {ratio:.2f} (against Huey on the same synchronous=NORMAL storage;"

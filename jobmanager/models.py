@@ -111,6 +111,23 @@ class JobOptions:
 
 
 @dataclass(frozen=True)
+class NewJob:
+    """A job checked and planned by the service, as the store inserts it (``JobStore.create_jobs``)."""
+
+    type: str
+    name: str
+    params: dict[str, Any]
+    owner: str
+    case: str | None
+    priority: int
+    retries: int
+    has_finish: bool
+    tasks: list[NewTask]
+    actor: str
+    options: JobOptions = JobOptions()
+
+
+@dataclass(frozen=True)
 class Dispatch:
     """A queue message to send: run task ``task_id`` if its dispatch is still ``dispatch``.
 

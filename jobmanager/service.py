@@ -42,7 +42,7 @@ from jobmanager.engine.queue import Queue
 from jobmanager.engine.states import FINISHED, JOB_STATES, AgentState, tab_states
 from jobmanager.errors import BadParams, JobManagerError, NotFound, NotVisible, PermissionDenied, Timeout
 from jobmanager.home import Home, safe_name
-from jobmanager.models import Job
+from jobmanager.models import Job, NewJob
 from jobmanager.notify.channels import shown_url
 from jobmanager.schedules.schedules import (
     _same_trigger,
@@ -269,12 +269,13 @@ class JobManager:
         return job
 
     # -- submitting ----------------------------------------------------------------------------
-    def _allow_submit(self, type: str | None, case: str | None) -> jobtypes.JobType:
+    def _allow_submit(self, type: str | None, case: str | None, *, quiet: bool = False) -> jobtypes.JobType:
         """The right to submit a job of ``type`` in ``case``, the rule written once (``JobType.submit_actions``):
         submit_jobs, and the type's own ``requires`` (``run_notebooks`` for notebooks). Used by submit and
         by every schedule create, edit, enable and run-now; a schedule's runs re-check it for the user it
-        runs as (:func:`jobmanager.schedules.schedules.check_runs_as`). Returns the job type."""
-        self._allow("submit", case=case, target=("job type", str(type)))
+        runs as (:func:`jobmanager.schedules.schedules.check_runs_as`). Returns the job type. ``quiet``: no
+        audit row when allowed (a caller that writes its own); a refusal is always written."""
+        self._allow("submit", case=case, target=("job type", str(type)), quiet=quiet)
         jobtypes.discover(self._imports)
         jt = jobtypes.get(type)
         for action in jt.submit_actions()[1:]:
@@ -313,13 +314,60 @@ class JobManager:
         written, the job is still stored and an agent's sweep re-sends them: that
         is a QueueNotReached warning, not an error (the store is the truth).
         """
+        job = self._new_job(type, params, name=name, priority=priority, case=case, retries=retries, queue=queue,
+                            soft_limit=soft_limit, hard_limit=hard_limit, notify=notify)
+        return self.engine.submit([job])[0]
+
+    def submit_many(self, jobs: Sequence[dict[str, Any]]) -> list[int]:
+        """Submit many jobs at once; returns their ids, in order, once all of them are committed.
+
+        Each item holds :meth:`submit`'s arguments by name: ``{"type": "sleep", "params": {"tasks": 3},
+        "name": "night run", "priority": 5}``. Every item is checked as :meth:`submit` checks it before
+        anything is stored: one item refused refuses the call, with a message naming it (``job 3 of 200:
+        ...``), and nothing is stored. The jobs are stored in one transaction and their queue messages sent
+        in one write, so many small jobs cost far less than as many ``submit`` calls (benchmarks/README.md).
+        At most :data:`jobmanager.validate.MAX_SUBMIT_MANY` jobs a call. The audit trail gets one row.
+        """
+        items = validate.submissions(jobs, _SUBMIT_KEYS)
+        allowed: dict[tuple[str, str | None], jobtypes.JobType] = {}
+        new: list[NewJob] = []
+        planned = 0
+        try:
+            for i, item in enumerate(items):
+                try:
+                    new.append(self._new_job(**item, allowed=allowed))
+                except JobManagerError as exc:
+                    raise type(exc)(f"job {i + 1} of {len(items)}: {exc}") from None
+                planned += len(new[-1].tasks)
+                if planned > validate.MAX_SUBMIT_MANY_TASKS:
+                    raise BadParams(f"jobs 1 to {i + 1} of {len(items)} plan {planned} tasks, at most "
+                                    f"{validate.MAX_SUBMIT_MANY_TASKS} in one call; submit them in parts")
+        finally:  # one row, written when the call returns with its outcome (a refusal wrote its own already)
+            if allowed:
+                types = ", ".join(sorted({jt.name for jt in allowed.values()}))
+                _audit_when_done(self.store, (self.user, self.interface, "submit_many", "job types", types[:200]),
+                                 f"{len(items)} jobs")
+        return self.engine.submit(new)
+
+    def _new_job(self, type: str, params: dict[str, Any] | None = None, *, name: str | None = None,
+                 priority: int = 0, case: str | None = None, retries: int | None = None, queue: str | None = None,
+                 soft_limit: float | None = None, hard_limit: float | None = None,
+                 notify: Sequence[dict[str, Any] | str] | None = None,
+                 allowed: dict[tuple[str, str | None], jobtypes.JobType] | None = None) -> NewJob:
+        """One job checked and planned as submit and submit_many store it. ``allowed``: the job types
+        already allowed by (type, case) in this call (submit_many checks each pair once, quietly: its one
+        audit row is its own)."""
         validate.name(type, "job type")
         params = validate.params(params)
         name = validate.name(name, "job name", optional=True)
         priority = validate.integer(priority, "priority", *validate.INT32)
         case = validate.name(case, "case", optional=True)
         retries = validate.integer(retries, "retries", 0, validate.MAX_RETRIES, optional=True)
-        jt = self._allow_submit(type, case)
+        jt = None if allowed is None else allowed.get((type, case))
+        if jt is None:
+            jt = self._allow_submit(type, case, quiet=allowed is not None)
+            if allowed is not None:
+                allowed[(type, case)] = jt
         options = jobtypes.options(jt, queue=queue, soft_limit=soft_limit, hard_limit=hard_limit, notify=notify)
         self._check_webhook_hosts(options.notify)
         model = jobtypes.validate(jt, params or {})
@@ -327,7 +375,7 @@ class JobManager:
         tasks = jt.plan(model)
         if not tasks:
             raise BadParams(f"{type}: these parameters plan no tasks")
-        return self.engine.submit(
+        return NewJob(
             type=type, name=name or f"{type} job", params=model.model_dump(mode="json"), owner=self.user,
             case=case, priority=priority, retries=jt.retries if retries is None else retries,
             has_finish=jt.has_finish(), tasks=tasks, actor=self.user, options=options,
@@ -1160,6 +1208,9 @@ def _audited(fn: Any) -> Any:
 
     return _audited_call
 
+
+#: the arguments a ``submit_many`` item may hold: submit's own, read from its signature so they never drift
+_SUBMIT_KEYS = tuple(inspect.signature(JobManager.submit).parameters)[1:]
 
 for _name in dir(JobManager):
     if not _name.startswith("_") and inspect.isfunction(inspect.getattr_static(JobManager, _name)):

@@ -42,6 +42,9 @@ MAX_PARAMS_BYTES = 1_000_000
 MAX_ID = 2**63 - 1
 MAX_RETRIES = 100
 INT32 = (-(2**31), 2**31 - 1)
+#: the most jobs one ``submit_many`` call stores, and the most tasks they may plan together
+MAX_SUBMIT_MANY = 10_000
+MAX_SUBMIT_MANY_TASKS = 200_000
 
 #: characters a name may not hold and a terminal must never receive: every control character (Cc: C0,
 #: DEL, C1), line and paragraph separators, bidirectional embeddings/overrides/isolates, lone surrogates
@@ -98,6 +101,27 @@ def job_ids(values: Any, what: str = "job ids", limit: int = 100_000) -> list[in
         if len(out) > limit:
             raise BadParams(f"{what}: at most {limit} at once")
     return out
+
+
+def submissions(values: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``submit_many``'s jobs: a list of 1 to MAX_SUBMIT_MANY mappings, each naming its ``type`` and holding
+    no key but ``keys`` (a typo such as ``prio`` would otherwise be dropped without a word)."""
+    if not isinstance(values, list | tuple):
+        raise BadParams(f"jobs must be a list of mappings (each one job's submit arguments), not {shown(values)}")
+    if not values:
+        raise BadParams("jobs: the list is empty")
+    if len(values) > MAX_SUBMIT_MANY:
+        raise BadParams(f"jobs: {len(values)} in one call, at most {MAX_SUBMIT_MANY}; submit them in parts")
+    for i, item in enumerate(values):
+        where = f"job {i + 1} of {len(values)}"
+        if not isinstance(item, dict):
+            raise BadParams(f"{where}: must be a mapping of submit arguments, not {shown(item)}")
+        unknown = [k for k in item if k not in keys]
+        if unknown:
+            raise BadParams(f"{where}: unknown key {shown(unknown[0])}; the keys are: {', '.join(keys)}")
+        if "type" not in item:
+            raise BadParams(f"{where}: no \"type\" (the job type to submit)")
+    return list(values)
 
 
 def _check_chars(value: str, what: str) -> str:

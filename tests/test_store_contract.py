@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from jobmanager.errors import HomeError, InvalidState, NotFound
-from jobmanager.models import JobOptions, NewTask
+from jobmanager.models import JobOptions, NewJob, NewTask
 from jobmanager.store import JobStore
 from jobmanager.store.base import SCHEMA_VERSION
 from jobmanager.store.sqlite import SQLiteStore
@@ -54,6 +54,34 @@ def run_all(store: JobStore, dispatches, agent: str = "a1", state: str = "succee
         assert store.claim_task(d.task_id, d.dispatch, agent) is not None
         outcomes.append(store.finish_task(d.task_id, agent, state, error=None if state == "succeeded" else "boom"))
     return outcomes
+
+
+def new_job(n: int, name: str = "j", params: dict[str, Any] | None = None) -> NewJob:
+    return NewJob(type="sleep", name=name, params={"tasks": n} if params is None else params, owner="ana",
+                  case=None, priority=0, retries=0, has_finish=False,
+                  tasks=[NewTask(f"t{i}", {"n": i}) for i in range(n)], actor="ana")
+
+
+def test_create_jobs_stores_all_in_order_with_their_messages(store: JobStore) -> None:
+    created = store.create_jobs([new_job(2, "a"), new_job(1, "b"), new_job(3, "c")])
+    assert [len(d) for _, d in created] == [2, 1, 3]
+    ids = [job_id for job_id, _ in created]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert [store.get_job(j).name for j in ids] == ["a", "b", "c"]
+    for job_id, dispatches in created:  # each job's messages name its own tasks, in order
+        assert [d.task_id for d in dispatches] == [t.id for t in store.get_tasks(job_id)]
+    run_all(store, [d for _, ds in created for d in ds])
+    assert {store.get_job(j).state for j in ids} == {"completed"}
+
+
+def test_create_jobs_is_all_or_none(store: JobStore) -> None:
+    """A job the store cannot write (here: parameters that are not JSON) undoes the jobs before it."""
+    before = store.list_jobs(limit=100)
+    with pytest.raises(TypeError):
+        store.create_jobs([new_job(2, "a"), new_job(1, "b", params={"x": object()})])
+    assert store.list_jobs(limit=100) == before
+    (job_id, _), = store.create_jobs([new_job(1, "c")])  # the store is still usable
+    assert store.get_job(job_id).name == "c"
 
 
 # -- schema ---------------------------------------------------------------------------------------

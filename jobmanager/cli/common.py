@@ -137,6 +137,38 @@ def cli(ctx: click.Context, home: str | None, user: str | None, imports: tuple[s
 
 
 
+#: the most bytes a ``submit-many`` file may hold
+MAX_SUBMIT_FILE = 64 * 1024 * 1024
+
+
+def read_submissions(path: str) -> list[Any]:
+    """The jobs of a ``submit-many`` file (``-``: stdin): one JSON array, or one JSON value a line (JSON Lines,
+    blank lines skipped). Only what the parser cannot take is checked here (text, size, JSON, nesting): each
+    job's arguments are the service's to check (:meth:`JobManager.submit_many`)."""
+    with click.open_file(path, "rb") as stream:
+        data = stream.read(MAX_SUBMIT_FILE + 1)
+    where = "stdin" if path == "-" else path
+    if len(data) > MAX_SUBMIT_FILE:
+        raise BadParams(f"{where}: more than {MAX_SUBMIT_FILE // (1024 * 1024)} MB; submit the jobs in parts")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadParams(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    if text.lstrip().startswith("["):
+        return _json_value(text, where)
+    return [_json_value(line, f"{where}, line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _json_value(text: str, what: str) -> Any:
+    """One JSON value of a submit-many file; ``what`` names where it is in one-line errors."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadParams(f"{what}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise BadParams(f"{what}: nested more than {validate.MAX_PARAMS_DEPTH} deep") from None
+
+
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
     """Parameters from --params-json and -p KEY=VALUE; their limits (depth, size) are the service's
     (:func:`jobmanager.validate.params`), here only what the JSON parser itself cannot take."""

@@ -18,7 +18,7 @@ the store's conditional UPDATEs agree with them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from jobmanager import validate
@@ -26,7 +26,7 @@ from jobmanager.engine.queue import Queue
 from jobmanager.engine.states import JobState as J
 from jobmanager.engine.states import TaskState as T
 from jobmanager.errors import NotFound, QueueNotReached
-from jobmanager.models import Completed, Dispatch, Finish, JobOptions, NewTask, Outcome, Recovery
+from jobmanager.models import Completed, Dispatch, Finish, JobOptions, NewJob, NewTask, Outcome, Recovery
 from jobmanager.store.base import JobStore
 
 #: job transitions: action -> (states it may start from, states it may end in)
@@ -89,22 +89,28 @@ class Engine:
         except NotFound:
             return "default"
 
-    def _send_for_user(self, job_id: int, dispatches: Iterable[Dispatch] = (), finals: Iterable[int] = ()) -> None:
+    def _send_for_user(self, job_ids: int | Sequence[int], dispatches: Iterable[Dispatch] = (),
+                       finals: Iterable[int] = ()) -> None:
         """After the commit: a queue that cannot be written is a warning, not an error (the job is stored,
         an agent's sweep re-sends its messages, and an error would invite a duplicate)."""
         try:
             self._send(dispatches, finals)
         except Exception as exc:  # the queue's own errors (sqlite3, redis, OS): the store already holds the truth
             reason = validate.printable(f"{type(exc).__name__}: {exc}")[:300]
-            warnings.warn(QueueNotReached(f"job {job_id} is stored; agents will pick it up (the queue could not "
-                                          f"be written: {reason})"), stacklevel=5)
+            ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+            stored = (f"job {ids[0]} is" if len(ids) == 1
+                      else f"jobs {', '.join(map(str, ids))} are" if len(ids) <= 3
+                      else f"{len(ids)} jobs (ids {ids[0]} to {ids[-1]}) are")
+            warnings.warn(QueueNotReached(f"{stored} stored; agents will pick {'it' if len(ids) == 1 else 'them'}"
+                                          f" up (the queue could not be written: {reason})"), stacklevel=5)
 
     # -- a user's actions (through the service) -----------------------------------------------------
-    def submit(self, **job: Any) -> int:
-        """Store a queued job and its tasks (:meth:`JobStore.create_job`'s arguments), then queue them."""
-        job_id, dispatches = self.store.create_job(**job)
-        self._send_for_user(job_id, dispatches)
-        return job_id
+    def submit(self, jobs: Sequence[NewJob]) -> list[int]:
+        """Store queued jobs and their tasks in one transaction, then queue all their messages in one write."""
+        created = self.store.create_jobs(jobs)
+        ids = [job_id for job_id, _ in created]
+        self._send_for_user(ids, [d for _, dispatches in created for d in dispatches])
+        return ids
 
     def pause(self, job_id: int, actor: str) -> None:
         self.store.pause_job(job_id, actor)

@@ -13,7 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from jobmanager.models import Claim, Completed, Dispatch, Finish, Job, JobOptions, NewTask, Outcome, Recovery, Task
+from jobmanager.models import (
+    Claim,
+    Completed,
+    Dispatch,
+    Finish,
+    Job,
+    JobOptions,
+    NewJob,
+    NewTask,
+    Outcome,
+    Recovery,
+    Task,
+)
 
 SCHEMA_VERSION = 4
 
@@ -54,26 +66,16 @@ class JobStore:
         raise NotImplementedError
 
     # -- jobs --------------------------------------------------------------------------
-    def create_job(
-        self,
-        *,
-        type: str,
-        name: str,
-        params: dict[str, Any],
-        owner: str,
-        case: str | None,
-        priority: int,
-        retries: int,
-        has_finish: bool,
-        tasks: list[NewTask],
-        actor: str,
-        options: JobOptions = JobOptions(),
-    ) -> tuple[int, list[Dispatch]]:
-        """Insert a queued job and its queued tasks in one transaction (with its ``options``).
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, list[Dispatch]]]:
+        """Insert queued jobs and their queued tasks (with their options) in one transaction: all or none.
 
-        Returns the job id and the queue messages to send once it is committed.
+        Returns each job's id and the queue messages to send once they are committed, in order.
         """
         raise NotImplementedError
+
+    def create_job(self, **job: Any) -> tuple[int, list[Dispatch]]:
+        """One job, :class:`NewJob`'s fields by name: :meth:`create_jobs` of one."""
+        return self.create_jobs([NewJob(**job)])[0]
 
     def get_job(self, job_id: int, *, with_tasks: bool = False) -> Job:
         """One job (NotFound if missing); ``progress`` includes in-task progress."""

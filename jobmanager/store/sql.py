@@ -41,7 +41,19 @@ import psutil
 
 from jobmanager.engine.states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK, AgentState, JobState, TaskState
 from jobmanager.errors import HomeError, InvalidState, NotFound
-from jobmanager.models import Claim, Completed, Dispatch, Finish, Job, JobOptions, NewTask, Outcome, Recovery, Task
+from jobmanager.models import (
+    Claim,
+    Completed,
+    Dispatch,
+    Finish,
+    Job,
+    JobOptions,
+    NewJob,
+    NewTask,
+    Outcome,
+    Recovery,
+    Task,
+)
 from jobmanager.store.base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
 from jobmanager.store.dialect import Dialect
 from jobmanager.store.schema import statements
@@ -471,26 +483,9 @@ class SqlStore(JobStore):
         )
 
     # -- jobs ----------------------------------------------------------------------------------------
-    def create_job(
-        self,
-        *,
-        type: str,
-        name: str,
-        params: dict[str, Any],
-        owner: str,
-        case: str | None,
-        priority: int,
-        retries: int,
-        has_finish: bool,
-        tasks: list[NewTask],
-        actor: str,
-        options: JobOptions = JobOptions(),
-    ) -> tuple[int, list[Dispatch]]:
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, list[Dispatch]]]:
         with self._tx() as c:
-            return self._insert_job(
-                c, type=type, name=name, params=params, owner=owner, case=case, priority=priority,
-                retries=retries, has_finish=has_finish, tasks=tasks, actor=actor, options=options,
-            )
+            return [self._insert_job(c, **vars(job)) for job in jobs]
 
     def _insert_job(
         self, c: Connection, *, type: str, name: str, params: dict[str, Any], owner: str, case: str | None,
