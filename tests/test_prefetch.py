@@ -1,8 +1,8 @@
 """Prefetch (issue 18): while tasks are short, one dequeue takes several messages; none is lost, run twice
 or held back from idle workers.
 
-The queue tests use a home's real SQLite queue file; the agent tests run real agent processes (SIGKILL for
-a crash, SIGTERM for a graceful stop). Prefetch is for the SQLite queue only: a Redis queue is untouched.
+The queue tests use a home's real queue (the SQLite file, or Redis with JOBMANAGER_TEST_BACKEND=pg-redis); the
+agent tests run real agent processes (SIGKILL for a crash, SIGTERM for a graceful stop).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from jobmanager import JobManager
-from jobmanager.backends import queue_at
 from jobmanager.engine.prefetch import SHORT_S
 from jobmanager.engine.queue import Queue
 from jobmanager.home import CONFIG_NAME, Home
@@ -24,8 +23,6 @@ from jobmanager.models import Dispatch
 
 from .backends import sqlite_only
 from .conftest import wait_for
-
-pytestmark = sqlite_only
 
 
 @pytest.fixture
@@ -42,16 +39,11 @@ def take(q: Queue) -> tuple[int, int] | None:
 
 
 def table(home: Path) -> list[tuple[int, int]]:
-    """The messages in the queue file, best first, read by another connection (not through the buffer)."""
-    path = queue_at(Home.open(home)).path
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT data FROM task ORDER BY priority DESC, id").fetchall()
-    finally:
-        con.close()
+    """The messages in the queue, best first, read by another Queue (not through the buffer)."""
     q = Queue(Home.open(home))
     try:
-        return [(int(t.args[0]), int(t.args[1])) for t in (q.huey.deserialize_task(r[0]) for r in rows)]
+        return [(int(t.args[0]), int(t.args[1]))
+                for t in (q.huey.deserialize_task(data) for data in q.huey.storage.enqueued_items())]
     finally:
         q.close()
 
@@ -99,6 +91,7 @@ def test_held_messages_go_back_to_the_queue_in_their_places(home: Path, queue: Q
     assert queue.huey.storage.prefetch.held() == []
 
 
+@sqlite_only  # SQLite reuses a free row id; a Redis member is the message itself (its time prefix and data)
 def test_a_put_back_message_whose_id_was_taken_again_goes_to_the_end(home: Path, queue: Queue) -> None:
     send(queue, range(1, 2))  # row 1
     send(queue, range(2, 3), priority=5)  # row 2

@@ -1,11 +1,12 @@
 """Prefetch: while tasks are short, one dequeue takes several messages (issue 18).
 
 Each dequeue from the SQLite queue is a write transaction on the queue file, and the agent's
-worker threads take turns at it. When a worker thread's previous message was short (it came back
-for the next within ``short_s``), its dequeue takes up to ``batch`` messages in one transaction and
-keeps all but the first in a buffer the agent's workers share; the next dequeues take from the
-buffer without touching the file. A thread whose previous task was long takes one message, as
-before, so a queue of long tasks is spread over every free worker exactly as it was.
+worker threads take turns at it (on Redis, each is a round trip). When a worker thread's previous
+message was short (it came back for the next within ``short_s``), its dequeue takes up to ``batch``
+messages in one transaction (one ``ZPOPMIN`` on Redis) and keeps all but the first in a buffer the
+agent's workers share; the next dequeues take from the buffer without touching the queue. A thread
+whose previous task was long takes one message, as before, so a queue of long tasks is spread over
+every free worker exactly as it was.
 
 Why nothing is lost, run twice or held back:
 

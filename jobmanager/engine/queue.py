@@ -247,10 +247,10 @@ class Queue:
     def start_prefetch(self, batch: int = BATCH, hold_ms: float = HOLD_S * 1000,
                        short_ms: float = SHORT_S * 1000) -> bool:
         """Let this process's dequeues take up to ``batch`` messages while its tasks take under ``short_ms``
-        (engine/prefetch.py): for an agent's thread workers on the SQLite queue (False, and nothing
-        changes, on Redis or with ``batch`` 1)."""
+        (engine/prefetch.py): for an agent's thread workers, on SQLite (a transaction a batch) and on Redis
+        (a round trip a batch). False, and nothing changes, with ``batch`` 1."""
         storage = self.huey.storage
-        if not isinstance(storage, QueueStorage) or batch <= 1:
+        if not isinstance(storage, QueueStorage | QueueRedisStorage) or batch <= 1:
             return False
 
         def put_back(messages: list[Message]) -> None:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import itertools
 import struct
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from huey.api import Huey
 from huey.storage import PriorityRedisStorage
 
 from jobmanager.backends import redact
+from jobmanager.engine.prefetch import Message, Prefetch
 from jobmanager.errors import HomeError
 
 #: how long one blocking pop waits before the worker loop looks around (shutdown, backoff)
@@ -38,6 +40,8 @@ class QueueRedisStorage(PriorityRedisStorage):
     """
 
     served_keys: list[str]
+    #: the agent's shared buffer of taken messages (None: one message per dequeue; see engine/prefetch.py)
+    prefetch: Prefetch | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -53,18 +57,44 @@ class QueueRedisStorage(PriorityRedisStorage):
         return keys[start:] + keys[:start]
 
     def dequeue(self) -> Any:
+        if self.prefetch is not None:
+            return self.prefetch.take()
+        one = self._blocking_pop()
+        return None if one is None else one[1][8:]
+
+    def _blocking_pop(self) -> tuple[str, bytes, float] | None:
+        """One message (key, member, score), waiting up to ``read_timeout`` in Redis if every set is empty."""
         keys = self._rotated()
         if self.blocking:
             try:
-                _, res, _ = self.conn.bzpopmin(keys, timeout=self.read_timeout)  # (key, data, score)
-            except (TimeoutError, TypeError, IndexError):
+                key, member, score = self.conn.bzpopmin(keys, timeout=self.read_timeout)
+            except (TimeoutError, TypeError, ValueError, IndexError):
                 return None  # empty or timed out; ConnectionError propagates for back-off
-            return res[8:]
+            return key.decode() if isinstance(key, bytes) else key, member, score
         for key in keys:
             items = self.conn.zpopmin(key, count=1)
             if items:
-                return items[0][0][8:]
+                return key, items[0][0], items[0][1]
         return None
+
+    def pop(self, k: int) -> list[Message]:
+        """Take up to ``k`` messages, best first (engine/prefetch.py): ``k`` > 1 takes them without waiting
+        (ZPOPMIN with a count, one round trip) from the first served set in the rotated order that has any,
+        as BZPOPMIN picks its set; if every set is empty it waits for one message as a plain dequeue does."""
+        if k > 1:
+            for key in self._rotated():
+                items = self.conn.zpopmin(key, count=k)
+                if items:
+                    return [_message(key, member, score) for member, score in items]
+        one = self._blocking_pop()
+        return [] if one is None else [_message(*one)]
+
+    def put_back(self, messages: Sequence[Message]) -> None:
+        """Return taken messages, each as it was (its time prefix and score): its place in its set."""
+        pipe = self.conn.pipeline(transaction=False)
+        for m in messages:
+            pipe.zadd(m.queue, {struct.pack(">Q", m.id) + m.data: -m.priority})
+        pipe.execute()
 
     def _all_keys(self) -> list[str]:
         """Every job queue's key of this installation (the sweep compares them all with the store)."""
@@ -73,13 +103,21 @@ class QueueRedisStorage(PriorityRedisStorage):
         return sorted(keys)
 
     def queue_size(self) -> int:
-        return int(sum(self.conn.zcard(key) for key in self._all_keys()))
+        held = 0 if self.prefetch is None else len(self.prefetch.held())
+        return held + int(sum(self.conn.zcard(key) for key in self._all_keys()))
 
     def enqueued_items(self, limit: int | None = None) -> list[Any]:
-        out: list[Any] = []
+        """The messages of every job queue of the installation (the sweep compares them with the store), this
+        process's prefetched ones first."""
+        out: list[Any] = [] if self.prefetch is None else self.prefetch.held()
         for key in self._all_keys():
             out += [item[8:] for item in self.conn.zrange(key, 0, -1)]
         return out[:limit] if limit else out
+
+
+def _message(key: str, member: bytes, score: float) -> Message:
+    """A sorted-set member as a prefetch message: ``id`` is its microsecond prefix, so a put-back keeps its place."""
+    return Message(struct.unpack(">Q", member[:8])[0], key, member[8:], -score)
 
 
 def redis_huey(url: str, name: str, huey_class: type[Huey] = Huey) -> Huey:
