@@ -188,6 +188,48 @@ def test_a_task_claimed_between_the_claims_read_and_its_lock_stays_with_the_firs
     assert [(e["agent"], e["message"]) for e in starts] == [("a2", "attempt 1")]
 
 
+def test_a_queued_jobs_first_claim_writes_the_task_event_then_the_jobs(store: JobStore) -> None:
+    """The first claim moves the job to running (PostgreSQL: in the same one statement as the task)."""
+    job_id, (d, d2) = make_job(store)
+    before = time.time()
+    claim = store.claim_task(d.task_id, d.dispatch, "a1", log=lambda job: "a1-1.log:0:1")
+    assert claim is not None and claim.job == store.get_job(job_id)
+    assert (claim.job.state, claim.task.log_slices) == ("running", "a1-1.log:0:1")
+    assert claim.job.started_at is not None and claim.job.started_at >= before - 1
+    events = [(e["kind"], e["task_id"], e["from_state"], e["to_state"], e["agent"]) for e in store.events(job_id)]
+    assert events == [("job", None, None, "queued", None), ("task", d.task_id, "queued", "running", "a1"),
+                      ("job", None, "queued", "running", "a1")]
+    started = claim.job.started_at
+    assert store.claim_task(d2.task_id, d2.dispatch, "a2") is not None  # the job is running: no second job event
+    assert [e["to_state"] for e in store.events(job_id) if e["kind"] == "job"] == ["queued", "running"]
+    assert store.get_job(job_id).started_at == started
+
+
+@pytest.mark.parametrize("between", ["another task claimed", "cancelled", "paused"])
+def test_a_queued_jobs_claim_after_the_job_changed_between_its_read_and_its_write(store: JobStore,
+                                                                                 between: str) -> None:
+    """A first claim whose job was started by another claim in between still claims its task (the job moves
+    to running once); one whose job was cancelled or paused in between claims nothing."""
+    job_id, (d, d2) = make_job(store)
+
+    def in_between(job: int) -> None:
+        if between == "another task claimed":
+            assert store.claim_task(d2.task_id, d2.dispatch, "a2") is not None
+        elif between == "cancelled":
+            store.cancel_job(job_id, "ana")
+        else:
+            store.pause_job(job_id, "ana")
+
+    claim = store.claim_task(d.task_id, d.dispatch, "a1", log=in_between)
+    job = store.get_job(job_id)
+    runs = [e["agent"] for e in store.events(job_id) if e["kind"] == "job" and e["to_state"] == "running"]
+    if between == "another task claimed":
+        assert claim is not None and claim.job.state == job.state == "running" and runs == ["a2"]
+    else:
+        assert claim is None and runs == [] and job.state == {"cancelled": "cancelled", "paused": "paused"}[between]
+        assert store.get_tasks(job_id)[0].attempts == 0
+
+
 def running_job(store: JobStore, n: int = 3, **kwargs: Any):
     """A job whose first task is claimed (the job is running): its other tasks' claims are the common case,
     which PostgreSQL makes in one statement."""
