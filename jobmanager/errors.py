@@ -11,6 +11,9 @@ from __future__ import annotations
 class JobManagerError(Exception):
     """Base of every error caused by what the user asked for."""
 
+    #: the item of a call on many (``submit_many``) that was refused, counted from 0: the CLI names its line
+    item: int | None = None
+
 
 class HomeError(JobManagerError):
     """The home folder is missing, or its store is not a Job Manager database."""

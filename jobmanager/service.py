@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import getpass
 import inspect
+import json
 import logging
 import os
 import sys
@@ -331,17 +332,23 @@ class JobManager:
         items = validate.submissions(jobs, _SUBMIT_KEYS)
         allowed: dict[tuple[str, str | None], jobtypes.JobType] = {}
         new: list[NewJob] = []
-        planned = 0
+        planned = size = 0
         try:
             for i, item in enumerate(items):
                 try:
                     new.append(self._new_job(**item, allowed=allowed))
                 except JobManagerError as exc:
-                    raise type(exc)(f"job {i + 1} of {len(items)}: {exc}") from None
+                    refused = type(exc)(f"job {i + 1} of {len(items)}: {exc}")
+                    refused.item = i
+                    raise refused from None
                 planned += len(new[-1].tasks)
+                size += len(json.dumps(new[-1].params))
                 if planned > validate.MAX_SUBMIT_MANY_TASKS:
                     raise BadParams(f"jobs 1 to {i + 1} of {len(items)} plan {planned} tasks, at most "
                                     f"{validate.MAX_SUBMIT_MANY_TASKS} in one call; submit them in parts")
+                if size > validate.MAX_SUBMIT_MANY_BYTES:
+                    raise BadParams(f"the parameters of jobs 1 to {i + 1} of {len(items)} are {size} bytes as JSON,"
+                                    f" at most {validate.MAX_SUBMIT_MANY_BYTES} in one call; submit them in parts")
         finally:  # one row, written when the call returns with its outcome (a refusal wrote its own already)
             if allowed:
                 types = ", ".join(sorted({jt.name for jt in allowed.values()}))
@@ -1209,8 +1216,9 @@ def _audited(fn: Any) -> Any:
     return _audited_call
 
 
-#: the arguments a ``submit_many`` item may hold: submit's own, read from its signature so they never drift
-_SUBMIT_KEYS = tuple(inspect.signature(JobManager.submit).parameters)[1:]
+#: the arguments a ``submit_many`` item may hold: those of the one method that checks a job for submit and
+#: submit_many, read from its signature so they never drift
+_SUBMIT_KEYS = tuple(k for k in inspect.signature(JobManager._new_job).parameters if k not in ("self", "allowed"))
 
 for _name in dir(JobManager):
     if not _name.startswith("_") and inspect.isfunction(inspect.getattr_static(JobManager, _name)):

@@ -31,6 +31,9 @@ import numbers
 import operator
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from jobmanager.errors import BadParams
@@ -42,9 +45,11 @@ MAX_PARAMS_BYTES = 1_000_000
 MAX_ID = 2**63 - 1
 MAX_RETRIES = 100
 INT32 = (-(2**31), 2**31 - 1)
-#: the most jobs one ``submit_many`` call stores, and the most tasks they may plan together
+#: the most jobs one ``submit_many`` call stores, the most tasks they may plan together, and the most bytes
+#: their parameters may hold together (as JSON; a submit-many file's limit too)
 MAX_SUBMIT_MANY = 10_000
 MAX_SUBMIT_MANY_TASKS = 200_000
+MAX_SUBMIT_MANY_BYTES = 64 * 1024 * 1024
 
 #: characters a name may not hold and a terminal must never receive: every control character (Cc: C0,
 #: DEL, C1), line and paragraph separators, bidirectional embeddings/overrides/isolates, lone surrogates
@@ -113,14 +118,17 @@ def submissions(values: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     if len(values) > MAX_SUBMIT_MANY:
         raise BadParams(f"jobs: {len(values)} in one call, at most {MAX_SUBMIT_MANY}; submit them in parts")
     for i, item in enumerate(values):
-        where = f"job {i + 1} of {len(values)}"
         if not isinstance(item, dict):
-            raise BadParams(f"{where}: must be a mapping of submit arguments, not {shown(item)}")
-        unknown = [k for k in item if k not in keys]
-        if unknown:
-            raise BadParams(f"{where}: unknown key {shown(unknown[0])}; the keys are: {', '.join(keys)}")
-        if "type" not in item:
-            raise BadParams(f"{where}: no \"type\" (the job type to submit)")
+            problem = f"must be a mapping of submit arguments, not {shown(item)}"
+        elif unknown := [k for k in item if k not in keys]:
+            problem = f"unknown key {shown(unknown[0])}; the keys are: {', '.join(keys)}"
+        elif "type" not in item:
+            problem = 'no "type" (the job type to submit)'
+        else:
+            continue
+        refused = BadParams(f"job {i + 1} of {len(values)}: {problem}")
+        refused.item = i
+        raise refused
     return list(values)
 
 
@@ -239,7 +247,10 @@ def params(value: Any, what: str = "parameters") -> dict[str, Any]:
             stack.extend((sub, depth + 1) for sub in item)
         elif isinstance(item, str):
             _storable(item, what)
-    size = len(json.dumps(value, default=str))
+    try:
+        size = len(json.dumps(value, default=str))
+    except ValueError:  # an int of more than 4300 digits (Python's limit for turning it into text)
+        raise BadParams(f"{what} hold a number of more than {sys.get_int_max_str_digits()} digits") from None
     if size > MAX_PARAMS_BYTES:
         raise BadParams(f"{what} are {size} bytes as JSON: at most {MAX_PARAMS_BYTES}")
     return value
@@ -251,13 +262,76 @@ def _storable(text: str, what: str) -> None:
         raise BadParams(f"{what} may not contain {bad.group()!r} (in {shown(text)})")
 
 
-def json_text(text: str, what: str) -> Any:
-    """Parse JSON typed by a user (``--params-json``, ``-p k=v``): at most MAX_PARAMS_BYTES long, and a
-    nesting too deep for the parser is BadParams (not a RecursionError); the service's :func:`params`
-    then applies the depth limit. Raises ``json.JSONDecodeError`` for text that is not JSON."""
-    if len(text) > MAX_PARAMS_BYTES:
-        raise BadParams(f"{what} is {len(text)} characters long: at most {MAX_PARAMS_BYTES}")
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's keys, each once: ``{"type": "sleep", "type": "notebook"}`` is refused, not read as its last."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+@contextmanager
+def _json_limits(what: str) -> Iterator[None]:
+    """What the parser cannot take, as BadParams: nesting too deep for it, a number longer than Python
+    reads, a key twice in an object. Text that is not JSON stays ``json.JSONDecodeError``."""
     try:
-        return json.loads(text)
+        yield
+    except json.JSONDecodeError:
+        raise
     except RecursionError:
         raise BadParams(f"{what} is nested more than {MAX_PARAMS_DEPTH} deep") from None
+    except _DuplicateKey as exc:
+        raise BadParams(f"{what} holds the key {shown(exc.args[0])} twice in one object") from None
+    except ValueError:  # int("1" * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
+        raise BadParams(f"{what} holds a number of more than {sys.get_int_max_str_digits()} digits") from None
+
+
+def json_text(text: str, what: str, *, max_len: int = MAX_PARAMS_BYTES) -> Any:
+    """Parse JSON a user typed or sent (``--params-json``, ``-p k=v``, a line of a submit-many file): at most
+    ``max_len`` long; what the parser cannot take is BadParams (:func:`_json_limits`), and the service's
+    :func:`params` then applies the depth limit. Raises ``json.JSONDecodeError`` for text that is not JSON."""
+    if len(text) > max_len:
+        raise BadParams(f"{what} is {len(text)} characters long: at most {max_len}")
+    with _json_limits(what):
+        return _DECODER.decode(text)
+
+
+def json_array_items(text: str, what: str, limit: int) -> list[tuple[int, Any]]:
+    """The items of the JSON array ``text``, each with the line it starts on, parsed one at a time: an array
+    of more than ``limit`` items is refused at item ``limit + 1``, not once all of it is in memory. The
+    rules of :func:`json_text`."""
+
+    def skip(pos: int) -> int:
+        return _JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]
+
+    items: list[tuple[int, Any]] = []
+    pos = skip(0)
+    if not text.startswith("[", pos):
+        raise json.JSONDecodeError("Expecting '['", text, pos)
+    pos = skip(pos + 1)
+    with _json_limits(what):
+        while not text.startswith("]", pos):
+            if items:
+                if not text.startswith(",", pos):
+                    raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+                pos = skip(pos + 1)
+            if len(items) == limit:
+                raise BadParams(f"{what}: more than {limit} jobs; submit them in parts")
+            value, end = _DECODER.raw_decode(text, pos)
+            items.append((text.count("\n", 0, pos) + 1, value))
+            pos = skip(end)
+    if skip(pos + 1) != len(text):
+        raise json.JSONDecodeError("Extra data", text, skip(pos + 1))
+    return items

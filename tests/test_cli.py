@@ -92,6 +92,8 @@ BAD_INPUT = [
     (["submit", "sleep", "-p", "novalue"], "expected KEY=VALUE"),
     (["submit", "sleep", "--params-json", "{nope"], "not valid JSON"),
     (["submit", "sleep", "--params-json", "[1, 2]"], "must be a JSON object"),
+    (["submit", "sleep", "-p", "tasks=1" + "0" * 5000], "--param 'tasks' holds a number of more than 4300 digits"),
+    (["submit", "sleep", "--params-json", '{"tasks": 2, "tasks": 3}'], "holds the key 'tasks' twice in one object"),
     (["show", "999"], "no job 999"),
     (["pause", "999"], "no job 999"),
     (["logs", "999"], "no job 999"),

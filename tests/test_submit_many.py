@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from jobmanager import BadParams, JobManager, PermissionDenied, validate
-from jobmanager.cli import common as cli_common
 from jobmanager.cli.main import cli
 from jobmanager.errors import QueueNotReached
 
@@ -137,7 +136,7 @@ def test_a_queue_that_cannot_be_written_warns_once_and_every_job_still_runs(
 ) -> None:
     with broken_queue(home, monkeypatch), JobManager(home, user="tester") as user:
         for n, said in ((3, "jobs {0}, {1}, {2} are stored; agents will pick them up"),
-                        (5, "5 jobs (ids {0} to {4}) are stored; agents will pick them up")):
+                        (5, "5 jobs ({0}, {1} ... {4}) are stored; agents will pick them up")):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 ids = user.submit_many([{"type": "sleep", "params": {"tasks": 2}}] * n)
@@ -181,14 +180,27 @@ def test_cli_reads_json_lines_or_an_array_and_prints_the_ids(run, home: Path, tm
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b'{"type": "sleep"}\n{"type": nope}\n', "Error: stdin, line 2: not valid JSON (Expecting value at column 10)"),
+    (b'{"type": "sleep"}\n{"type": nope}\n', "Error: stdin, line 2: not valid JSON (Expecting value: column 10)"),
+    (b'[{"type": "sleep"},\n\n  {"type": "sleep"},\n  {"type": nope}]',
+     "Error: stdin: not valid JSON (Expecting value: line 4 column 12)"),
+    (b'[{"type": "sleep"}] {"type": "sleep"}', "Error: stdin: not valid JSON (Extra data: line 1 column 21)"),
+    (b'{"type": "sleep", "params": {"tasks": 1' + b"0" * 5000 + b"}}",
+     "Error: stdin, line 1 holds a number of more than 4300 digits"),
+    (b'{"type": "sleep", "type": "notebook"}', "Error: stdin, line 1 holds the key 'type' twice in one object"),
+    (b'[{"type": "sleep", "params": {"tasks": 1, "tasks": 9}}]',
+     "Error: stdin holds the key 'tasks' twice in one object"),
+    (b'{"type": "sleep"}\n\n\n{"type": "sleep", "priority": true}\n', "Error: stdin, line 4: job 2 of 2: priority"),
+    (b'[{"type": "sleep"},\n\n{"type": "sleep", "retries": 1000}]', "Error: stdin, line 3: job 2 of 2: retries"),
+    (b"{}\n" * 10_001, "Error: stdin: 10001 jobs, at most 10000; submit them in parts"),
+    (b"[" + b"{}," * 10_001 + b"{}]", "Error: stdin: more than 10000 jobs; submit them in parts"),
     (b"\xff\xfe{}", "Error: stdin: not UTF-8 text (byte 0)"),
-    (b"[" * 100_000, "Error: stdin: nested more than 32 deep"),
+    (b"[" * 100_000, "Error: stdin is nested more than 32 deep"),
     (b"[]", "Error: jobs: the list is empty"),
-    (b'"sleep"', "Error: job 1 of 1: must be a mapping of submit arguments, not 'sleep'"),
+    (b'"sleep"', "Error: stdin, line 1: job 1 of 1: must be a mapping of submit arguments, not 'sleep'"),
     (b'{"type": "sleep"}\n{"type": "sleep", "params": {"tasks": -1}}',
-     "Error: job 2 of 2: bad parameters for sleep: tasks"),
-], ids=["json", "utf8", "deep", "empty", "not-a-mapping", "params"])
+     "Error: stdin, line 2: job 2 of 2: bad parameters for sleep: tasks"),
+], ids=["json", "json-array", "extra", "long-number", "key-twice", "key-twice-nested", "line-of-job",
+        "line-of-array-item", "too-many-lines", "too-many-items", "utf8", "deep", "empty", "not-a-mapping", "params"])
 def test_cli_bad_input_is_one_line_exit_2_and_stores_nothing(run, home: Path, content: bytes,
                                                               message: str) -> None:
     before = job_count(home)
@@ -198,12 +210,35 @@ def test_cli_bad_input_is_one_line_exit_2_and_stores_nothing(run, home: Path, co
     assert job_count(home) == before
 
 
+def test_cli_json_lines_end_at_newlines_only(run, home: Path) -> None:
+    """U+2028, U+2029 and U+0085 may stand unescaped in a JSON string (json.dumps(..., ensure_ascii=False)
+    writes them so): they do not end a line of the file."""
+    names = ["a\u2028b", "c\u2029d", "e\x85f"]
+    text = "\r\n".join(json.dumps({"type": "sleep", "name": "x", "params": {"tasks": 1, "fail_tasks": []},
+                                   "case": None, "retries": 0}, ensure_ascii=False) for _ in names)
+    result = run("submit-many", "-", input=text.encode())
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.split()) == 3
+
+
+def test_python_limits_on_what_one_call_holds(jm: JobManager, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = job_count(home)
+    with pytest.raises(BadParams, match="^job 1 of 1: parameters hold a number of more than 4300 digits"):
+        jm.submit_many([{"type": "sleep", "params": {"tasks": 1, "note": 10**5000}}])
+    monkeypatch.setattr(validate, "MAX_SUBMIT_MANY_BYTES", 1000)
+    item = {"type": "sleep", "params": {"tasks": 1, "fail_tasks": [1] * 120}}
+    with pytest.raises(BadParams, match=r"^the parameters of jobs 1 to 3 of 5 are \d+ bytes as JSON, at most 1000"):
+        jm.submit_many([item] * 5)
+    assert job_count(home) == before
+    assert len(jm.submit_many([item] * 2)) == 2
+
+
 def test_cli_files_it_cannot_read(run, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = job_count(home)
     for path, said in ((tmp_path / "missing.jsonl", "No such file or directory"), (tmp_path, "Is a directory")):
         result = run("submit-many", str(path))
         assert result.exit_code == 2 and result.output == f"Error: {path}: {said}\n", result.output
-    monkeypatch.setattr(cli_common, "MAX_SUBMIT_FILE", 1024 * 1024)
+    monkeypatch.setattr(validate, "MAX_SUBMIT_MANY_BYTES", 1024 * 1024)
     big = tmp_path / "big.jsonl"
     big.write_text((json.dumps({"type": "sleep", "name": "x" * 100}) + "\n") * 20_000)
     result = run("submit-many", str(big))

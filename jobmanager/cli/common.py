@@ -137,36 +137,37 @@ def cli(ctx: click.Context, home: str | None, user: str | None, imports: tuple[s
 
 
 
-#: the most bytes a ``submit-many`` file may hold
-MAX_SUBMIT_FILE = 64 * 1024 * 1024
-
-
-def read_submissions(path: str) -> list[Any]:
-    """The jobs of a ``submit-many`` file (``-``: stdin): one JSON array, or one JSON value a line (JSON Lines,
-    blank lines skipped). Only what the parser cannot take is checked here (text, size, JSON, nesting): each
-    job's arguments are the service's to check (:meth:`JobManager.submit_many`)."""
+def read_submissions(path: str) -> tuple[list[Any], list[int]]:
+    """The jobs of a ``submit-many`` file (``-``: stdin) and the line each starts on: one JSON array, or one
+    JSON value a line (JSON Lines: lines end at ``\\n`` only, blank ones skipped). What the parser cannot
+    take is checked here (text, size, count, JSON, nesting; :mod:`jobmanager.validate`'s JSON rules), each
+    before the next is parsed; each job's arguments are the service's to check (:meth:`JobManager.submit_many`)."""
+    limit = validate.MAX_SUBMIT_MANY_BYTES
     with click.open_file(path, "rb") as stream:
-        data = stream.read(MAX_SUBMIT_FILE + 1)
+        data = stream.read(limit + 1)
     where = "stdin" if path == "-" else path
-    if len(data) > MAX_SUBMIT_FILE:
-        raise BadParams(f"{where}: more than {MAX_SUBMIT_FILE // (1024 * 1024)} MB; submit the jobs in parts")
+    if len(data) > limit:
+        raise BadParams(f"{where}: more than {limit // (1024 * 1024)} MB; submit the jobs in parts")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadParams(f"{where}: not UTF-8 text (byte {exc.start})") from None
-    if text.lstrip().startswith("["):
-        return _json_value(text, where)
-    return [_json_value(line, f"{where}, line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-
-
-def _json_value(text: str, what: str) -> Any:
-    """One JSON value of a submit-many file; ``what`` names where it is in one-line errors."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadParams(f"{what}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    except RecursionError:
-        raise BadParams(f"{what}: nested more than {validate.MAX_PARAMS_DEPTH} deep") from None
+    if text.lstrip(" \t\r\n").startswith("["):
+        try:
+            items = validate.json_array_items(text, where, validate.MAX_SUBMIT_MANY)
+        except json.JSONDecodeError as exc:
+            raise BadParams(f"{where}: not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})") from None
+        return [value for _, value in items], [line for line, _ in items]
+    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip(" \t\r")]
+    if len(numbered) > validate.MAX_SUBMIT_MANY:
+        raise BadParams(f"{where}: {len(numbered)} jobs, at most {validate.MAX_SUBMIT_MANY}; submit them in parts")
+    jobs = []
+    for n, line in numbered:
+        try:
+            jobs.append(validate.json_text(line, f"{where}, line {n}", max_len=limit))
+        except json.JSONDecodeError as exc:
+            raise BadParams(f"{where}, line {n}: not valid JSON ({exc.msg}: column {exc.colno})") from None
+    return jobs, [n for n, _ in numbered]
 
 
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:

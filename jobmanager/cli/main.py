@@ -27,7 +27,7 @@ from jobmanager.cli.common import (
     read_submissions,
     service_of,
 )
-from jobmanager.errors import BadParams, NotFound
+from jobmanager.errors import BadParams, JobManagerError, NotFound
 from jobmanager.models import Job
 from jobmanager.notify import rules as notify_rules
 from jobmanager.service import JobManager
@@ -144,7 +144,15 @@ def submit_many(ctx: click.Context, file: str) -> None:
     retries, queue, soft_limit, hard_limit, notify). Every job is checked before any is stored: one refused
     refuses the file, the message names it, and nothing is stored. The jobs are stored in one transaction
     and queued in one write: many small jobs go in far faster than one submit each."""
-    for job_id in service_of(ctx).submit_many(read_submissions(file)):
+    jobs, lines = read_submissions(file)
+    try:
+        ids = service_of(ctx).submit_many(jobs)
+    except JobManagerError as exc:
+        if exc.item is None:
+            raise
+        where = "stdin" if file == "-" else file  # the refused job named by its line in the file
+        raise type(exc)(f"{where}, line {lines[exc.item]}: {exc}") from None
+    for job_id in ids:
         click.echo(job_id)
 
 

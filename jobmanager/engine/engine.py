@@ -100,7 +100,7 @@ class Engine:
             ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
             stored = (f"job {ids[0]} is" if len(ids) == 1
                       else f"jobs {', '.join(map(str, ids))} are" if len(ids) <= 3
-                      else f"{len(ids)} jobs (ids {ids[0]} to {ids[-1]}) are")
+                      else f"{len(ids)} jobs ({ids[0]}, {ids[1]} ... {ids[-1]}) are")
             warnings.warn(QueueNotReached(f"{stored} stored; agents will pick {'it' if len(ids) == 1 else 'them'}"
                                           f" up (the queue could not be written: {reason})"), stacklevel=5)
 
