@@ -140,6 +140,9 @@ class Dispatch:
     priority: int = 0
     #: the job's queue: the message goes to the Huey queue of this name (see ``engine/queue.py``)
     queue: str = "default"
+    #: the task's job, carried in the message as a hint the claim checks (PostgreSQL then claims without
+    #: reading the task first); None: a message without it, claimed as before
+    job_id: int | None = None
 
 
 @dataclass

@@ -154,6 +154,34 @@ def test_stale_and_duplicate_messages_are_dropped(jm: JobManager, start_agent) -
     assert job.state == "cancelled" and job.tasks[0].attempts == 0 and job.tasks[0].state == "cancelled"
 
 
+def test_messages_name_their_job_and_messages_without_it_still_run(home: Path, jm: JobManager, start_agent) -> None:
+    """A run message carries its task's job in its Huey id (``j<job>.<uuid>``), a hint the claim checks; its
+    arguments stay (task id, dispatch), so a message an earlier version wrote (a plain uuid id, no hint) runs
+    too, and one with a wrong hint runs its own task, in its own job."""
+    import dataclasses
+
+    from jobmanager.engine.queue import job_hint
+    from jobmanager.models import NewTask
+
+    store = open_store(jm.home)
+    jobs = [store.create_job(type="sleep", name=f"n{i}", params={"tasks": 2}, owner="tester", case=None, priority=0,
+                             retries=0, has_finish=False, tasks=[NewTask("a", {"n": 1}), NewTask("b", {"n": 2})],
+                             actor="tester") for i in range(3)]
+    (plain, plain_ds), (hinted, hinted_ds), (wrong, wrong_ds) = jobs
+    jm.queue.send([dataclasses.replace(d, job_id=None) for d in plain_ds] + hinted_ds
+                  + [dataclasses.replace(d, job_id=plain) for d in wrong_ds])
+    runs, _ = jm.queue.pending()
+    assert len(runs) == 6
+    ids = [jm.queue.huey.deserialize_task(data).id for data in jm.queue.huey.storage.enqueued_items()]
+    assert sorted(job_hint(i) or 0 for i in ids) == [0, 0, plain, plain, hinted, hinted]
+    start_agent("a1")
+    for job_id in (plain, hinted, wrong):
+        job = jm.wait(job_id, timeout=30)
+        assert job.state == "completed" and [t.attempts for t in job.tasks] == [1, 1]
+        text = jm.log(job_id)
+        assert "task 1: done" in text and "task 2: done" in text, text  # each task's log is in its own job's
+
+
 def test_finishing_step_writes_artifacts(jm: JobManager, start_agent) -> None:
     start_agent("a1")
     job_id = jm.submit("merge_text", {"parts": ["a", "b", "c"]})

@@ -142,7 +142,8 @@ def test_stale_dispatch_is_dropped(store: JobStore) -> None:
     assert store.get_job(job_id, with_tasks=True).tasks[0].state == "queued"
 
 
-def test_a_stale_message_is_dropped_without_waiting_for_the_write_lock(store: JobStore) -> None:
+@pytest.mark.parametrize("hint", [False, True], ids=["plain", "job-hint"])
+def test_a_stale_message_is_dropped_without_waiting_for_the_write_lock(store: JobStore, hint: bool) -> None:
     """The write lock is the store's bottleneck: a stale message (a duplicate, an old dispatch, a done task)
     is dropped by a plain read, never queued behind the writers. Another connection holds the lock
     (SQLite: the database's write lock; PostgreSQL: the task's and the job's rows) while stale messages
@@ -161,8 +162,9 @@ def test_a_stale_message_is_dropped_without_waiting_for_the_write_lock(store: Jo
         other.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (d.task_id,))
     try:
         started = time.monotonic()
-        assert store.claim_task(d.task_id, d.dispatch, "a2") is None  # the same message again: now running
-        assert store.claim_task(d.task_id, d.dispatch + 3, "a2") is None  # a dispatch that never was
+        job = job_id if hint else None
+        assert store.claim_task(d.task_id, d.dispatch, "a2", job_id=job) is None  # the same message again
+        assert store.claim_task(d.task_id, d.dispatch + 3, "a2", job_id=job) is None  # a dispatch that never was
         assert time.monotonic() - started < 5  # the busy timeout / lock wait would be 30 s
     finally:
         other.rollback()
@@ -228,6 +230,41 @@ def test_a_queued_jobs_claim_after_the_job_changed_between_its_read_and_its_writ
     else:
         assert claim is None and runs == [] and job.state == {"cancelled": "cancelled", "paused": "paused"}[between]
         assert store.get_tasks(job_id)[0].attempts == 0
+
+
+def test_a_claim_with_the_messages_job_hint(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message names its task's job: the claim writes what every claim writes (the event's from-state is the
+    task's own: queued, then retrying). On PostgreSQL it reads nothing first."""
+    job_id, (d, d2) = make_job(store, retries=1)
+    if not isinstance(store, SQLiteStore):
+        monkeypatch.setattr(store, "_fetchone", lambda *a: pytest.fail("a hinted claim read the task first"))
+    claim = store.claim_task(d.task_id, d.dispatch, "a1", log=lambda job: f"a1-1.log:0:{job}", job_id=job_id)
+    assert claim is not None and claim.job.state == "running" and claim.task.log_slices == f"a1-1.log:0:{job_id}"
+    store.finish_task(d.task_id, "a1", "failed", error="boom")
+    again = store.claim_task(d.task_id, d.dispatch + 1, "a1", job_id=job_id)
+    assert again is not None and again.task.attempts == 2
+    monkeypatch.undo()
+    starts = [(e["from_state"], e["message"]) for e in store.events(job_id)
+              if e["kind"] == "task" and e["to_state"] == "running"]
+    assert starts == [("queued", "attempt 1"), ("retrying", "attempt 2")]
+    assert [e["to_state"] for e in store.events(job_id) if e["kind"] == "job"] == ["queued", "running"]
+
+
+def test_a_wrong_job_hint_claims_the_task_of_its_own_job(store: JobStore) -> None:
+    """The hint is checked: a message naming another job (or none that exists) claims nothing through it, and
+    the claim then reads the task as without a hint; the other job is untouched."""
+    job_id, (d, _) = make_job(store)
+    other, _ = make_job(store)
+    seen: list[int] = []
+    for n, wrong in enumerate((other, 10**12)):
+        claim = store.claim_task(d.task_id, d.dispatch, "a1", log=lambda job: seen.append(job) or None,
+                                 job_id=wrong)
+        if n == 0:
+            assert claim is not None and claim.job.id == job_id and claim.task.id == d.task_id
+            assert seen[-1] == job_id  # the log part of the task's own job is the one stored
+        else:
+            assert claim is None  # claimed already: a stale message
+    assert store.get_job(other).state == "queued" and store.get_job(job_id).state == "running"
 
 
 def running_job(store: JobStore, n: int = 3, **kwargs: Any):

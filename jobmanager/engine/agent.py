@@ -351,8 +351,8 @@ class _Guarded:
         self.runner, self.trouble, self.where, self.stop = runner, trouble, where, stop
         self.backoffs = {"task": Backoff(), "finishing step": Backoff()}  # each activity says "recovered" itself
 
-    def run(self, task_id: int, dispatch: int) -> None:
-        self._call("task", self.runner.run, task_id, dispatch)
+    def run(self, task_id: int, dispatch: int, job_id: int | None = None) -> None:
+        self._call("task", self.runner.run, task_id, dispatch, job_id)
 
     def finalize(self, job_id: int) -> None:
         self._call("finishing step", self.runner.finalize, job_id)

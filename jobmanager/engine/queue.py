@@ -18,7 +18,9 @@ submits never executes them.
 
 from __future__ import annotations
 
+import re
 import threading
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -42,8 +44,24 @@ def huey_queue(queue: str) -> str:
     return QUEUE_NAME if queue == DEFAULT_QUEUE else f"{QUEUE_NAME}.{queue}"
 
 
+def message_id(job_id: int | None) -> str | None:
+    """A run message's Huey id: ``j<job>.<uuid4>`` carries the task's job as a hint for the claim (None: Huey's
+    own uuid4). In the id rather than the arguments, so agents of the version before read these messages,
+    and this version reads theirs: the message's arguments are still ``(task_id, dispatch)``."""
+    return None if job_id is None else f"j{int(job_id)}.{uuid.uuid4()}"
+
+
+def job_hint(message: str | None) -> int | None:
+    """The job a run message's id names, or None (a message without the hint, or an id of another shape)."""
+    found = _HINT.match(message or "")
+    return int(found.group(1)) if found else None
+
+
+_HINT = re.compile(r"j([1-9][0-9]{0,17})\.")
+
+
 class Handler(Protocol):
-    def run(self, task_id: int, dispatch: int) -> None: ...
+    def run(self, task_id: int, dispatch: int, job_id: int | None = None) -> None: ...
     def finalize(self, job_id: int) -> None: ...
 
 
@@ -187,9 +205,9 @@ class Queue:
         #: the SQLite queue file whose agents are woken after each send (Redis workers block instead)
         self._wake = at.path
 
-        @self.huey.task(name="jm.run")
-        def run(task_id: int, dispatch: int) -> None:
-            _handler().run(task_id, dispatch)
+        @self.huey.task(name="jm.run", context=True)
+        def run(task_id: int, dispatch: int, task: Any = None) -> None:
+            _handler().run(task_id, dispatch, job_hint(None if task is None else task.id))
 
         @self.huey.task(name="jm.finalize")
         def finalize(job_id: int) -> None:
@@ -201,9 +219,8 @@ class Queue:
 
     def send(self, dispatches: Iterable[Dispatch]) -> None:
         """Enqueue run messages, each on its job's queue; on SQLite all of them in one transaction."""
-        self._put([(huey_queue(d.queue), self.huey.serialize_task(self._run.s(d.task_id, d.dispatch,
-                                                                                priority=d.priority)), d.priority)
-                   for d in dispatches])
+        self._put([(huey_queue(d.queue), self.huey.serialize_task(self._run.s(
+            d.task_id, d.dispatch, priority=d.priority, id=message_id(d.job_id))), d.priority) for d in dispatches])
 
     def send_finalize(self, finals: Iterable[tuple[int, str]]) -> None:
         """Enqueue finishing steps: (job id, the job's queue) pairs."""

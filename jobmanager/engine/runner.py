@@ -86,10 +86,10 @@ class Runner:
         self.completer: Completer | None = None
 
     # -- jm.run ----------------------------------------------------------------------------
-    def run(self, task_id: int, dispatch: int) -> None:
+    def run(self, task_id: int, dispatch: int, job_id: int | None = None) -> None:
         token, claim = self.counters.claim_started(), None
         try:
-            claim = self.store.claim_task(task_id, dispatch, self.agent, log=self.logs.start)
+            claim = self.store.claim_task(task_id, dispatch, self.agent, log=self.logs.start, job_id=job_id)
         finally:
             self.counters.claim_ended(token, claim)
         if claim is None:
