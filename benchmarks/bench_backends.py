@@ -2,7 +2,8 @@
 
 For each backend and agent count: a fresh home (SQLite files, or a fresh PostgreSQL schema and
 Redis database), K ``jobmanager agent --workers W`` processes, then N tasks submitted as N/10
-``sleep`` jobs of 10 tasks (``--seconds`` per task, 0 by default: pure coordination overhead).
+``sleep`` jobs of 10 tasks (``--seconds`` per task, 0 by default: pure coordination overhead), one
+``submit`` call each, or all in one ``submit_many`` call with ``--submit many``.
 The rate is tasks / (first submit -> last job's ``finished_at``). It prints, per backend, the
 rate at each K, the speed-up over K=1, where it saturates (the first K whose extra agents add
 less than 15 %), and the ratio PostgreSQL+Redis / SQLite at each K. Run::
@@ -79,7 +80,7 @@ def _redis_db(redis_url: str, number: int) -> str:
 
 
 def run(tmp: Path, backend: str, agents: int, n: int, workers: int, seconds: float, per_job: int,
-        pg_url: str, redis_url: str, redis_db: int, timeout: float) -> Result:
+        pg_url: str, redis_url: str, redis_db: int, timeout: float, many: bool = False) -> Result:
     home = tmp / "home"
     schema = None
     if backend == "pg-redis":
@@ -98,7 +99,12 @@ def run(tmp: Path, backend: str, agents: int, n: int, workers: int, seconds: flo
             wait_registered(jm, f"bench{i}", proc)
         cpu0 = sum(cpu_seconds(p.pid) for p in procs)
         t0 = time.time()
-        ids = [jm.submit("sleep", {"tasks": per_job, "seconds": seconds}, name="bench") for _ in range(n // per_job)]
+        if many:  # one submit_many call: one store transaction and one queue write for every job
+            ids = jm.submit_many([{"type": "sleep", "params": {"tasks": per_job, "seconds": seconds}, "name": "bench"}]
+                                 * (n // per_job))
+        else:
+            ids = [jm.submit("sleep", {"tasks": per_job, "seconds": seconds}, name="bench")
+                   for _ in range(n // per_job)]
         deadline = time.monotonic() + timeout
         while True:
             done = jm.store.list_jobs(states=FINISHED, limit=len(ids) + 1)
@@ -133,6 +139,8 @@ def main() -> None:
     ap.add_argument("--pg-url", default=os.environ.get("JOBMANAGER_TEST_PG_URL", ""))
     ap.add_argument("--redis-url", default=os.environ.get("JOBMANAGER_TEST_REDIS_URL", ""))
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--submit", choices=("each", "many"), default="each",
+                    help="one submit call a job (default), or one submit_many call for all")
     args = ap.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     counts = [int(k) for k in args.agents.split(",")]
@@ -140,7 +148,8 @@ def main() -> None:
         ap.error("pg-redis needs --pg-url and --redis-url (or JOBMANAGER_TEST_PG_URL / JOBMANAGER_TEST_REDIS_URL)")
 
     print(f"# backends: {args.tasks} tasks as jobs of {args.per_job}, {args.seconds:g} s each, "
-          f"{args.workers} thread workers per agent, agents {counts}, {args.rounds} round(s)")
+          f"{args.workers} thread workers per agent, agents {counts}, {args.rounds} round(s), "
+          f"submitted {'in one submit_many' if args.submit == 'many' else 'one submit each'}")
     print(f"# {machine()}")
     rates: dict[tuple[str, int], list[float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}
@@ -151,7 +160,7 @@ def main() -> None:
                 tmp = Path(tempfile.mkdtemp(prefix=f"jmbench-{backend}-{k}-"))
                 try:
                     r = run(tmp, backend, k, args.tasks, args.workers, args.seconds, args.per_job,
-                            args.pg_url, args.redis_url, redis_db, args.timeout)
+                            args.pg_url, args.redis_url, redis_db, args.timeout, many=args.submit == "many")
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
                 redis_db += 1
