@@ -624,21 +624,25 @@ class SqlStore(JobStore):
     def claim_task(self, task_id: int, dispatch: int, agent: str,
                    log: Callable[[int], str | None] | None = None, job_id: int | None = None) -> Claim | None:
         now = time.time()
+        hinted = False
         if job_id is not None and self.dialect.writes_in_with:
+            hinted = True
             # The message names the task's job: PostgreSQL claims in one statement without reading the task
-            # first (which checks the hint); anything that does not go through is decided below, from a read.
+            # first (the statement checks the hint; the log part is found for the hinted job before it, so a
+            # wrong hint, which only a queue writer could make, may leave an empty file in that job's folder).
+            # Anything that does not go through is decided below, from a read.
             claim = self._claim_in_one_statement(job_id, task_id, dispatch, RUNNABLE_TASK, agent,
                                                  None if log is None else log(job_id), now)
             if claim is not None:
                 return claim
         # The write lock is the store's bottleneck (one writer on SQLite): what needs no lock happens
-        # before it is taken or after it is released. Most stale messages are dropped by this read;
-        # the claim's log part (a file opened for a new job) is found before; rows become models after.
+        # before it is taken or after it is released. Most stale messages without a hint are dropped by this
+        # read; the claim's log part (a file opened for a new job) is found before; rows become models after.
         first = self._fetchone(_CLAIM_READ, (task_id,))
         if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
             return None
         part = None if log is None else log(first["job_id"])
-        if self.dialect.writes_in_with:
+        if self.dialect.writes_in_with and not (hinted and first["job_id"] == job_id):  # a right hint was tried
             claim = self._claim_in_one_statement(first["job_id"], task_id, dispatch, (first["state"],), agent,
                                                  part, now)
             if claim is not None:
