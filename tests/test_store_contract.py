@@ -841,6 +841,59 @@ def test_finish_tasks_writes_a_batch_as_single_finishes_would(store: JobStore) -
     assert store.get_job(plain).tasks_succeeded == 3
 
 
+def test_a_batch_of_plain_successes(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Successes without an error, across jobs: one that ends, one whose finishing step becomes due, one that
+    goes on. On PostgreSQL the batch is one statement (the general path, which locks limits first, is not
+    taken); the rows, counters, events and the decisions are the same on both backends."""
+    from jobmanager.models import Finish
+
+    ends, ends_d = make_job(store, 2)
+    fin, fin_d = make_job(store, 1, has_finish=True)
+    goes_on, goes_on_d = make_job(store, 3)
+    for d in [*ends_d, *fin_d, goes_on_d[0]]:
+        assert store.claim_task(d.task_id, d.dispatch, "a1") is not None
+    if not isinstance(store, SQLiteStore):
+        monkeypatch.setattr(store, "_lock_limits", lambda *a: pytest.fail("the general path was taken"))
+    t0 = time.time()
+    batch = [Finish(d.task_id, "succeeded", at=t0 - i) for i, d in enumerate([*ends_d, *fin_d, goes_on_d[0]])]
+    done = store.finish_tasks("a1", batch)
+    monkeypatch.undo()
+    assert sorted(done.recorded) == sorted(f.task_id for f in batch)
+    assert done.job_states == {ends: "completed"} and done.finalize == [fin] and done.dispatches == []
+    assert [t.finished_at for t in store.get_tasks(ends)] == pytest.approx([t0, t0 - 1])
+    assert [t.state for t in store.get_tasks(goes_on)] == ["succeeded", "queued", "queued"]
+    assert [(j.state, j.tasks_succeeded) for j in map(store.get_job, (ends, fin, goes_on))] == [
+        ("completed", 2), ("running", 1), ("running", 1)]
+    for job_id, tasks in ((ends, ends_d), (fin, fin_d), (goes_on, goes_on_d[:1])):
+        events = store.events(job_id)
+        assert [e["task_id"] for e in events if e["to_state"] == "succeeded"] == [d.task_id for d in tasks]
+        assert all(e["agent"] == "a1" and e["from_state"] == "running" for e in events if e["to_state"] == "succeeded")
+    assert [e["to_state"] for e in store.events(ends) if e["kind"] == "job"] == ["queued", "running", "completed"]
+    assert store.begin_finalize(fin, "a2") is not None
+
+
+def test_a_batched_success_a_limit_counts_frees_its_slot(store: JobStore) -> None:
+    """A success of a job a concurrency limit counts wakes the task waiting for its slot; in the same batch a
+    success of a job the limit does not count is written as usual."""
+    from jobmanager.models import Finish
+
+    store.set_limit("one-at-a-time", type=None, queue="q1", per_case=False, max_running=1, actor="ana")
+    limited, (l1, l2) = store.create_job(
+        type="sleep", name="j", params={"tasks": 2}, owner="ana", case=None, priority=0, retries=0,
+        has_finish=False, tasks=[NewTask("t0", {}), NewTask("t1", {})], actor="ana", options=JobOptions(queue="q1"))
+    free, (f1,) = make_job(store, 1)
+    assert store.claim_task(l1.task_id, l1.dispatch, "a1") is not None
+    assert store.claim_task(l2.task_id, l2.dispatch, "a1") is None  # waits for the slot
+    assert store.get_tasks(limited)[1].waiting is not None
+    assert store.claim_task(f1.task_id, f1.dispatch, "a1") is not None
+    done = store.finish_tasks("a1", [Finish(l1.task_id, "succeeded", at=time.time()),
+                                     Finish(f1.task_id, "succeeded", at=time.time())])
+    assert sorted(done.recorded) == sorted([l1.task_id, f1.task_id]) and done.job_states == {free: "completed"}
+    assert [d.task_id for d in done.dispatches] == [l2.task_id]  # woken
+    woken = done.dispatches[0]
+    assert store.claim_task(woken.task_id, woken.dispatch, "a1") is not None
+
+
 def test_a_held_outcome_of_an_older_claim_is_not_written_over_a_newer_one(store: JobStore) -> None:
     """An agent holds an outcome while the store is away, is declared lost meanwhile, comes back under the
     same name and claims the same task again: the old outcome must not end the new claim."""

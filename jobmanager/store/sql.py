@@ -880,7 +880,68 @@ class SqlStore(JobStore):
                 done.dispatches += self._wake(c, limits, next(iter(cases)) if len(cases) == 1 else self._ALL_CASES)
             return done
 
+        plain = [f for f in finishes if f.state == TaskState.SUCCEEDED and f.error is None and f.traceback is None]
+        if plain and self.dialect.writes_in_with:
+            # PostgreSQL: the common case first, in one statement (see _finish_succeeded_at_once); what it did
+            # not record (a task a limit counts, one taken back, a failure) is decided by the general path.
+            fast = self._retrying(lambda c: self._finish_succeeded_at_once(c, agent, plain))
+            if len(fast.recorded) == len(by_id):
+                return fast
+            for task_id in fast.recorded:
+                del by_id[task_id]
+            rest = self._retrying(write)
+            fast.recorded += rest.recorded
+            fast.dispatches += rest.dispatches
+            fast.finalize += [j for j in rest.finalize if j not in fast.finalize]
+            fast.job_states.update(rest.job_states)
+            return fast
         return self._retrying(write)
+
+    def _finish_succeeded_at_once(self, c: Connection, agent: str, finishes: Sequence[Finish]) -> Completed:
+        """Tasks that succeeded without an error, in one statement (PostgreSQL): what the general path of
+        :meth:`finish_tasks` writes for them, for those still running under ``agent`` with the dispatch they
+        were claimed with, of jobs no concurrency limit counts (a limit's row must be locked before the job's,
+        and a freed slot wakes a waiting task: the general path does both). Their jobs are settled after it,
+        in the same transaction, only if nothing is left to run in them.
+
+        Why one statement: claims of a job wait for its row's lock, and the general path holds it from its
+        read of the jobs to COMMIT, seven round trips and more. Here it is held from this statement to COMMIT.
+        The job rows are locked first, in id order (the one lock order: jobs, then tasks): the task UPDATE
+        takes the locked jobs' ids as one array, a subquery PostgreSQL runs once before the UPDATE's first row
+        (as a join, the jobs could be locked one by one between task rows).
+        """
+        done = Completed()
+        now = time.time()
+        row = c.execute(
+            "WITH fin AS (SELECT * FROM unnest(?::bigint[], ?::float8[], ?::bigint[]) AS f(id, at, dispatch)),"
+            " locked AS (SELECT j.id FROM jobs j WHERE j.id IN (SELECT t.job_id FROM tasks t JOIN fin ON t.id = fin.id)"
+            f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {_LIMIT_COUNTS_JOB}) ORDER BY j.id FOR NO KEY UPDATE),"
+            " written AS (UPDATE tasks SET state = 'succeeded', error = NULL, traceback = NULL, finished_at = fin.at"
+            " FROM fin WHERE tasks.id = fin.id AND tasks.state = 'running' AND tasks.agent = ?"
+            " AND (fin.dispatch IS NULL OR tasks.dispatch = fin.dispatch)"
+            " AND tasks.job_id = ANY(ARRAY(SELECT id FROM locked))"
+            " RETURNING tasks.id, tasks.job_id, tasks.seq, fin.at),"
+            " logged AS (INSERT INTO events (at, job_id, task_id, seq, kind, from_state, to_state, agent)"
+            " SELECT at, job_id, id, seq, 'task', 'running', 'succeeded', ? FROM written ORDER BY id),"
+            " counted AS (UPDATE jobs SET tasks_succeeded = jobs.tasks_succeeded + w.n, updated_at = ?"
+            " FROM (SELECT job_id, count(*) AS n FROM written GROUP BY job_id) w WHERE jobs.id = w.job_id"
+            " RETURNING jobs.id, jobs.has_finish,"
+            " jobs.tasks_total - jobs.tasks_succeeded - jobs.tasks_failed - jobs.tasks_cancelled AS left_to_run)"
+            " SELECT (SELECT array_agg(id ORDER BY id) FROM written) AS recorded,"
+            " (SELECT array_agg(id ORDER BY id) FROM counted WHERE left_to_run = 0) AS ended,"
+            " (SELECT array_agg(id ORDER BY id) FROM counted WHERE left_to_run = 0 AND has_finish = 1) AS finishing",
+            ([f.task_id for f in finishes], [f.at or now for f in finishes], [f.dispatch for f in finishes],
+             agent, agent, now),
+        ).fetchone()
+        done.recorded = list(row["recorded"] or [])
+        finishing = set(row["finishing"] or [])
+        for job_id in row["ended"] or []:  # settled as the general path does (there, every job it counted)
+            _, final = self._settle(c, job_id, None if job_id in finishing else agent)
+            if final is not None:
+                done.job_states[job_id] = final
+            else:
+                self._finalize_if_ready(c, job_id, done.finalize)
+        return done
 
     def _finalize_if_ready(self, c: Connection, job_id: int, finals: list[int]) -> None:
         """Add ``job_id`` to ``finals`` if its finishing step is due and nobody runs it."""
