@@ -320,6 +320,28 @@ def test_a_running_task_log_is_followed_and_a_killed_attempt_stays_readable(jm: 
     assert jm.wait(job_id, timeout=30).state == "cancelled"
 
 
+def test_a_claims_log_part_creates_no_file_until_the_task_runs(jm: JobManager) -> None:
+    """The claim stores where the task's part starts without creating the file: a claim that does not go
+    through (a stale message, a wrong job hint) leaves no empty file in a job's folder. The task's run opens
+    it; the thread's next task of the job starts where the first one's records ended."""
+    import os
+
+    from jobmanager.engine.logcapture import SliceFiles
+    from jobmanager.engine.tasklogs import parse_slices
+
+    logs = SliceFiles(jm.home)
+    folder = jm.home.job_logs(7)
+    first = logs.start(7)
+    assert first is not None and not folder.exists()
+    ((name, start, n),) = parse_slices(first)
+    assert (start, n) == (0, 1)
+    fd = logs.target(7)  # the task runs
+    assert isinstance(fd, int) and [p.name for p in folder.iterdir()] == [name]
+    os.write(fd, b"first task\n")
+    assert parse_slices(logs.start(7)) == [(name, 11, 2)]
+    assert logs.start(8) is not None and not jm.home.job_logs(8).exists()
+
+
 def test_log_parts_from_the_database_are_checked_and_old_task_files_still_read(jm: JobManager) -> None:
     """A hostile ``log_slices`` value (another folder, a symlink, offsets past the end, a huge length)
     reads nothing outside the job's own files; a task logged by an older version (task-NNNN.log) reads

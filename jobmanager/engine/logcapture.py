@@ -42,6 +42,14 @@ def open_append(path: Path) -> int:
     return os.open(path, _FLAGS, 0o600)
 
 
+def _size(path: Path) -> int:
+    """The size of ``path``, 0 if there is no such file yet (a symlink is not followed: opening it will fail)."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
+
+
 class _Target:
     """Where one thread's records go while it runs a task: a descriptor, or a path opened at the first record."""
 
@@ -164,10 +172,15 @@ class SliceFiles:
 
     def start(self, job_id: int) -> str | None:
         """Where this thread's next task of ``job_id`` starts writing, as stored by the claim (``name:offset``);
-        None if the file cannot be opened (a full disk): the task still runs, its log is lost."""
+        None if the file cannot be read (the task still runs; its log is lost if it cannot be opened either).
+
+        The file is not created here but when the task runs (:meth:`target`): a claim that does not go through
+        (a stale message, a wrong job hint) leaves no empty file behind. Until then nothing else writes it
+        (one writer per file), so its size now is where the task starts."""
+        name, files = self._mine()
+        fd = files.get(job_id)
         try:
-            fd = self.fd(job_id)
-            size = os.fstat(fd).st_size
+            size = os.fstat(fd).st_size if fd is not None else _size(self.home.job_logs(job_id) / name)
         except OSError:
             return None
         parts: dict[int, int] = self._local.parts
