@@ -872,6 +872,29 @@ def test_a_batch_of_plain_successes(store: JobStore, monkeypatch: pytest.MonkeyP
     assert store.begin_finalize(fin, "a2") is not None
 
 
+def test_an_outcome_written_again_still_hands_over_a_due_finishing_step(store: JobStore) -> None:
+    """A batch whose failure's text the database refuses (PostgreSQL: a NUL byte) fails after its plain
+    successes were written in a transaction of their own; the completer then writes each outcome again, one at
+    a time. The success that made a job's finishing step due is no longer running: writing it again records
+    nothing, and still hands the due step over (a review finding: it was sent by no one until the sweep)."""
+    from jobmanager.models import Finish
+
+    fin, (d,) = make_job(store, 1, has_finish=True)
+    other, (o,) = make_job(store, 1, retries=0)
+    for x in (d, o):
+        assert store.claim_task(x.task_id, x.dispatch, "a1") is not None
+    ok, bad = Finish(d.task_id, "succeeded", at=time.time()), Finish(o.task_id, "failed", "bad\x00text", at=time.time())
+    try:
+        store.finish_tasks("a1", [ok, bad])
+    except Exception:  # noqa: BLE001 - PostgreSQL refuses the NUL byte; SQLite stores it
+        assert not isinstance(store, SQLiteStore)
+    assert store.get_tasks(fin)[0].state == "succeeded"
+    again = store.finish_tasks("a1", [ok])
+    assert again.recorded == [] and again.finalize == [fin]
+    assert store.begin_finalize(fin, "a1") is not None
+    assert store.finish_tasks("a1", [ok]).finalize == []  # taken: not handed over again
+
+
 def test_a_batched_success_a_limit_counts_frees_its_slot(store: JobStore) -> None:
     """A success of a job a concurrency limit counts wakes the task waiting for its slot; in the same batch a
     success of a job the limit does not count is written as usual."""

@@ -817,12 +817,14 @@ class SqlStore(JobStore):
             events: list[tuple[Any, ...]] = []
             counts: dict[int, dict[str, int]] = {}
             succeeded: list[int] = []
+            skipped: set[int] = set()  # jobs with a finishing step of tasks not written here
             for task in tasks:
                 f, job = by_id[task["id"]], jobs[task["job_id"]]
-                if task["state"] != TaskState.RUNNING or task["agent"] != agent:
-                    continue  # taken back (recovered, reconciled) before the batch was written
-                if f.dispatch is not None and task["dispatch"] != f.dispatch:
-                    continue  # taken back and claimed again by this same agent: the outcome is of an older claim
+                if (task["state"] != TaskState.RUNNING or task["agent"] != agent  # taken back, or written already
+                        or (f.dispatch is not None and task["dispatch"] != f.dispatch)):  # of an older claim
+                    if job["has_finish"]:
+                        skipped.add(task["job_id"])
+                    continue
                 at = f.at or now
                 state = f.state
                 if (state == TaskState.FAILED and task["attempts"] < task["max_attempts"]
@@ -875,6 +877,12 @@ class SqlStore(JobStore):
                     done.job_states[job_id] = final
                 else:
                     self._finalize_if_ready(c, job_id, done.finalize)
+            for job_id in sorted(skipped - counts.keys()):
+                # Its step may be due from an earlier write whose caller never sent it: PostgreSQL's plain
+                # successes are written first in a transaction of their own, and if the rest of that batch then
+                # fails, the completer writes each outcome again, one at a time, and lands here. Sending the step
+                # twice is harmless (begin_finalize takes it once).
+                self._finalize_if_ready(c, job_id, done.finalize)
             if limits and done.recorded:
                 cases = {jobs[j]["case_id"] for j in {r["job_id"] for r in tasks}}
                 done.dispatches += self._wake(c, limits, next(iter(cases)) if len(cases) == 1 else self._ALL_CASES)
