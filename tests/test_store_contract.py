@@ -250,6 +250,29 @@ def test_a_claim_with_the_messages_job_hint(store: JobStore, monkeypatch: pytest
     assert [e["to_state"] for e in store.events(job_id) if e["kind"] == "job"] == ["queued", "running"]
 
 
+def test_a_claim_the_database_aborts_to_break_a_deadlock_is_run_again(store: JobStore,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL aborts one transaction of a deadlock (one was seen between a claim of a job a limit counts
+    and the recovery of several lost agents at once, in a review's stress run): the claim's general path runs
+    again, as every other transition does, instead of dropping its message."""
+    if not store.retryable:
+        pytest.skip("SQLite has one writer at a time: no deadlocks")
+    store.set_limit("two", type="sleep", queue=None, per_case=False, max_running=2, actor="ana")  # general path
+    job_id, (d, _) = make_job(store)
+    real, aborted = store._lock_limits, []
+
+    def deadlocked_once(*args: Any) -> Any:
+        if not aborted:
+            aborted.append(1)
+            raise store.retryable[0]("deadlock detected")
+        return real(*args)
+
+    monkeypatch.setattr(store, "_lock_limits", deadlocked_once)
+    claim = store.claim_task(d.task_id, d.dispatch, "a1", job_id=job_id)
+    assert aborted and claim is not None and claim.task.attempts == 1 and claim.job.state == "running"
+    assert [e["to_state"] for e in store.events(job_id) if e["kind"] == "task"].count("running") == 1
+
+
 def test_a_wrong_job_hint_claims_the_task_of_its_own_job(store: JobStore) -> None:
     """The hint is checked: a message naming another job (or none that exists) claims nothing through it, and
     the claim then reads the task as without a hint; the other job is untouched."""

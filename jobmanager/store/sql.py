@@ -648,8 +648,9 @@ class SqlStore(JobStore):
             if claim is not None:
                 return claim
         # Every other claim (SQLite's; on PostgreSQL one a limit counts, one that did not go through above,
-        # which this path decides again and explains).
-        with self._tx() as c:
+        # which this path decides again and explains). A deadlock (PostgreSQL) runs it again, as in every
+        # other transition.
+        def general(c: Connection) -> tuple[Row, Row] | None:
             # The task is not read again under the lock: with row locks it is (_lock_task_and_job); without
             # them (SQLite) the UPDATE below is conditional on the state and dispatch read above, so a task
             # changed in between is not claimed. Each statement less is a GIL hand-off less between
@@ -681,7 +682,10 @@ class SqlStore(JobStore):
             if job["state"] == JobState.QUEUED:
                 self._job_state(c, job, JobState.RUNNING, by=agent, started_at=job["started_at"] or now)
                 job = self._job_row(c, job["id"])
-        return Claim(self._to_task(claimed), self._to_job(job))
+            return claimed, job
+
+        rows = self._retrying(general)
+        return None if rows is None else Claim(self._to_task(rows[0]), self._to_job(rows[1]))
 
     def _claim_in_one_statement(self, job_id: int, task_id: int, dispatch: int, states: tuple[str, ...],
                                 agent: str, part: str | None, now: float) -> Claim | None:
