@@ -273,6 +273,37 @@ def test_a_claim_the_database_aborts_to_break_a_deadlock_is_run_again(store: Job
     assert [e["to_state"] for e in store.events(job_id) if e["kind"] == "task"].count("running") == 1
 
 
+@pytest.mark.parametrize("action", ["pause", "cancel", "finish_task"])
+def test_a_transition_the_database_aborts_to_break_a_deadlock_is_run_again(
+        store: JobStore, monkeypatch: pytest.MonkeyPatch, action: str) -> None:
+    """A user's pause or cancel and an agent's single outcome, aborted once by PostgreSQL to break a deadlock
+    (the review's stress run saw this for single outcomes), run again: no error reaches the user or the agent."""
+    if not store.retryable:
+        pytest.skip("SQLite has one writer at a time: no deadlocks")
+    job_id, (d, _) = make_job(store)
+    assert store.claim_task(d.task_id, d.dispatch, "a1") is not None
+    real, aborted = store._job_row, []
+
+    def deadlocked_once(*args: Any, **kwargs: Any) -> Any:
+        if not aborted:
+            aborted.append(1)
+            raise store.retryable[0]("deadlock detected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_job_row", deadlocked_once)
+    if action == "pause":
+        store.pause_job(job_id, "ana")
+    elif action == "cancel":
+        store.cancel_job(job_id, "ana")
+    else:
+        assert store.finish_task(d.task_id, "a1", "succeeded").recorded
+    monkeypatch.undo()
+    expected = {"pause": "paused", "cancel": "cancelled", "finish_task": "running"}[action]
+    assert aborted and store.get_job(job_id).state == expected
+    if action == "finish_task":
+        assert store.get_job(job_id).tasks_succeeded == 1
+
+
 def test_a_wrong_job_hint_claims_the_task_of_its_own_job(store: JobStore) -> None:
     """The hint is checked: a message naming another job (or none that exists) claims nothing through it, and
     the claim then reads the task as without a hint; the other job is untouched."""

@@ -31,11 +31,12 @@ SQL is written with ``?`` placeholders; the PostgreSQL connection adapts it
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import psutil
 
@@ -59,6 +60,20 @@ from jobmanager.store.dialect import Dialect
 from jobmanager.store.schema import statements
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def _again_after_deadlock(method: M) -> M:
+    """A store method whose body is one write transaction, run again when the database aborted it to break a
+    deadlock (PostgreSQL; SQLite has one writer at a time), as :meth:`SqlStore._retrying` runs a transaction
+    again: a user's pause or cancel, or an agent's outcome, must not fail because two transactions met."""
+
+    @functools.wraps(method)
+    def again(self: SqlStore, *args: Any, **kwargs: Any) -> Any:
+        return self._again(lambda: method(self, *args, **kwargs))
+
+    return cast(M, again)
+
 
 #: an agent silent for this many heartbeat intervals is lost
 LOST_AFTER_INTERVALS = 3
@@ -219,10 +234,17 @@ class SqlStore(JobStore):
 
     def _retrying(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in a write transaction, again if the database aborted it to break a deadlock."""
+        def once() -> T:
+            with self._tx() as c:
+                return fn(c)
+
+        return self._again(once)
+
+    def _again(self, fn: Callable[[], T]) -> T:
+        """``fn()``, again (at most :attr:`RETRIES` times in all) if the database aborted it to break a deadlock."""
         for attempt in range(self.RETRIES):
             try:
-                with self._tx() as c:
-                    return fn(c)
+                return fn()
             except self.retryable:
                 if attempt == self.RETRIES - 1:
                     raise
@@ -751,6 +773,7 @@ class SqlStore(JobStore):
         row = self._fetchone("SELECT cancel_requested, state FROM tasks WHERE id = ?", (task_id,))
         return bool(row is None or row["cancel_requested"] or row["state"] != TaskState.RUNNING)
 
+    @_again_after_deadlock
     def finish_task(
         self,
         task_id: int,
@@ -965,6 +988,7 @@ class SqlStore(JobStore):
                 and row["finisher"] is None and job_id not in finals):
             finals.append(job_id)
 
+    @_again_after_deadlock
     def begin_finalize(self, job_id: int, agent: str) -> Job | None:
         in_progress, values = self.dialect.in_("state", IN_PROGRESS)
         with self._tx() as c:
@@ -978,6 +1002,7 @@ class SqlStore(JobStore):
             self._event(c, "finish", job_id=job_id, agent=agent, message="finishing step started")
             return self._to_job(row)
 
+    @_again_after_deadlock
     def end_finalize(self, job_id: int, agent: str, error: str | None) -> str | None:
         with self._tx() as c:
             job = self._job_row(c, job_id, lock=True)
@@ -1185,6 +1210,7 @@ class SqlStore(JobStore):
                  "waiting": int(r["waiting"] or 0)} for r in rows]
 
     # -- user actions --------------------------------------------------------------------------------
+    @_again_after_deadlock
     def pause_job(self, job_id: int, actor: str) -> None:
         with self._tx() as c:
             job = self._job_row(c, job_id, lock=True)
@@ -1192,6 +1218,7 @@ class SqlStore(JobStore):
                 raise InvalidState(f"job {job_id} is {job['state']}; only a queued or running job can be paused")
             self._job_state(c, job, JobState.PAUSED, actor=actor, message=JobState.PAUSED)
 
+    @_again_after_deadlock
     def resume_job(self, job_id: int, actor: str) -> list[Dispatch]:
         with self._tx() as c:
             job = self._job_row(c, job_id, lock=True)
@@ -1201,6 +1228,7 @@ class SqlStore(JobStore):
             self._job_state(c, job, back, actor=actor, message="resumed")
             return self._bump_runnable(c, job)
 
+    @_again_after_deadlock
     def cancel_job(self, job_id: int, actor: str) -> None:
         now = time.time()
         runnable, values = self.dialect.in_("state", RUNNABLE_TASK)
@@ -1217,6 +1245,7 @@ class SqlStore(JobStore):
             self._job_state(c, job, JobState.CANCELLED, actor=actor, message=JobState.CANCELLED, finished_at=now,
                             finisher=None, error="cancelled by " + actor)
 
+    @_again_after_deadlock
     def retry_job(self, job_id: int, actor: str, seq: int | None = None) -> tuple[list[Dispatch], bool]:
         lock = self.dialect.for_update
         with self._tx() as c:
@@ -1264,6 +1293,7 @@ class SqlStore(JobStore):
                 dispatches = []
             return dispatches, refinish
 
+    @_again_after_deadlock
     def set_priority(self, job_id: int, priority: int, actor: str) -> list[Dispatch]:
         with self._tx() as c:
             job = self._job_row(c, job_id, lock=True)
