@@ -186,7 +186,8 @@ def test_operator_day(home: Path, start_agent, dashboard, page: Page, browser) -
     open_tab(page, "Agents")
     victim.kill()
     eventually(page, lambda: "lost" in p.locator(".jm-table:visible").first.inner_text(), "agent lost", timeout=40)
-    assert p.get_by_text("1 lost").count()
+    # the header's count is drawn after the table, in the same refresh: a moment later in the browser
+    eventually(page, lambda: p.get_by_text("1 lost").count() > 0, "the header's lost count", timeout=10)
     p.screenshot(path=str(ARTIFACTS / "dashboard-agents.png"), full_page=True)
 
     # -- a user without retry permission finds no way to retry -----------------------------------------------------
