@@ -185,7 +185,7 @@ class SliceFiles:
             return None
         parts: dict[int, int] = self._local.parts
         parts[job_id] = n = parts.get(job_id, 0) + 1
-        return slice_token(self._local.name, size, n)
+        return slice_token(name, size, n)
 
 
 _ROUTER: TaskLogRouter | None = None
