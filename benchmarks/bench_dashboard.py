@@ -98,7 +98,7 @@ def ensure_admin(home: Path) -> float:
     store = open_store(Home.open(home))
     opened = time.perf_counter() - t
     try:
-        n_users = store.count_users()
+        n_users = store.accounts.count_users()
     finally:
         store.close()
     if n_users == 0:

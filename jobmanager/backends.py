@@ -32,7 +32,7 @@ from jobmanager.store.dialect import POSTGRES, SQLITE, Dialect
 
 if TYPE_CHECKING:
     from jobmanager.store.base import JobStore
-    from jobmanager.store.sql import Connection
+    from jobmanager.store.connection import Connection
 
 PG_SCHEMES = ("postgresql://", "postgres://")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

@@ -109,15 +109,15 @@ def _dummy_hash() -> str:
 
 def create_default_groups(store: JobStore) -> None:
     """admins, operators and analysts with the permissions of :data:`DEFAULT_GROUPS`."""
-    existing = {g["name"] for g in store.list_groups()}
+    existing = {g["name"] for g in store.accounts.list_groups()}
     for name, (perms, cases) in DEFAULT_GROUPS.items():
         if name in existing:
             continue
-        store.create_group(name, f"default {name} group")
+        store.accounts.create_group(name, f"default {name} group")
         for perm in perms:
-            store.group_link("group_permissions", name, perm, True)
+            store.accounts.group_link("group_permissions", name, perm, True)
         for case in cases:
-            store.group_link("group_cases", name, case, True)
+            store.accounts.group_link("group_cases", name, case, True)
 
 
 class JobManager:
@@ -156,12 +156,12 @@ class JobManager:
         store = open_store(h, create=True)
         Queue(h).close()
         password = None
-        if store.count_users() == 0:
+        if store.accounts.count_users() == 0:
             password = admin_password or os.environ.get("JOBMANAGER_ADMIN_PASSWORD") or generate_password()
             create_default_groups(store)
-            store.create_user(admin, "Administrator", hash_password(password))
-            store.group_link("group_members", "admins", admin, True)
-            store.audit(admin, "cli", "init", "home", str(h.path), True, "home created")
+            store.accounts.create_user(admin, "Administrator", hash_password(password))
+            store.accounts.group_link("group_members", "admins", admin, True)
+            store.audit.record(admin, "cli", "init", "home", str(h.path), True, "home created")
         store.close()
         jm = cls(h, user=admin)
         jm.initial_password = None if admin_password else password
@@ -195,12 +195,12 @@ class JobManager:
     def actor(self) -> Actor:
         """Who is acting, read fresh from the store (a revoked grant takes effect at once)."""
         try:
-            user = self.store.get_user(self.user)
+            user = self.store.accounts.get_user(self.user)
         except NotFound:
             return Actor(self.user, interface=self.interface)
         if not user["active"]:
             return Actor(self.user, interface=self.interface)
-        perms, cases = self.store.grants_of(self.user)
+        perms, cases = self.store.accounts.grants_of(self.user)
         return Actor(self.user, frozenset(perms), frozenset(cases), self.interface)
 
     def _allow(self, action: str, job: Job | None = None, *, target: tuple[str, str] | None = None,
@@ -225,7 +225,7 @@ class JobManager:
         kind, name = target or (None, None)
         if not ok:
             message = self._refusal(actor, action, job, target)
-            self.store.audit(self.user, self.interface, _public_method(), kind, name, False, message)
+            self.store.audit.record(self.user, self.interface, _public_method(), kind, name, False, message)
             raise (NotVisible if job is not None and message == _no_job(job.id) else PermissionDenied)(message)
         if not (quiet or action in ("view", "view_schedules", "view_agents")):
             _audit_when_done(self.store, (self.user, self.interface, _public_method(), kind, name),
@@ -234,7 +234,7 @@ class JobManager:
 
     def _refusal(self, actor: Actor, action: str, job: Job | None, target: tuple[str, str] | None) -> str:
         try:
-            user = self.store.get_user(self.user)
+            user = self.store.accounts.get_user(self.user)
         except NotFound:
             return f"no Job Manager user {self.user!r}; sign in as a user an administrator created"
         if not user["active"]:
@@ -474,7 +474,7 @@ class JobManager:
         job = self.job(job_id)
         admin = allowed(self.actor, "admin")
         rows = []
-        for n in self.store.notifications(job.id):
+        for n in self.store.outbox.notifications(job.id):
             target = n["target"] if admin or n["channel"] != "webhook" else shown_url(n["target"])
             rows.append({**n, "target": target, "created_at": _ts(n["created_at"]),
                          "delivered_at": _ts(n["delivered_at"]), "next_at": _ts(n["next_at"])})
@@ -692,7 +692,7 @@ class JobManager:
         audit = f"bulk_{spec.name}"
         if len(ids) > bulk_rule.MAX_BULK:
             message = bulk_rule.too_many(self.count_matching(tab, action, **checked))
-            self.store.audit(self.user, self.interface, audit, "jobs", what, True, f"failed: {message}")
+            self.store.audit.record(self.user, self.interface, audit, "jobs", what, True, f"failed: {message}")
             raise BadParams(message)
         result = bulk_rule.BulkResult(spec.name, what, len(ids))
         for job_id in ids:
@@ -705,7 +705,7 @@ class JobManager:
                 result.done += 1
                 result.job_ids.append(job_id)
         failed = f"; {len(result.errors)} failed, first: {result.errors[0]}" if result.errors else ""
-        self.store.audit(self.user, self.interface, audit, "jobs", what, True,
+        self.store.audit.record(self.user, self.interface, audit, "jobs", what, True,
                          f"{spec.name} {result.done} of {result.matched} matching jobs{failed}"[:500])
         return result
 
@@ -796,7 +796,7 @@ class JobManager:
             return self._hist.sql(query, params, scope=scope)
         except BadParams as exc:
             text = query if isinstance(query, str) else repr(query)
-            self.store.audit(self.user, self.interface, "sql", "query", text[:500], False, str(exc)[:500])
+            self.store.audit.record(self.user, self.interface, "sql", "query", text[:500], False, str(exc)[:500])
             raise
 
     def stats(self, by: str | tuple[str, ...] = "type", period: str = "day",
@@ -881,7 +881,7 @@ class JobManager:
 
     def edit_schedule(self, name: str, **changes: Any) -> dict[str, Any]:
         """Change some fields (type, params, cron/every/at, tz, misfire, case, priority, enabled, options)."""
-        old = self.store.get_schedule(validate.name(name, "schedule name"))
+        old = self.store.schedules.get(validate.name(name, "schedule name"))
         self._allow("manage_schedules", case=old["case_id"], target=("schedule", name))
         merged: dict[str, Any] = {
             "name": name, "type": old["type"], "params": old["params"], "tz": old["timezone"],
@@ -904,8 +904,8 @@ class JobManager:
                           imports=self._imports, **merged)
         if merged.get("every") == old["trigger_value"] and old["trigger_kind"] == "interval":
             spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
-        self.store.save_schedule(spec, actor=self.user)
-        return self.store.get_schedule(name)
+        self.store.schedules.save(spec, actor=self.user)
+        return self.store.schedules.get(name)
 
     def _save_schedule(self, args: dict[str, Any], kind: str, ref: str | None, *, create_only: bool) -> dict[str, Any]:
         if args.get("name") not in (None, ""):  # (build_spec says what an empty name lacks)
@@ -914,7 +914,7 @@ class JobManager:
         old = None
         if not create_only:
             try:
-                old = self.store.get_schedule(str(args.get("name")))
+                old = self.store.schedules.get(str(args.get("name")))
             except NotFound:
                 old = None
         if old is not None:  # replacing a schedule needs the right to its present case too
@@ -923,22 +923,22 @@ class JobManager:
         spec = build_spec(owner=self.user, source_kind=kind, source_ref=ref, imports=self._imports, **args)
         if old is not None and _same_trigger(old, spec):  # re-running the cell keeps the planned run
             spec["anchor"], spec["next_run_at"] = old["anchor"], old["next_run_at"]
-        self.store.save_schedule(spec, actor=self.user, create_only=create_only)
-        return self.store.get_schedule(spec["name"])
+        self.store.schedules.save(spec, actor=self.user, create_only=create_only)
+        return self.store.schedules.get(spec["name"])
 
     def get_schedule(self, name: str) -> dict[str, Any]:
-        row = self.store.get_schedule(validate.name(name, "schedule name"))
+        row = self.store.schedules.get(validate.name(name, "schedule name"))
         self._allow("view_schedules", case=row["case_id"], target=("schedule", name))
         row["description"] = trigger_of(row).describe()
         row["runs_as"] = row["owner"]
-        row["runs"] = self.store.schedule_runs(name)
+        row["runs"] = self.store.schedules.runs(name)
         return row
 
     def schedules(self) -> pd.DataFrame:
         """Every schedule with its next run (in its own zone), last run and result, and where it is configured."""
         actor = self._allow("view_schedules")
         rows = []
-        for s in self.store.list_schedules():
+        for s in self.store.schedules.list_all():
             if not actor.sees_case(s["case_id"]):
                 continue
             nxt = s["next_run_at"]
@@ -963,7 +963,7 @@ class JobManager:
         return {"description": trigger.describe(), "runs": runs, "labels": [local_label(t, tz) for t in runs]}
 
     def _manage(self, name: str) -> dict[str, Any]:
-        row = self.store.get_schedule(validate.name(name, "schedule name"))
+        row = self.store.schedules.get(validate.name(name, "schedule name"))
         self._allow("manage_schedules", case=row["case_id"], target=("schedule", name))
         return row
 
@@ -972,16 +972,16 @@ class JobManager:
         row = self._manage(name)
         self._allow_submit(row["type"], row["case_id"])
         nxt = trigger_of(row).next_after(time.time())
-        self.store.update_schedule(name, {"enabled": 1, "next_run_at": nxt, "owner": self.user}, actor=self.user,
+        self.store.schedules.update(name, {"enabled": 1, "next_run_at": nxt, "owner": self.user}, actor=self.user,
                                    message=f"enabled (runs as {self.user})")
 
     def disable_schedule(self, name: str) -> None:
         self._manage(name)
-        self.store.update_schedule(name, {"enabled": 0}, actor=self.user, message="disabled")
+        self.store.schedules.update(name, {"enabled": 0}, actor=self.user, message="disabled")
 
     def delete_schedule(self, name: str) -> None:
         self._manage(name)
-        self.store.delete_schedule(name, actor=self.user)
+        self.store.schedules.delete(name, actor=self.user)
 
     def run_schedule_now(self, name: str) -> int:
         """Submit the schedule's job now; its next planned run stays as it was.
@@ -993,7 +993,7 @@ class JobManager:
         try:
             check_runs_as(self.store, row)
         except PermissionDenied as exc:
-            self.store.audit(self.user, self.interface, "run_schedule_now", "schedule", name, False, str(exc))
+            self.store.audit.record(self.user, self.interface, "run_schedule_now", "schedule", name, False, str(exc))
             raise
         tasks = jt.plan(jobtypes.validate(jt, row["params"]))
         return self.engine.run_schedule_now(row, tasks=tasks, has_finish=jt.has_finish(), retries=jt.retries,
@@ -1014,7 +1014,7 @@ class JobManager:
         """A JobManager acting as ``username`` once the password checks out.
 
         The attempt is counted in the store before the password is checked
-        (:meth:`JobStore.claim_sign_in`), so at most MAX_FAILURES guesses are ever checked before
+        (``store.accounts.claim_sign_in``), so at most MAX_FAILURES guesses are ever checked before
         the account locks for LOCKOUT_S seconds, however many arrive at once. Every refusal gets
         the same message (:data:`SIGN_IN_REFUSED`) and the same hash work; the audit trail keeps
         the real reason. An old scrypt hash is replaced by argon2id on a successful sign-in.
@@ -1022,10 +1022,10 @@ class JobManager:
         jm = cls(home, user=username, interface=interface, **kwargs)
         store, now = jm.store, time.time()
         try:
-            user = store.get_user(username)
+            user = store.accounts.get_user(username)
         except NotFound:
             user = None
-        attempt = store.claim_sign_in(username, now, MAX_FAILURES, LOCKOUT_S) if user is not None else None
+        attempt = store.accounts.claim_sign_in(username, now, MAX_FAILURES, LOCKOUT_S) if user is not None else None
         if user is None or attempt is None:  # unknown or locked: the user's hash is never checked, the work the same
             verify_password(password, _dummy_hash())
             reason = "unknown user" if user is None else "locked"
@@ -1038,11 +1038,11 @@ class JobManager:
             fields: dict[str, Any] = {"failures": 0, "locked_until": None, "last_login_at": now}
             if needs_rehash(user["password_hash"]):
                 fields["password_hash"] = hash_password(password, check_strength=False)
-            store.update_user(username, **fields)
-            store.audit(username, interface, "sign_in", "user", username, True,
+            store.accounts.update_user(username, **fields)
+            store.audit.record(username, interface, "sign_in", "user", username, True,
                         "password rehashed with argon2id" if "password_hash" in fields else None)
             return jm
-        store.audit(username, interface, "sign_in", "user", username, False, reason)
+        store.audit.record(username, interface, "sign_in", "user", username, False, reason)
         jm.close()  # a refused attempt keeps no connection open
         raise PermissionDenied(SIGN_IN_REFUSED)
 
@@ -1057,11 +1057,11 @@ class JobManager:
             password = generated = generate_password()
         check_password_strength(password)
         for group in groups:
-            if group not in {g["name"] for g in self.store.list_groups()}:
+            if group not in {g["name"] for g in self.store.accounts.list_groups()}:
                 raise NotFound(f"no group {group!r}")
-        self.store.create_user(username, display_name or username, hash_password(password))
+        self.store.accounts.create_user(username, display_name or username, hash_password(password))
         for group in groups:
-            self.store.group_link("group_members", group, username, True)
+            self.store.accounts.group_link("group_members", group, username, True)
         return generated
 
     def set_password(self, username: str, password: str) -> None:
@@ -1069,24 +1069,24 @@ class JobManager:
         if username != self.user:
             self._allow("admin", target=("user", username))
         else:
-            me = self.store.get_user(username)
+            me = self.store.accounts.get_user(username)
             if not me["active"]:
                 raise PermissionDenied(f"user {username!r} is disabled")
-            self.store.audit(self.user, self.interface, "passwd", "user", username, True)
-        self.store.get_user(username)
-        self.store.update_user(username, password_hash=hash_password(password), failures=0, locked_until=None)
+            self.store.audit.record(self.user, self.interface, "passwd", "user", username, True)
+        self.store.accounts.get_user(username)
+        self.store.accounts.update_user(username, password_hash=hash_password(password), failures=0, locked_until=None)
 
     def disable_user(self, username: str) -> None:
         self._allow("admin", target=("user", username))
-        self.store.update_user(username, active=0)
+        self.store.accounts.update_user(username, active=0)
 
     def enable_user(self, username: str) -> None:
         self._allow("admin", target=("user", username))
-        self.store.update_user(username, active=1, failures=0, locked_until=None)
+        self.store.accounts.update_user(username, active=1, failures=0, locked_until=None)
 
     def users(self) -> pd.DataFrame:
         self._allow("admin", target=("users", "*"))
-        df = pd.DataFrame(self.store.list_users(), columns=["username", "display_name", "active", "groups",
+        df = pd.DataFrame(self.store.accounts.list_users(), columns=["username", "display_name", "active", "groups",
                                                              "locked_until", "last_login_at", "created_at"])
         for col in ("locked_until", "last_login_at", "created_at"):
             df[col] = pd.to_datetime(df[col], unit="s", utc=True)
@@ -1095,48 +1095,48 @@ class JobManager:
     # -- groups --------------------------------------------------------------------------------------
     def add_group(self, name: str, description: str = "") -> None:
         self._allow("admin", target=("group", str(name)))
-        self.store.create_group(_check_name("group", name), description)
+        self.store.accounts.create_group(_check_name("group", name), description)
 
     def grant(self, group: str, permission: str) -> None:
         self._allow("admin", target=("group", group))
         if permission not in PERMISSIONS:
             raise BadParams(f"unknown permission {permission!r}; the list: {', '.join(PERMISSIONS)}")
-        self.store.group_link("group_permissions", group, permission, True)
+        self.store.accounts.group_link("group_permissions", group, permission, True)
 
     def revoke(self, group: str, permission: str) -> None:
         self._allow("admin", target=("group", group))
         if permission not in PERMISSIONS:
             raise BadParams(f"unknown permission {permission!r}; the list: {', '.join(PERMISSIONS)}")
-        self.store.group_link("group_permissions", group, permission, False)
+        self.store.accounts.group_link("group_permissions", group, permission, False)
 
     def add_to_group(self, group: str, username: str) -> None:
         self._allow("admin", target=("group", group))
-        self.store.group_link("group_members", group, username, True)
+        self.store.accounts.group_link("group_members", group, username, True)
 
     def remove_from_group(self, group: str, username: str) -> None:
         self._allow("admin", target=("group", group))
-        self.store.group_link("group_members", group, username, False)
+        self.store.accounts.group_link("group_members", group, username, False)
 
     def add_case(self, group: str, case: str) -> None:
         """Let a group see a case's jobs, schedules and outputs (``*``: every case)."""
         self._allow("admin", target=("group", group))
         if not isinstance(case, str) or not case.strip():
             raise BadParams("a case needs a name")
-        self.store.group_link("group_cases", group, case.strip(), True)
+        self.store.accounts.group_link("group_cases", group, case.strip(), True)
 
     def remove_case(self, group: str, case: str) -> None:
         self._allow("admin", target=("group", group))
-        self.store.group_link("group_cases", group, case, False)
+        self.store.accounts.group_link("group_cases", group, case, False)
 
     def groups(self) -> pd.DataFrame:
         self._allow("admin", target=("groups", "*"))
-        return pd.DataFrame(self.store.list_groups(),
+        return pd.DataFrame(self.store.accounts.list_groups(),
                             columns=["name", "description", "members", "permissions", "cases", "created_at"])
 
     def audit_log(self, limit: int = 200) -> pd.DataFrame:
         """The newest audit rows: who did (or was refused) what, when, from which interface."""
         self._allow("admin", target=("audit", "*"))
-        df = pd.DataFrame(self.store.list_audit(limit), columns=["id", "at", "actor", "interface", "action",
+        df = pd.DataFrame(self.store.audit.recent(limit), columns=["id", "at", "actor", "interface", "action",
                                                                   "target_kind", "target", "allowed", "detail"])
         df["at"] = pd.to_datetime(df["at"], unit="s", utc=True)
         df["allowed"] = df["allowed"].astype(bool)
@@ -1176,14 +1176,14 @@ def _public_method() -> str:
     return getattr(_AUDIT, "method", None) or _calling_method()
 
 
-#: who did what to which target: (actor, interface, action, target_kind, target), as JobStore.audit takes them
+#: who did what to which target: (actor, interface, action, target_kind, target), as AuditTrail.record takes them
 AuditRow = tuple[str, str, str, str | None, str | None]
 
 
 def _audit_when_done(store: JobStore, row: AuditRow, detail: str) -> None:
     pending = getattr(_AUDIT, "pending", None)
     if pending is None:  # not inside a public method: write it now
-        store.audit(*row, True, detail)
+        store.audit.record(*row, True, detail)
     else:
         pending.append((store, row, detail))
 
@@ -1209,7 +1209,7 @@ def _audited(fn: Any) -> Any:
             _AUDIT.pending = _AUDIT.method = None
             for store, row, detail in pending:
                 try:
-                    store.audit(*row, True, outcome or detail)
+                    store.audit.record(*row, True, outcome or detail)
                 except Exception:  # never turn a done action into an error (a submit would be sent twice)
                     log.exception("could not write the audit row of %s", row[2])
 

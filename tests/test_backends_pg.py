@@ -160,17 +160,17 @@ def test_exactly_one_process_recovers_a_lost_agent(pg_url: str) -> None:
 
 
 def _race_fire(url: str, schedule: dict, out: multiprocessing.Queue) -> None:
-    result = _store(url).fire_schedule(schedule, schedule["next_run_at"] + 60, agent="x", tasks=[NewTask("t")])
+    result = _store(url).schedules.fire(schedule, schedule["next_run_at"] + 60, agent="x", tasks=[NewTask("t")])
     out.put(None if result is None else result[0])
 
 
 def test_a_due_schedule_fires_once_among_processes(pg_url: str) -> None:
     store = _store(pg_url, create=True)
-    store.save_schedule({"name": "s", "type": "sleep", "params": {}, "owner": "ana", "case_id": None,
+    store.schedules.save({"name": "s", "type": "sleep", "params": {}, "owner": "ana", "case_id": None,
                          "priority": 0, "trigger_kind": "interval", "trigger_value": "60", "timezone": "UTC",
                          "anchor": None, "misfire": "run_once", "enabled": True, "next_run_at": time.time() - 1,
                          "source_kind": "api", "source_ref": None}, actor="ana")
-    schedule = store.get_schedule("s")
+    schedule = store.schedules.get("s")
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_race_fire, args=(pg_url, schedule, out)) for _ in range(4)]
@@ -180,7 +180,7 @@ def test_a_due_schedule_fires_once_among_processes(pg_url: str) -> None:
     for p in procs:
         p.join(10)
     assert len([r for r in results if r is not None]) == 1
-    assert len(store.schedule_runs("s")) == 1 and len(store.list_jobs()) == 1
+    assert len(store.schedules.runs("s")) == 1 and len(store.list_jobs()) == 1
     store.close()
 
 

@@ -249,24 +249,24 @@ def test_agent_fires_across_a_fall_back_and_a_spring_forward(jm: JobManager, sta
         for name, expr, tz in (("fold-wild", "* * * * *", "JMTest/Fold"), ("fold-fixed", fixed, "JMTest/Fold"),
                                ("gap-wild", "* * * * *", "JMTest/Gap"), ("gap-fixed", fixed, "JMTest/Gap")):
             jm.schedule(name, "sleep", {"tasks": 1}, cron=expr, tz=tz)
-        assert jm.store.get_schedule("fold-wild")["next_run_at"] == T - 10
-        assert jm.store.get_schedule("gap-wild")["next_run_at"] == T + 55  # W does not exist: skipped
-        assert jm.store.get_schedule("gap-fixed")["next_run_at"] == T  # right after the gap
+        assert jm.store.schedules.get("fold-wild")["next_run_at"] == T - 10
+        assert jm.store.schedules.get("gap-wild")["next_run_at"] == T + 55  # W does not exist: skipped
+        assert jm.store.schedules.get("gap-fixed")["next_run_at"] == T  # right after the gap
         start_agent("a1")
-        wait_for(lambda: len(jm.store.schedule_runs("fold-wild")) >= 2 and jm.store.schedule_runs("gap-fixed"),
+        wait_for(lambda: len(jm.store.schedules.runs("fold-wild")) >= 2 and jm.store.schedules.runs("gap-fixed"),
                  timeout=60, what="the runs at T")
         time.sleep(max(0.0, T + 2 - time.time()))
 
         def dues(name: str) -> list[float]:
-            return sorted(r["due_at"] for r in jm.store.schedule_runs(name, limit=100) if r["job_id"])
+            return sorted(r["due_at"] for r in jm.store.schedules.runs(name, limit=100) if r["job_id"])
 
         assert dues("fold-wild") == [T - 10, T]  # the repeated minute ran twice, 10 s apart
         assert dues("fold-fixed") == [T - 10]  # once, at its first occurrence
-        assert jm.store.get_schedule("fold-fixed")["next_run_at"] == T + 86400  # tomorrow's W, new offset
+        assert jm.store.schedules.get("fold-fixed")["next_run_at"] == T + 86400  # tomorrow's W, new offset
         assert dues("gap-fixed") == [T]
-        assert dues("gap-wild") == [] and jm.store.get_schedule("gap-wild")["next_run_at"] == T + 55
+        assert dues("gap-wild") == [] and jm.store.schedules.get("gap-wild")["next_run_at"] == T + 55
     finally:
         for name in ("fold-wild", "fold-fixed", "gap-wild", "gap-fixed"):
-            jm.disable_schedule(name) if any(s["name"] == name for s in jm.store.list_schedules()) else None
+            jm.disable_schedule(name) if any(s["name"] == name for s in jm.store.schedules.list_all()) else None
         zoneinfo.reset_tzpath()
         zoneinfo.ZoneInfo.clear_cache(only_keys=["JMTest/Fold", "JMTest/Gap"])

@@ -157,7 +157,7 @@ def test_jobmanager_migrate_moves_an_old_sqlite_home_forward(tmp_path: Path) -> 
 def test_a_new_sqlite_store_is_at_the_latest_version(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "s.db", create=True)
     assert s.schema_version() == sql_store.SCHEMA_VERSION
-    assert json.loads(json.dumps(s.list_schedules())) == []
+    assert json.loads(json.dumps(s.schedules.list_all())) == []
     s.close()
 
 

@@ -192,7 +192,7 @@ def test_global_rules_notify_every_job_and_a_lost_agent(jm: JobManager, home: Pa
     db = open_store(Home.open(home))
 
     def lost_sent() -> list[dict[str, Any]] | None:
-        rows = [n for n in db.notifications() if n["trigger"] == "agent_lost" and n["state"] == "sent"]
+        rows = [n for n in db.outbox.notifications() if n["trigger"] == "agent_lost" and n["state"] == "sent"]
         return rows if len(rows) == 2 else None
 
     try:
@@ -368,7 +368,7 @@ def test_racing_notifiers_route_each_event_once(jm: JobManager, home: Path) -> N
             t.start()
         for t in threads:
             t.join(30)
-        rows = stores[0].notifications()
+        rows = stores[0].outbox.notifications()
         assert sum(counts) == len(rows) == 2 * len(job_ids)  # each event once per target
         assert sorted(r["job_id"] for r in rows) == sorted(job_ids * 2)
         assert {r["state"] for r in rows} == {"pending"}
@@ -448,7 +448,7 @@ def test_an_upgraded_store_notifies_nothing_of_its_history(store) -> None:  # no
             c.execute("INSERT INTO events (at, job_id, kind, to_state) VALUES (1, 1, 'job', ?)", (state,))
     assert store.migrate() == (1, SCHEMA_VERSION)
     settings = NotifySettings.model_validate({"rules": [{"on": ["failed"], "to": "mailto:a@example.org"}]})
-    assert Notifier(store, settings, "n1").route() == 0 and store.notifications() == []
+    assert Notifier(store, settings, "n1").route() == 0 and store.outbox.notifications() == []
 
 
 def test_jobs_send_webhooks_only_to_the_allowed_hosts(jm: JobManager, home: Path, hook: Hook) -> None:

@@ -209,7 +209,7 @@ def test_passwords_are_hashed_never_stored_in_clear(home: Path) -> None:
     admin = JobManager(home, user="admin")
     admin.add_user("ana", "correct horse battery", groups=["operators"])
     admin.add_user("bob", "correct horse battery", groups=["operators"])
-    hashes = {u: admin.store.get_user(u)["password_hash"] for u in ("ana", "bob")}
+    hashes = {u: admin.store.accounts.get_user(u)["password_hash"] for u in ("ana", "bob")}
     assert all(h.startswith("$argon2id$v=19$m=19456,t=2,p=1$") for h in hashes.values())
     assert hashes["ana"] != hashes["bob"]  # per-user salt
     for path in home.rglob("*"):

@@ -45,11 +45,11 @@ def test_rerunning_a_schedule_cell_keeps_its_planned_run(jm: JobManager) -> None
 def test_a_disabled_owner_fires_nothing(two_cases) -> None:
     admin, alice, _ = two_cases
     alice.schedule("sA", "sleep", every="1h", case="A")
-    admin.store.update_schedule("sA", {"next_run_at": time.time() - 1}, actor="t", message="due")
+    admin.store.schedules.update("sA", {"next_run_at": time.time() - 1}, actor="t", message="due")
     admin.disable_user("alice")
     fired = fire_due(admin.store, "agent-x")
     assert fired == [(None, [])] and admin.jobs().empty
-    run = admin.store.schedule_runs("sA")[0]
+    run = admin.store.schedules.runs("sA")[0]
     assert run["outcome"] == "error" and "disabled" in run["message"]
 
 

@@ -145,7 +145,7 @@ def test_notebook_source_is_recorded(jm: JobManager, monkeypatch) -> None:
 
 # -- firing -----------------------------------------------------------------------------------------------
 def make_due(store: SQLiteStore, name: str, due: float) -> None:
-    store.update_schedule(name, {"next_run_at": due}, actor="t", message="test")
+    store.schedules.update(name, {"next_run_at": due}, actor="t", message="test")
 
 
 def test_fire_due_creates_one_job_and_moves_on(jm: JobManager) -> None:
@@ -156,7 +156,7 @@ def test_fire_due_creates_one_job_and_moves_on(jm: JobManager) -> None:
     fired = fire_due(store, "a1", now=now)
     assert len(fired) == 1 and fired[0][0] is not None
     assert fire_due(store, "a1", now=now) == []  # nothing due any more
-    row = store.get_schedule("s")
+    row = store.schedules.get("s")
     assert row["next_run_at"] > now and row["last_job_id"] == fired[0][0]
 
 
@@ -168,9 +168,9 @@ def test_misfire_policies_after_downtime(jm: JobManager, policy: str, expect_job
     fired = fire_due(jm.store, "a1", now=now)
     assert len(fired) == 1  # never a burst
     assert (fired[0][0] is not None) == expect_job
-    runs_ = jm.store.schedule_runs("s")
+    runs_ = jm.store.schedules.runs("s")
     assert [r["outcome"] for r in runs_] == (["fired"] if expect_job else ["skipped"])
-    assert jm.store.get_schedule("s")["next_run_at"] > now
+    assert jm.store.schedules.get("s")["next_run_at"] > now
     assert len(jm.jobs()) == int(expect_job)
 
 
@@ -226,7 +226,7 @@ def test_recurring_schedule_fires_real_jobs_with_two_agents(jm: JobManager, star
     jm.schedule("tick", "sleep", {"tasks": 1}, every="1s")
     wait_for(lambda: len(jm.jobs(state="completed")) >= 4, timeout=30, what="4 scheduled jobs completed")
     jm.disable_schedule("tick")
-    runs_ = jm.store.schedule_runs("tick", limit=100)
+    runs_ = jm.store.schedules.runs("tick", limit=100)
     dues = [r["due_at"] for r in runs_]
     assert len(dues) == len(set(dues)) and all(r["job_id"] for r in runs_)
     jobs = jm.jobs(limit=1000)
@@ -253,13 +253,13 @@ every = "1h"
 def test_schedules_file_is_synced_with_file_and_line(jm: JobManager, home: Path) -> None:
     (home / "schedules.toml").write_text(SCHEDULES_TOML)
     assert jm.sync_schedules_file() == {"declared": 2, "created": 2, "updated": 0, "removed": 0}
-    rows = {r["name"]: r for r in jm.store.list_schedules()}
+    rows = {r["name"]: r for r in jm.store.schedules.list_all()}
     assert rows["nightly"]["source_ref"].endswith("schedules.toml:2")
     assert rows["hourly"]["source_ref"].endswith("schedules.toml:9")
     assert jm.sync_schedules_file()["updated"] == 0  # idempotent; next runs kept
     (home / "schedules.toml").write_text(SCHEDULES_TOML.split("[[schedule]]\nname = \"hourly\"")[0])
     assert jm.sync_schedules_file()["removed"] == 1
-    assert [r["name"] for r in jm.store.list_schedules()] == ["nightly"]
+    assert [r["name"] for r in jm.store.schedules.list_all()] == ["nightly"]
 
 
 def test_bad_schedules_file_changes_nothing(jm: JobManager, home: Path) -> None:
@@ -376,7 +376,7 @@ def test_schedule_form_previews_next_five_runs_as_you_type(jm: JobManager) -> No
     assert m.description == "Every 15 minutes" and len(m.runs) == 5
     form.trigger.value = ""
     assert form.preview.value == ""
-    assert jm.store.list_schedules() == []  # previewing saves nothing
+    assert jm.store.schedules.list_all() == []  # previewing saves nothing
 
 
 def test_preview_schedule_service_call(jm: JobManager) -> None:

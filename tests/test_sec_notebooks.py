@@ -171,7 +171,7 @@ def test_operators_and_analysts_cannot_run_notebooks(demo_users: dict[str, JobMa
     params = {"notebook": nb, "parameters": {"n": 2}}
     admin, oli, ana = demo_users["admin"], demo_users["oli"], demo_users["ana"]
     admin.schedule("admin-nb", "notebook", params, every="1h")
-    before = (job_count(home), admin.store.get_schedule("admin-nb"))
+    before = (job_count(home), admin.store.schedules.get("admin-nb"))
     for user in (oli, ana):
         with pytest.raises(PermissionDenied, match="may not submit notebook jobs: they need the run_notebooks"):
             user.submit("notebook", params, case="ACME-12")
@@ -186,8 +186,8 @@ def test_operators_and_analysts_cannot_run_notebooks(demo_users: dict[str, JobMa
     oli.disable_schedule("admin-nb")  # stopping one starts nothing: manage_schedules is enough
     with pytest.raises(PermissionDenied, match="run_notebooks"):
         oli.enable_schedule("admin-nb")
-    assert job_count(home) == 0 and [s["name"] for s in admin.store.list_schedules()] == ["admin-nb"]
-    after = admin.store.get_schedule("admin-nb")
+    assert job_count(home) == 0 and [s["name"] for s in admin.store.schedules.list_all()] == ["admin-nb"]
+    after = admin.store.schedules.get("admin-nb")
     assert after["owner"] == "admin" and after["params"] == before[1]["params"]
     assert oli.submit("sleep", {"tasks": 1}) > 0  # the rest of their submit rights are unchanged
     audit = admin.audit_log(200)
@@ -215,7 +215,7 @@ def test_an_admin_runs_notebooks_and_notebook_schedules_on_a_real_agent(
     assert f"{tricky!r} 42" in printed  # the value arrived as data, exactly
 
     admin.schedule("nightly-nb", "notebook", {"notebook": nb, "parameters": {"n": 5}}, every="1h")
-    admin.store.update_schedule("nightly-nb", {"next_run_at": 1.0}, actor="test", message="due now")
+    admin.store.schedules.update("nightly-nb", {"next_run_at": 1.0}, actor="test", message="due now")
     fired = wait_for(lambda: [j for j in admin.jobs().itertuples() if j.name == "nightly-nb"], timeout=30,
                      what="the agent fires the notebook schedule")
     run = admin.wait(int(fired[0].id), timeout=120)  # type: ignore[index]

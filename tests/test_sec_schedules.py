@@ -77,9 +77,9 @@ def test_editing_the_admins_schedule_makes_it_run_as_you_through_a_real_agent(
     shown = CliRunner().invoke(cli, ["--home", str(home), "--user", "admin", "schedule", "show", "weekly-export"])
     assert "runs as alice" in shown.output
 
-    admin.store.update_schedule("weekly-export", {"next_run_at": time.time() - 1}, actor="test", message="due")
+    admin.store.schedules.update("weekly-export", {"next_run_at": time.time() - 1}, actor="test", message="due")
     start_agent("a1")  # fires it: the agent's scheduler, not the test, decides who the job runs as
-    fired = wait_for(lambda: admin.store.get_schedule("weekly-export")["last_job_id"], timeout=30,
+    fired = wait_for(lambda: admin.store.schedules.get("weekly-export")["last_job_id"], timeout=30,
                      what="the agent fires the schedule")
     job = admin.job(int(fired))  # type: ignore[arg-type]
     assert job.owner == "alice" and job.case == "A"
@@ -99,9 +99,9 @@ def test_a_user_who_lost_the_right_since_their_edit_gets_no_run(world: dict[str,
     edit_to_read_case_b(alice)
     admin.revoke("case-a", "submit_jobs")
     jobs_before = job_count(home)
-    admin.store.update_schedule("weekly-export", {"next_run_at": time.time() - 1}, actor="test", message="due")
+    admin.store.schedules.update("weekly-export", {"next_run_at": time.time() - 1}, actor="test", message="due")
     assert fire_due(admin.store, "agent-x") == [(None, [])]
-    run = admin.store.schedule_runs("weekly-export")[0]
+    run = admin.store.schedules.runs("weekly-export")[0]
     assert run["outcome"] == "error" and "runs as 'alice'" in run["message"] and "submit_jobs" in run["message"]
     with pytest.raises(PermissionDenied, match="runs as 'alice', who may no longer submit export_report jobs"):
         admin.run_schedule_now("weekly-export")  # the admin may, but the schedule runs as alice
@@ -113,9 +113,9 @@ def test_a_user_who_lost_the_right_since_their_edit_gets_no_run(world: dict[str,
 
     admin.grant("case-a", "submit_jobs")  # also: a disabled user fires nothing
     admin.disable_user("alice")
-    admin.store.update_schedule("weekly-export", {"next_run_at": time.time() - 1}, actor="test", message="due")
+    admin.store.schedules.update("weekly-export", {"next_run_at": time.time() - 1}, actor="test", message="due")
     fire_due(admin.store, "agent-x")
-    assert "disabled" in admin.store.schedule_runs("weekly-export")[0]["message"]
+    assert "disabled" in admin.store.schedules.runs("weekly-export")[0]["message"]
     assert job_count(home) == jobs_before
 
 
@@ -131,9 +131,9 @@ def test_a_lost_run_notebooks_permission_stops_notebook_runs(home: Path, tmp_pat
     nb.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     nora.schedule("nb-sched", "notebook", {"notebook": str(nb)}, every="1h")
     admin.revoke("nb", "run_notebooks")
-    admin.store.update_schedule("nb-sched", {"next_run_at": time.time() - 1}, actor="test", message="due")
+    admin.store.schedules.update("nb-sched", {"next_run_at": time.time() - 1}, actor="test", message="due")
     fire_due(admin.store, "agent-x")
-    run = admin.store.schedule_runs("nb-sched")[0]
+    run = admin.store.schedules.runs("nb-sched")[0]
     assert run["outcome"] == "error" and "run_notebooks" in run["message"]
     with pytest.raises(PermissionDenied, match="run_notebooks"):
         nora.run_schedule_now("nb-sched")
@@ -151,7 +151,7 @@ def test_schedule_changes_need_submit_rights_for_the_type(home: Path) -> None:
     pat = JobManager(home, user="pat")
     admin.schedule("tick", "sleep", {"tasks": 1}, every="1h")
     admin.disable_schedule("tick")
-    before = admin.store.get_schedule("tick")
+    before = admin.store.schedules.get("tick")
     calls = {
         "create": lambda: pat.create_schedule("mine", "sleep", {"tasks": 1}, every="1h"),
         "declare": lambda: pat.schedule("tick", "sleep", {"tasks": 9}, every="1h"),
@@ -163,8 +163,8 @@ def test_schedule_changes_need_submit_rights_for_the_type(home: Path) -> None:
         with pytest.raises(PermissionDenied, match="needs the submit_jobs permission") as err:
             call()
         assert "\n" not in str(err.value), what
-    assert admin.store.get_schedule("tick") == before and job_count(home) == 0
-    assert [s["name"] for s in admin.store.list_schedules()] == ["tick"]
+    assert admin.store.schedules.get("tick") == before and job_count(home) == 0
+    assert [s["name"] for s in admin.store.schedules.list_all()] == ["tick"]
     pat.delete_schedule("tick")  # removing one starts nothing: manage_schedules is enough
 
 
@@ -184,7 +184,7 @@ def test_schedules_file_needs_submit_rights_and_keeps_who_it_runs_as(home: Path,
     admin.add_user("oli", "password-123", groups=["operators"])
     with pytest.raises(PermissionDenied, match="run_notebooks"):
         JobManager(home, user="oli").sync_schedules_file()
-    assert admin.store.list_schedules() == []
+    assert admin.store.schedules.list_all() == []
     admin.sync_schedules_file()
     start_agent("a1")  # agents load the file at start-up: an unchanged declaration keeps who it runs as
     assert admin.get_schedule("file-nb")["runs_as"] == "admin"

@@ -82,7 +82,7 @@ def signin_audit(admin: JobManager) -> list[tuple[bool, str]]:
 
 def test_twenty_concurrent_wrong_guesses_check_at_most_max_failures(home: Path, admin: JobManager,
                                                                     checked: list[str]) -> None:
-    real_hash = admin.store.get_user("ana")["password_hash"]
+    real_hash = admin.store.accounts.get_user("ana")["password_hash"]
     results = at_once([lambda i=i: attempt(home, "ana", f"guess-number-{i}") for i in range(20)])
     assert results == [SIGN_IN_REFUSED] * 20
     # only MAX_FAILURES guesses were ever checked against ana's hash; the other 15 were refused unchecked
@@ -90,7 +90,7 @@ def test_twenty_concurrent_wrong_guesses_check_at_most_max_failures(home: Path, 
     details = [d for _, d in signin_audit(admin)]
     assert sum(d.startswith("wrong password") for d in details) == MAX_FAILURES
     assert details.count("locked") == 20 - MAX_FAILURES
-    user = admin.store.get_user("ana")
+    user = admin.store.accounts.get_user("ana")
     assert user["locked_until"] > time.time() + LOCKOUT_S - 60 and user["failures"] == MAX_FAILURES
     # locked: even the right password is refused, unchecked, with the same words
     assert attempt(home, "ana", PASSWORD) == SIGN_IN_REFUSED
@@ -99,24 +99,24 @@ def test_twenty_concurrent_wrong_guesses_check_at_most_max_failures(home: Path, 
 
 def test_a_right_guess_among_wrong_ones_does_not_reset_a_lock(home: Path, admin: JobManager,
                                                               checked: list[str]) -> None:
-    real_hash = admin.store.get_user("ana")["password_hash"]
+    real_hash = admin.store.accounts.get_user("ana")["password_hash"]
     for i in range(MAX_FAILURES):
         assert attempt(home, "ana", f"guess-number-{i}") == SIGN_IN_REFUSED
-    locked = admin.store.get_user("ana")
+    locked = admin.store.accounts.get_user("ana")
     assert locked["locked_until"] is not None
     calls = [lambda i=i: attempt(home, "ana", f"other-guess-{i}") for i in range(10)]
     calls.insert(5, lambda: attempt(home, "ana", PASSWORD))
     assert at_once(calls) == [SIGN_IN_REFUSED] * 11
-    after = admin.store.get_user("ana")
+    after = admin.store.accounts.get_user("ana")
     assert (after["failures"], after["locked_until"]) == (locked["failures"], locked["locked_until"])
     assert checked.count(real_hash) == MAX_FAILURES  # none of the eleven was checked
     assert [d for ok, d in signin_audit(admin)][-11:] == ["locked"] * 11
     # once the lock has run out the count starts again, and the right password gets in and resets it
-    admin.store.update_user("ana", locked_until=time.time() - 1)
+    admin.store.accounts.update_user("ana", locked_until=time.time() - 1)
     assert attempt(home, "ana", "guess-after-lock") == SIGN_IN_REFUSED
-    assert admin.store.get_user("ana")["failures"] == 1
+    assert admin.store.accounts.get_user("ana")["failures"] == 1
     assert attempt(home, "ana", PASSWORD) == "ok"
-    user = admin.store.get_user("ana")
+    user = admin.store.accounts.get_user("ana")
     assert (user["failures"], user["locked_until"]) == (0, None)
 
 
@@ -125,7 +125,7 @@ def test_a_right_password_within_the_budget_resets_the_count(home: Path, admin: 
         for i in range(MAX_FAILURES - 1):
             assert attempt(home, "ana", f"guess-number-{i}") == SIGN_IN_REFUSED
         assert attempt(home, "ana", PASSWORD) == "ok"
-    assert admin.store.get_user("ana")["failures"] == 0
+    assert admin.store.accounts.get_user("ana")["failures"] == 0
 
 
 def test_every_refusal_reads_the_same_and_costs_one_hash(home: Path, admin: JobManager,
@@ -133,7 +133,7 @@ def test_every_refusal_reads_the_same_and_costs_one_hash(home: Path, admin: JobM
     admin.add_user("dora", "dora-password-1", groups=["operators"])
     admin.disable_user("dora")
     admin.add_user("lucy", "lucy-password-1", groups=["operators"])
-    admin.store.update_user("lucy", locked_until=time.time() + LOCKOUT_S)
+    admin.store.accounts.update_user("lucy", locked_until=time.time() + LOCKOUT_S)
     cases = {"unknown user": ("nobody-here", "whatever-1"), "wrong password": ("ana", "wrong-password"),
              "locked": ("lucy", "lucy-password-1"), "disabled": ("dora", "dora-password-1")}
     timings: dict[str, list[float]] = {}
@@ -159,13 +159,13 @@ def _old_scrypt_hash(password: str) -> str:
 
 
 def test_an_old_scrypt_hash_becomes_argon2id_on_sign_in(home: Path, admin: JobManager) -> None:
-    admin.store.update_user("ana", password_hash=_old_scrypt_hash("short"))  # too short for today's rules
+    admin.store.accounts.update_user("ana", password_hash=_old_scrypt_hash("short"))  # too short for today's rules
     assert attempt(home, "ana", "wrong-password") == SIGN_IN_REFUSED
-    assert admin.store.get_user("ana")["password_hash"].startswith("scrypt$")
+    assert admin.store.accounts.get_user("ana")["password_hash"].startswith("scrypt$")
     assert attempt(home, "ana", "short") == "ok"
-    new_hash = admin.store.get_user("ana")["password_hash"]
+    new_hash = admin.store.accounts.get_user("ana")["password_hash"]
     assert new_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert signin_audit(admin)[-1] == (True, "password rehashed with argon2id")
     assert attempt(home, "ana", "short") == "ok"
-    assert admin.store.get_user("ana")["password_hash"] == new_hash  # already current: not rehashed again
+    assert admin.store.accounts.get_user("ana")["password_hash"] == new_hash  # already current: not rehashed again
     assert attempt(home, "ana", "wrong-password") == SIGN_IN_REFUSED

@@ -130,7 +130,7 @@ class Engine:
 
     def run_schedule_now(self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool,
                          retries: int, actor: str, options: JobOptions) -> int:
-        job_id, dispatches = self.store.run_schedule_now(schedule, tasks=tasks, has_finish=has_finish,
+        job_id, dispatches = self.store.schedules.run_now(schedule, tasks=tasks, has_finish=has_finish,
                                                          retries=retries, actor=actor, options=options)
         self._send_for_user(job_id, dispatches)
         return job_id

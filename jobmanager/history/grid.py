@@ -24,7 +24,8 @@ from jobmanager import validate
 from jobmanager.backends import StoreAt, as_store_at, read_connection
 from jobmanager.engine.states import JOB_STATES, tab_states
 from jobmanager.errors import BadParams
-from jobmanager.store.sql import Connection, scope_sql
+from jobmanager.store.connection import Connection
+from jobmanager.store.sql import scope_sql
 
 #: what the grid shows (and what exports write), as SQL over the store's ``jobs`` table;
 #: ``{p}`` is the table qualifier (``""`` or ``"j."``)

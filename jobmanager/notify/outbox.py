@@ -3,12 +3,12 @@
 The engine already writes an event for every job state change and every lost agent. Each agent runs
 one :class:`Notifier` thread that, every ``poll_interval`` seconds:
 
-1. routes new events (:meth:`JobStore.route_events`): the events after a cursor in the ``meta`` table
+1. routes new events (``store.outbox.route_events``): the events after a cursor in the ``meta`` table
    become ``notifications`` rows, one per (event, channel, target), for the job's own rules (type,
    schedule and job, merged on the job row) and the global ``[[notify.rules]]``. The cursor moves by a
    conditional UPDATE and the rows are inserted in the same transaction, so with several agents each
    event is routed once, and the unique (event, channel, target) key makes a repeat harmless;
-2. sends the due rows, one at a time, each claimed with a lease (:meth:`JobStore.claim_notification`):
+2. sends the due rows, one at a time, each claimed with a lease (``store.outbox.claim``):
    a sender that dies mid-way leaves the row to be taken again once the lease runs out. A failed try
    is retried after ``retry_delay`` seconds, doubling up to ``retry_max_delay``, ``max_attempts`` times
    in all; then the row is ``failed`` with the reason. Every try is written to the audit trail
@@ -76,7 +76,7 @@ class Notifier:
     # -- routing ------------------------------------------------------------------------------------
     def route(self) -> int:
         """New events -> notifications rows (None from the store: another agent routed them)."""
-        return self.store.route_events(self.plan, settle_s=GAP_WAIT_S, limit=ROUTE_BATCH) or 0
+        return self.store.outbox.route_events(self.plan, settle_s=GAP_WAIT_S, limit=ROUTE_BATCH) or 0
 
     def plan(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The notifications of ``events``: one row per (event, target) whose rule fires on it."""
@@ -103,7 +103,7 @@ class Notifier:
         """Send due notifications (at most :data:`SEND_BATCH`); returns how many were tried."""
         tried = 0
         while tried < SEND_BATCH and not (stop is not None and stop.is_set()):
-            row = self.store.claim_notification(self.agent, self.lease_s)
+            row = self.store.outbox.claim(self.agent, self.lease_s)
             if row is None:
                 break
             tried += 1
@@ -131,13 +131,13 @@ class Notifier:
         else:
             state, next_at, detail = "failed", None, f"{what}: failed after {attempts} attempts: {error}"
         error = None if error is None else error[:1000]
-        if not self.store.record_delivery(row["id"], self.agent, state=state, error=error, next_at=next_at):
+        if not self.store.outbox.record_delivery(row["id"], self.agent, state=state, error=error, next_at=next_at):
             log.warning("notification %s: its lease ran out before the outcome was recorded (%s)", row["id"], detail)
             return
         (log.info if error is None else log.warning)("notification %s: %s", row["id"], detail)
         kind, target = ("job", str(row["job_id"])) if row["job_id"] is not None else ("agent", row["agent_name"])
         try:
-            self.store.audit(f"agent:{self.agent}", "agent", "notify", kind, target, True, detail[:2000])
+            self.store.audit.record(f"agent:{self.agent}", "agent", "notify", kind, target, True, detail[:2000])
         except Exception:
             log.exception("could not write the audit row of notification %s", row["id"])
 

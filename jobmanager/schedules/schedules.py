@@ -140,7 +140,7 @@ def sync_file(store: JobStore, home: Home, actor: str, imports: tuple[str, ...] 
     one runs as ``actor``.
     """
     specs = read_file(home, actor, imports)
-    existing = {s["name"]: s for s in store.list_schedules()}
+    existing = {s["name"]: s for s in store.schedules.list_all()}
     for spec in specs:
         old = existing.get(spec["name"])
         if old is not None and old["source_kind"] not in ("file",):
@@ -162,7 +162,7 @@ def sync_file(store: JobStore, home: Home, actor: str, imports: tuple[str, ...] 
     deletes = [name for name, old in existing.items() if old["source_kind"] == "file" and name not in declared]
     removed = len(deletes)
     if saves or deletes:
-        store.sync_schedules(saves, deletes, actor=actor)  # one transaction: the file wins whole, or not at all
+        store.schedules.sync(saves, deletes, actor=actor)  # one transaction: the file wins whole, or not at all
     return {"declared": len(specs), "created": created, "updated": updated, "removed": removed}
 
 
@@ -175,13 +175,13 @@ def fire_due(store: JobStore, agent: str, now: float | None = None) -> list[tupl
     """Fire every due schedule once; returns (job id, messages) for each run this agent won."""
     now = time.time() if now is None else now
     fired = []
-    for row in store.due_schedules(now):
+    for row in store.schedules.due(now):
         trigger = trigger_of(row)
         due = row["next_run_at"]
         following = trigger.next_after(max(now, due))  # after downtime: never a burst of missed runs
         late = now - due
         if late > MISFIRE_GRACE_S and row["misfire"] == "skip":
-            result = store.fire_schedule(row, following, agent=agent, tasks=None, outcome="skipped",
+            result = store.schedules.fire(row, following, agent=agent, tasks=None, outcome="skipped",
                                          message=f"missed run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime(due))}"
                                                  f" UTC skipped ({late:.0f} s late)")
         else:
@@ -190,12 +190,12 @@ def fire_due(store: JobStore, agent: str, now: float | None = None) -> list[tupl
                 tasks = jt.plan(jobtypes.validate(jt, row["params"]))
                 options = jobtypes.options(jt, **row["options"])
             except Exception as exc:  # one broken schedule must not stop the others from firing
-                result = store.fire_schedule(row, following, agent=agent, tasks=None, outcome="error",
+                result = store.schedules.fire(row, following, agent=agent, tasks=None, outcome="error",
                                              message=str(exc))
                 log.error("schedule %s could not fire: %s", row["name"], exc)
             else:
                 note = f"late by {late:.0f} s (misfire: run once)" if late > MISFIRE_GRACE_S else None
-                result = store.fire_schedule(row, following, agent=agent, tasks=tasks, has_finish=jt.has_finish(),
+                result = store.schedules.fire(row, following, agent=agent, tasks=tasks, has_finish=jt.has_finish(),
                                              retries=jt.retries, message=note, options=options)
         if result is not None:
             fired.append(result)
@@ -216,13 +216,13 @@ def check_runs_as(store: JobStore, row: dict[str, Any]) -> jobtypes.JobType:
 
     who = row["owner"]
     try:
-        user = store.get_user(who)
+        user = store.accounts.get_user(who)
     except NotFound:
         raise PermissionDenied(f"schedule {row['name']} runs as {who!r}, who is not a Job Manager user") from None
     if not user["active"]:
         raise PermissionDenied(f"schedule {row['name']} runs as {who!r}, who is disabled")
     jt = jobtypes.get(row["type"])
-    perms, cases = store.grants_of(who)
+    perms, cases = store.accounts.grants_of(who)
     actor = Actor(who, frozenset(perms), frozenset(cases))
     for action in jt.submit_actions():
         if not allowed(actor, action, None, row["case_id"]):

@@ -11,7 +11,7 @@ suite on each.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobmanager.models import (
     Claim,
@@ -19,13 +19,17 @@ from jobmanager.models import (
     Dispatch,
     Finish,
     Job,
-    JobOptions,
     NewJob,
-    NewTask,
     Outcome,
     Recovery,
     Task,
 )
+
+if TYPE_CHECKING:
+    from jobmanager.store.accounts import Accounts
+    from jobmanager.store.audit import AuditTrail
+    from jobmanager.store.outbox import Outbox
+    from jobmanager.store.schedules import Schedules
 
 SCHEMA_VERSION = 4
 
@@ -49,6 +53,27 @@ HistoryBatch = dict[str, list[tuple[Any, ...]]]
 
 class JobStore:
     """Base class: every method documents the contract and raises NotImplementedError."""
+
+    # -- the concept stores: tables of their own, written in this store's transactions ----------------------
+    @property
+    def accounts(self) -> Accounts:
+        """Users, groups and what groups grant (:mod:`.accounts`)."""
+        raise NotImplementedError
+
+    @property
+    def audit(self) -> AuditTrail:
+        """Every action asked for, allowed or refused (:mod:`.audit`)."""
+        raise NotImplementedError
+
+    @property
+    def schedules(self) -> Schedules:
+        """Schedules and the runs they fired (:mod:`.schedules`)."""
+        raise NotImplementedError
+
+    @property
+    def outbox(self) -> Outbox:
+        """Notifications waiting to be sent, and how each delivery went (:mod:`.outbox`)."""
+        raise NotImplementedError
 
     # -- schema ------------------------------------------------------------------------
     def initialize(self) -> None:
@@ -321,143 +346,3 @@ class JobStore:
 
     def artifacts(self, job_id: int) -> list[dict[str, Any]]:
         raise NotImplementedError
-
-    # -- schedules ----------------------------------------------------------------------------
-    def save_schedule(self, spec: dict[str, Any], *, actor: str, create_only: bool = False) -> int:
-        """Create a schedule, or replace the one of the same name (InvalidState if ``create_only``)."""
-        raise NotImplementedError
-
-    def sync_schedules(self, saves: list[dict[str, Any]], deletes: list[str], *, actor: str) -> None:
-        """Save (create or replace) and delete several schedules in one transaction: all, or none."""
-        raise NotImplementedError
-
-    def get_schedule(self, name: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def list_schedules(self) -> list[dict[str, Any]]:
-        """Every schedule, with ``last_job_state`` joined in."""
-        raise NotImplementedError
-
-    def update_schedule(self, name: str, fields: dict[str, Any], *, actor: str, message: str) -> None:
-        raise NotImplementedError
-
-    def delete_schedule(self, name: str, *, actor: str) -> None:
-        raise NotImplementedError
-
-    def due_schedules(self, now: float) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def fire_schedule(
-        self,
-        schedule: dict[str, Any],
-        next_run_at: float | None,
-        *,
-        agent: str,
-        tasks: list[NewTask] | None,
-        has_finish: bool = False,
-        retries: int = 0,
-        outcome: str = "fired",
-        message: str | None = None,
-        options: JobOptions = JobOptions(),
-    ) -> tuple[int | None, list[Dispatch]] | None:
-        """Fire the run due at ``schedule['next_run_at']`` exactly once (None if another agent did)."""
-        raise NotImplementedError
-
-    def run_schedule_now(
-        self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool, retries: int, actor: str,
-        options: JobOptions = JobOptions(),
-    ) -> tuple[int, list[Dispatch]]:
-        raise NotImplementedError
-
-    def schedule_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    # -- notifications (the outbox: jobmanager.notify.outbox) ------------------------------------------------
-    def route_events(self, route: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], *, settle_s: float,
-                     limit: int = 500) -> int | None:
-        """Turn the next events after the notifiers' cursor into ``notifications`` rows; one caller wins each.
-
-        In one transaction: read the cursor (``meta`` key ``notify_cursor``), take the events after it in id
-        order up to the first gap in the ids (an event id not committed yet, or rolled back: a gap is waited
-        for ``settle_s`` seconds, measured from the next event's ``at``, then passed), move the cursor with a
-        conditional UPDATE (another notifier that moved it first wins: None, nothing written), and insert the
-        rows ``route`` returns for the events a notification can come from (a job's final state: kind
-        ``job``; an agent lost: kind ``agent``, to_state ``lost``), each event with its job's ``notify``
-        (a list), ``name``, ``type``, ``owner`` and ``case_id`` joined. A row is ``event_id, job_id,
-        agent_name, trigger, channel, target``; one that exists (same event, channel, target) is skipped.
-        Returns how many rows were inserted.
-        """
-        raise NotImplementedError
-
-    def claim_notification(self, sender: str, lease_s: float, now: float | None = None) -> dict[str, Any] | None:
-        """Take the pending notification due first, for ``sender``, counting an attempt.
-
-        Its ``next_at`` moves ``lease_s`` on: if the sender dies, another takes it then. Several senders
-        never take the same one at once. Returns the row with its event's ``at``, ``to_state``, ``agent``
-        and ``message`` (as ``event_at``, ``event_state``, ``event_agent``, ``event_message``), or None.
-        """
-        raise NotImplementedError
-
-    def record_delivery(self, notification_id: int, sender: str, *, state: str, error: str | None = None,
-                        next_at: float | None = None) -> bool:
-        """End an attempt of ``sender``'s: ``sent``, ``failed`` (for good), or ``pending`` again at ``next_at``.
-
-        False (nothing changed) if the notification is no longer this sender's (its lease ran out and
-        another sender took it)."""
-        raise NotImplementedError
-
-    def notifications(self, job_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """A job's notifications in order (``job_id`` None: the newest of all, newest first)."""
-        raise NotImplementedError
-
-    # -- users, groups, audit ------------------------------------------------------------------------------
-    def create_user(self, username: str, display_name: str, password_hash: str) -> None:
-        """Only a hash ever arrives here; InvalidState if the name is taken."""
-        raise NotImplementedError
-
-    def get_user(self, username: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def update_user(self, username: str, **fields: Any) -> None:
-        raise NotImplementedError
-
-    def claim_sign_in(self, username: str, now: float, max_failures: int, lockout_s: float) -> int | None:
-        """Count one sign-in attempt BEFORE its password is checked; None means refuse it unchecked.
-
-        One conditional UPDATE, so concurrent attempts cannot all pass: it succeeds only while the
-        account is not locked (``locked_until`` NULL and ``failures < max_failures``, or a lock that
-        has expired, which starts the count again at 1), increments ``failures`` and returns the new
-        count (the attempt's number). The attempt that brings ``failures`` to ``max_failures`` still
-        proceeds but sets ``locked_until = now + lockout_s``, so no further attempt is allowed until
-        then. Unknown users get None. A successful sign-in (only ever one that was allowed here)
-        resets ``failures`` and ``locked_until`` through :meth:`update_user`; a failed one needs
-        nothing more, since it was already counted.
-        """
-        raise NotImplementedError
-
-    def list_users(self) -> list[dict[str, Any]]:
-        """Users without their hashes."""
-        raise NotImplementedError
-
-    def count_users(self) -> int:
-        raise NotImplementedError
-
-    def create_group(self, name: str, description: str = "") -> None:
-        raise NotImplementedError
-
-    def group_link(self, table: str, group: str, value: str, add: bool) -> bool:
-        raise NotImplementedError
-
-    def list_groups(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def grants_of(self, username: str) -> tuple[set[str], set[str]]:
-        raise NotImplementedError
-
-    def audit(self, actor: str, interface: str, action: str, target_kind: str | None, target: str | None,
-              allowed: bool, detail: str | None = None) -> None:
-        raise NotImplementedError
-
-    def list_audit(self, limit: int = 200) -> list[dict[str, Any]]:
-        raise NotImplementedError
-

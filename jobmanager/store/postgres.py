@@ -28,8 +28,9 @@ from psycopg.rows import dict_row
 
 from jobmanager.backends import redact
 from jobmanager.errors import HomeError
+from jobmanager.store.connection import Connection
 from jobmanager.store.dialect import POSTGRES
-from jobmanager.store.sql import Connection, SqlStore
+from jobmanager.store.sql import SqlStore
 from jobmanager.trouble import storage_problem
 
 RawConn = psycopg.Connection[dict[str, Any]]

@@ -2,9 +2,16 @@
 
 Every method of the contract (:class:`JobStore`) is here, once, over a small
 :class:`~jobmanager.store.dialect.Dialect` that spells the few fragments the two
-databases write differently. A backend subclass (:mod:`.sqlite`, :mod:`.postgres`)
-only connects, sets its pragmas, begins transactions, and says which errors are
-worth running a transaction again for.
+databases write differently: the life of jobs, tasks and agents, and the
+transactions every part of the store writes in. A backend subclass (:mod:`.sqlite`,
+:mod:`.postgres`) only connects, sets its pragmas, begins transactions, and says
+which errors are worth running a transaction again for.
+
+Tables of their own concept have a module of their own beside this one, reached as
+attributes of the store and writing through its transactions: ``store.accounts``
+(:mod:`.accounts`: users and groups), ``store.audit`` (:mod:`.audit`),
+``store.schedules`` (:mod:`.schedules`: schedules and their runs) and
+``store.outbox`` (:mod:`.outbox`: notifications).
 
 How races are decided, on both backends:
 
@@ -21,9 +28,7 @@ How races are decided, on both backends:
 - Lost-agent recovery takes the lost agents' rows with ``FOR UPDATE SKIP LOCKED``,
   so agents looking at once each recover different agents, never the same one
   twice (and then the conditional UPDATE on ``heartbeat_at`` decides).
-- Firing a schedule is a database fact: one transaction moves ``next_run_at`` on
-  only if it still holds the due time (compare-and-set) and inserts the
-  (schedule, due time) row whose primary key refuses a second firing.
+- Firing a schedule is a database fact (:mod:`.schedules`).
 
 SQL is written with ``?`` placeholders; the PostgreSQL connection adapts it
 (:meth:`Dialect.adapt`). Rows are read by column name (``sqlite3.Row`` or a dict).
@@ -36,7 +41,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar, Protocol, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import psutil
 
@@ -55,8 +60,13 @@ from jobmanager.models import (
     Recovery,
     Task,
 )
+from jobmanager.store.accounts import Accounts
+from jobmanager.store.audit import AuditTrail
 from jobmanager.store.base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
+from jobmanager.store.connection import Connection, Row, assignments, first_row
 from jobmanager.store.dialect import Dialect
+from jobmanager.store.outbox import Outbox
+from jobmanager.store.schedules import Schedules
 from jobmanager.store.schema import statements
 
 T = TypeVar("T")
@@ -81,55 +91,8 @@ LOST_AFTER_INTERVALS = 3
 #: the heartbeat's snapshot (besides the runner's exact bound, a margin for the clock being set back)
 RECONCILE_MARGIN_S = 1.0
 
-SCHEDULE_FIELDS = (
-    "name", "type", "params", "owner", "case_id", "priority", "trigger_kind", "trigger_value", "timezone",
-    "anchor", "misfire", "enabled", "next_run_at", "source_kind", "source_ref", "options",
-)
-
-USER_FIELDS = frozenset({"display_name", "password_hash", "active", "failures", "locked_until", "last_login_at"})
-
-#: a group's link tables and the column each links
-GROUP_LINKS = {"group_members": "username", "group_permissions": "permission", "group_cases": "case_id"}
-
 _COUNTER: dict[str, str] = {TaskState.SUCCEEDED: "tasks_succeeded", TaskState.FAILED: "tasks_failed",
                             TaskState.CANCELLED: "tasks_cancelled"}
-
-
-class Row(Protocol):
-    """A result row read by column name: ``sqlite3.Row`` or psycopg's dict row."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-    def keys(self) -> Iterable[str]: ...
-
-
-class Cursor(Protocol):
-    @property
-    def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
-class Connection(Protocol):
-    """What the store needs of a connection: ``sqlite3.Connection``, or psycopg's behind an adapter."""
-
-    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
-
-    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> object: ...
-
-
-def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
-    """``a = ?, b = ?`` and the values, for an UPDATE's SET (the keys are the store's own column names)."""
-    return ", ".join(f"{key} = ?" for key in fields), list(fields.values())
-
-
-def _first(cur: Cursor) -> Any:
-    """The first row a statement returned, or None; reads them all, so the statement is finished
-    (SQLite refuses to COMMIT while an ``UPDATE ... RETURNING`` has rows left to step through)."""
-    rows = cur.fetchall()
-    return rows[0] if rows else None
 
 
 #: what a claim decides on (not params, error, traceback): a narrow read
@@ -153,10 +116,6 @@ def _claim_values(agent: str, now: float, part: str | None) -> tuple[Any, ...]:
 def _attempt(n: object) -> str:
     """A claim's event message (``attempt 2``)."""
     return f"attempt {n}"
-
-
-class _AlreadyFired(Exception):
-    """The (schedule, due time) row exists: another agent fired this run."""
 
 
 class SqlStore(JobStore):
@@ -186,6 +145,23 @@ class SqlStore(JobStore):
     def _storage_problem(self, exc: BaseException) -> str | None:
         """One line naming a full disk or a permission problem behind ``exc``, if the backend can tell."""
         return None
+
+    # -- the concept stores beside this one: their own tables, in this store's transactions ----------------
+    @functools.cached_property
+    def accounts(self) -> Accounts:
+        return Accounts(self)
+
+    @functools.cached_property
+    def audit(self) -> AuditTrail:
+        return AuditTrail(self)
+
+    @functools.cached_property
+    def schedules(self) -> Schedules:
+        return Schedules(self)
+
+    @functools.cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self)
 
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager
@@ -393,7 +369,7 @@ class SqlStore(JobStore):
         someone else changed the task first.
         """
         now = time.time()
-        sets, values = _assignments({"state": new_state, **fields})
+        sets, values = assignments({"state": new_state, **fields})
         where = "id = ? AND state = ? AND dispatch = ?"
         values += [task["id"], task["state"], task["dispatch"]]
         if require_agent is not None:
@@ -413,7 +389,7 @@ class SqlStore(JobStore):
                    message: str | None = None, **fields: Any) -> bool:
         """Move a job from the state it was read in to ``new_state``, conditionally; writes the event."""
         now = time.time()
-        sets, values = _assignments({"state": new_state, "updated_at": now, **fields})
+        sets, values = assignments({"state": new_state, "updated_at": now, **fields})
         values += [job["id"], job["state"]]
         if c.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND state = ?", values).rowcount != 1:
             return False
@@ -515,7 +491,7 @@ class SqlStore(JobStore):
         schedule_id: int | None = None, options: JobOptions = JobOptions(),
     ) -> tuple[int, list[Dispatch]]:
         now = time.time()
-        row = _first(c.execute(
+        row = first_row(c.execute(
             "INSERT INTO jobs (type, name, params, owner, case_id, priority, state, retries, has_finish,"
             " tasks_total, created_at, updated_at, schedule_id, queue, soft_limit, hard_limit, max_losses,"
             " rerun_safe, notify) VALUES (?,?,?,?,?,?,'queued',?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
@@ -691,7 +667,7 @@ class SqlStore(JobStore):
                 c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND state = ? AND dispatch = ?",
                           (full, task_id, task["state"], dispatch))
                 return None
-            claimed = _first(c.execute(
+            claimed = first_row(c.execute(
                 f"UPDATE tasks SET {_claim_set(part)} WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
                 (*_claim_values(agent, now, part), task_id, task["state"], task["dispatch"]),
             ))
@@ -992,7 +968,7 @@ class SqlStore(JobStore):
     def begin_finalize(self, job_id: int, agent: str) -> Job | None:
         in_progress, values = self.dialect.in_("state", IN_PROGRESS)
         with self._tx() as c:
-            row = _first(c.execute(
+            row = first_row(c.execute(
                 f"UPDATE jobs SET finisher = ? WHERE id = ? AND finisher IS NULL AND has_finish = 1 AND {in_progress}"
                 " AND tasks_succeeded + tasks_failed + tasks_cancelled = tasks_total RETURNING *",
                 (agent, job_id, *values),
@@ -1174,7 +1150,7 @@ class SqlStore(JobStore):
     def delete_limit(self, name: str, *, actor: str) -> list[Dispatch]:
         def delete(c: Connection) -> list[Dispatch]:
             c.execute("SELECT name FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
-            if _first(c.execute("DELETE FROM limits WHERE name = ? RETURNING name", (name,))) is None:
+            if first_row(c.execute("DELETE FROM limits WHERE name = ? RETURNING name", (name,))) is None:
                 raise NotFound(f"no limit {name!r}")
             self._event(c, "limit", actor=actor, message=f"limit {name} deleted")
             return self._wake_all(c)
@@ -1328,8 +1304,8 @@ class SqlStore(JobStore):
             lock = self.dialect.lock_writers_out(("jobs", "tasks"))  # explicit ids follow MAX(id)
             if lock:
                 c.execute(lock)
-            job_base = _first(c.execute("SELECT COALESCE(MAX(id), 0) AS n FROM jobs"))["n"]
-            task_base = _first(c.execute("SELECT COALESCE(MAX(id), 0) AS n FROM tasks"))["n"]
+            job_base = first_row(c.execute("SELECT COALESCE(MAX(id), 0) AS n FROM jobs"))["n"]
+            task_base = first_row(c.execute("SELECT COALESCE(MAX(id), 0) AS n FROM tasks"))["n"]
             for batch in batches(int(job_base), int(task_base)):
                 for table in HISTORY_COLUMNS:
                     rows = batch.get(table)
@@ -1648,389 +1624,11 @@ class SqlStore(JobStore):
     def artifacts(self, job_id: int) -> list[dict[str, Any]]:
         return [dict(r) for r in self._fetchall("SELECT * FROM artifacts WHERE job_id = ? ORDER BY name", (job_id,))]
 
-    # -- schedules -------------------------------------------------------------------------------------
-    def save_schedule(self, spec: dict[str, Any], *, actor: str, create_only: bool = False) -> int:
-        """Create a schedule, or (unless ``create_only``) replace the one with the same name."""
-        with self._tx() as c:
-            return self._save_schedule(c, spec, actor, create_only)
-
-    def sync_schedules(self, saves: list[dict[str, Any]], deletes: list[str], *, actor: str) -> None:
-        """Save and delete several schedules in one transaction: all of them, or (on any error) none."""
-        with self._tx() as c:
-            for spec in saves:
-                self._save_schedule(c, spec, actor, False)
-            for name in deletes:
-                self._delete_schedule(c, name, actor)
-
-    def _save_schedule(self, c: Connection, spec: dict[str, Any], actor: str, create_only: bool) -> int:
-        now = time.time()
-        values = [json.dumps(spec.get(k) or {}) if k in ("params", "options") else spec.get(k) for k in SCHEDULE_FIELDS]
-        values[SCHEDULE_FIELDS.index("enabled")] = int(bool(spec.get("enabled", True)))
-        find = f"SELECT id FROM schedules WHERE name = ?{self.dialect.for_update}"
-        old = c.execute(find, (spec["name"],)).fetchone()
-        if old is None:
-            row = _first(c.execute(
-                f"INSERT INTO schedules ({', '.join(SCHEDULE_FIELDS)}, created_at, updated_at)"
-                f" VALUES ({', '.join('?' * len(SCHEDULE_FIELDS))}, ?, ?)"
-                " ON CONFLICT (name) DO NOTHING RETURNING id",
-                (*values, now, now),
-            ))
-            if row is not None:
-                self._event(c, "schedule", actor=actor, message=f"schedule {spec['name']} created")
-                return int(row["id"])
-            old = c.execute(find, (spec["name"],)).fetchone()  # created by another writer since our SELECT
-        if create_only:
-            raise InvalidState(f"schedule {spec['name']!r} already exists; edit it or choose another name")
-        sid = int(old["id"])
-        c.execute(
-            f"UPDATE schedules SET {', '.join(f'{k} = ?' for k in SCHEDULE_FIELDS)}, updated_at = ? WHERE id = ?",
-            (*values, now, sid),
-        )
-        self._event(c, "schedule", actor=actor, message=f"schedule {spec['name']} updated")
-        return sid
-
-    def get_schedule(self, name: str) -> dict[str, Any]:
-        row = self._fetchone("SELECT * FROM schedules WHERE name = ?", (name,))
-        if row is None:
-            raise NotFound(f"no schedule {name!r}")
-        return _schedule(row)
-
-    def list_schedules(self) -> list[dict[str, Any]]:
-        rows = self._fetchall(
-            "SELECT s.*, j.state AS last_job_state FROM schedules s LEFT JOIN jobs j ON j.id = s.last_job_id"
-            " ORDER BY s.name"
-        )
-        return [_schedule(r) for r in rows]
-
-    def update_schedule(self, name: str, fields: dict[str, Any], *, actor: str, message: str) -> None:
-        unknown = set(fields) - set(SCHEDULE_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown schedule fields {sorted(unknown)}")
-        sets, values = _assignments({k: json.dumps(v) if k == "params" else int(bool(v)) if k == "enabled" else v
-                                     for k, v in fields.items()})
-        with self._tx() as c:
-            cur = c.execute(f"UPDATE schedules SET {sets}, updated_at = ? WHERE name = ?", (*values, time.time(), name))
-            if cur.rowcount != 1:
-                raise NotFound(f"no schedule {name!r}")
-            self._event(c, "schedule", actor=actor, message=f"schedule {name} {message}")
-
-    def delete_schedule(self, name: str, *, actor: str) -> None:
-        with self._tx() as c:
-            self._delete_schedule(c, name, actor)
-
-    def _delete_schedule(self, c: Connection, name: str, actor: str) -> None:
-        if _first(c.execute("DELETE FROM schedules WHERE name = ? RETURNING id", (name,))) is None:
-            raise NotFound(f"no schedule {name!r}")
-        self._event(c, "schedule", actor=actor, message=f"schedule {name} deleted")
-
-    def due_schedules(self, now: float) -> list[dict[str, Any]]:
-        rows = self._fetchall(
-            "SELECT * FROM schedules WHERE enabled = 1 AND next_run_at IS NOT NULL AND next_run_at <= ?"
-            " ORDER BY next_run_at",
-            (now,),
-        )
-        return [_schedule(r) for r in rows]
-
-    def fire_schedule(
-        self,
-        schedule: dict[str, Any],
-        next_run_at: float | None,
-        *,
-        agent: str,
-        tasks: list[NewTask] | None,
-        has_finish: bool = False,
-        retries: int = 0,
-        outcome: str = "fired",
-        message: str | None = None,
-        options: JobOptions = JobOptions(),
-    ) -> tuple[int | None, list[Dispatch]] | None:
-        """Fire (or, with ``tasks=None``, skip) the run due at ``schedule['next_run_at']``.
-
-        Returns None when another agent fired it first; else the new job id (None
-        when skipped) and its queue messages.
-        """
-        try:
-            return self._fire(schedule, next_run_at, agent=agent, tasks=tasks, has_finish=has_finish,
-                              retries=retries, outcome=outcome, message=message, options=options)
-        except _AlreadyFired:  # rolled back: nothing of this attempt was written
-            return None
-
-    def _fire(
-        self, schedule: dict[str, Any], next_run_at: float | None, *, agent: str, tasks: list[NewTask] | None,
-        has_finish: bool, retries: int, outcome: str, message: str | None, options: JobOptions,
-    ) -> tuple[int | None, list[Dispatch]] | None:
-        due = schedule["next_run_at"]
-        now = time.time()
-        with self._tx() as c:
-            # On PostgreSQL the UPDATE locks the schedule row: a second agent waits, then matches nothing.
-            cur = c.execute(
-                "UPDATE schedules SET next_run_at = ?, updated_at = ? WHERE id = ? AND next_run_at = ? AND enabled = 1",
-                (next_run_at, now, schedule["id"], due),
-            )
-            if cur.rowcount != 1:
-                return None
-            cur = c.execute(
-                "INSERT INTO schedule_runs (schedule_id, due_at, fired_at, outcome, agent, message)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT (schedule_id, due_at) DO NOTHING",
-                (schedule["id"], due, now, outcome, agent, message),
-            )
-            if cur.rowcount != 1:
-                raise _AlreadyFired()
-            if tasks is None:
-                self._event(c, "schedule", agent=agent, message=f"schedule {schedule['name']}: {message}")
-                return None, []
-            job_id, dispatches = self._insert_job(
-                c, type=schedule["type"], name=schedule["name"], params=schedule["params"], owner=schedule["owner"],
-                case=schedule["case_id"], priority=schedule["priority"], retries=retries, has_finish=has_finish,
-                tasks=tasks, actor=f"schedule:{schedule['name']}", schedule_id=schedule["id"], options=options,
-            )
-            c.execute("UPDATE schedule_runs SET job_id = ? WHERE schedule_id = ? AND due_at = ?",
-                      (job_id, schedule["id"], due))
-            c.execute("UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE id = ?",
-                      (now, job_id, schedule["id"]))
-            return job_id, dispatches
-
-    def run_schedule_now(
-        self, schedule: dict[str, Any], *, tasks: list[NewTask], has_finish: bool, retries: int, actor: str,
-        options: JobOptions = JobOptions(),
-    ) -> tuple[int, list[Dispatch]]:
-        """A manual run: a job now, recorded as the last run; the next run is unchanged."""
-        now = time.time()
-        with self._tx() as c:
-            job_id, dispatches = self._insert_job(
-                c, type=schedule["type"], name=schedule["name"], params=schedule["params"], owner=schedule["owner"],
-                case=schedule["case_id"], priority=schedule["priority"], retries=retries, has_finish=has_finish,
-                tasks=tasks, actor=actor, schedule_id=schedule["id"], options=options,
-            )
-            c.execute(
-                "INSERT INTO schedule_runs (schedule_id, due_at, fired_at, outcome, job_id, agent, message)"
-                " VALUES (?,?,?,'run-now',?,NULL,?) ON CONFLICT (schedule_id, due_at) DO NOTHING",
-                (schedule["id"], now, now, job_id, f"run now by {actor}"),
-            )
-            c.execute("UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE id = ?",
-                      (now, job_id, schedule["id"]))
-            return job_id, dispatches
-
-    def schedule_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
-        sid = self.get_schedule(name)["id"]
-        rows = self._fetchall(
-            "SELECT r.*, j.state AS job_state FROM schedule_runs r LEFT JOIN jobs j ON j.id = r.job_id"
-            " WHERE r.schedule_id = ? ORDER BY r.fired_at DESC LIMIT ?",
-            (sid, int(limit)),
-        )
-        return [dict(r) for r in rows]
-
-    # -- users (only password hashes reach these tables; the clear password never leaves auth.py) ----------
-    def create_user(self, username: str, display_name: str, password_hash: str) -> None:
-        with self._tx() as c:
-            cur = c.execute(
-                "INSERT INTO users (username, display_name, password_hash, created_at) VALUES (?,?,?,?)"
-                " ON CONFLICT (username) DO NOTHING",
-                (username, display_name, password_hash, time.time()),
-            )
-            if cur.rowcount != 1:
-                raise InvalidState(f"user {username!r} already exists")
-
-    def get_user(self, username: str) -> dict[str, Any]:
-        row = self._fetchone("SELECT * FROM users WHERE username = ?", (username,))
-        if row is None:
-            raise NotFound(f"no user {username!r}")
-        return dict(row)
-
-    def update_user(self, username: str, **fields: Any) -> None:
-        if set(fields) - USER_FIELDS:
-            raise ValueError(f"unknown user fields {sorted(set(fields) - USER_FIELDS)}")
-        sets, values = _assignments({k: int(bool(v)) if k == "active" else v for k, v in fields.items()})
-        with self._tx() as c:
-            cur = c.execute(f"UPDATE users SET {sets} WHERE username = ?", (*values, username))
-            if cur.rowcount != 1:
-                raise NotFound(f"no user {username!r}")
-
-    def claim_sign_in(self, username: str, now: float, max_failures: int, lockout_s: float) -> int | None:
-        """Count one sign-in attempt before its password is checked; see :meth:`JobStore.claim_sign_in`."""
-        with self._tx() as c:
-            row = _first(c.execute(
-                "UPDATE users SET"
-                " failures = CASE WHEN locked_until <= ? THEN 1 ELSE failures + 1 END,"
-                " locked_until = CASE WHEN (CASE WHEN locked_until <= ? THEN 0 ELSE failures END) + 1 >= ?"
-                " THEN ? WHEN locked_until <= ? THEN NULL ELSE locked_until END"
-                " WHERE username = ? AND (locked_until <= ? OR (locked_until IS NULL AND failures < ?))"
-                " RETURNING failures",
-                (now, now, max_failures, now + lockout_s, now, username, now, max_failures),
-            ))
-        return int(row["failures"]) if row else None
-
-    def list_users(self) -> list[dict[str, Any]]:
-        rows = self._fetchall(
-            "SELECT u.username, u.display_name, u.active, u.locked_until, u.last_login_at, u.created_at,"
-            f" {self.dialect.string_agg('m.group_name')} AS groups FROM users u"
-            " LEFT JOIN group_members m ON m.username = u.username GROUP BY u.username ORDER BY u.username"
-        )
-        return [dict(r) for r in rows]
-
-    def count_users(self) -> int:
-        return int(self._fetchone("SELECT count(*) AS n FROM users")["n"])
-
-    # -- groups ----------------------------------------------------------------------------------------
-    def create_group(self, name: str, description: str = "") -> None:
-        with self._tx() as c:
-            cur = c.execute("INSERT INTO groups (name, description, created_at) VALUES (?,?,?)"
-                            " ON CONFLICT (name) DO NOTHING", (name, description, time.time()))
-            if cur.rowcount != 1:
-                raise InvalidState(f"group {name!r} already exists")
-
-    def group_link(self, table: str, group: str, value: str, add: bool) -> bool:
-        """Add or remove one member, permission or case of a group; returns whether anything changed."""
-        column = GROUP_LINKS[table]
-        share = self.dialect.for_share
-        with self._tx() as c:
-            if c.execute(f"SELECT 1 FROM groups WHERE name = ?{share}", (group,)).fetchone() is None:
-                raise NotFound(f"no group {group!r}")
-            if table == "group_members" and c.execute(
-                    f"SELECT 1 FROM users WHERE username = ?{share}", (value,)).fetchone() is None:
-                raise NotFound(f"no user {value!r}")
-            if add:
-                cur = c.execute(f"INSERT INTO {table} (group_name, {column}) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                (group, value))
-            else:
-                cur = c.execute(f"DELETE FROM {table} WHERE group_name = ? AND {column} = ?", (group, value))
-            return cur.rowcount == 1
-
-    def list_groups(self) -> list[dict[str, Any]]:
-        out = []
-        with self._read() as c:
-            for g in c.execute("SELECT * FROM groups ORDER BY name").fetchall():
-                d = dict(g)
-                for key, table in (("members", "group_members"), ("permissions", "group_permissions"),
-                                   ("cases", "group_cases")):
-                    column = GROUP_LINKS[table]
-                    d[key] = [r[column] for r in c.execute(
-                        f"SELECT {column} FROM {table} WHERE group_name = ? ORDER BY {column}", (d["name"],)
-                    ).fetchall()]
-                out.append(d)
-        return out
-
-    def grants_of(self, username: str) -> tuple[set[str], set[str]]:
-        """The union of a user's groups' permissions and cases."""
-        with self._read() as c:
-            perms = {r["permission"] for r in c.execute(
-                "SELECT p.permission FROM group_permissions p JOIN group_members m ON m.group_name = p.group_name"
-                " WHERE m.username = ?", (username,)).fetchall()}
-            cases = {r["case_id"] for r in c.execute(
-                "SELECT k.case_id FROM group_cases k JOIN group_members m ON m.group_name = k.group_name"
-                " WHERE m.username = ?", (username,)).fetchall()}
-        return perms, cases
-
-    # -- audit: every action, allowed or refused -------------------------------------------------------
-    def audit(self, actor: str, interface: str, action: str, target_kind: str | None, target: str | None,
-              allowed: bool, detail: str | None = None) -> None:
-        with self._tx() as c:
-            c.execute("INSERT INTO audit (at, actor, interface, action, target_kind, target, allowed, detail)"
-                      " VALUES (?,?,?,?,?,?,?,?)",
-                      (time.time(), actor, interface, action, target_kind, target, int(allowed), detail))
-
-    def list_audit(self, limit: int = 200) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._fetchall("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (int(limit),))]
-
-    # -- notifications: the outbox (jobmanager.notify.outbox) ------------------------------------------
-    def route_events(self, route: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], *, settle_s: float,
-                     limit: int = 500) -> int | None:
-        row = self._fetchone("SELECT value FROM meta WHERE key = 'notify_cursor'")
-        newest = self._fetchone("SELECT MAX(id) AS id FROM events")
-        if row is not None and (newest is None or newest["id"] is None or newest["id"] <= int(row["value"])):
-            return 0  # nothing new: no write transaction (agents poll this every second)
-        with self._tx() as c:
-            # Another notifier routing now holds the row: leave the events to it rather than wait.
-            row = c.execute(f"SELECT value FROM meta WHERE key = 'notify_cursor'{self.dialect.skip_locked}").fetchone()
-            if row is None:
-                if c.execute("SELECT 1 FROM meta WHERE key = 'notify_cursor'").fetchone() is not None:
-                    return None
-                c.execute("INSERT INTO meta (key, value) VALUES ('notify_cursor', '0') ON CONFLICT (key) DO NOTHING")
-                cursor = 0
-            else:
-                cursor = int(row["value"])
-            now = time.time()
-            ids = c.execute("SELECT id, at FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                            (cursor, int(limit))).fetchall()
-            upto = cursor
-            for r in ids:  # ids commit out of order on PostgreSQL: stop at a gap until it is old enough
-                if r["id"] != upto + 1 and r["at"] > now - settle_s:
-                    break
-                upto = r["id"]
-            if upto == cursor:
-                return 0
-            if c.execute("UPDATE meta SET value = ? WHERE key = 'notify_cursor' AND value = ?",
-                         (str(upto), str(cursor))).rowcount != 1:
-                return None
-            events = [dict(r) for r in c.execute(
-                "SELECT e.id, e.at, e.kind, e.to_state, e.agent, e.message, e.job_id, j.notify, j.name, j.type,"
-                " j.owner, j.case_id FROM events e LEFT JOIN jobs j ON j.id = e.job_id"
-                " WHERE e.id > ? AND e.id <= ? AND ((e.kind = 'job' AND e.to_state IN (?,?,?,?))"
-                " OR (e.kind = 'agent' AND e.to_state = 'lost')) ORDER BY e.id",
-                (cursor, upto, *FINISHED)).fetchall()]
-            for e in events:
-                e["notify"] = json.loads(e["notify"]) if e["notify"] else []
-            rows = route(events) if events else []
-            inserted = 0
-            for n in rows:
-                cur = c.execute(
-                    "INSERT INTO notifications (event_id, job_id, agent_name, trigger, channel, target, state,"
-                    " next_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)"
-                    " ON CONFLICT (event_id, channel, target) DO NOTHING",
-                    (n["event_id"], n.get("job_id"), n.get("agent_name"), n["trigger"], n["channel"], n["target"],
-                     now, now))
-                inserted += max(cur.rowcount, 0)
-            return inserted
-
-    def claim_notification(self, sender: str, lease_s: float, now: float | None = None) -> dict[str, Any] | None:
-        at = now or time.time()
-        with self._tx() as c:
-            claimed = _first(c.execute(
-                "UPDATE notifications SET sender = ?, next_at = ?, attempts = attempts + 1"
-                " WHERE id = (SELECT id FROM notifications WHERE state = 'pending' AND next_at <= ?"
-                f" ORDER BY next_at, id LIMIT 1{self.dialect.skip_locked})"
-                " AND state = 'pending' AND next_at <= ? RETURNING id",
-                (sender, at + lease_s, at, at)))
-            if claimed is None:
-                return None
-            row = c.execute(
-                "SELECT n.*, e.at AS event_at, e.to_state AS event_state, e.agent AS event_agent,"
-                " e.message AS event_message FROM notifications n LEFT JOIN events e ON e.id = n.event_id"
-                " WHERE n.id = ?", (claimed["id"],)).fetchone()
-            return dict(row)
-
-    def record_delivery(self, notification_id: int, sender: str, *, state: str, error: str | None = None,
-                        next_at: float | None = None) -> bool:
-        now = time.time()
-        with self._tx() as c:
-            cur = c.execute(
-                "UPDATE notifications SET state = ?, last_error = ?, next_at = ?, delivered_at = ?,"
-                " sender = CASE WHEN ? = 'pending' THEN NULL ELSE sender END"
-                " WHERE id = ? AND sender = ? AND state = 'pending'",
-                (state, error, next_at if next_at is not None else now, now if state == "sent" else None, state,
-                 notification_id, sender))
-            return cur.rowcount == 1
-
-    def notifications(self, job_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        if job_id is None:
-            return [dict(r) for r in self._fetchall("SELECT * FROM notifications ORDER BY id DESC LIMIT ?",
-                                                    (int(limit),))]
-        return [dict(r) for r in self._fetchall("SELECT * FROM notifications WHERE job_id = ? ORDER BY id LIMIT ?",
-                                                (job_id, int(limit)))]
-
-
 def describe_limit(type: str | None, queue: str | None, per_case: bool, max_running: int) -> str:
     """``at most 2 print_to_pdf running in queue pdf per case``: a limit in words."""
     where = f" in queue {queue}" if queue is not None else ""
     return f"at most {max_running} {type or 'tasks'} running{where}" + (" per case" if per_case else "")
 
-
-def _schedule(r: Row) -> dict[str, Any]:
-    d = dict(r)
-    d["params"] = json.loads(d["params"])
-    d["enabled"] = bool(d["enabled"])
-    d["options"] = json.loads(d["options"])
-    return d
 
 
 def _paused(moves: list[tuple[str, float]], started_at: float | None, paused: bool) -> tuple[float, float | None]:

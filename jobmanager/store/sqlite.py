@@ -18,9 +18,10 @@ from pathlib import Path
 from jobmanager import sqlite_files
 from jobmanager.errors import HomeError
 from jobmanager.home import create_private
+from jobmanager.store.connection import Connection
 from jobmanager.store.dialect import SQLITE
 from jobmanager.store.schema import statements
-from jobmanager.store.sql import Connection, SqlStore
+from jobmanager.store.sql import SqlStore
 from jobmanager.trouble import storage_problem
 
 BUSY_TIMEOUT_S = 30.0
