@@ -55,7 +55,7 @@ from jobmanager.schedules.schedules import (
 )
 from jobmanager.schedules.triggers import Trigger, local_label
 from jobmanager.store import JobStore, open_store
-from jobmanager.store.sql import describe_limit
+from jobmanager.store.limits import describe_limit
 
 if TYPE_CHECKING:
     from jobmanager.history.activity import Activity, ActivityReader
@@ -742,7 +742,7 @@ class JobManager:
     def limits(self) -> pd.DataFrame:
         """The concurrency limits, with the tasks each matches running and waiting now."""
         self._allow("view_agents")
-        return pd.DataFrame(self.store.list_limits(), columns=[
+        return pd.DataFrame(self.store.limits.list_all(), columns=[
             "name", "type", "queue", "per_case", "max_running", "running", "waiting", "created_at", "updated_at"])
 
     def queues(self) -> pd.DataFrame:
@@ -755,7 +755,7 @@ class JobManager:
                 for q in a["queues"]:
                     rows.setdefault(q, {"queue": q, "depth": 0, "running": 0, "waiting": 0, "agents": []})
                     rows[q]["agents"].append(a["name"])
-        limits = self.store.list_limits()
+        limits = self.store.limits.list_all()
         for r in rows.values():
             r["agents"] = ",".join(r["agents"])
             r["limits"] = "; ".join(

@@ -155,7 +155,7 @@ def test_store_wakes_waiting_tasks_and_the_sweep_leaves_them_alone(jm: JobManage
                                                                 "(limit one)"] * 2
     runs, _ = jm.store.queue_targets(queued_before=time.time() + 1)
     assert runs == []  # the sweep does not re-send waiting tasks (no busy loop)
-    assert jm.store.wake_waiting() == []  # the limit is full
+    assert jm.store.limits.wake_waiting() == []  # the limit is full
     outcome = jm.store.finish_task(t1.id, "x", "succeeded")
     assert [(d.task_id, d.queue) for d in outcome.wake] == [(t2.id, "default")]  # the best one, for one slot
     assert jm.store.get_tasks(job)[1].waiting is None
@@ -163,7 +163,7 @@ def test_store_wakes_waiting_tasks_and_the_sweep_leaves_them_alone(jm: JobManage
     runs, _ = jm.store.queue_targets(queued_before=time.time() + 1)
     assert [d.task_id for d in runs] == [t2.id]
     # a raised limit wakes what now fits
-    woken = jm.store.set_limit("one", type=None, queue="default", per_case=False, max_running=5, actor="t")
+    woken = jm.store.limits.save("one", type=None, queue="default", per_case=False, max_running=5, actor="t")
     assert [d.task_id for d in woken] == [t3.id]
 
 

@@ -257,9 +257,9 @@ def test_a_claim_the_database_aborts_to_break_a_deadlock_is_run_again(store: Job
     again, as every other transition does, instead of dropping its message."""
     if not store.retryable:
         pytest.skip("SQLite has one writer at a time: no deadlocks")
-    store.set_limit("two", type="sleep", queue=None, per_case=False, max_running=2, actor="ana")  # general path
+    store.limits.save("two", type="sleep", queue=None, per_case=False, max_running=2, actor="ana")  # general path
     job_id, (d, _) = make_job(store)
-    real, aborted = store._lock_limits, []
+    real, aborted = store.limits.lock, []
 
     def deadlocked_once(*args: Any) -> Any:
         if not aborted:
@@ -267,7 +267,7 @@ def test_a_claim_the_database_aborts_to_break_a_deadlock_is_run_again(store: Job
             raise store.retryable[0]("deadlock detected")
         return real(*args)
 
-    monkeypatch.setattr(store, "_lock_limits", deadlocked_once)
+    monkeypatch.setattr(store.limits, "lock", deadlocked_once)
     claim = store.claim_task(d.task_id, d.dispatch, "a1", job_id=job_id)
     assert aborted and claim is not None and claim.task.attempts == 1 and claim.job.state == "running"
     assert [e["to_state"] for e in store.events(job_id) if e["kind"] == "task"].count("running") == 1
@@ -376,7 +376,7 @@ def test_a_running_jobs_task_changed_between_the_claims_read_and_its_write_is_no
 
 def test_a_running_jobs_task_a_full_limit_counts_waits_for_a_slot(store: JobStore) -> None:
     job_id, (d, _) = running_job(store)
-    store.set_limit("one", type="sleep", queue=None, per_case=False, max_running=1, actor="ana")
+    store.limits.save("one", type="sleep", queue=None, per_case=False, max_running=1, actor="ana")
     assert store.claim_task(d.task_id, d.dispatch, "a1") is None  # a0's task fills the limit
     task = store.get_tasks(job_id)[1]
     assert (task.state, task.attempts) == ("queued", 0) and "(limit one)" in (task.waiting or "")
@@ -387,7 +387,7 @@ def test_a_claim_that_finds_its_limit_full_leaves_the_task_another_agent_took_in
     """The same race with a concurrency limit of 1: when the lock is taken, the other agent's claim fills the
     limit, so this claim would mark the task as waiting for a slot; the task is running, and stays unmarked
     (a running task marked waiting would be taken for a waiting one once handed back)."""
-    store.set_limit("one", type="sleep", queue=None, per_case=False, max_running=1, actor="ana")
+    store.limits.save("one", type="sleep", queue=None, per_case=False, max_running=1, actor="ana")
     job_id, (d, _) = make_job(store)
 
     def in_between(job: int) -> None:
@@ -907,7 +907,7 @@ def test_a_batch_of_plain_successes(store: JobStore, monkeypatch: pytest.MonkeyP
     for d in [*ends_d, *fin_d, goes_on_d[0]]:
         assert store.claim_task(d.task_id, d.dispatch, "a1") is not None
     if not isinstance(store, SQLiteStore):
-        monkeypatch.setattr(store, "_lock_limits", lambda *a: pytest.fail("the general path was taken"))
+        monkeypatch.setattr(store.limits, "lock", lambda *a: pytest.fail("the general path was taken"))
     t0 = time.time()
     batch = [Finish(d.task_id, "succeeded", at=t0 - i) for i, d in enumerate([*ends_d, *fin_d, goes_on_d[0]])]
     done = store.finish_tasks("a1", batch)
@@ -954,7 +954,7 @@ def test_a_batched_success_a_limit_counts_frees_its_slot(store: JobStore) -> Non
     success of a job the limit does not count is written as usual."""
     from jobmanager.models import Finish
 
-    store.set_limit("one-at-a-time", type=None, queue="q1", per_case=False, max_running=1, actor="ana")
+    store.limits.save("one-at-a-time", type=None, queue="q1", per_case=False, max_running=1, actor="ana")
     limited, (l1, l2) = store.create_job(
         type="sleep", name="j", params={"tasks": 2}, owner="ana", case=None, priority=0, retries=0,
         has_finish=False, tasks=[NewTask("t0", {}), NewTask("t1", {})], actor="ana", options=JobOptions(queue="q1"))

@@ -189,7 +189,7 @@ class Engine:
         missing_finals = [j for j in finals if j not in pending_finals]
         # Tasks waiting for a concurrency limit have no message (queue_targets leaves them out, so the sweep
         # is no busy loop); those whose limit has a free slot now (a lost wake-up) are woken here.
-        missing += [d for d in self.store.wake_waiting() if (d.task_id, d.dispatch) not in pending_runs]
+        missing += [d for d in self.store.limits.wake_waiting() if (d.task_id, d.dispatch) not in pending_runs]
         self._send(missing, missing_finals)
         return len(missing), len(missing_finals)
 
@@ -197,11 +197,11 @@ class Engine:
     def set_limit(self, name: str, *, type: str | None, queue: str | None, per_case: bool, max_running: int,
                   actor: str) -> None:
         """Create or change a limit; tasks that now fit are started."""
-        self._send_for_limit(name, self.store.set_limit(name, type=type, queue=queue, per_case=per_case,
+        self._send_for_limit(name, self.store.limits.save(name, type=type, queue=queue, per_case=per_case,
                                                          max_running=max_running, actor=actor))
 
     def delete_limit(self, name: str, actor: str) -> None:
-        self._send_for_limit(name, self.store.delete_limit(name, actor=actor))
+        self._send_for_limit(name, self.store.limits.delete(name, actor=actor))
 
     def _send_for_limit(self, name: str, dispatches: list[Dispatch]) -> None:
         try:

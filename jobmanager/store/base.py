@@ -28,6 +28,7 @@ from jobmanager.models import (
 if TYPE_CHECKING:
     from jobmanager.store.accounts import Accounts
     from jobmanager.store.audit import AuditTrail
+    from jobmanager.store.limits import Limits
     from jobmanager.store.outbox import Outbox
     from jobmanager.store.schedules import Schedules
 
@@ -73,6 +74,11 @@ class JobStore:
     @property
     def outbox(self) -> Outbox:
         """Notifications waiting to be sent, and how each delivery went (:mod:`.outbox`)."""
+        raise NotImplementedError
+
+    @property
+    def limits(self) -> Limits:
+        """Concurrency limits, and the rule claims, finishes and recoveries apply (:mod:`.limits`)."""
         raise NotImplementedError
 
     # -- schema ------------------------------------------------------------------------
@@ -210,31 +216,12 @@ class JobStore:
         """What should be in the queue now (for the agents' sweep).
 
         The run messages of runnable tasks queued before ``queued_before`` (not those
-        waiting for a concurrency limit: see :meth:`wake_waiting`), and the ids of jobs
+        waiting for a concurrency limit: see ``limits.wake_waiting``), and the ids of jobs
         whose finishing step is due but held by no agent.
         """
         raise NotImplementedError
 
-    # -- concurrency limits ---------------------------------------------------------------
-    def set_limit(self, name: str, *, type: str | None, queue: str | None, per_case: bool, max_running: int,
-                  actor: str) -> list[Dispatch]:
-        """Create or replace limit ``name``: at most ``max_running`` running tasks of the jobs of ``type``
-        in ``queue`` (None: any), per case if ``per_case``. Returns the messages of waiting tasks that
-        now fit (and of those no limit holds back any more)."""
-        raise NotImplementedError
-
-    def delete_limit(self, name: str, *, actor: str) -> list[Dispatch]:
-        """Delete a limit (NotFound if there is none); returns the messages of tasks it held back."""
-        raise NotImplementedError
-
-    def list_limits(self) -> list[dict[str, Any]]:
-        """The limits, with the tasks running and waiting that each matches."""
-        raise NotImplementedError
-
-    def wake_waiting(self) -> list[Dispatch]:
-        """Messages for waiting tasks whose limits have free slots (lost wake-ups; for the sweep)."""
-        raise NotImplementedError
-
+    # -- queues -------------------------------------------------------------------------
     def queue_summary(self) -> list[dict[str, Any]]:
         """Per job queue with work: ``depth`` (runnable tasks), ``running`` and ``waiting`` tasks."""
         raise NotImplementedError

@@ -8,10 +8,11 @@ transactions every part of the store writes in. A backend subclass (:mod:`.sqlit
 which errors are worth running a transaction again for.
 
 Tables of their own concept have a module of their own beside this one, reached as
-attributes of the store and writing through its transactions: ``store.accounts``
-(:mod:`.accounts`: users and groups), ``store.audit`` (:mod:`.audit`),
-``store.schedules`` (:mod:`.schedules`: schedules and their runs) and
-``store.outbox`` (:mod:`.outbox`: notifications).
+attributes of the store and writing through its transactions: ``store.limits``
+(:mod:`.limits`: concurrency limits, whose rule claims, finishes and recoveries
+apply inside their own transactions), ``store.accounts`` (:mod:`.accounts`: users
+and groups), ``store.audit`` (:mod:`.audit`), ``store.schedules`` (:mod:`.schedules`:
+schedules and their runs) and ``store.outbox`` (:mod:`.outbox`: notifications).
 
 How races are decided, on both backends:
 
@@ -65,6 +66,7 @@ from jobmanager.store.audit import AuditTrail
 from jobmanager.store.base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
 from jobmanager.store.connection import Connection, Row, assignments, first_row
 from jobmanager.store.dialect import Dialect
+from jobmanager.store.limits import ALL_CASES, COUNTS_JOB, Limits
 from jobmanager.store.outbox import Outbox
 from jobmanager.store.schedules import Schedules
 from jobmanager.store.schema import statements
@@ -97,8 +99,6 @@ _COUNTER: dict[str, str] = {TaskState.SUCCEEDED: "tasks_succeeded", TaskState.FA
 
 #: what a claim decides on (not params, error, traceback): a narrow read
 _CLAIM_READ = "SELECT id, job_id, seq, state, dispatch FROM tasks WHERE id = ?"
-#: whether limit ``l`` counts job ``j``'s tasks (its type and queue; a per-case limit counts each case apart)
-_LIMIT_COUNTS_JOB = "(l.type IS NULL OR l.type = j.type) AND (l.queue IS NULL OR l.queue = j.queue)"
 
 
 def _claim_set(part: str | None) -> str:
@@ -162,6 +162,10 @@ class SqlStore(JobStore):
     @functools.cached_property
     def outbox(self) -> Outbox:
         return Outbox(self)
+
+    @functools.cached_property
+    def limits(self) -> Limits:
+        return Limits(self)
 
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager
@@ -653,7 +657,7 @@ class SqlStore(JobStore):
             # them (SQLite) the UPDATE below is conditional on the state and dispatch read above, so a task
             # changed in between is not claimed. Each statement less is a GIL hand-off less between
             # the workers, which costs more than the statement (issue 18).
-            limits = self._lock_limits(c, "jobs j WHERE j.id = ?", (first["job_id"],))
+            limits = self.limits.lock(c, "jobs j WHERE j.id = ?", (first["job_id"],))
             locked = self._lock_task_and_job(c, first)
             if locked is None:
                 return None
@@ -662,7 +666,7 @@ class SqlStore(JobStore):
                 return None
             if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
                 return None
-            full = self._full_limit(c, limits, job)
+            full = self.limits.full(c, limits, job)
             if full is not None:  # stays queued, no attempt spent; woken when a slot frees (_wake)
                 c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND state = ? AND dispatch = ?",
                           (full, task_id, task["state"], dispatch))
@@ -704,7 +708,7 @@ class SqlStore(JobStore):
             with self._storage_errors():
                 row = self._conn().execute(
                     "WITH job AS (SELECT j.* FROM jobs j WHERE j.id = ? AND j.state IN ('queued', 'running')"
-                    f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {_LIMIT_COUNTS_JOB})"
+                    f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {COUNTS_JOB})"
                     f" AND EXISTS (SELECT 1 FROM tasks t WHERE {task_is})" + self.dialect.for_update + "),"
                     f" prior AS (SELECT t.id, t.state FROM tasks t, job j WHERE {task_is} FOR UPDATE OF t),"
                     f" claimed AS (UPDATE tasks SET {_claim_set(part)} FROM prior WHERE tasks.id = prior.id"
@@ -764,7 +768,7 @@ class SqlStore(JobStore):
         now = time.time()
         with self._tx() as c:
             first = self._task_row(c, task_id)
-            limits = [] if first is None else self._lock_limits(c, "jobs j WHERE j.id = ?", (first["job_id"],))
+            limits = [] if first is None else self.limits.lock(c, "jobs j WHERE j.id = ?", (first["job_id"],))
             locked = None if first is None else self._lock_task_and_job(c, first)
             if locked is None:
                 return Outcome(recorded=False)
@@ -778,13 +782,13 @@ class SqlStore(JobStore):
                     dispatch=task["dispatch"] + 1, error=error, traceback=traceback, finished_at=now,
                 )
                 return Outcome(retry=Dispatch(task_id, task["dispatch"] + 1, job["priority"], job["queue"], job["id"]),
-                               wake=self._wake(c, limits, job["case_id"]))
+                               wake=self.limits.wake(c, limits, job["case_id"]))
             self._task_state(
                 c, task, state, by=agent, message=error, require_agent=agent,
                 error=error, traceback=traceback, finished_at=now,
             )
             finalize, final = self._settle(c, task["job_id"], agent)
-            wake = self._wake(c, limits, job["case_id"])
+            wake = self.limits.wake(c, limits, job["case_id"])
         return Outcome(finalize=finalize, job_state=final, wake=wake)
 
     def finish_tasks(self, agent: str, finishes: Sequence[Finish]) -> Completed:
@@ -800,7 +804,7 @@ class SqlStore(JobStore):
             done = Completed()
             ids, id_values = self.dialect.in_("t.id", list(by_id))
             # The lock order of every transition: limits (by name), then jobs (by id), then tasks.
-            limits = self._lock_limits(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", id_values)
+            limits = self.limits.lock(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", id_values)
             # Few rows and few statements: each row fetched and each statement run is a GIL hand-off
             # between the agent's busy workers (issue 18).
             job_ids = sorted(r["job_id"] for r in c.execute(f"SELECT DISTINCT t.job_id FROM tasks t WHERE {ids}",
@@ -888,7 +892,7 @@ class SqlStore(JobStore):
                 self._finalize_if_ready(c, job_id, done.finalize)
             if limits and done.recorded:
                 cases = {jobs[j]["case_id"] for j in {r["job_id"] for r in tasks}}
-                done.dispatches += self._wake(c, limits, next(iter(cases)) if len(cases) == 1 else self._ALL_CASES)
+                done.dispatches += self.limits.wake(c, limits, next(iter(cases)) if len(cases) == 1 else ALL_CASES)
             return done
 
         plain = [f for f in finishes if f.state == TaskState.SUCCEEDED and f.error is None and f.traceback is None]
@@ -926,7 +930,7 @@ class SqlStore(JobStore):
         row = c.execute(
             "WITH fin AS (SELECT * FROM unnest(?::bigint[], ?::float8[], ?::bigint[]) AS f(id, at, dispatch)),"
             " locked AS (SELECT j.id FROM jobs j WHERE j.id IN (SELECT t.job_id FROM tasks t JOIN fin ON t.id = fin.id)"
-            f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {_LIMIT_COUNTS_JOB}) ORDER BY j.id FOR NO KEY UPDATE),"
+            f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {COUNTS_JOB}) ORDER BY j.id FOR NO KEY UPDATE),"
             " written AS (UPDATE tasks SET state = 'succeeded', error = NULL, traceback = NULL, finished_at = fin.at"
             " FROM fin WHERE tasks.id = fin.id AND tasks.state = 'running' AND tasks.agent = ?"
             " AND (fin.dispatch IS NULL OR tasks.dispatch = fin.dispatch)"
@@ -1012,165 +1016,6 @@ class SqlStore(JobStore):
             ).fetchall()
         return ([Dispatch(r["id"], r["dispatch"], r["priority"], r["queue"], r["job_id"]) for r in rows],
                 [r["id"] for r in finals])
-
-    # -- concurrency limits: a database fact across all agents ----------------------------------------
-    # A limit row (name, type, queue, per_case, max_running) means "at most max_running running tasks of the
-    # jobs matching type and queue (NULL: any), per case when per_case". How it holds on both backends:
-    # - claim_task refuses a task whose limit is full inside its transaction: the task stays queued with
-    #   ``waiting`` set to the reason and spends no attempt; its message is consumed, so nothing polls.
-    # - Every transaction that counts or frees a limit's slots first locks the limit's row (SELECT ... FOR
-    #   UPDATE; on SQLite the write lock already serialises everything), before any job or task row, so the
-    #   lock order is agents -> limits (by name) -> jobs -> tasks, and a claim counting the running tasks
-    #   sees every finish that committed before it (READ COMMITTED re-reads per statement).
-    # - When a task matching a limit ends (finish_task, recovery), the same transaction picks the best
-    #   waiting tasks (priority, then age) for the free slots, clears their ``waiting`` and returns their
-    #   dispatches; those rows are taken with SKIP LOCKED, so this never waits for (or deadlocks with) a
-    #   transaction holding one of them.
-    # - The sweep leaves waiting tasks out (no busy loop) and calls wake_waiting for lost wake-ups.
-    def _lock_limits(self, c: Connection, jobs: str, params: Sequence[Any]) -> list[Row]:
-        """The limits matching any job of ``FROM {jobs}`` (alias ``j``), locked in name order."""
-        return list(c.execute(
-            "SELECT * FROM limits l WHERE EXISTS (SELECT 1 FROM " + jobs + f" AND {_LIMIT_COUNTS_JOB})"
-            " ORDER BY name" + self.dialect.for_update,
-            params,
-        ).fetchall())
-
-    @staticmethod
-    def _limit_match(limit: Row, case: Any) -> tuple[str, list[Any]]:
-        """The jobs (alias ``j``) a limit counts; ``case`` (one case, or None for no case) if per case."""
-        parts, values = ["1 = 1"], []
-        for column in ("type", "queue"):
-            if limit[column] is not None:
-                parts.append(f"j.{column} = ?")
-                values.append(limit[column])
-        if limit["per_case"]:
-            if case is None:
-                parts.append("j.case_id IS NULL")
-            else:
-                parts.append("j.case_id = ?")
-                values.append(case)
-        return " AND ".join(parts), values
-
-    def _running(self, c: Connection, limit: Row, case: Any) -> int:
-        match, values = self._limit_match(limit, case)
-        row = c.execute(
-            f"SELECT count(*) AS n FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running' AND {match}",
-            values,
-        ).fetchone()
-        return int(row["n"])
-
-    def _full_limit(self, c: Connection, limits: list[Row], job: Row) -> str | None:
-        """Why a task of ``job`` may not start now (the first full limit), or None."""
-        for limit in limits:
-            n = self._running(c, limit, job["case_id"])
-            if n >= limit["max_running"]:
-                what = limit["type"] or "tasks"
-                where = f" in queue {limit['queue']}" if limit["queue"] is not None else ""
-                if limit["per_case"]:
-                    where += f" in case {job['case_id']}" if job["case_id"] is not None else " without a case"
-                return f"waiting: {n}/{limit['max_running']} {what} running{where} (limit {limit['name']})"
-        return None
-
-    _ALL_CASES: ClassVar[object] = object()
-
-    def _wake(self, c: Connection, limits: list[Row], case: Any = _ALL_CASES) -> list[Dispatch]:
-        """Messages for the best waiting tasks that fit in the free slots of ``limits`` (locked), their
-        ``waiting`` cleared; a per-case limit's slots are counted in ``case`` (else in every case)."""
-        out: list[Dispatch] = []
-        runnable, runnable_values = self.dialect.in_("t.state", RUNNABLE_TASK)
-        waiting = f"t.waiting IS NOT NULL AND {runnable} AND j.state IN ('queued', 'running')"
-        for limit in limits:
-            cases: list[Any] = [None]
-            if limit["per_case"]:
-                if case is self._ALL_CASES:
-                    no_case = {**dict(limit), "per_case": 0}
-                    match, values = self._limit_match(no_case, None)
-                    cases = [r["case_id"] for r in c.execute(
-                        f"SELECT DISTINCT j.case_id FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE {waiting}"
-                        f" AND {match}", (*runnable_values, *values)).fetchall()]
-                else:
-                    cases = [case]
-            for one in cases:
-                free = limit["max_running"] - self._running(c, limit, one)
-                if free <= 0:
-                    continue
-                match, values = self._limit_match(limit, one)
-                out += self._take_waiting(c, f"{waiting} AND {match}", [*runnable_values, *values], free)
-        return out
-
-    def _take_waiting(self, c: Connection, where: str, values: list[Any], limit: int | None) -> list[Dispatch]:
-        """Clear ``waiting`` of the best ``limit`` tasks matching ``where`` (rows others hold are skipped)."""
-        rows = c.execute(
-            "SELECT t.id, t.dispatch, j.priority, j.queue, t.job_id FROM tasks t JOIN jobs j ON j.id = t.job_id"
-            f" WHERE {where} ORDER BY j.priority DESC, t.id" + (" LIMIT ?" if limit is not None else "")
-            + self.dialect.skip_locked,
-            (*values, *([limit] if limit is not None else [])),
-        ).fetchall()
-        if rows:
-            ids, id_values = self.dialect.in_("id", [r["id"] for r in rows])
-            c.execute(f"UPDATE tasks SET waiting = NULL WHERE {ids}", id_values)
-        return [Dispatch(r["id"], r["dispatch"], r["priority"], r["queue"], r["job_id"]) for r in rows]
-
-    def _wake_all(self, c: Connection) -> list[Dispatch]:
-        """Wake what fits under every limit, and every waiting task no limit matches any more."""
-        limits = c.execute("SELECT * FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
-        out = self._wake(c, limits)
-        runnable, runnable_values = self.dialect.in_("t.state", RUNNABLE_TASK)
-        out += self._take_waiting(
-            c, f"t.waiting IS NOT NULL AND {runnable} AND j.state IN ('queued', 'running') AND NOT EXISTS"
-               f" (SELECT 1 FROM limits l WHERE {_LIMIT_COUNTS_JOB})",
-            list(runnable_values), None,
-        )
-        return out
-
-    def wake_waiting(self) -> list[Dispatch]:
-        runnable, values = self.dialect.in_("state", RUNNABLE_TASK)
-        if self._fetchone(f"SELECT 1 AS x FROM tasks WHERE waiting IS NOT NULL AND {runnable} LIMIT 1", values) is None:
-            return []
-        return self._retrying(self._wake_all)
-
-    def set_limit(self, name: str, *, type: str | None, queue: str | None, per_case: bool, max_running: int,
-                  actor: str) -> list[Dispatch]:
-        def save(c: Connection) -> list[Dispatch]:
-            now = time.time()
-            c.execute("SELECT name FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
-            c.execute(
-                "INSERT INTO limits (name, type, queue, per_case, max_running, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET type = excluded.type,"
-                " queue = excluded.queue, per_case = excluded.per_case, max_running = excluded.max_running,"
-                " updated_at = excluded.updated_at",
-                (name, type, queue, int(per_case), max_running, now, now),
-            )
-            described = describe_limit(type, queue, per_case, max_running)
-            self._event(c, "limit", actor=actor, message=f"limit {name} set: {described}")
-            return self._wake_all(c)
-
-        return self._retrying(save)
-
-    def delete_limit(self, name: str, *, actor: str) -> list[Dispatch]:
-        def delete(c: Connection) -> list[Dispatch]:
-            c.execute("SELECT name FROM limits ORDER BY name" + self.dialect.for_update).fetchall()
-            if first_row(c.execute("DELETE FROM limits WHERE name = ? RETURNING name", (name,))) is None:
-                raise NotFound(f"no limit {name!r}")
-            self._event(c, "limit", actor=actor, message=f"limit {name} deleted")
-            return self._wake_all(c)
-
-        return self._retrying(delete)
-
-    def list_limits(self) -> list[dict[str, Any]]:
-        out = []
-        with self._read() as c:
-            for r in c.execute("SELECT * FROM limits ORDER BY name").fetchall():
-                d = dict(r)
-                d["per_case"] = bool(d["per_case"])
-                d["running"] = self._running(c, {**dict(r), "per_case": 0}, None)
-                runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
-                match, match_values = self._limit_match({**dict(r), "per_case": 0}, None)
-                d["waiting"] = int(c.execute(
-                    f"SELECT count(*) AS n FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.waiting IS NOT NULL"
-                    f" AND {runnable} AND {match}", (*values, *match_values)).fetchone()["n"])
-                out.append(d)
-        return out
 
     def queue_summary(self) -> list[dict[str, Any]]:
         runnable, values = self.dialect.in_("t.state", RUNNABLE_TASK)
@@ -1439,7 +1284,7 @@ class SqlStore(JobStore):
             if agent is None or agent["state"] != AgentState.ONLINE:
                 return recovery  # stopped or lost meanwhile: that path hands its tasks back
             ids, values = self.dialect.in_("t.id", [task_id for _, task_id in missing])
-            limits = self._lock_limits(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", values)
+            limits = self.limits.lock(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", values)
             for job_id in sorted({job for job, _ in missing}):
                 self._job_row(c, job_id, lock=True)
             for _, task_id in missing:
@@ -1449,7 +1294,7 @@ class SqlStore(JobStore):
                     continue
                 self._hand_back(c, task, name, recovery, lost=True,
                                 reason=f"agent {name} no longer reports the task in its heartbeat")
-            recovery.dispatches += self._wake(c, limits)
+            recovery.dispatches += self.limits.wake(c, limits)
             return recovery
 
         return self._retrying(reconcile)
@@ -1466,7 +1311,7 @@ class SqlStore(JobStore):
         held = c.execute(
             "SELECT id, job_id FROM tasks WHERE state = 'running' AND agent = ? ORDER BY job_id, id", (name,)
         ).fetchall()
-        limits = self._lock_limits(c, "tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running'"
+        limits = self.limits.lock(c, "tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running'"
                                       " AND t.agent = ?", (name,)) if held else []
         if self.dialect.row_locks:
             finishing = c.execute("SELECT id FROM jobs WHERE finisher = ?", (name,)).fetchall()
@@ -1477,7 +1322,7 @@ class SqlStore(JobStore):
             if task is None or task["state"] != TaskState.RUNNING or task["agent"] != name:
                 continue
             self._hand_back(c, task, by, recovery, reason=message, lost=lost)
-        recovery.dispatches += self._wake(c, limits)
+        recovery.dispatches += self.limits.wake(c, limits)
         for job in c.execute("UPDATE jobs SET finisher = NULL WHERE finisher = ? RETURNING id", (name,)).fetchall():
             self._event(c, "finish", job_id=job["id"], agent=by, message=f"{message}; finishing step resent")
             recovery.finalize.append(job["id"])
@@ -1623,11 +1468,6 @@ class SqlStore(JobStore):
 
     def artifacts(self, job_id: int) -> list[dict[str, Any]]:
         return [dict(r) for r in self._fetchall("SELECT * FROM artifacts WHERE job_id = ? ORDER BY name", (job_id,))]
-
-def describe_limit(type: str | None, queue: str | None, per_case: bool, max_running: int) -> str:
-    """``at most 2 print_to_pdf running in queue pdf per case``: a limit in words."""
-    where = f" in queue {queue}" if queue is not None else ""
-    return f"at most {max_running} {type or 'tasks'} running{where}" + (" per case" if per_case else "")
 
 
 
