@@ -278,15 +278,18 @@ def test_task_logs_are_parts_of_one_file_per_worker_thread(jm: JobManager, start
     from click.testing import CliRunner
 
     from jobmanager.cli.main import cli
-    from jobmanager.engine.tasklogs import SLICE_FILE
+    from jobmanager.engine.tasklogs import SLICE_FILE, index_file_name, read_index
 
     start_agent("a1", 2)
     job_id = jm.submit("sleep", {"tasks": 8, "seconds": 0.05})
     job = jm.wait(job_id, timeout=30)
     assert job.state == "completed"
-    files = sorted(p.name for p in jm.home.job_logs(job_id).iterdir())
+    folder = jm.home.job_logs(job_id)
+    files = sorted(p.name for p in folder.glob("*.log"))
     assert 1 <= len(files) <= 2 and all(SLICE_FILE.fullmatch(f) for f in files), files
-    assert all(len(t.log_slices.split()) == 1 for t in job.tasks)
+    assert sorted(p.name for p in folder.glob("*.idx")) == [index_file_name(f) for f in files]
+    parts = read_index(folder, [t.id for t in job.tasks])
+    assert all(len(parts[t.id]) == 1 for t in job.tasks) and all(t.log_slices is None for t in job.tasks)
     for n in range(1, 9):
         own = jm.log(job_id, task=n)
         assert own.startswith(f"--- job {job_id} task {n} ") and f"task {n}: done" in own
@@ -302,6 +305,8 @@ def test_task_logs_are_parts_of_one_file_per_worker_thread(jm: JobManager, start
 def test_a_running_task_log_is_followed_and_a_killed_attempt_stays_readable(jm: JobManager, start_agent) -> None:
     """A running task's part runs to what it wrote so far (the dashboard's tail -f reads it); SIGKILL the
     agent mid-task: what the attempt wrote stays in the task's log, and the re-run has its own part."""
+    from jobmanager.engine.tasklogs import read_index
+
     victim = start_agent("solo", 1)
     job_id = jm.submit("sleep", {"tasks": 1, "seconds": 30, "steps": 30}, retries=1)
     wait_for(lambda: "task 1: sleeping" in jm.log(job_id, task=1), what="the running task's first line")
@@ -314,32 +319,56 @@ def test_a_running_task_log_is_followed_and_a_killed_attempt_stays_readable(jm: 
     log = wait_for(lambda: (t := jm.log(job_id, task=1)).count("task 1: sleeping") == 2 and t,
                    what="the second attempt's part", timeout=30)
     assert isinstance(log, str) and log.startswith(killed) and log.count(f"--- job {job_id} task 1 (") == 2
-    assert len(jm.job(job_id).tasks[0].log_slices.split()) == 2
-    assert len(list(jm.home.job_logs(job_id).iterdir())) == 2  # one file per agent process and thread
+    task_id = jm.job(job_id).tasks[0].id
+    assert len(read_index(jm.home.job_logs(job_id), [task_id])[task_id]) == 2
+    assert len(list(jm.home.job_logs(job_id).glob("*.log"))) == 2  # one file per agent process and thread
     jm.cancel(job_id)
     assert jm.wait(job_id, timeout=30).state == "cancelled"
 
 
-def test_a_claims_log_part_creates_no_file_until_the_task_runs(jm: JobManager) -> None:
-    """The claim stores where the task's part starts without creating the file: a claim that does not go
-    through (a stale message, a wrong job hint) leaves no empty file in a job's folder. The task's run opens
-    it; the thread's next task of the job starts where the first one's records ended."""
+def test_a_tasks_start_records_its_part_in_the_threads_index(jm: JobManager) -> None:
+    """Nothing is written for a job until one of its tasks starts (a claim that does not go through leaves no
+    file). A start appends the task's id, attempt and offset to the thread's index, so whichever thread
+    claimed it; the thread's next task of the job starts where the first one's records ended."""
     import os
 
     from jobmanager.engine.logcapture import SliceFiles
-    from jobmanager.engine.tasklogs import parse_slices
+    from jobmanager.engine.tasklogs import read_index
 
     logs = SliceFiles(jm.home)
     folder = jm.home.job_logs(7)
-    first = logs.start(7)
-    assert first is not None and not folder.exists()
-    ((name, start, n),) = parse_slices(first)
-    assert (start, n) == (0, 1)
-    fd = logs.target(7)  # the task runs
-    assert isinstance(fd, int) and [p.name for p in folder.iterdir()] == [name]
+    assert logs.path(7).parent == folder and not folder.exists()
+    fd = logs.begin(7, 70)  # task 70 starts
+    assert isinstance(fd, int)
+    name = logs.path(7).name
+    assert sorted(p.name for p in folder.iterdir()) == [name.replace(".log", ".idx"), name]
     os.write(fd, b"first task\n")
-    assert parse_slices(logs.start(7)) == [(name, 11, 2)]
-    assert logs.start(8) is not None and not jm.home.job_logs(8).exists()
+    assert logs.begin(7, 71) == fd
+    assert read_index(folder, [70, 71]) == {70: [(name, 0, 1)], 71: [(name, 11, 2)]}
+    assert read_index(folder, [71]) == {71: [(name, 11, 2)]}  # another job's ids: nothing
+    assert not jm.home.job_logs(8).exists()
+
+
+def test_hostile_index_lines_read_nothing_but_the_jobs_own_parts(jm: JobManager) -> None:
+    """An index is checked like the database's parts: lines of another shape, a task not of the job, a
+    symlinked index, an offset past the end, a line still being written: none reads anything else."""
+    job_id = jm.submit("sleep", {"tasks": 2})
+    first, second = (t.id for t in jm.job(job_id).tasks)
+    folder = jm.home.job_logs(job_id)
+    folder.mkdir(parents=True)
+    (folder / "aaaaaaaaaaaa-1.log").write_bytes(b"one\ntwo\n")
+    (folder / "aaaaaaaaaaaa-1.idx").write_bytes(
+        f"{first} 1 0\n../x 2 0\n{second} 3 4\n{second + 1000} 4 0\n{first} 5 {10**17}\n"
+        f"{first} 6 0 junk\n{second} 7 0".encode())  # the last line has no newline yet: not read
+    secret = jm.home.path / "secret.log"
+    secret.write_text("SECRET\n")
+    (folder / "bbbbbbbbbbbb-1.log").symlink_to(secret)
+    (folder / "bbbbbbbbbbbb-1.idx").write_bytes(f"{first} 8 0\n".encode())
+    (folder / "cccccccccccc-1.idx").symlink_to(folder / "aaaaaaaaaaaa-1.idx")
+    (folder / "..idx").write_bytes(f"{first} 9 0\n".encode())
+    assert jm.log(job_id, task=1) == "one\n"
+    assert jm.log(job_id, task=2) == "two\n"
+    assert "SECRET" not in jm.log(job_id) and jm.log(job_id).count("one") == 1
 
 
 def test_log_parts_from_the_database_are_checked_and_old_task_files_still_read(jm: JobManager) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from jobmanager.errors import HomeError, InvalidState, NotFound
 from jobmanager.models import JobOptions, NewJob, NewTask
 from jobmanager.store import JobStore
 from jobmanager.store.base import SCHEMA_VERSION
+from jobmanager.store.sql import _CLAIM_READ
 from jobmanager.store.sqlite import SQLiteStore
 
 
@@ -173,17 +175,34 @@ def test_a_stale_message_is_dropped_without_waiting_for_the_write_lock(store: Jo
     assert (task.state, task.agent, task.attempts) == ("running", "a1", 1)
 
 
-def test_a_task_claimed_between_the_claims_read_and_its_lock_stays_with_the_first_claimer(store: JobStore) -> None:
+def between_read_and_write(store: JobStore, monkeypatch: pytest.MonkeyPatch, what: Callable[[], None]) -> None:
+    """Run ``what`` once, right after a claim's first read of its task (before its lock and write): the
+    window in which another agent, a cancel or a pause can get in first."""
+    read = store._fetchone  # type: ignore[attr-defined]
+    pending = [what]
+
+    def after_read(sql: str, params: Any = ()) -> Any:
+        row = read(sql, params)
+        if sql == _CLAIM_READ and pending:
+            pending.pop()()
+        return row
+
+    monkeypatch.setattr(store, "_fetchone", after_read)
+
+
+def test_a_task_claimed_between_the_claims_read_and_its_lock_stays_with_the_first_claimer(
+        store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """A claim reads the task without the lock, then takes the lock and updates the task only if its state
     and dispatch are still what it read (SQLite reads nothing again under its lock). Another agent that
     claimed the task in between, from a duplicate message, keeps it; this claim gets nothing, and the task
     has one attempt and one start event."""
     job_id, (d, _) = make_job(store)
 
-    def in_between(job: int) -> None:  # called after the read, before the lock
+    def in_between() -> None:
         assert store.claim_task(d.task_id, d.dispatch, "a2") is not None
 
-    assert store.claim_task(d.task_id, d.dispatch, "a1", log=in_between) is None
+    between_read_and_write(store, monkeypatch, in_between)
+    assert store.claim_task(d.task_id, d.dispatch, "a1") is None
     task = store.get_tasks(job_id)[0]
     assert (task.state, task.agent, task.attempts) == ("running", "a2", 1)
     starts = [e for e in store.events(job_id) if e["kind"] == "task" and e["to_state"] == "running"]
@@ -194,9 +213,9 @@ def test_a_queued_jobs_first_claim_writes_the_task_event_then_the_jobs(store: Jo
     """The first claim moves the job to running (PostgreSQL: in the same one statement as the task)."""
     job_id, (d, d2) = make_job(store)
     before = time.time()
-    claim = store.claim_task(d.task_id, d.dispatch, "a1", log=lambda job: "a1-1.log:0:1")
+    claim = store.claim_task(d.task_id, d.dispatch, "a1")
     assert claim is not None and claim.job == store.get_job(job_id)
-    assert (claim.job.state, claim.task.log_slices) == ("running", "a1-1.log:0:1")
+    assert (claim.job.state, claim.task.log_slices) == ("running", None)
     assert claim.job.started_at is not None and claim.job.started_at >= before - 1
     events = [(e["kind"], e["task_id"], e["from_state"], e["to_state"], e["agent"]) for e in store.events(job_id)]
     assert events == [("job", None, None, "queued", None), ("task", d.task_id, "queued", "running", "a1"),
@@ -208,13 +227,13 @@ def test_a_queued_jobs_first_claim_writes_the_task_event_then_the_jobs(store: Jo
 
 
 @pytest.mark.parametrize("between", ["another task claimed", "cancelled", "paused"])
-def test_a_queued_jobs_claim_after_the_job_changed_between_its_read_and_its_write(store: JobStore,
-                                                                                 between: str) -> None:
+def test_a_queued_jobs_claim_after_the_job_changed_between_its_read_and_its_write(
+        store: JobStore, between: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A first claim whose job was started by another claim in between still claims its task (the job moves
     to running once); one whose job was cancelled or paused in between claims nothing."""
     job_id, (d, d2) = make_job(store)
 
-    def in_between(job: int) -> None:
+    def in_between() -> None:
         if between == "another task claimed":
             assert store.claim_task(d2.task_id, d2.dispatch, "a2") is not None
         elif between == "cancelled":
@@ -222,7 +241,8 @@ def test_a_queued_jobs_claim_after_the_job_changed_between_its_read_and_its_writ
         else:
             store.pause_job(job_id, "ana")
 
-    claim = store.claim_task(d.task_id, d.dispatch, "a1", log=in_between)
+    between_read_and_write(store, monkeypatch, in_between)
+    claim = store.claim_task(d.task_id, d.dispatch, "a1")
     job = store.get_job(job_id)
     runs = [e["agent"] for e in store.events(job_id) if e["kind"] == "job" and e["to_state"] == "running"]
     if between == "another task claimed":
@@ -238,8 +258,8 @@ def test_a_claim_with_the_messages_job_hint(store: JobStore, monkeypatch: pytest
     job_id, (d, d2) = make_job(store, retries=1)
     if not isinstance(store, SQLiteStore):
         monkeypatch.setattr(store, "_fetchone", lambda *a: pytest.fail("a hinted claim read the task first"))
-    claim = store.claim_task(d.task_id, d.dispatch, "a1", log=lambda job: f"a1-1.log:0:{job}", job_id=job_id)
-    assert claim is not None and claim.job.state == "running" and claim.task.log_slices == f"a1-1.log:0:{job_id}"
+    claim = store.claim_task(d.task_id, d.dispatch, "a1", job_id=job_id)
+    assert claim is not None and claim.job.state == "running" and claim.task.id == d.task_id
     store.finish_task(d.task_id, "a1", "failed", error="boom")
     again = store.claim_task(d.task_id, d.dispatch + 1, "a1", job_id=job_id)
     assert again is not None and again.task.attempts == 2
@@ -309,13 +329,10 @@ def test_a_wrong_job_hint_claims_the_task_of_its_own_job(store: JobStore) -> Non
     the claim then reads the task as without a hint; the other job is untouched."""
     job_id, (d, _) = make_job(store)
     other, _ = make_job(store)
-    seen: list[int] = []
     for n, wrong in enumerate((other, 10**12)):
-        claim = store.claim_task(d.task_id, d.dispatch, "a1", log=lambda job: seen.append(job) or None,
-                                 job_id=wrong)
+        claim = store.claim_task(d.task_id, d.dispatch, "a1", job_id=wrong)
         if n == 0:
             assert claim is not None and claim.job.id == job_id and claim.task.id == d.task_id
-            assert seen[-1] == job_id  # the log part of the task's own job is the one stored
         else:
             assert claim is None  # claimed already: a stale message
     assert store.get_job(other).state == "queued" and store.get_job(job_id).state == "running"
@@ -332,18 +349,17 @@ def running_job(store: JobStore, n: int = 3, **kwargs: Any):
 
 def test_a_claim_in_a_running_job_writes_what_every_claim_writes(store: JobStore) -> None:
     job_id, (d, d2) = running_job(store, retries=1)
-    claim = store.claim_task(d.task_id, d.dispatch, "a1", log=lambda job: "a1-1.log:0:1")
+    claim = store.claim_task(d.task_id, d.dispatch, "a1")
     assert claim is not None
     task = store.get_tasks(job_id)[1]
     assert claim.task == task
-    assert (task.state, task.agent, task.attempts, task.log_slices, task.error) == (
-        "running", "a1", 1, "a1-1.log:0:1", None)
+    assert (task.state, task.agent, task.attempts, task.error) == ("running", "a1", 1, None)
     assert task.started_at is not None and task.finished_at is None
     job = claim.job
     assert (job.id, job.state, job.params, job.owner) == (job_id, "running", {"tasks": 3}, "ana")
     store.finish_task(d.task_id, "a1", "failed", error="boom")  # one retry left: retrying, dispatch + 1
-    again = store.claim_task(d.task_id, d.dispatch + 1, "a1", log=lambda job: "a1-1.log:90:2")
-    assert again is not None and (again.task.attempts, again.task.log_slices) == (2, "a1-1.log:0:1 a1-1.log:90:2")
+    again = store.claim_task(d.task_id, d.dispatch + 1, "a1")
+    assert again is not None and again.task.attempts == 2
     starts = [(e["from_state"], e["to_state"], e["agent"], e["message"]) for e in store.events(job_id)
               if e["kind"] == "task" and e["task_id"] == d.task_id and e["to_state"] == "running"]
     assert starts == [("queued", "running", "a1", "attempt 1"), ("retrying", "running", "a1", "attempt 2")]
@@ -351,12 +367,12 @@ def test_a_claim_in_a_running_job_writes_what_every_claim_writes(store: JobStore
 
 @pytest.mark.parametrize("between", ["claimed elsewhere", "cancelled", "paused"])
 def test_a_running_jobs_task_changed_between_the_claims_read_and_its_write_is_not_claimed(
-        store: JobStore, between: str) -> None:
+        store: JobStore, between: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The race of the test above, in a running job (PostgreSQL's one-statement claim): what happened in
     between wins, and the task has at most the one start event of whoever did claim it."""
     job_id, (d, _) = running_job(store)
 
-    def in_between(job: int) -> None:  # called after the read, before the claim's write
+    def in_between() -> None:
         if between == "claimed elsewhere":
             assert store.claim_task(d.task_id, d.dispatch, "a2") is not None
         elif between == "cancelled":
@@ -364,7 +380,8 @@ def test_a_running_jobs_task_changed_between_the_claims_read_and_its_write_is_no
         else:
             store.pause_job(job_id, "ana")
 
-    assert store.claim_task(d.task_id, d.dispatch, "a1", log=in_between) is None
+    between_read_and_write(store, monkeypatch, in_between)
+    assert store.claim_task(d.task_id, d.dispatch, "a1") is None
     task = store.get_tasks(job_id)[1]
     expected = {"claimed elsewhere": ("running", "a2", 1), "cancelled": ("cancelled", None, 0),
                 "paused": ("queued", None, 0)}[between]
@@ -383,17 +400,19 @@ def test_a_running_jobs_task_a_full_limit_counts_waits_for_a_slot(store: JobStor
 
 
 def test_a_claim_that_finds_its_limit_full_leaves_the_task_another_agent_took_in_between_alone(
-        store: JobStore) -> None:
+        store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same race with a concurrency limit of 1: when the lock is taken, the other agent's claim fills the
     limit, so this claim would mark the task as waiting for a slot; the task is running, and stays unmarked
     (a running task marked waiting would be taken for a waiting one once handed back)."""
     store.limits.save("one", type="sleep", queue=None, per_case=False, max_running=1, actor="ana")
     job_id, (d, _) = make_job(store)
 
-    def in_between(job: int) -> None:
+    def in_between() -> None:
         assert store.claim_task(d.task_id, d.dispatch, "a2") is not None
 
-    assert store.claim_task(d.task_id, d.dispatch, "a1", log=in_between) is None
+    between_read_and_write(store, monkeypatch, in_between)
+    assert store.claim_task(d.task_id, d.dispatch, "a1") is None
+    monkeypatch.undo()
     row = store._fetchone("SELECT state, agent, attempts, waiting FROM tasks WHERE id = ?", (d.task_id,))
     assert (row["state"], row["agent"], row["attempts"], row["waiting"]) == ("running", "a2", 1, None)
 
@@ -434,25 +453,6 @@ def test_failure_with_retries_left_becomes_retrying(store: JobStore) -> None:
     assert store.finish_task(d.task_id, "a1", "failed", error="flaky").retry is None
     assert store.get_job(job_id).state == "failed"
     assert store.get_tasks(job_id)[0].attempts == 2
-
-
-def test_each_claim_records_where_its_attempt_log_starts(store: JobStore) -> None:
-    """The claim asks the agent where the attempt's log starts (with the job's id) and appends it to the
-    task's log_slices in the same write; a stale claim asks nothing and records nothing."""
-    job_id, (d,) = make_job(store, 1, retries=1)
-    asked: list[int] = []
-
-    def where(job: int) -> str:
-        asked.append(job)
-        return f"aaaaaaaaaaaa-1.log:{len(asked) * 10}:{len(asked)}"
-
-    assert store.claim_task(d.task_id, 0, "a1", log=where) is not None
-    assert store.get_tasks(job_id)[0].log_slices == "aaaaaaaaaaaa-1.log:10:1"
-    store.finish_task(d.task_id, "a1", "failed", error="flaky")
-    assert store.claim_task(d.task_id, 0, "a1", log=where) is None and asked == [job_id]  # stale: not asked
-    claim = store.claim_task(d.task_id, 1, "a1", log=where)
-    assert claim is not None and claim.task.log_slices == "aaaaaaaaaaaa-1.log:10:1 aaaaaaaaaaaa-1.log:20:2"
-    assert store.claim_task(make_job(store, 1)[1][0].task_id, 0, "a1", log=lambda job: None) is not None
 
 
 def test_finish_by_wrong_agent_is_not_recorded(store: JobStore) -> None:

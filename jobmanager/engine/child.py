@@ -101,7 +101,7 @@ class ChildTasks:
         limit = job.hard_limit
         mp = self._context()
         ours, theirs = mp.Pipe()
-        log_path = self.logs.path(job.id)  # the file whose part the claim recorded for this thread
+        log_path = self.logs.path(job.id)  # the thread's file, whose index recorded where this part begins
         proc = mp.Process(target=_child_main, name=f"jm-task-{task.id}",
                           args=(theirs, self.home, jobtypes.imported(), self.agent, job, task, log_path))
         proc.start()

@@ -6,8 +6,8 @@ the record's thread. Records from threads running no task pass through untouched
 
 A task's records go to the file its worker thread keeps open for the task's job
 (:class:`SliceFiles`): creating a file per task was the largest and most erratic
-per-task cost of a trivial task (0.06 to 0.8 ms of CPU, issue 18). The claim stores
-where the task's part of that file starts (``tasks.log_slices``, see
+per-task cost of a trivial task (0.06 to 0.8 ms of CPU, issue 18). When a task starts,
+the thread appends where its part of that file starts to the file's index (see
 :mod:`jobmanager.engine.tasklogs`); it ends where the next part in the same file
 starts, or at the end of the file. Each record is one unbuffered ``write`` to a
 descriptor opened ``O_APPEND``, so what a task wrote is in the file even if its
@@ -21,12 +21,13 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobmanager.engine.tasklogs import slice_file_name, slice_token
+from jobmanager.engine.tasklogs import index_file_name, index_line, slice_file_name
 from jobmanager.home import Home
 from jobmanager.trouble import WriteTrouble
 
@@ -40,14 +41,6 @@ def open_append(path: Path) -> int:
     """An append-only descriptor on ``path`` (created 0600, its folder 0700); never follows a symlink."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return os.open(path, _FLAGS, 0o600)
-
-
-def _size(path: Path) -> int:
-    """The size of ``path``, 0 if there is no such file yet (a symlink is not followed: opening it will fail)."""
-    try:
-        return os.stat(path, follow_symlinks=False).st_size
-    except FileNotFoundError:
-        return 0
 
 
 class _Target:
@@ -116,7 +109,8 @@ class TaskLogRouter(logging.Handler):
 
 
 class SliceFiles:
-    """Each worker thread's open log file per job: ``logs/jobs/<job>/<run>-<n>.log``.
+    """Each worker thread's open log file per job, ``logs/jobs/<job>/<run>-<n>.log``, and its index
+    ``<run>-<n>.idx`` (where each task's part starts).
 
     ``<run>`` is random per process (a restarted agent, or a forked worker process, never appends to a
     file an earlier process wrote, so a killed task's part runs to the end of its file) and ``<n>``
@@ -131,8 +125,8 @@ class SliceFiles:
         self._run = ""
         self._threads = 0
 
-    def _mine(self) -> tuple[str, OrderedDict[int, int]]:
-        """This thread's file name and its open descriptors by job (reset in a forked child)."""
+    def _mine(self) -> tuple[str, OrderedDict[int, tuple[int, int]]]:
+        """This thread's file name and its open (log, index) descriptors by job (reset in a forked child)."""
         pid = os.getpid()
         local = self._local
         if getattr(local, "pid", None) != pid:
@@ -141,7 +135,6 @@ class SliceFiles:
                     self._pid, self._run, self._threads = pid, secrets.token_hex(6), 0
                 self._threads += 1
                 local.pid, local.name, local.files = pid, slice_file_name(self._run, self._threads), OrderedDict()
-                local.parts = {}  # job -> parts started in this thread's file of the job
         return local.name, local.files
 
     def path(self, job_id: int) -> Path:
@@ -149,43 +142,50 @@ class SliceFiles:
         name, _ = self._mine()
         return self.home.job_logs(job_id) / name
 
-    def fd(self, job_id: int) -> int:
-        """This thread's open descriptor on its file for ``job_id`` (opened, and an old one closed, on need)."""
+    def _open(self, job_id: int) -> tuple[int, int]:
+        """This thread's open descriptors on its log file and index for ``job_id`` (opened, and an old
+        pair closed, on need)."""
         name, files = self._mine()
-        fd = files.get(job_id)
-        if fd is not None:
+        fds = files.get(job_id)
+        if fds is not None:
             files.move_to_end(job_id)
-            return fd
-        fd = open_append(self.home.job_logs(job_id) / name)
-        files[job_id] = fd
+            return fds
+        folder = self.home.job_logs(job_id)
+        fd = open_append(folder / name)
+        try:
+            fds = fd, open_append(folder / index_file_name(name))
+        except OSError:
+            os.close(fd)
+            raise
+        files[job_id] = fds
         while len(files) > OPEN_PER_THREAD:
-            os.close(files.popitem(last=False)[1])
-        return fd
+            for old in files.popitem(last=False)[1]:
+                os.close(old)
+        return fds
 
     def target(self, job_id: int) -> Path | int:
         """Where this thread's task of ``job_id`` logs: the open descriptor, or (if it cannot be opened now)
         the path, opened again at the first record."""
         try:
-            return self.fd(job_id)
+            return self._open(job_id)[0]
         except OSError:
             return self.path(job_id)
 
-    def start(self, job_id: int) -> str | None:
-        """Where this thread's next task of ``job_id`` starts writing, as stored by the claim (``name:offset``);
-        None if the file cannot be read (the task still runs; its log is lost if it cannot be opened either).
+    def begin(self, job_id: int, task_id: int) -> Path | int:
+        """Record that an attempt of task ``task_id`` starts here now, then return where it logs
+        (:meth:`target`).
 
-        The file is not created here but when the task runs (:meth:`target`): a claim that does not go through
-        (a stale message, a wrong job hint) leaves no empty file behind. Until then nothing else writes it
-        (one writer per file), so its size now is where the task starts."""
-        name, files = self._mine()
-        fd = files.get(job_id)
+        The part's start is this thread's file size now: until the task ends nothing else writes the file
+        (one writer per file). It is appended to the file's index (one line, one ``write``), so it is on
+        disk before the task writes its first record, whichever thread claimed the task. If the index
+        cannot be written (a full disk), the task still runs; its records then read as part of the part
+        before it."""
         try:
-            size = os.fstat(fd).st_size if fd is not None else _size(self.home.job_logs(job_id) / name)
+            fd, index = self._open(job_id)
+            os.write(index, index_line(task_id, os.fstat(fd).st_size, time.time()))
         except OSError:
-            return None
-        parts: dict[int, int] = self._local.parts
-        parts[job_id] = n = parts.get(job_id, 0) + 1
-        return slice_token(name, size, n)
+            return self.path(job_id)
+        return fd
 
 
 _ROUTER: TaskLogRouter | None = None

@@ -78,7 +78,7 @@ class Runner:
         #: how a task's outcome is written; the agent retries it with back-off while the store cannot
         #: be written (a full disk), so an outcome is never dropped and the task never stays "running"
         self.until_stored: Callable[[Callable[[], Any]], Any] = lambda write: write()
-        #: each worker thread's open log file per job; the claim records where a task's part starts
+        #: each worker thread's open log file per job; a task's start records where its part begins
         self.logs = SliceFiles(home)
         #: tasks of jobs with a hard time limit run in child processes it starts and may kill
         self.children = ChildTasks(home, agent, type(store).__module__, self.logs)
@@ -89,7 +89,7 @@ class Runner:
     def run(self, task_id: int, dispatch: int, job_id: int | None = None) -> None:
         token, claim = self.counters.claim_started(), None
         try:
-            claim = self.store.claim_task(task_id, dispatch, self.agent, log=self.logs.start, job_id=job_id)
+            claim = self.store.claim_task(task_id, dispatch, self.agent, job_id=job_id)
         finally:
             self.counters.claim_ended(token, claim)
         if claim is None:
@@ -114,11 +114,11 @@ class Runner:
         """Run a claimed task; True when its outcome went to the batched completer (written later)."""
         state: str = TaskState.SUCCEEDED
         try:
+            log_to = self.logs.begin(job.id, task.id)
             if job.hard_limit is not None:
                 state, error, trace = self.children.run(job, task)
             else:
-                state, error, trace = run_task(self.home, self.store, self.agent, job, task,
-                                               log_to=self.logs.target(job.id))
+                state, error, trace = run_task(self.home, self.store, self.agent, job, task, log_to=log_to)
         finally:
             with self.counters.lock:
                 if state == TaskState.SUCCEEDED:

@@ -1,20 +1,27 @@
 """Where a task's log is, and reading it back: parts of per-(job, worker thread) files, checked first.
 
 Layout (issue 18): a worker thread appends every task of a job it runs to one file,
-``logs/jobs/<job>/<run>-<n>.log`` (:class:`jobmanager.engine.logcapture.SliceFiles`). The claim of
-each attempt appends ``<file>:<offset>:<n>`` to the task's ``log_slices`` column (space-separated, in
-attempt order): where that attempt's records start, and that it is the file's n-th part. A part ends
-where the next part recorded in the same file starts (one writer per file, tasks one after another;
-``n`` orders parts that start at the same offset because a quiet task wrote nothing), else at the
-file's end, which is also what a running task has written so far and all a task whose agent was
-killed ever wrote.
+``logs/jobs/<job>/<run>-<n>.log`` (:class:`jobmanager.engine.logcapture.SliceFiles`). When an attempt
+starts, the thread appends ``<task id> <time> <offset>`` to the file's index ``<run>-<n>.idx``: where
+that attempt's records start (``time``: microseconds since the epoch, which orders a task's attempts
+across files; attempt numbers do not, as a lost agent's attempt is given back and counted again).
+The index's n-th line is the file's n-th part. A part ends where the next part of the same file
+starts (one writer per file, tasks one after another; ``n`` orders parts that start at the same
+offset because a quiet task wrote nothing), else at the file's end, which is also what a running
+task has written so far and all a task whose agent was killed ever wrote.
 
-Homes from before: a task that ran in the old layout has its own ``task-NNNN.log`` (all its attempts);
-it is read first, then any parts written since. The finishing step's ``finish.log`` is unchanged.
+The index is written by the thread that runs the attempt, when it starts, not by its claim: an agent
+may claim several tasks in one transaction and run them on any of its threads.
 
-Everything read from the database is checked before a file is touched: a part must name a file of the
-layout's exact shape (no separator, no dot-dot: it cannot leave the job's folder) and its range is
-clamped to the file's size, so a bogus offset reads nothing and never allocates more than the file.
+Homes from before: an earlier version's claim stored ``<file>:<offset>:<n>`` in the
+task's ``log_slices`` column (space-separated, in attempt order); those parts are still read, before
+the indexed ones. A task that ran in the oldest layout has its own ``task-NNNN.log`` (all its attempts);
+it is read first. The finishing step's ``finish.log`` is unchanged.
+
+Everything read from the database or an index is checked before a file is touched: a part must name a
+file of the layout's exact shape (no separator, no dot-dot: it cannot leave the job's folder), an index
+line must be of its exact shape and name one of the job's own tasks, and a range is clamped to the
+file's size, so a bogus offset reads nothing and never allocates more than the file.
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ from typing import Protocol
 
 #: a worker thread's file: ``<12 hex digits>-<thread number>.log``
 SLICE_FILE = re.compile(r"[0-9a-f]{12}-[0-9]{1,9}\.log")
+#: its index: ``<12 hex digits>-<thread number>.idx``
+INDEX_FILE = re.compile(r"([0-9a-f]{12}-[0-9]{1,9})\.idx")
+_ENTRY = re.compile(rb"([0-9]{1,18}) ([0-9]{1,18}) ([0-9]{1,18})")
+#: an index is read up to this size (about 2.5 million parts)
+INDEX_BYTES = 64 * 1024 * 1024
 _TOKEN = re.compile(r"([0-9a-f]{12}-[0-9]{1,9}\.log):([0-9]{1,18}):([0-9]{1,18})")
 #: at most this much of one part is read for a tail
 TAIL_BYTES = 256 * 1024
@@ -43,9 +55,48 @@ def slice_file_name(run: str, thread: int) -> str:
     return name
 
 
-def slice_token(name: str, offset: int, n: int) -> str:
-    """What a claim appends to ``tasks.log_slices``: where an attempt's records start (the file's n-th part)."""
-    return f"{name}:{offset}:{n}"
+def index_file_name(log_name: str) -> str:
+    """The index of a thread's log file ``<run>-<n>.log``: ``<run>-<n>.idx``."""
+    return log_name[: -len(".log")] + ".idx"
+
+
+def index_line(task_id: int, offset: int, at: float) -> bytes:
+    """What a thread appends to its file's index when an attempt starts at ``at``: where its records start."""
+    return b"%d %d %d\n" % (task_id, int(at * 1_000_000), offset)
+
+
+def read_index(folder: Path, task_ids: Iterable[int]) -> dict[int, list[tuple[str, int, int]]]:
+    """The parts the folder's index files record for ``task_ids``: task id -> its (file name, start, n),
+    in the order the attempts started. Lines of another shape, or naming a task not of the job, are skipped."""
+    wanted = set(task_ids)
+    found: dict[int, list[tuple[int, str, int, int]]] = {}
+    try:
+        entries = sorted(e.name for e in os.scandir(folder))
+    except OSError:
+        return {}
+    for entry in entries:
+        m = INDEX_FILE.fullmatch(entry)
+        if m is None:
+            continue
+        log_name = m.group(1) + ".log"
+        data = _read_plain(folder / entry, INDEX_BYTES)
+        for n, line in enumerate(data.split(b"\n")[:-1], 1):  # a line being written (no newline yet) waits
+            e = _ENTRY.fullmatch(line)
+            if e is not None and int(e.group(1)) in wanted:
+                found.setdefault(int(e.group(1)), []).append((int(e.group(2)), log_name, int(e.group(3)), n))
+    return {task: [(name, start, n) for _, name, start, n in sorted(parts)] for task, parts in found.items()}
+
+
+def _read_plain(path: Path, most: int) -> bytes:
+    """Up to ``most`` bytes of a plain file (b"" for a symlink, a folder, a missing file)."""
+    try:
+        fd = os.open(path, _NOFOLLOW)
+    except OSError:
+        return b""
+    try:
+        return os.pread(fd, most, 0) if _plain(fd) else b""
+    finally:
+        os.close(fd)
 
 
 def parse_slices(text: str | None) -> list[tuple[str, int, int]]:
@@ -59,6 +110,7 @@ def parse_slices(text: str | None) -> list[tuple[str, int, int]]:
 
 
 class _TaskRow(Protocol):
+    id: int
     seq: int
     log_slices: str | None
 
@@ -102,9 +154,11 @@ def task_parts(folder: Path, old: Iterable[tuple[int, Path]], tasks: Iterable[_T
     """The parts of the job's task logs in task order (only task ``seq``'s if given), each task's old
     file first. ``folder`` is the job's log folder, ``old`` maps a task's seq to its old-layout file."""
     rows = list(tasks)
+    indexed = read_index(folder, (t.id for t in rows))
+    own = {t.id: parse_slices(t.log_slices) + indexed.get(t.id, []) for t in rows}
     order: dict[str, list[tuple[int, int]]] = {}  # file -> its parts' (n, start), sorted
     for t in rows:
-        for name, start, n in parse_slices(t.log_slices):
+        for name, start, n in own[t.id]:
             order.setdefault(name, []).append((n, start))
     for name in order:
         order[name] = _disjoint(order[name])
@@ -116,7 +170,7 @@ def task_parts(folder: Path, old: Iterable[tuple[int, Path]], tasks: Iterable[_T
             continue
         if t.seq in old_files:
             yield Part(old_files[t.seq])
-        for name, start, n in parse_slices(t.log_slices):
+        for name, start, n in own[t.id]:
             if (name, n, start) not in kept or (name, n, start) in seen:
                 continue  # a part named twice, or one overlapping the file's earlier parts: never read twice
             seen.add((name, n, start))

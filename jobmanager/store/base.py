@@ -144,14 +144,12 @@ class JobStore:
         raise NotImplementedError
 
     # -- what agents do with tasks -------------------------------------------------------
-    def claim_task(self, task_id: int, dispatch: int, agent: str,
-                   log: Callable[[int], str | None] | None = None, job_id: int | None = None) -> Claim | None:
+    def claim_task(self, task_id: int, dispatch: int, agent: str, job_id: int | None = None) -> Claim | None:
         """Move a queued task to running for ``agent``, counting an attempt.
 
-        ``log`` (the agent's), called with the task's job id inside the claim just before the task
-        changes, says where this attempt's log starts; its non-None answer is appended to the task's
-        ``log_slices`` in the same write (jobmanager/engine/tasklogs.py). ``job_id``: the job the message
-        says the task is of, a hint the claim checks (a wrong one claims nothing through it).
+        ``job_id``: the job the message says the task is of, a hint the claim checks (a wrong one claims
+        nothing through it). Where the attempt's log starts is not the claim's business: the thread that
+        runs it records that in its log file's index (jobmanager/engine/tasklogs.py).
 
         Returns None (and changes nothing) when the message is stale: the task is
         not runnable any more, its dispatch counter moved on, or its job is paused

@@ -101,16 +101,10 @@ _COUNTER: dict[str, str] = {TaskState.SUCCEEDED: "tasks_succeeded", TaskState.FA
 _CLAIM_READ = "SELECT id, job_id, seq, state, dispatch FROM tasks WHERE id = ?"
 
 
-def _claim_set(part: str | None) -> str:
-    """What a claim writes into the task row (both claim paths); ``part``: where its log starts."""
-    return ("state = 'running', agent = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL,"
-            " progress_done = NULL, progress_total = NULL, error = NULL, traceback = NULL, cancel_requested = 0,"
-            " waiting = NULL, warning = NULL"
-            + ("" if part is None else ", log_slices = COALESCE(log_slices || ' ', '') || ?"))
-
-
-def _claim_values(agent: str, now: float, part: str | None) -> tuple[Any, ...]:
-    return (agent, now) if part is None else (agent, now, part)
+#: what a claim writes into the task row (both claim paths), with the agent and the time
+_CLAIM_SET = ("state = 'running', agent = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL,"
+              " progress_done = NULL, progress_total = NULL, error = NULL, traceback = NULL, cancel_requested = 0,"
+              " waiting = NULL, warning = NULL")
 
 
 def _attempt(n: object) -> str:
@@ -623,30 +617,25 @@ class SqlStore(JobStore):
         return [dict(r) for r in rows]
 
     # -- what agents do with tasks ----------------------------------------------------------------------
-    def claim_task(self, task_id: int, dispatch: int, agent: str,
-                   log: Callable[[int], str | None] | None = None, job_id: int | None = None) -> Claim | None:
+    def claim_task(self, task_id: int, dispatch: int, agent: str, job_id: int | None = None) -> Claim | None:
         now = time.time()
         hinted = False
         if job_id is not None and self.dialect.writes_in_with:
             hinted = True
             # The message names the task's job: PostgreSQL claims in one statement without reading the task
-            # first (the statement checks the hint; the log part is found for the hinted job before it, so a
-            # wrong hint, which only a queue writer could make, may leave an empty file in that job's folder).
-            # Anything that does not go through is decided below, from a read.
-            claim = self._claim_in_one_statement(job_id, task_id, dispatch, RUNNABLE_TASK, agent,
-                                                 None if log is None else log(job_id), now)
+            # first (the statement checks the hint). Anything that does not go through is decided below,
+            # from a read.
+            claim = self._claim_in_one_statement(job_id, task_id, dispatch, RUNNABLE_TASK, agent, now)
             if claim is not None:
                 return claim
         # The write lock is the store's bottleneck (one writer on SQLite): what needs no lock happens
         # before it is taken or after it is released. Most stale messages without a hint are dropped by this
-        # read; the claim's log part (a file opened for a new job) is found before; rows become models after.
+        # read; rows become models after.
         first = self._fetchone(_CLAIM_READ, (task_id,))
         if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
             return None
-        part = None if log is None else log(first["job_id"])
         if self.dialect.writes_in_with and not (hinted and first["job_id"] == job_id):  # a right hint was tried
-            claim = self._claim_in_one_statement(first["job_id"], task_id, dispatch, (first["state"],), agent,
-                                                 part, now)
+            claim = self._claim_in_one_statement(first["job_id"], task_id, dispatch, (first["state"],), agent, now)
             if claim is not None:
                 return claim
         # Every other claim (SQLite's; on PostgreSQL one a limit counts, one that did not go through above,
@@ -672,8 +661,8 @@ class SqlStore(JobStore):
                           (full, task_id, task["state"], dispatch))
                 return None
             claimed = first_row(c.execute(
-                f"UPDATE tasks SET {_claim_set(part)} WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
-                (*_claim_values(agent, now, part), task_id, task["state"], task["dispatch"]),
+                f"UPDATE tasks SET {_CLAIM_SET} WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
+                (agent, now, task_id, task["state"], task["dispatch"]),
             ))
             if claimed is None:
                 return None
@@ -690,7 +679,7 @@ class SqlStore(JobStore):
         return None if rows is None else Claim(self._to_task(rows[0]), self._to_job(rows[1]))
 
     def _claim_in_one_statement(self, job_id: int, task_id: int, dispatch: int, states: tuple[str, ...],
-                                agent: str, part: str | None, now: float) -> Claim | None:
+                                agent: str, now: float) -> Claim | None:
         """A claim in one statement, its own transaction (PostgreSQL): task ``task_id`` of job ``job_id`` in one
         of ``states`` with ``dispatch``, the job queued or running and counted by no concurrency limit, the
         common case. None when it did not go through (the task or the job is not as said, a limit counts
@@ -711,7 +700,7 @@ class SqlStore(JobStore):
                     f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {COUNTS_JOB})"
                     f" AND EXISTS (SELECT 1 FROM tasks t WHERE {task_is})" + self.dialect.for_update + "),"
                     f" prior AS (SELECT t.id, t.state FROM tasks t, job j WHERE {task_is} FOR UPDATE OF t),"
-                    f" claimed AS (UPDATE tasks SET {_claim_set(part)} FROM prior WHERE tasks.id = prior.id"
+                    f" claimed AS (UPDATE tasks SET {_CLAIM_SET} FROM prior WHERE tasks.id = prior.id"
                     " RETURNING tasks.*, prior.state AS from_state),"
                     " started AS (UPDATE jobs SET state = 'running', updated_at = ?,"
                     " started_at = COALESCE(jobs.started_at, ?) FROM claimed"
@@ -723,7 +712,7 @@ class SqlStore(JobStore):
                     " UNION ALL SELECT ?, id, NULL, NULL, 'job', 'queued', 'running', ?, NULL FROM started)"
                     " SELECT claimed.*, COALESCE((SELECT row_to_json(s) FROM started s), row_to_json(job)) AS job_row"
                     " FROM claimed, job",
-                    (job_id, task_id, dispatch, *states, task_id, dispatch, *states, *_claim_values(agent, now, part),
+                    (job_id, task_id, dispatch, *states, task_id, dispatch, *states, agent, now,
                      now, now, now, TaskState.RUNNING, agent, _attempt(""), now, agent),
                 ).fetchone()
         except self.retryable:
