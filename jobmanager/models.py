@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -153,6 +154,15 @@ class Claim:
     job: Job
 
 
+class Later(enum.Enum):
+    """What :meth:`JobStore.claim_tasks` answers for a task of a batch it leaves to be claimed when it starts."""
+
+    LATER = "later"
+
+
+LATER = Later.LATER
+
+
 @dataclass
 class Outcome:
     """What the store decided when a task ended.
@@ -192,6 +202,8 @@ class Finish:
     #: the store was away is never written over a later claim of the same task by the same agent (which the
     #: attempt number cannot tell: a loss spends no attempt); None: not checked
     dispatch: int | None = None
+    #: when a task claimed with a batch began (its ``started_at`` until then is its claim's); None: at its claim
+    started_at: float | None = None
 
 
 @dataclass

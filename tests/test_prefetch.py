@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,14 +179,17 @@ def test_a_long_task_after_short_ones_does_not_hold_the_messages_it_took(home: P
     wait_for(lambda: all(s == "succeeded" for n, s in states(jm, job_id).items() if n != 3), timeout=30,
              what="a2 runs the rest while a1 is stalled")
     assert {t.agent for t in jm.job(job_id).tasks if t.seq > 3} == {"a2"}
+    assert {(t.attempts, t.losses) for t in jm.job(job_id).tasks if t.seq > 3} == {(1, 0)}  # given back unspent
     jm.cancel(job_id)
     jm.wait(job_id, timeout=30)
     assert_ran_once(jm, job_id, [n for n in range(1, 13) if n != 3])
 
 
 def test_sigkill_loses_the_taken_messages_not_the_tasks(home: Path, jm: JobManager, start_agent) -> None:
-    """Messages held when the agent is SIGKILLed are gone from the queue; the tasks are still queued in the
-    store, and the next agent's sweep sends them again: each task runs once."""
+    """Messages held when the agent is SIGKILLed are gone from the queue; their tasks were claimed with the batch
+    (running for the victim), and the next agent recovers them from the store: each task runs once, none is
+    left running, no attempt is spent. The store cannot tell a claimed task from a started one, so each counts
+    a loss (the batch's claims keep such tasks, and jobs not safe to re-run, for when they start)."""
     set_prefetch(home, 8, 4000)
     victim = start_agent("victim", 1)
     job_id = jm.submit("stall_at", {"tasks": 12, "stall": 3, "seconds": 1.5})
@@ -194,13 +198,59 @@ def test_sigkill_loses_the_taken_messages_not_the_tasks(home: Path, jm: JobManag
     in_queue = {t for t, _ in table(home)}
     held = [n for n in range(4, 13) if ids[n] not in in_queue]
     assert held, "the victim held no messages: nothing to lose"
+    assert {n: (t.state, t.agent) for n, t in tasks_of(jm, job_id).items() if n in held} == {
+        n: ("running", "victim") for n in held}  # claimed in the batch's transaction
     victim.kill()
-    assert all(states(jm, job_id)[n] == "queued" for n in held)
     start_agent("rescuer", 2)
     job = jm.wait(job_id, timeout=60)
     assert job.state == "completed", job
     assert_ran_once(jm, job_id, list(range(1, 13)))
-    assert {t.agent for t in jm.job(job_id).tasks if t.seq in held} == {"rescuer"}
+    tasks = tasks_of(jm, job_id)
+    assert {tasks[n].agent for n in held} == {"rescuer"}
+    assert {(tasks[n].attempts, tasks[n].losses) for n in held} == {(1, 1)}
+
+
+def test_claimed_tasks_that_wait_are_checked_before_they_start(home: Path, jm: JobManager, start_agent) -> None:
+    """Tasks claimed with a batch wait in the agent's buffer while task 3 runs: a pause, then a cancel, made
+    meanwhile reach them before they start. Paused: they go back to the queue (no attempt spent) and run once
+    after the resume; cancelled: they end cancelled with no attempt counted, never started (no log part)."""
+    set_prefetch(home, 8, 4000)
+    start_agent("a1", 1)
+    for action in ("pause", "cancel"):
+        held_then(jm, jm.submit("stall_at", {"tasks": 12, "stall": 3, "seconds": 1.5}), action)
+
+
+def held_then(jm: JobManager, job_id: int, action: str) -> None:
+    """Wait until task 3 stalls with tasks claimed behind it, ``action`` the job, and check what they became."""
+    from jobmanager.engine.tasklogs import read_index
+
+    wait_for(lambda: stalled(jm, job_id, 3), timeout=30, what="task 3 stalls")
+    held = [n for n, t in tasks_of(jm, job_id).items() if n > 3 and t.state == "running"]
+    assert held, "nothing claimed ahead"
+    if action == "pause":
+        jm.pause(job_id)
+        wait_for(lambda: states(jm, job_id)[3] == "succeeded", timeout=30, what="task 3 ends")
+        wait_for(lambda: all(states(jm, job_id)[n] == "queued" for n in held), timeout=10,
+                 what="the claimed tasks back in the queue")
+        tasks = tasks_of(jm, job_id)
+        assert {(tasks[n].attempts, tasks[n].losses) for n in held} == {(0, 0)}
+        jm.resume(job_id)
+        assert jm.wait(job_id, timeout=60).state == "completed"
+        assert_ran_once(jm, job_id, list(range(1, 13)))
+        assert {t.attempts for t in jm.job(job_id).tasks} == {1}
+        return
+    jm.cancel(job_id)
+    assert jm.wait(job_id, timeout=60).state == "cancelled"
+    wait_for(lambda: all(states(jm, job_id)[n] == "cancelled" for n in held), timeout=30,
+             what="the claimed tasks cancelled")  # once task 3 has seen the cancel and ended
+    tasks = tasks_of(jm, job_id)
+    assert {tasks[n].attempts for n in held} == {0}
+    started = read_index(jm.home.job_logs(job_id), [tasks[n].id for n in held])
+    assert started == {}, started  # none of them began
+
+
+def tasks_of(jm: JobManager, job_id: int) -> dict[int, Any]:
+    return {t.seq: t for t in jm.job(job_id).tasks}
 
 
 def test_a_graceful_stop_puts_the_taken_messages_back(home: Path, jm: JobManager, start_agent) -> None:
@@ -213,6 +263,8 @@ def test_a_graceful_stop_puts_the_taken_messages_back(home: Path, jm: JobManager
     assert agent.stop() == 0
     assert states(jm, job_id)[3] == "succeeded"
     assert [t for t, _ in table(home)] == [ids[n] for n in range(4, 13)]  # all back, in order
+    rest = [t for t in jm.job(job_id).tasks if t.seq > 3]  # claimed with the batch: given back as unclaimed
+    assert {(t.state, t.attempts, t.losses) for t in rest} == {("queued", 0, 0)}
 
 
 def test_a_stop_whose_put_back_fails_says_so_and_goes_on(home: Path, queue: Queue, monkeypatch: pytest.MonkeyPatch,

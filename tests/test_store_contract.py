@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from jobmanager.errors import HomeError, InvalidState, NotFound
-from jobmanager.models import JobOptions, NewJob, NewTask
+from jobmanager.models import LATER, Claim, Dispatch, Finish, JobOptions, NewJob, NewTask
 from jobmanager.store import JobStore
 from jobmanager.store.base import SCHEMA_VERSION
 from jobmanager.store.sql import _CLAIM_READ
@@ -415,6 +415,105 @@ def test_a_claim_that_finds_its_limit_full_leaves_the_task_another_agent_took_in
     monkeypatch.undo()
     row = store._fetchone("SELECT state, agent, attempts, waiting FROM tasks WHERE id = ?", (d.task_id,))
     assert (row["state"], row["agent"], row["attempts"], row["waiting"]) == ("running", "a2", 1, None)
+
+
+# -- batched claims (an agent's prefetched batch, engine/prefetch.py) --------------------------------------------
+def test_a_batch_claims_what_each_claim_would_in_one_go(store: JobStore) -> None:
+    """Tasks of two jobs and a stale message in one batch: each task is claimed as claim_task would claim it
+    (an attempt, a start event, the job moved to running once), the stale one is not, and the answers are in
+    the batch's order."""
+    job_a, da = make_job(store, 3)
+    job_b, db = make_job(store, 2)
+    stale = Dispatch(da[2].task_id, da[2].dispatch + 1, job_id=job_a)
+    wanted = [db[1], da[0], stale, da[1], db[0]]
+    got = store.claim_tasks(wanted, "a1")
+    assert [None if g is None else g.task.id for g in got] == [  # type: ignore[union-attr]
+        db[1].task_id, da[0].task_id, None, da[1].task_id, db[0].task_id]
+    for g in got:
+        if isinstance(g, Claim):
+            assert (g.task.state, g.task.agent, g.task.attempts, g.job.state) == ("running", "a1", 1, "running")
+    for job_id, n in ((job_a, 2), (job_b, 2)):
+        events = store.events(job_id)
+        assert [e["agent"] for e in events if e["kind"] == "task" and e["to_state"] == "running"] == ["a1"] * n
+        assert [e["to_state"] for e in events if e["kind"] == "job"] == ["queued", "running"]
+    assert store.get_tasks(job_a)[2].state == "queued"
+    assert store.claim_tasks(wanted, "a2") == [None] * 5  # all taken (or stale): nothing claimed twice
+
+
+def test_a_batch_leaves_tasks_a_crash_would_harm_for_when_they_start(store: JobStore) -> None:
+    """Beyond the first (its worker starts it at once), a batch does not claim a task of a job not safe to
+    re-run, nor one that lost an agent before: a killed agent's unstarted claims count losses."""
+    unsafe, du = store.create_job(type="sleep", name="u", params={}, owner="ana", case=None, priority=0,
+                                  retries=0, has_finish=False, tasks=[NewTask(f"t{i}", {}) for i in range(3)],
+                                  actor="ana", options=JobOptions(rerun_safe=False))
+    got = store.claim_tasks(du, "a1")
+    assert isinstance(got[0], Claim) and got[1:] == [LATER, LATER]
+    assert [t.state for t in store.get_tasks(unsafe)] == ["running", "queued", "queued"]
+    job_id, (d0, d1, d2) = make_job(store, 3)
+    store.register_agent(agent_info("gone", interval=0.1))
+    assert store.claim_task(d1.task_id, d1.dispatch, "gone") is not None
+    assert store.recover_lost("a1", now=time.time() + 1).lost == ["gone"]
+    lost = store.get_tasks(job_id)[1]
+    assert (lost.state, lost.losses) == ("queued", 1)
+    got = store.claim_tasks([d0, Dispatch(d1.task_id, lost.dispatch), d2], "a1")
+    assert isinstance(got[0], Claim) and got[1] is LATER and isinstance(got[2], Claim)
+
+
+def test_a_batch_of_a_job_a_full_limit_counts_claims_up_to_the_limit(store: JobStore) -> None:
+    store.limits.save("two", type="sleep", queue=None, per_case=False, max_running=2, actor="ana")
+    job_id, dispatches = make_job(store, 4)
+    got = store.claim_tasks(dispatches, "a1")
+    assert [isinstance(g, Claim) for g in got] == [True, True, False, False]
+    tasks = store.get_tasks(job_id)
+    assert [t.state for t in tasks] == ["running", "running", "queued", "queued"]
+    assert all("(limit two)" in (t.waiting or "") for t in tasks[2:])
+
+
+def test_released_tasks_go_back_as_if_never_claimed(store: JobStore) -> None:
+    """A batch's claimed tasks given back unstarted: queued with the same dispatch (the message the agent holds
+    stays valid), no attempt spent, no loss; one whose job was cancelled ends cancelled with no attempt; one
+    of a paused job is queued without a message; a task no longer the agent's is left alone."""
+    job_id, dispatches = make_job(store, 3)
+    got = store.claim_tasks(dispatches, "a1")
+    assert all(isinstance(g, Claim) for g in got)
+    assert store.unstarted_change(dispatches[1].task_id, "a1", dispatches[1].dispatch) is None
+    assert store.unstarted_change(dispatches[1].task_id, "a2", dispatches[1].dispatch) == "gone"
+    back = store.release_tasks("a1", [dispatches[1].task_id, dispatches[2].task_id], "not started")
+    assert sorted((d.task_id, d.dispatch) for d in back.dispatches) == sorted(
+        (d.task_id, d.dispatch) for d in dispatches[1:])
+    tasks = store.get_tasks(job_id)
+    assert [(t.state, t.attempts, t.losses, t.dispatch) for t in tasks] == [
+        ("running", 1, 0, 0), ("queued", 0, 0, 0), ("queued", 0, 0, 0)]
+    assert store.claim_task(dispatches[1].task_id, dispatches[1].dispatch, "a2") is not None  # the held message
+    assert store.release_tasks("a1", [dispatches[1].task_id], "not mine").dispatches == []
+    assert store.get_tasks(job_id)[1].agent == "a2"
+
+    paused, pd = make_job(store, 2)
+    store.claim_tasks(pd, "a1")
+    store.pause_job(paused, "ana")
+    assert store.unstarted_change(pd[1].task_id, "a1", pd[1].dispatch) == "paused"
+    assert store.release_tasks("a1", [pd[1].task_id], "paused").dispatches == []
+    assert store.get_tasks(paused)[1].state == "queued"
+
+    cancelled, cd = make_job(store, 2)
+    store.claim_tasks(cd, "a1")
+    store.cancel_job(cancelled, "ana")
+    assert store.unstarted_change(cd[1].task_id, "a1", cd[1].dispatch) == "cancel"
+    store.release_tasks("a1", [cd[1].task_id], "cancelled before it started")
+    task = store.get_tasks(cancelled)[1]
+    assert (task.state, task.attempts) == ("cancelled", 0)
+
+
+def test_the_start_of_a_task_claimed_ahead_is_written_with_its_outcome(store: JobStore) -> None:
+    """A task claimed with a batch may start after its claim: the completer writes when it began."""
+    job_id, (d0, d1) = make_job(store, 2)
+    store.claim_tasks([d0, d1], "a1")
+    claimed_at = store.get_tasks(job_id)[1].started_at
+    began = claimed_at + 0.04
+    store.finish_tasks("a1", [Finish(d0.task_id, "succeeded", at=began), Finish(d1.task_id, "failed", error="x",
+                                                                                at=began + 1, started_at=began)])
+    first, second = store.get_tasks(job_id)
+    assert first.started_at == claimed_at and second.started_at == pytest.approx(began)
 
 
 def test_success_completes_job_and_records_events(store: JobStore) -> None:

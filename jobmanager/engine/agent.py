@@ -178,11 +178,12 @@ class Agent:
             self.checkpoints.start()
         if self.worker_type == "thread":  # a forked worker process would copy the shared buffer
             settings = self.home.settings
-            self.queue.start_prefetch(settings.prefetch_batch, settings.prefetch_hold_ms, settings.prefetch_short_ms)
+            self.queue.start_prefetch(settings.prefetch_batch, settings.prefetch_hold_ms, settings.prefetch_short_ms,
+                                      claims=self.runner)
         try:
             consumer.run()
         finally:
-            self.queue.stop_prefetch()  # the workers have stopped: what they took and did not claim goes back
+            self.queue.stop_prefetch()  # the workers have stopped: what they took and did not start goes back
             if listener is not None:
                 listener.close()
             self.completer.close()  # the buffer is written before the agent reports itself stopped

@@ -69,10 +69,14 @@ class Prefetch:
     """
 
     def __init__(self, pop: Callable[[int], list[Message]], put_back: Callable[[list[Message]], None], *,
-                 batch: int = BATCH, short_s: float = SHORT_S, hold_s: float = HOLD_S) -> None:
+                 batch: int = BATCH, short_s: float = SHORT_S, hold_s: float = HOLD_S,
+                 claim: Callable[[list[Message]], list[bool | None]] | None = None,
+                 release: Callable[[list[Message], str], list[Message]] | None = None) -> None:
         self._pop, self._put_back = pop, put_back
+        self._claim, self._release = claim, release
         self.batch, self.short_s, self.hold_s = max(1, batch), short_s, max(MIN_HOLD_S, hold_s)
-        self._held: deque[tuple[Message, float]] = deque()  # best first within a batch; batches in time order
+        # (message, taken at, claimed): best first within a batch; batches in time order
+        self._held: deque[tuple[Message, float, bool]] = deque()
         self._cond = threading.Condition()
         self._local = threading.local()
         self._keeper: threading.Thread | None = None
@@ -84,56 +88,77 @@ class Prefetch:
     def take(self) -> bytes | None:
         """The next message for this worker thread: from the buffer, else from the queue."""
         now = time.monotonic()
-        short = now - getattr(self._local, "last", float("-inf")) < self.short_s
+        # short: this thread's previous message came back within short_s (an empty dequeue does not count:
+        # after an idle spell the first message is taken alone, so a queue of long tasks is never claimed ahead)
+        took = now - getattr(self._local, "last", float("-inf"))
         self._local.last = now
         with self._cond:
             if self._held:
                 return self._held.popleft()[0].data
             closed = self._closed
-        messages = self._pop(self.batch if short and not closed else 1)
+        messages = self._pop(1 if closed else self.size(took))
         if not messages:
+            self._local.last = float("-inf")
             return None
         if len(messages) > 1:
+            claimed: list[bool | None] = [None] * len(messages) if self._claim is None else self._claim(messages)
+            # a message whose claim was decided against (stale, or waiting for a limit's slot) is dropped
+            kept = [(m, now, bool(c)) for m, c in zip(messages[1:], claimed[1:], strict=True) if c is not False]
             with self._cond:
                 if self._closed:  # closed meanwhile: back to the queue at once
-                    rest = messages[1:]
+                    rest = kept
                 else:
                     rest = []
-                    self._held.extend((m, now) for m in messages[1:])
+                    self._held.extend(kept)
                     self.batches += 1
                     self._start_keeper()
                     if self._keeper_sleeps:
                         self._cond.notify()
             if rest:
-                self._give_back(rest)
+                self._give_back(rest, "the agent is stopping")
         return messages[0].data
+
+    def size(self, took: float) -> int:
+        """How many messages a dequeue takes after a message that took ``took`` seconds: one after a long one;
+        after a short one, ``batch`` at most, and no more than this thread alone would run in half the hold
+        time at that pace (the others then rarely wait long enough to be given back)."""
+        if took >= self.short_s:
+            return 1
+        return max(2, min(self.batch, int(self.hold_s / 2 / max(took, 1e-5))))
 
     def held(self) -> list[bytes]:
         """The buffered messages' data (the sweep counts them as queued)."""
         with self._cond:
-            return [m.data for m, _ in self._held]
+            return [m.data for m, _, _ in self._held]
 
     def close(self) -> None:
         """Put every buffered message back and stop the keeper (a graceful stop)."""
         with self._cond:
             self._closed = True
-            rest = [m for m, _ in self._held]
+            rest = list(self._held)
             self._held.clear()
             self._cond.notify()
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.join()
         if rest:
-            self._give_back(rest)
+            self._give_back(rest, "the agent stopped before it started")
 
-    def _give_back(self, messages: list[Message]) -> None:
-        """Put messages back; if the queue cannot be written (a full disk), say so: the store still has the
-        tasks queued, and the sweep sends them again. Never raises (a stop must go on)."""
+    def _give_back(self, held: list[tuple[Message, float, bool]], why: str) -> None:
+        """Put messages back, after giving back the tasks claimed for them (``release``: queued again in the
+        store, with the dispatch of their messages, which go back in their places). If the queue cannot be
+        written (a full disk), say so: the store still has the tasks queued, and the sweep sends them again.
+        Never raises (a stop must go on)."""
+        claimed = [m for m, _, c in held if c]
+        messages = [m for m, _, c in held if not c]
         try:
-            self._put_back(messages)
+            if claimed and self._release is not None:  # the messages of the tasks queued again go back too
+                messages = sorted(messages + self._release(claimed, why), key=lambda m: (-m.priority, m.id))
+            if messages:
+                self._put_back(messages)
         except Exception as exc:  # noqa: BLE001
             log.warning("prefetch: %d messages could not be put back in the queue (%s); the sweep sends "
-                        "them again", len(messages), exc)
+                        "them again", len(held), exc)
 
     def _start_keeper(self) -> None:  # under self._cond
         if self._keeper is None:
@@ -160,8 +185,9 @@ class Prefetch:
                     continue
                 aged = []
                 while self._held and now - self._held[0][1] >= self.hold_s:
-                    aged.append(self._held.popleft()[0])
+                    aged.append(self._held.popleft())
                 if not aged:
                     self._cond.wait(self.hold_s / 2)
                     continue
-            self._give_back(aged)
+            self._give_back(aged, f"not started within {self.hold_s * 1000:g} ms of its claim (the agent's workers"
+                                  " were busy)")

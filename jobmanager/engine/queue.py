@@ -60,6 +60,14 @@ def job_hint(message: str | None) -> int | None:
 _HINT = re.compile(r"j([1-9][0-9]{0,17})\.")
 
 
+class AheadClaims(Protocol):
+    """What claims a prefetched batch's tasks (the agent's :class:`jobmanager.engine.runner.Runner`)."""
+
+    def claim_ahead(self, wanted: list[Dispatch | None]) -> list[bool | None]: ...
+
+    def release_ahead(self, keys: list[tuple[int, int]], reason: str) -> list[tuple[int, int]]: ...
+
+
 class Handler(Protocol):
     def run(self, task_id: int, dispatch: int, job_id: int | None = None) -> None: ...
     def finalize(self, job_id: int) -> None: ...
@@ -262,10 +270,11 @@ class Queue:
         return int(self.huey.pending_count())
 
     def start_prefetch(self, batch: int = BATCH, hold_ms: float = HOLD_S * 1000,
-                       short_ms: float = SHORT_S * 1000) -> bool:
+                       short_ms: float = SHORT_S * 1000, claims: AheadClaims | None = None) -> bool:
         """Let this process's dequeues take up to ``batch`` messages while its tasks take under ``short_ms``
         (engine/prefetch.py): for an agent's thread workers, on SQLite (a transaction a batch) and on Redis
-        (a round trip a batch). False, and nothing changes, with ``batch`` 1."""
+        (a round trip a batch). ``claims`` (the agent's runner) claims each batch's tasks in one store
+        transaction. False, and nothing changes, with ``batch`` 1."""
         storage = self.huey.storage
         if not isinstance(storage, QueueStorage | QueueRedisStorage) or batch <= 1:
             return False
@@ -275,9 +284,28 @@ class Queue:
             if self._wake is not None:
                 wake_all(self._wake)  # idle workers of every agent find them
 
+        claim = release = None
+        if claims is not None:
+            def claim(messages: list[Message]) -> list[bool | None]:
+                return claims.claim_ahead([self._run_of(m.data) for m in messages])
+
+            def release(messages: list[Message], why: str) -> list[Message]:
+                keyed = {(d.task_id, d.dispatch): m for m in messages if (d := self._run_of(m.data)) is not None}
+                return [keyed[k] for k in claims.release_ahead(list(keyed), why)]
+
         storage.prefetch = Prefetch(storage.pop, put_back, batch=batch, hold_s=hold_ms / 1000,
-                                    short_s=short_ms / 1000)
+                                    short_s=short_ms / 1000, claim=claim, release=release)
         return True
+
+    def _run_of(self, data: bytes) -> Dispatch | None:
+        """The task a run message names (task id, dispatch and the job hint); None for any other message."""
+        try:
+            task = self.huey.deserialize_task(data)
+            if task.name != "jm.run":
+                return None
+            return Dispatch(int(task.args[0]), int(task.args[1]), job_id=job_hint(task.id))
+        except Exception:  # noqa: BLE001 - not ours to judge here: Huey reports it when it runs the message
+            return None
 
     def stop_prefetch(self) -> None:
         """Put the prefetched messages back (after the workers stopped taking them)."""

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import traceback as tb
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from jobmanager.engine.engine import Engine
 from jobmanager.engine.logcapture import SliceFiles, router
 from jobmanager.engine.states import TaskState
 from jobmanager.home import Home
-from jobmanager.models import Claim, Finish, Job, Task
+from jobmanager.models import LATER, Claim, Dispatch, Finish, Job, Task
 from jobmanager.store import JobStore
 
 log = logging.getLogger("jobmanager.engine.agent")
@@ -59,13 +59,21 @@ class Counters:
             self.claims[token] = time.time()
         return token
 
-    def claim_ended(self, token: object, claim: Claim | None) -> None:
-        """After a claim: its task (if it was claimed) is reported from now on, in the same step."""
+    def claim_ended(self, token: object, *claims: Claim | None) -> None:
+        """After a claim (or a batch): its tasks (those claimed) are reported from now on, in the same step."""
         with self.lock:
             del self.claims[token]
-            if claim is not None:
-                task = claim.task
-                self.current[task.id] = {"id": task.id, "job": claim.job.id, "task": task.seq, "name": task.name}
+            for claim in claims:
+                if claim is not None:
+                    task = claim.task
+                    self.current[task.id] = {"id": task.id, "job": claim.job.id, "task": task.seq,
+                                             "name": task.name}
+
+    def forget(self, task_ids: Iterable[int]) -> None:
+        """These tasks are no longer this agent's (written, given back, or taken back by the store)."""
+        with self.lock:
+            for task_id in task_ids:
+                self.current.pop(task_id, None)
 
 
 class Runner:
@@ -84,41 +92,114 @@ class Runner:
         self.children = ChildTasks(home, agent, type(store).__module__, self.logs)
         #: the batched completer outcomes go to (engine/completer.py); None: each written at once
         self.completer: Completer | None = None
+        #: tasks claimed in a batch whose messages wait in the prefetch buffer, by (task id, dispatch), with
+        #: whether they must be checked again before they start (claim_ahead)
+        self._ahead: dict[tuple[int, int], tuple[Claim, bool]] = {}
+        self._ahead_lock = threading.Lock()
 
     # -- jm.run ----------------------------------------------------------------------------
     def run(self, task_id: int, dispatch: int, job_id: int | None = None) -> None:
-        token, claim = self.counters.claim_started(), None
-        try:
-            claim = self.store.claim_task(task_id, dispatch, self.agent, job_id=job_id)
-        finally:
-            self.counters.claim_ended(token, claim)
+        with self._ahead_lock:
+            ahead = self._ahead.pop((task_id, dispatch), None)
+        began = None
+        if ahead is not None:
+            claim: Claim | None = ahead[0] if not ahead[1] or self._may_start(ahead[0]) else None
+            began = time.time() if ahead[1] else None  # it waited after its claim: its start is now
+        else:
+            token, claim = self.counters.claim_started(), None
+            try:
+                claim = self.store.claim_task(task_id, dispatch, self.agent, job_id=job_id)
+            finally:
+                self.counters.claim_ended(token, claim)
         if claim is None:
             log.debug("dropped stale message for task %s (dispatch %s)", task_id, dispatch)
             return
         task, job = claim.task, claim.job
         handed = False
         try:
-            handed = self._run(task, job)
+            handed = self._run(task, job, began)
         finally:  # reported until the outcome is written: else the store would take the task back
             if not handed:  # the completer stops reporting it once its batch is written (written())
-                with self.counters.lock:
-                    self.counters.current.pop(task.id, None)
+                self.counters.forget([task.id])
 
     def written(self, task_ids: list[int]) -> None:
         """The completer wrote these tasks' outcomes: the heartbeat stops reporting them."""
-        with self.counters.lock:
-            for task_id in task_ids:
-                self.counters.current.pop(task_id, None)
+        self.counters.forget(task_ids)
 
-    def _run(self, task: Task, job: Job) -> bool:
-        """Run a claimed task; True when its outcome went to the batched completer (written later)."""
+    # -- claims ahead (engine/prefetch.py) ---------------------------------------------------
+    def claim_ahead(self, wanted: list[Dispatch | None]) -> list[bool | None]:
+        """Claim the tasks of a batch of messages one worker took, in one transaction; the first is the one
+        that worker runs now, the others wait in the agent's buffer for any worker. For each message: True
+        (claimed: its run uses this claim), False (not claimed: a stale message, or its task waits for a
+        concurrency limit's slot; drop it), None (not a task's message, a task the store leaves to be
+        claimed when it starts, or the claim failed: it stays a message, claimed when it runs)."""
+        asked = [w for w in wanted if w is not None]
+        token, answers = self.counters.claim_started(), []
+        try:
+            answers = self.store.claim_tasks(asked, self.agent)
+        except Exception as exc:  # the store's trouble: each message is claimed on its own when it runs
+            log.debug("a batch of %d claims failed (%s); claimed one by one", len(asked), exc)
+            return [None] * len(wanted)
+        finally:
+            self.counters.claim_ended(token, *(a for a in answers if isinstance(a, Claim)))
+        got = {(c.task.id, c.task.dispatch): c for c in answers if isinstance(c, Claim)}
+        later = {_key(w) for w, a in zip(asked, answers, strict=True) if a is LATER}
+        first = None if wanted[0] is None else _key(wanted[0])
+        with self._ahead_lock:
+            for key, claim in got.items():
+                # the first starts now, in the thread that claimed it; the others are checked again first
+                self._ahead[key] = (claim, key != first)
+        return [None if w is None or _key(w) in later else _key(w) in got for w in wanted]
+
+    def release_ahead(self, keys: list[tuple[int, int]], reason: str) -> list[tuple[int, int]]:
+        """Give back claimed tasks whose messages will not run here (they waited longer than the buffer
+        holds a message, or the agent stops): queued again without an attempt spent. Returns the (task id,
+        dispatch) of the messages to put back in the queue (in their places). If the store cannot be
+        written, they stay claimed; the heartbeat no longer reports them, so the store takes them back."""
+        with self._ahead_lock:
+            taken = [self._ahead.pop(k, None) for k in keys]
+        return self._give_back([ahead[0].task.id for ahead in taken if ahead is not None], reason, keys)
+
+    def _give_back(self, ids: list[int], reason: str, held: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if not ids:
+            return []
+        try:
+            return self.engine.release(self.agent, ids, reason, held)
+        except Exception as exc:  # noqa: BLE001 - a stop must go on
+            log.warning("%d claimed tasks could not be given back (%s); the store takes them back", len(ids), exc)
+            return []
+        finally:
+            self.counters.forget(ids)
+
+    def _may_start(self, claim: Claim) -> bool:
+        """Whether a task claimed ahead may start now: a cancel or a pause that came after its claim reaches
+        it here, before it starts (it is then given back: cancelled, or queued while its job is paused)."""
+        task = claim.task
+        try:
+            change = self.store.unstarted_change(task.id, self.agent, task.dispatch)
+        except Exception:  # the store cannot be read: not reported any more, the store takes it back later
+            self.counters.forget([task.id])
+            raise
+        if change is None:
+            return True
+        if change == "gone":  # taken back meanwhile (its agent was thought lost): not ours to run
+            self.counters.forget([task.id])
+        else:
+            self._give_back([task.id], "cancelled before it started" if change == "cancel"
+                            else f"not started: its job is {change}", [])
+        return False
+
+    def _run(self, task: Task, job: Job, began: float | None = None) -> bool:
+        """Run a claimed task; True when its outcome went to the batched completer (written later). ``began``:
+        when a task claimed some time before starts (its soft limit counts from then, and the completer
+        writes it as the task's ``started_at``)."""
         state: str = TaskState.SUCCEEDED
         try:
             log_to = self.logs.begin(job.id, task.id)
             if job.hard_limit is not None:
                 state, error, trace = self.children.run(job, task)
             else:
-                state, error, trace = run_task(self.home, self.store, self.agent, job, task, log_to=log_to)
+                state, error, trace = run_task(self.home, self.store, self.agent, job, task, began, log_to=log_to)
         finally:
             with self.counters.lock:
                 if state == TaskState.SUCCEEDED:
@@ -128,7 +209,8 @@ class Runner:
         # a task's own text may hold NUL characters, which PostgreSQL's text columns refuse
         error, trace = _no_nul(error), _no_nul(trace)
         if self.completer is not None:
-            self.completer.finish(Finish(task.id, state, error, trace, time.time(), dispatch=task.dispatch))
+            self.completer.finish(Finish(task.id, state, error, trace, time.time(), dispatch=task.dispatch,
+                                         started_at=began))
             return True
         outcome = self.engine.finish_task(task.id, self.agent, state, error=error, traceback=trace,
                                           stored=self.until_stored)
@@ -162,6 +244,10 @@ class Runner:
                 error = _one_line(exc)
                 task_log.error("finishing step failed: %s\n%s", error, tb.format_exc())
         self.until_stored(lambda: self.store.end_finalize(job.id, self.agent, error))
+
+
+def _key(d: Dispatch) -> tuple[int, int]:
+    return d.task_id, d.dispatch
 
 
 def task_header(job: Job, task: Task, agent: str) -> str:

@@ -19,6 +19,7 @@ from jobmanager.models import (
     Dispatch,
     Finish,
     Job,
+    Later,
     NewJob,
     Outcome,
     Recovery,
@@ -158,6 +159,25 @@ class JobStore:
         reason, spends no attempt, and is woken (:meth:`finish_task`'s ``Outcome.wake``)
         when a slot frees.
         """
+        raise NotImplementedError
+
+    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str) -> list[Claim | Later | None]:
+        """Claim several tasks in one transaction, each decided as :meth:`claim_task` decides it; the
+        result is aligned with ``wanted`` (None: not claimed, as claim_task's None). The first is the task
+        its worker starts at once; any other whose job is not safe to re-run, or that has lost an agent
+        before, is left alone (``LATER``: to be claimed when it starts)."""
+        raise NotImplementedError
+
+    def release_tasks(self, agent: str, task_ids: Sequence[int], reason: str) -> Recovery:
+        """Give back tasks ``agent`` claimed and never started, as if unclaimed (no attempt spent, no loss,
+        the same dispatch; cancelled if a cancel was asked; queued without a message while the job is
+        paused). The dispatches to send are returned: the given-back tasks' (the messages the agent holds
+        are valid for them) and those of tasks a freed concurrency slot wakes."""
+        raise NotImplementedError
+
+    def unstarted_change(self, task_id: int, agent: str, dispatch: int) -> str | None:
+        """Why a task ``agent`` claimed ahead must not start now, or None: "gone" (no longer its),
+        "cancel" (a cancel was asked), or the job's state when the job is not running."""
         raise NotImplementedError
 
     def report_progress(self, task_id: int, agent: str, done: float, total: float | None) -> bool:

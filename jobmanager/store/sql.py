@@ -38,6 +38,7 @@ SQL is written with ``?`` placeholders; the PostgreSQL connection adapts it
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,12 +50,14 @@ import psutil
 from jobmanager.engine.states import DONE_TASK, FINISHED, IN_PROGRESS, RUNNABLE_TASK, AgentState, JobState, TaskState
 from jobmanager.errors import HomeError, InvalidState, NotFound
 from jobmanager.models import (
+    LATER,
     Claim,
     Completed,
     Dispatch,
     Finish,
     Job,
     JobOptions,
+    Later,
     NewJob,
     NewTask,
     Outcome,
@@ -641,49 +644,161 @@ class SqlStore(JobStore):
         # Every other claim (SQLite's; on PostgreSQL one a limit counts, one that did not go through above,
         # which this path decides again and explains). A deadlock (PostgreSQL) runs it again, as in every
         # other transition.
-        def general(c: Connection) -> tuple[Row, Row] | None:
-            # The task is not read again under the lock: with row locks it is (_lock_task_and_job); without
-            # them (SQLite) the UPDATE below is conditional on the state and dispatch read above, so a task
-            # changed in between is not claimed. Each statement less is a GIL hand-off less between
-            # the workers, which costs more than the statement (issue 18).
-            limits = self.limits.lock(c, "jobs j WHERE j.id = ?", (first["job_id"],))
-            locked = self._lock_task_and_job(c, first)
-            if locked is None:
-                return None
-            task, job = locked
-            if task["dispatch"] != dispatch or task["state"] not in RUNNABLE_TASK:
-                return None
-            if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
-                return None
-            full = self.limits.full(c, limits, job)
-            if full is not None:  # stays queued, no attempt spent; woken when a slot frees (_wake)
-                c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND state = ? AND dispatch = ?",
-                          (full, task_id, task["state"], dispatch))
-                return None
-            claimed = first_row(c.execute(
-                f"UPDATE tasks SET {_CLAIM_SET} WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
-                (agent, now, task_id, task["state"], task["dispatch"]),
-            ))
-            if claimed is None:
-                return None
-            self._event(
-                c, "task", job_id=task["job_id"], task_id=task_id, seq=task["seq"], from_state=task["state"],
-                to_state=TaskState.RUNNING, agent=agent, message=_attempt(claimed["attempts"]), at=now,
-            )
-            if job["state"] == JobState.QUEUED:
-                self._job_state(c, job, JobState.RUNNING, by=agent, started_at=job["started_at"] or now)
-                job = self._job_row(c, job["id"])
-            return claimed, job
-
-        rows = self._retrying(general)
+        rows = self._retrying(lambda c: self._claim_locked(c, first, dispatch, agent, now))
         return None if rows is None else Claim(self._to_task(rows[0]), self._to_job(rows[1]))
+
+    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str) -> list[Claim | Later | None]:
+        """Several claims in one transaction (an agent's batch, engine/prefetch.py): one read of the tasks
+        without a lock, then each claim decided as :meth:`claim_task` decides it, in (job, task) order,
+        the one lock order. On SQLite that is one write lock and one commit for the batch instead of one
+        each, and a job's tasks are claimed together (:meth:`_claim_of_one_job`); on PostgreSQL each claim
+        that can be is one statement (as a hinted claim), all in one transaction (one commit). Only
+        ``task_id`` and ``dispatch`` of each are used.
+
+        The first is the task its worker starts at once. Any other is left (``LATER``: claimed when it
+        starts) if its job is not safe to re-run or it has lost an agent before: an agent killed with
+        tasks claimed and not started counts each a loss (the store cannot tell them from started ones),
+        which must neither fail a task of a job that may not run twice nor let a task that kills its
+        agents fail its innocent neighbours batch after batch."""
+        if len(wanted) <= 1:
+            return [self.claim_task(w.task_id, w.dispatch, agent, job_id=w.job_id) for w in wanted]
+        now = time.time()
+        ids, values = self.dialect.in_("t.id", [w.task_id for w in wanted])
+        read = {r["id"]: r for r in self._fetchall(
+            "SELECT t.id, t.job_id, t.seq, t.state, t.dispatch, t.losses, j.rerun_safe FROM tasks t"
+            f" JOIN jobs j ON j.id = t.job_id WHERE {ids}", values)}
+        got: list[Claim | Later | None] = [None] * len(wanted)
+        todo = []
+        for i, w in enumerate(wanted):
+            first = read.get(w.task_id)
+            if first is None or first["dispatch"] != w.dispatch or first["state"] not in RUNNABLE_TASK:
+                continue
+            if i > 0 and (first["losses"] or not first["rerun_safe"]):
+                got[i] = LATER
+            else:
+                todo.append((first["job_id"], w.task_id, i))
+        todo.sort()
+
+        def claim(c: Connection) -> list[Claim | Later | None]:
+            got_now = list(got)
+            for job_id, group in itertools.groupby(todo, key=lambda t: t[0]):
+                items = [(read[task_id], wanted[i].dispatch, i) for _, task_id, i in group]
+                if not self.dialect.row_locks and len(items) > 1:
+                    together = self._claim_of_one_job(c, job_id, items, agent, now)
+                    if together is not None:
+                        for i, one in together:
+                            got_now[i] = one
+                        continue
+                for first, dispatch, i in items:
+                    got_now[i] = self._claim_one_of_batch(c, job_id, first, dispatch, agent, now)
+            return got_now
+
+        return self._retrying(claim) if todo else got
+
+    def _claim_one_of_batch(self, c: Connection, job_id: int, first: Row, dispatch: int, agent: str,
+                            now: float) -> Claim | None:
+        """One claim of a batch, in its transaction: PostgreSQL's one statement if it goes through, else
+        the general path."""
+        if self.dialect.writes_in_with:
+            row = self._claim_statement(c, job_id, first["id"], dispatch, (first["state"],), agent, now)
+            if row is not None:
+                return self._one_statement_claim(row)
+        rows = self._claim_locked(c, first, dispatch, agent, now)
+        return None if rows is None else Claim(self._to_task(rows[0]), self._to_job(rows[1]))
+
+    def _claim_of_one_job(self, c: Connection, job_id: int, items: list[tuple[Row, int, int]], agent: str,
+                          now: float) -> list[tuple[int, Claim]] | None:
+        """Several tasks of one job claimed in a few statements (SQLite, whose write lock is the whole
+        database): each task is claimed if its state and dispatch are still those read before the lock (the
+        UPDATE's condition, as in :meth:`_claim_locked`), their events are one INSERT, and a queued job moves
+        to running once. ``items``: (the task as read, the message's dispatch, its index in the batch).
+        None when a concurrency limit counts the job: each claim changes its count, so they are made one by
+        one."""
+        if self.limits.lock(c, "jobs j WHERE j.id = ?", (job_id,)):
+            return None
+        job = self._job_row(c, job_id)
+        if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
+            return []
+        ids, values = self.dialect.in_("id", [first["id"] for first, _, _ in items])
+        states, state_values = self.dialect.in_("state || ''", RUNNABLE_TASK)  # the id index, not the state one
+        when = " ".join("WHEN ? THEN ?" for _ in items)
+        claimed = c.execute(
+            f"UPDATE tasks SET {_CLAIM_SET} WHERE {ids} AND {states} AND dispatch = CASE id {when} END RETURNING *",
+            (agent, now, *values, *state_values, *[v for first, dispatch, _ in items for v in (first["id"], dispatch)]),
+        ).fetchall()
+        if not claimed:
+            return []
+        read = {first["id"]: (first, i) for first, _, i in items}
+        claimed.sort(key=lambda r: r["id"])
+        c.execute(
+            "INSERT INTO events (at, job_id, task_id, seq, kind, from_state, to_state, agent, message) VALUES "
+            + ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(claimed)),
+            [v for r in claimed for v in (now, job_id, r["id"], r["seq"], "task", read[r["id"]][0]["state"],
+                                          TaskState.RUNNING, agent, _attempt(r["attempts"]))])
+        if job["state"] == JobState.QUEUED:
+            self._job_state(c, job, JobState.RUNNING, by=agent, started_at=job["started_at"] or now)
+            job = self._job_row(c, job_id)
+        as_job = self._to_job(job)
+        return [(read[r["id"]][1], Claim(self._to_task(r), as_job)) for r in claimed]
+
+    def _claim_locked(self, c: Connection, first: Row, dispatch: int, agent: str,
+                      now: float) -> tuple[Row, Row] | None:
+        """A claim's general path in transaction ``c``: the claimed task row and its job's row, or None."""
+        # The task is not read again under the lock: with row locks it is (_lock_task_and_job); without
+        # them (SQLite) the UPDATE below is conditional on the state and dispatch read before, so a task
+        # changed in between is not claimed. Each statement less is a GIL hand-off less between
+        # the workers, which costs more than the statement (issue 18).
+        task_id = first["id"]
+        limits = self.limits.lock(c, "jobs j WHERE j.id = ?", (first["job_id"],))
+        locked = self._lock_task_and_job(c, first)
+        if locked is None:
+            return None
+        task, job = locked
+        if task["dispatch"] != dispatch or task["state"] not in RUNNABLE_TASK:
+            return None
+        if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
+            return None
+        full = self.limits.full(c, limits, job)
+        if full is not None:  # stays queued, no attempt spent; woken when a slot frees (_wake)
+            c.execute("UPDATE tasks SET waiting = ? WHERE id = ? AND state = ? AND dispatch = ?",
+                      (full, task_id, task["state"], dispatch))
+            return None
+        claimed = first_row(c.execute(
+            f"UPDATE tasks SET {_CLAIM_SET} WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
+            (agent, now, task_id, task["state"], task["dispatch"]),
+        ))
+        if claimed is None:
+            return None
+        self._event(
+            c, "task", job_id=task["job_id"], task_id=task_id, seq=task["seq"], from_state=task["state"],
+            to_state=TaskState.RUNNING, agent=agent, message=_attempt(claimed["attempts"]), at=now,
+        )
+        if job["state"] == JobState.QUEUED:
+            self._job_state(c, job, JobState.RUNNING, by=agent, started_at=job["started_at"] or now)
+            job = self._job_row(c, job["id"])
+        return claimed, job
 
     def _claim_in_one_statement(self, job_id: int, task_id: int, dispatch: int, states: tuple[str, ...],
                                 agent: str, now: float) -> Claim | None:
-        """A claim in one statement, its own transaction (PostgreSQL): task ``task_id`` of job ``job_id`` in one
-        of ``states`` with ``dispatch``, the job queued or running and counted by no concurrency limit, the
-        common case. None when it did not go through (the task or the job is not as said, a limit counts
-        it, a deadlock): the general path then decides.
+        """A claim in one statement, its own transaction (PostgreSQL; :meth:`_claim_statement`). None when it did
+        not go through (including a deadlock): the general path then decides."""
+        try:
+            with self._storage_errors():
+                row = self._claim_statement(self._conn(), job_id, task_id, dispatch, states, agent, now)
+        except self.retryable:
+            return None
+        return None if row is None else self._one_statement_claim(row)
+
+    def _one_statement_claim(self, row: Row) -> Claim:
+        job = row["job_row"]  # psycopg decodes json
+        return Claim(self._to_task(row), self._to_job(json.loads(job) if isinstance(job, str) else job))
+
+    def _claim_statement(self, c: Connection, job_id: int, task_id: int, dispatch: int, states: tuple[str, ...],
+                         agent: str, now: float) -> Row | None:
+        """A claim in one statement (PostgreSQL): task ``task_id`` of job ``job_id`` in one of ``states`` with
+        ``dispatch``, the job queued or running and counted by no concurrency limit, the common case. None
+        when it did not go through (the task or the job is not as said, a limit counts it): the general
+        path then decides.
 
         The same writes as the general path in one round trip instead of seven to ten (each is 150-250 µs
         here): the job row locked first (the one lock order: jobs, then tasks; a task that is not as said
@@ -693,34 +808,67 @@ class SqlStore(JobStore):
         """
         marks = ", ".join("?" * len(states))
         task_is = f"t.id = ? AND t.job_id = j.id AND t.dispatch = ? AND t.state IN ({marks})"
-        try:
-            with self._storage_errors():
-                row = self._conn().execute(
-                    "WITH job AS (SELECT j.* FROM jobs j WHERE j.id = ? AND j.state IN ('queued', 'running')"
-                    f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {COUNTS_JOB})"
-                    f" AND EXISTS (SELECT 1 FROM tasks t WHERE {task_is})" + self.dialect.for_update + "),"
-                    f" prior AS (SELECT t.id, t.state FROM tasks t, job j WHERE {task_is} FOR UPDATE OF t),"
-                    f" claimed AS (UPDATE tasks SET {_CLAIM_SET} FROM prior WHERE tasks.id = prior.id"
-                    " RETURNING tasks.*, prior.state AS from_state),"
-                    " started AS (UPDATE jobs SET state = 'running', updated_at = ?,"
-                    " started_at = COALESCE(jobs.started_at, ?) FROM claimed"
-                    " WHERE jobs.id = claimed.job_id AND jobs.state = 'queued' RETURNING jobs.*),"
-                    # one INSERT, so the task's event is written before the job's (as the general path does)
-                    " logged AS (INSERT INTO events"
-                    " (at, job_id, task_id, seq, kind, from_state, to_state, agent, message)"
-                    " SELECT ?, job_id, id, seq, 'task', from_state, ?, ?, ? || attempts FROM claimed"
-                    " UNION ALL SELECT ?, id, NULL, NULL, 'job', 'queued', 'running', ?, NULL FROM started)"
-                    " SELECT claimed.*, COALESCE((SELECT row_to_json(s) FROM started s), row_to_json(job)) AS job_row"
-                    " FROM claimed, job",
-                    (job_id, task_id, dispatch, *states, task_id, dispatch, *states, agent, now,
-                     now, now, now, TaskState.RUNNING, agent, _attempt(""), now, agent),
-                ).fetchone()
-        except self.retryable:
-            return None
-        if row is None:
-            return None
-        job = row["job_row"]  # psycopg decodes json
-        return Claim(self._to_task(row), self._to_job(json.loads(job) if isinstance(job, str) else job))
+        row: Row | None = c.execute(
+            "WITH job AS (SELECT j.* FROM jobs j WHERE j.id = ? AND j.state IN ('queued', 'running')"
+            f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {COUNTS_JOB})"
+            f" AND EXISTS (SELECT 1 FROM tasks t WHERE {task_is})" + self.dialect.for_update + "),"
+            f" prior AS (SELECT t.id, t.state FROM tasks t, job j WHERE {task_is} FOR UPDATE OF t),"
+            f" claimed AS (UPDATE tasks SET {_CLAIM_SET} FROM prior WHERE tasks.id = prior.id"
+            " RETURNING tasks.*, prior.state AS from_state),"
+            " started AS (UPDATE jobs SET state = 'running', updated_at = ?,"
+            " started_at = COALESCE(jobs.started_at, ?) FROM claimed"
+            " WHERE jobs.id = claimed.job_id AND jobs.state = 'queued' RETURNING jobs.*),"
+            # one INSERT, so the task's event is written before the job's (as the general path does)
+            " logged AS (INSERT INTO events"
+            " (at, job_id, task_id, seq, kind, from_state, to_state, agent, message)"
+            " SELECT ?, job_id, id, seq, 'task', from_state, ?, ?, ? || attempts FROM claimed"
+            " UNION ALL SELECT ?, id, NULL, NULL, 'job', 'queued', 'running', ?, NULL FROM started)"
+            " SELECT claimed.*, COALESCE((SELECT row_to_json(s) FROM started s), row_to_json(job)) AS job_row"
+            " FROM claimed, job",
+            (job_id, task_id, dispatch, *states, task_id, dispatch, *states, agent, now,
+             now, now, now, TaskState.RUNNING, agent, _attempt(""), now, agent),
+        ).fetchone()
+        return row
+
+    def release_tasks(self, agent: str, task_ids: Sequence[int], reason: str) -> Recovery:
+        """Give back tasks ``agent`` claimed and did not start (a batch's tasks that waited too long, its
+        graceful stop, or one whose job was cancelled or paused after the claim): each goes back to the
+        queue as if it had not been claimed (no attempt spent, no loss, the same dispatch: the message the
+        agent holds stays valid), cancelled if a cancel was asked, queued without a message if its job is
+        paused. Tasks no longer running for ``agent`` are left alone."""
+        if not task_ids:
+            return Recovery()
+
+        def release(c: Connection) -> Recovery:
+            recovery = Recovery()
+            ids, values = self.dialect.in_("t.id", list(task_ids))
+            limits = self.limits.lock(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", values)
+            held = c.execute(f"SELECT t.id, t.job_id FROM tasks t WHERE {ids} ORDER BY t.job_id, t.id",
+                             values).fetchall()
+            for job_id in sorted({r["job_id"] for r in held}):
+                self._job_row(c, job_id, lock=True)
+            for ref in held:
+                task = self._task_row(c, ref["id"], lock=True)
+                if task is None or task["state"] != TaskState.RUNNING or task["agent"] != agent:
+                    continue
+                self._hand_back(c, task, agent, recovery, reason=reason, lost=False, unstarted=True)
+            recovery.dispatches += self.limits.wake(c, limits)
+            return recovery
+
+        return self._retrying(release)
+
+    def unstarted_change(self, task_id: int, agent: str, dispatch: int) -> str | None:
+        """Why a task ``agent`` claimed and has not started yet must not start now (None: it may): "gone"
+        when it is no longer running for ``agent`` with this dispatch (taken back meanwhile), "cancel" when a
+        cancel was asked, else the job's state when the job is no longer running (paused, cancelled)."""
+        row = self._fetchone(
+            "SELECT t.state, t.agent, t.dispatch, t.cancel_requested, j.state AS job_state FROM tasks t"
+            " JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", (task_id,))
+        if row is None or row["state"] != TaskState.RUNNING or row["agent"] != agent or row["dispatch"] != dispatch:
+            return "gone"
+        if row["cancel_requested"]:
+            return "cancel"
+        return None if row["job_state"] == JobState.RUNNING else str(row["job_state"])
 
     def report_progress(self, task_id: int, agent: str, done: float, total: float | None) -> bool:
         with self._tx() as c:
@@ -882,6 +1030,11 @@ class SqlStore(JobStore):
             if limits and done.recorded:
                 cases = {jobs[j]["case_id"] for j in {r["job_id"] for r in tasks}}
                 done.dispatches += self.limits.wake(c, limits, next(iter(cases)) if len(cases) == 1 else ALL_CASES)
+            started = [(i, by_id[i].started_at) for i in done.recorded if by_id[i].started_at is not None]
+            if started:  # tasks claimed with a batch began after their claim (engine/prefetch.py)
+                sids, sid_values = self.dialect.in_("id", [i for i, _ in started])
+                c.execute(f"UPDATE tasks SET started_at = CASE id {' '.join('WHEN ? THEN ?' for _ in started)} END"
+                          f" WHERE {sids}", (*[v for pair in started for v in pair], *sid_values))
             return done
 
         plain = [f for f in finishes if f.state == TaskState.SUCCEEDED and f.error is None and f.traceback is None]
@@ -917,10 +1070,12 @@ class SqlStore(JobStore):
         done = Completed()
         now = time.time()
         row = c.execute(
-            "WITH fin AS (SELECT * FROM unnest(?::bigint[], ?::float8[], ?::bigint[]) AS f(id, at, dispatch)),"
+            "WITH fin AS (SELECT * FROM unnest(?::bigint[], ?::float8[], ?::bigint[], ?::float8[])"
+            " AS f(id, at, dispatch, started)),"
             " locked AS (SELECT j.id FROM jobs j WHERE j.id IN (SELECT t.job_id FROM tasks t JOIN fin ON t.id = fin.id)"
             f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {COUNTS_JOB}) ORDER BY j.id FOR NO KEY UPDATE),"
-            " written AS (UPDATE tasks SET state = 'succeeded', error = NULL, traceback = NULL, finished_at = fin.at"
+            " written AS (UPDATE tasks SET state = 'succeeded', error = NULL, traceback = NULL, finished_at = fin.at,"
+            " started_at = COALESCE(fin.started, tasks.started_at)"
             " FROM fin WHERE tasks.id = fin.id AND tasks.state = 'running' AND tasks.agent = ?"
             " AND (fin.dispatch IS NULL OR tasks.dispatch = fin.dispatch)"
             " AND tasks.job_id = ANY(ARRAY(SELECT id FROM locked))"
@@ -935,7 +1090,7 @@ class SqlStore(JobStore):
             " (SELECT array_agg(id ORDER BY id) FROM counted WHERE left_to_run = 0) AS ended,"
             " (SELECT array_agg(id ORDER BY id) FROM counted WHERE left_to_run = 0 AND has_finish = 1) AS finishing",
             ([f.task_id for f in finishes], [f.at or now for f in finishes], [f.dispatch for f in finishes],
-             agent, agent, now),
+             [f.started_at for f in finishes], agent, agent, now),
         ).fetchone()
         done.recorded = list(row["recorded"] or [])
         finishing = set(row["finishing"] or [])
@@ -1316,7 +1471,8 @@ class SqlStore(JobStore):
             self._event(c, "finish", job_id=job["id"], agent=by, message=f"{message}; finishing step resent")
             recovery.finalize.append(job["id"])
 
-    def _hand_back(self, c: Connection, task: Row, by: str, recovery: Recovery, *, reason: str, lost: bool) -> None:
+    def _hand_back(self, c: Connection, task: Row, by: str, recovery: Recovery, *, reason: str, lost: bool,
+                   unstarted: bool = False) -> None:
         """Take a running task from an agent that will not finish it; the task's job row is locked.
 
         The one path for a lost agent's tasks, a gracefully stopped agent's, and a task its live agent's
@@ -1332,14 +1488,19 @@ class SqlStore(JobStore):
         left (it shows attempts 1, losses 2); a third loss fails it as a poison task whatever attempts
         are left, and failures end it when its attempts are spent whatever losses are left. Only a
         user's retry (:meth:`retry_job`) starts both budgets again.
+
+        ``unstarted``: a task its agent claimed and gives back without having started it
+        (:meth:`release_tasks`): no attempt counted even if it is cancelled, and the same dispatch, so
+        the message its agent holds and puts back stays valid.
         """
         now = time.time()
         job = self._job_row(c, task["job_id"])
         attempts = max(0, task["attempts"] - 1)  # the claim counted this attempt; the task did not end it
         if job["state"] in FINISHED or task["cancel_requested"]:
-            self._task_state(c, task, TaskState.CANCELLED, by=by, message=reason, finished_at=now)
+            self._task_state(c, task, TaskState.CANCELLED, by=by, message=reason, finished_at=now,
+                             **({"attempts": attempts} if unstarted else {}))
         elif not lost:
-            self._requeue(c, task, job, by, recovery, message=reason, attempts=attempts)
+            self._requeue(c, task, job, by, recovery, message=reason, attempts=attempts, keep_dispatch=unstarted)
             return
         else:
             losses, most = task["losses"] + 1, job["max_losses"]
@@ -1360,13 +1521,14 @@ class SqlStore(JobStore):
             self._queue_finalize_if_ready(c, task["job_id"], recovery)
 
     def _requeue(self, c: Connection, task: Row, job: Row, by: str, recovery: Recovery, *, message: str,
-                 **fields: Any) -> None:
-        """A running task back to queued with a new dispatch (sent unless its job is paused)."""
-        self._task_state(c, task, TaskState.QUEUED, by=by, message=message, dispatch=task["dispatch"] + 1,
+                 keep_dispatch: bool = False, **fields: Any) -> None:
+        """A running task back to queued with a new dispatch (sent unless its job is paused); with
+        ``keep_dispatch``, the one it had: its message, held by whoever gives the task back, stays valid."""
+        dispatch = task["dispatch"] + (0 if keep_dispatch else 1)
+        self._task_state(c, task, TaskState.QUEUED, by=by, message=message, dispatch=dispatch,
                          queued_at=time.time(), **fields)
         if job["state"] != JobState.PAUSED:
-            recovery.dispatches.append(Dispatch(task["id"], task["dispatch"] + 1, job["priority"], job["queue"],
-                                                job["id"]))
+            recovery.dispatches.append(Dispatch(task["id"], dispatch, job["priority"], job["queue"], job["id"]))
 
     def _queue_finalize_if_ready(self, c: Connection, job_id: int, recovery: Recovery) -> None:
         job = self._job_row(c, job_id)
