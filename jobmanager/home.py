@@ -57,7 +57,8 @@ completer_flush_ms = 50
 completer_batch = 100
 
 # While tasks are short (under prefetch_short_ms), an agent's dequeue takes up to prefetch_batch queue
-# messages at once (1: one at a time); a taken message not started within prefetch_hold_ms goes back.
+# messages at once (1: one at a time) and claims their tasks in one transaction; a claimed task not
+# started within prefetch_hold_ms goes back.
 prefetch_batch = 8
 prefetch_hold_ms = 50
 prefetch_short_ms = 5

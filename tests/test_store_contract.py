@@ -471,8 +471,7 @@ def test_a_batch_of_a_job_a_full_limit_counts_claims_up_to_the_limit(store: JobS
 
 def test_released_tasks_go_back_as_if_never_claimed(store: JobStore) -> None:
     """A batch's claimed tasks given back unstarted: queued with the same dispatch (the message the agent holds
-    stays valid), no attempt spent, no loss; one whose job was cancelled ends cancelled with no attempt; one
-    of a paused job is queued without a message; a task no longer the agent's is left alone."""
+    stays valid), no attempt spent, no loss; a task no longer the agent's is left alone."""
     job_id, dispatches = make_job(store, 3)
     got = store.claim_tasks(dispatches, "a1")
     assert all(isinstance(g, Claim) for g in got)
@@ -488,20 +487,20 @@ def test_released_tasks_go_back_as_if_never_claimed(store: JobStore) -> None:
     assert store.release_tasks("a1", [dispatches[1].task_id], "not mine").dispatches == []
     assert store.get_tasks(job_id)[1].agent == "a2"
 
-    paused, pd = make_job(store, 2)
-    store.claim_tasks(pd, "a1")
-    store.pause_job(paused, "ana")
-    assert store.unstarted_change(pd[1].task_id, "a1", pd[1].dispatch) == "paused"
-    assert store.release_tasks("a1", [pd[1].task_id], "paused").dispatches == []
-    assert store.get_tasks(paused)[1].state == "queued"
 
-    cancelled, cd = make_job(store, 2)
-    store.claim_tasks(cd, "a1")
-    store.cancel_job(cancelled, "ana")
-    assert store.unstarted_change(cd[1].task_id, "a1", cd[1].dispatch) == "cancel"
-    store.release_tasks("a1", [cd[1].task_id], "cancelled before it started")
-    task = store.get_tasks(cancelled)[1]
-    assert (task.state, task.attempts) == ("cancelled", 0)
+
+@pytest.mark.parametrize("action", ["pause", "cancel"])
+def test_a_claimed_task_of_a_job_paused_or_cancelled_since_goes_back_unspent(store: JobStore, action: str) -> None:
+    """What the agent reads before starting a claimed task, and what giving it back then does: a paused job's
+    task is queued without a message (the resume sends one), a cancelled job's ends cancelled, no attempt."""
+    job_id, dispatches = make_job(store, 2)
+    store.claim_tasks(dispatches, "a1")
+    (store.pause_job if action == "pause" else store.cancel_job)(job_id, "ana")
+    d = dispatches[1]
+    assert store.unstarted_change(d.task_id, "a1", d.dispatch) == {"pause": "paused", "cancel": "cancel"}[action]
+    assert store.release_tasks("a1", [d.task_id], "not started").dispatches == []
+    task = store.get_tasks(job_id)[1]
+    assert (task.state, task.attempts) == ({"pause": "queued", "cancel": "cancelled"}[action], 0)
 
 
 def test_the_start_of_a_task_claimed_ahead_is_written_with_its_outcome(store: JobStore) -> None:
