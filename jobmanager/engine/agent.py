@@ -179,7 +179,7 @@ class Agent:
         if self.worker_type == "thread":  # a forked worker process would copy the shared buffer
             settings = self.home.settings
             self.queue.start_prefetch(settings.prefetch_batch, settings.prefetch_hold_ms, settings.prefetch_short_ms,
-                                      claims=self.runner)
+                                      claims=self.runner if self.store.claims_ahead else None)
         try:
             consumer.run()
         finally:

@@ -161,6 +161,12 @@ class JobStore:
         """
         raise NotImplementedError
 
+    @property
+    def claims_ahead(self) -> bool:
+        """Whether agents claim a prefetched batch's tasks together (:meth:`claim_tasks`); the backend's
+        measured choice (``Dialect.claims_ahead``)."""
+        return False
+
     def claim_tasks(self, wanted: Sequence[Dispatch], agent: str) -> list[Claim | Later | None]:
         """Claim several tasks in one transaction, each decided as :meth:`claim_task` decides it; the
         result is aligned with ``wanted`` (None: not claimed, as claim_task's None). The first is the task

@@ -647,6 +647,10 @@ class SqlStore(JobStore):
         rows = self._retrying(lambda c: self._claim_locked(c, first, dispatch, agent, now))
         return None if rows is None else Claim(self._to_task(rows[0]), self._to_job(rows[1]))
 
+    @property
+    def claims_ahead(self) -> bool:
+        return self.dialect.claims_ahead
+
     def claim_tasks(self, wanted: Sequence[Dispatch], agent: str) -> list[Claim | Later | None]:
         """Several claims in one transaction (an agent's batch, engine/prefetch.py): one read of the tasks
         without a lock, then each claim decided as :meth:`claim_task` decides it, in (job, task) order,
@@ -720,7 +724,7 @@ class SqlStore(JobStore):
         if job["state"] not in (JobState.QUEUED, JobState.RUNNING):
             return []
         ids, values = self.dialect.in_("id", [first["id"] for first, _, _ in items])
-        states, state_values = self.dialect.in_("state || ''", RUNNABLE_TASK)  # the id index, not the state one
+        states, state_values = self.dialect.in_(self.dialect.no_index("state"), RUNNABLE_TASK)  # the id index
         when = " ".join("WHEN ? THEN ?" for _ in items)
         claimed = c.execute(
             f"UPDATE tasks SET {_CLAIM_SET} WHERE {ids} AND {states} AND dispatch = CASE id {when} END RETURNING *",
