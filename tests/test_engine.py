@@ -351,7 +351,9 @@ def test_a_tasks_start_records_its_part_in_the_threads_index(jm: JobManager) -> 
 
 def test_hostile_index_lines_read_nothing_but_the_jobs_own_parts(jm: JobManager) -> None:
     """An index is checked like the database's parts: lines of another shape, a task not of the job, a
-    symlinked index, an offset past the end, a line still being written: none reads anything else."""
+    symlinked index, a FIFO, an offset past the end, a line still being written: none reads anything else."""
+    import os
+
     job_id = jm.submit("sleep", {"tasks": 2})
     first, second = (t.id for t in jm.job(job_id).tasks)
     folder = jm.home.job_logs(job_id)
@@ -366,6 +368,7 @@ def test_hostile_index_lines_read_nothing_but_the_jobs_own_parts(jm: JobManager)
     (folder / "bbbbbbbbbbbb-1.idx").write_bytes(f"{first} 8 0\n".encode())
     (folder / "cccccccccccc-1.idx").symlink_to(folder / "aaaaaaaaaaaa-1.idx")
     (folder / "..idx").write_bytes(f"{first} 9 0\n".encode())
+    os.mkfifo(folder / "dddddddddddd-1.idx")  # opening a FIFO to read would wait for a writer: it must not
     assert jm.log(job_id, task=1) == "one\n"
     assert jm.log(job_id, task=2) == "two\n"
     assert "SECRET" not in jm.log(job_id) and jm.log(job_id).count("one") == 1

@@ -457,6 +457,12 @@ def test_a_batch_leaves_tasks_a_crash_would_harm_for_when_they_start(store: JobS
     assert (lost.state, lost.losses) == ("queued", 1)
     got = store.claim_tasks([d0, Dispatch(d1.task_id, lost.dispatch), d2], "a1")
     assert isinstance(got[0], Claim) and got[1] is LATER and isinstance(got[2], Claim)
+    # a batch whose worker starts no run now (its first message was a finishing step): the first is left too
+    _, (u0, u1) = store.create_job(type="sleep", name="u2", params={}, owner="ana", case=None, priority=0, retries=0,
+                                   has_finish=False, tasks=[NewTask(f"t{i}", {}) for i in range(2)], actor="ana",
+                                   options=JobOptions(rerun_safe=False))
+    assert store.claim_tasks([u0], "a1", first_starts=False) == [LATER]
+    assert store.claim_tasks([u0, u1], "a1", first_starts=False) == [LATER, LATER]
 
 
 def test_a_batch_of_a_job_a_full_limit_counts_claims_up_to_the_limit(store: JobStore) -> None:
@@ -477,15 +483,25 @@ def test_released_tasks_go_back_as_if_never_claimed(store: JobStore) -> None:
     assert all(isinstance(g, Claim) for g in got)
     assert store.unstarted_change(dispatches[1].task_id, "a1", dispatches[1].dispatch) is None
     assert store.unstarted_change(dispatches[1].task_id, "a2", dispatches[1].dispatch) == "gone"
-    back = store.release_tasks("a1", [dispatches[1].task_id, dispatches[2].task_id], "not started")
+    back = store.release_tasks("a1", [(d.task_id, d.dispatch) for d in dispatches[1:]], "not started")
     assert sorted((d.task_id, d.dispatch) for d in back.dispatches) == sorted(
         (d.task_id, d.dispatch) for d in dispatches[1:])
     tasks = store.get_tasks(job_id)
     assert [(t.state, t.attempts, t.losses, t.dispatch) for t in tasks] == [
         ("running", 1, 0, 0), ("queued", 0, 0, 0), ("queued", 0, 0, 0)]
     assert store.claim_task(dispatches[1].task_id, dispatches[1].dispatch, "a2") is not None  # the held message
-    assert store.release_tasks("a1", [dispatches[1].task_id], "not mine").dispatches == []
+    assert store.release_tasks("a1", [(dispatches[1].task_id, 0)], "not mine").dispatches == []
     assert store.get_tasks(job_id)[1].agent == "a2"
+    # an old claim given back late: the task was taken back meanwhile and this agent claimed it again (a new
+    # dispatch); the old claim's give-back leaves the new one alone
+    store.register_agent(agent_info("a1", interval=0.1))
+    assert store.recover_lost("a3", now=time.time() + 1).lost == ["a1"]
+    task = store.get_tasks(job_id)[0]
+    assert task.state == "queued" and task.dispatch == 1
+    store.register_agent(agent_info("a1", interval=0.1, pid=4343))
+    assert store.claim_task(task.id, 1, "a1") is not None
+    assert store.release_tasks("a1", [(task.id, 0)], "late").dispatches == []
+    assert (store.get_tasks(job_id)[0].state, store.get_tasks(job_id)[0].attempts) == ("running", 1)
 
 
 
@@ -498,7 +514,7 @@ def test_a_claimed_task_of_a_job_paused_or_cancelled_since_goes_back_unspent(sto
     (store.pause_job if action == "pause" else store.cancel_job)(job_id, "ana")
     d = dispatches[1]
     assert store.unstarted_change(d.task_id, "a1", d.dispatch) == {"pause": "paused", "cancel": "cancel"}[action]
-    assert store.release_tasks("a1", [d.task_id], "not started").dispatches == []
+    assert store.release_tasks("a1", [(d.task_id, d.dispatch)], "not started").dispatches == []
     task = store.get_tasks(job_id)[1]
     assert (task.state, task.attempts) == ({"pause": "queued", "cancel": "cancelled"}[action], 0)
 

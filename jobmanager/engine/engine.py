@@ -180,12 +180,13 @@ class Engine:
         """Queue again the tasks the store says agent ``name`` runs but its heartbeat no longer reports."""
         return self._apply(self.store.reconcile_agent(name, pid, reported, snapshot_at))
 
-    def release(self, agent: str, task_ids: list[int], reason: str,
+    def release(self, agent: str, claims: list[tuple[int, int]], reason: str,
                 held: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
-        """Give back tasks ``agent`` claimed and did not start, and queue them again. ``held``: the (task id,
-        dispatch) of messages the caller holds and puts back in the queue itself (in their places); those
-        of the given-back tasks are returned, and every other message is sent."""
-        recovery = self.store.release_tasks(agent, task_ids, reason)
+        """Give back tasks ``agent`` claimed and did not start ((task id, dispatch) of the claims), and queue
+        them again. ``held``: the (task id, dispatch) of messages the caller holds and puts back in the queue
+        itself (in their places); those of the given-back tasks are returned, and every other message is
+        sent."""
+        recovery = self.store.release_tasks(agent, claims, reason)
         mine = set(held)
         back = [(d.task_id, d.dispatch) for d in recovery.dispatches if (d.task_id, d.dispatch) in mine]
         self._send([d for d in recovery.dispatches if (d.task_id, d.dispatch) not in mine], recovery.finalize)

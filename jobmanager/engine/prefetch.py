@@ -8,17 +8,24 @@ agent's workers share; the next dequeues take from the buffer without touching t
 whose previous task was long takes one message, as before, so a queue of long tasks is spread over
 every free worker exactly as it was.
 
+Claims ahead (SQLite, ``Dialect.claims_ahead``): the batch's tasks are claimed in one store transaction as
+it is taken (``claim``, the agent's :meth:`jobmanager.engine.runner.Runner.claim_ahead`); a message whose
+task was not claimed (stale, or waiting for a limit's slot) is dropped, one the store leaves for later
+stays a plain message. Without a ``claim`` hook (PostgreSQL) every buffered message is one not yet claimed.
+
 Why nothing is lost, run twice or held back:
 
 - A message is only a task's id and dispatch counter; the store's conditional claim decides whether
-  it runs. A buffered message is one not yet claimed: a cancel, a pause or a retry that reaches the
-  store first is seen by the claim as it would be for a message still in the queue.
-- A buffered message older than ``hold_s`` is put back in the queue (with its own id, so it keeps its
-  place among messages of its priority) by a keeper thread: a long task that follows short ones does
-  not keep the messages behind it from idle workers, here or in other agents.
-- A graceful stop puts the buffer back (:meth:`Prefetch.close`). A SIGKILL loses it: those tasks are
-  still queued in the store, and an agent's sweep sends their messages again (when an agent starts,
-  every ``SWEEP_EVERY_S``, and when an agent recovers a lost agent's work).
+  it runs. A claimed task is read again before it starts, so a cancel, a pause or a retry that reaches
+  the store after its claim is seen as it would be for a message still in the queue.
+- A buffered message older than ``hold_s`` goes back to the queue (with its own id, so it keeps its
+  place among messages of its priority) by a keeper thread, its task given back first if it was
+  claimed (``release``: queued again with the same dispatch, no attempt spent): a long task that follows
+  short ones does not keep the tasks behind it from idle workers, here or in other agents.
+- A graceful stop does the same for the whole buffer (:meth:`Prefetch.close`). A SIGKILL loses it: the
+  tasks of unclaimed messages are still queued in the store, and an agent's sweep sends their messages
+  again (when an agent starts, every ``SWEEP_EVERY_S``, and when an agent recovers a lost agent's work);
+  claimed ones are running for the dead agent, and whoever recovers it queues them again.
 - Priorities: a buffered message can run before a message of higher priority sent after the buffer
   was filled, for at most ``batch - 1`` short tasks and never after ``hold_s``.
 
@@ -163,7 +170,11 @@ class Prefetch:
     def _start_keeper(self) -> None:  # under self._cond
         if self._keeper is None:
             keeper = threading.Thread(target=self._keep, name="prefetch", daemon=True)
-            keeper.start()  # if it cannot start, the next batch tries again
+            try:
+                keeper.start()
+            except RuntimeError as exc:  # no thread to be had: the workers still take the buffer; the next batch
+                log.warning("prefetch: the keeper thread did not start (%s)", exc)  # tries again
+                return
             self._keeper = keeper
 
     def _keep(self) -> None:

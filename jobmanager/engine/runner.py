@@ -67,13 +67,21 @@ class Counters:
                 if claim is not None:
                     task = claim.task
                     self.current[task.id] = {"id": task.id, "job": claim.job.id, "task": task.seq,
-                                             "name": task.name}
+                                             "name": task.name, "dispatch": task.dispatch}
 
     def forget(self, task_ids: Iterable[int]) -> None:
-        """These tasks are no longer this agent's (written, given back, or taken back by the store)."""
+        """These tasks are no longer this agent's (written, or their run ended without an outcome)."""
         with self.lock:
             for task_id in task_ids:
                 self.current.pop(task_id, None)
+
+    def forget_claims(self, claims: Iterable[tuple[int, int]]) -> None:
+        """These claims ((task id, dispatch)) are no longer this agent's (given back, or taken back by the
+        store); a later claim of the same task, with another dispatch, stays reported."""
+        with self.lock:
+            for task_id, dispatch in claims:
+                if self.current.get(task_id, {}).get("dispatch") == dispatch:
+                    del self.current[task_id]
 
 
 class Runner:
@@ -134,9 +142,10 @@ class Runner:
         concurrency limit's slot; drop it), None (not a task's message, a task the store leaves to be
         claimed when it starts, or the claim failed: it stays a message, claimed when it runs)."""
         asked = [w for w in wanted if w is not None]
+        first = None if wanted[0] is None else _key(wanted[0])  # a finishing step first: no run starts now
         token, answers = self.counters.claim_started(), []
         try:
-            answers = self.store.claim_tasks(asked, self.agent)
+            answers = self.store.claim_tasks(asked, self.agent, first_starts=first is not None)
         except Exception as exc:  # the store's trouble: each message is claimed on its own when it runs
             log.debug("a batch of %d claims failed (%s); claimed one by one", len(asked), exc)
             return [None] * len(wanted)
@@ -144,7 +153,6 @@ class Runner:
             self.counters.claim_ended(token, *(a for a in answers if isinstance(a, Claim)))
         got = {(c.task.id, c.task.dispatch): c for c in answers if isinstance(c, Claim)}
         later = {_key(w) for w, a in zip(asked, answers, strict=True) if a is LATER}
-        first = None if wanted[0] is None else _key(wanted[0])
         with self._ahead_lock:
             for key, claim in got.items():
                 # the first starts now, in the thread that claimed it; the others are checked again first
@@ -157,35 +165,39 @@ class Runner:
         dispatch) of the messages to put back in the queue (in their places). If the store cannot be
         written, they stay claimed; the heartbeat no longer reports them, so the store takes them back."""
         with self._ahead_lock:
-            taken = [self._ahead.pop(k, None) for k in keys]
-        return self._give_back([ahead[0].task.id for ahead in taken if ahead is not None], reason, keys)
+            taken = [k for k in keys if self._ahead.pop(k, None) is not None]
+        return self._give_back(taken, reason, keys)
 
-    def _give_back(self, ids: list[int], reason: str, held: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        if not ids:
+    def _give_back(self, claims: list[tuple[int, int]], reason: str,
+                   held: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if not claims:
             return []
         try:
-            return self.engine.release(self.agent, ids, reason, held)
+            return self.engine.release(self.agent, claims, reason, held)
         except Exception as exc:  # noqa: BLE001 - a stop must go on
-            log.warning("%d claimed tasks could not be given back (%s); the store takes them back", len(ids), exc)
+            log.warning("%d claimed tasks could not be given back (%s); the store takes them back", len(claims),
+                        exc)
             return []
         finally:
-            self.counters.forget(ids)
+            self.counters.forget_claims(claims)
 
     def _may_start(self, claim: Claim) -> bool:
         """Whether a task claimed ahead may start now: a cancel or a pause that came after its claim reaches
-        it here, before it starts (it is then given back: cancelled, or queued while its job is paused)."""
+        it here, before it starts (it is then given back: cancelled, or queued while its job is paused).
+        While the store cannot be read (a storage problem) the read is tried again, as an outcome's write."""
         task = claim.task
+        key = (task.id, task.dispatch)
         try:
-            change = self.store.unstarted_change(task.id, self.agent, task.dispatch)
-        except Exception:  # the store cannot be read: not reported any more, the store takes it back later
-            self.counters.forget([task.id])
+            change = self.until_stored(lambda: self.store.unstarted_change(task.id, self.agent, task.dispatch))
+        except Exception:  # not reported any more: the store takes it back (a loss counted)
+            self.counters.forget_claims([key])
             raise
         if change is None:
             return True
         if change == "gone":  # taken back meanwhile (its agent was thought lost): not ours to run
-            self.counters.forget([task.id])
+            self.counters.forget_claims([key])
         else:
-            self._give_back([task.id], "cancelled before it started" if change == "cancel"
+            self._give_back([key], "cancelled before it started" if change == "cancel"
                             else f"not started: its job is {change}", [])
         return False
 

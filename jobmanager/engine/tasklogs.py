@@ -45,7 +45,8 @@ INDEX_BYTES = 64 * 1024 * 1024
 _TOKEN = re.compile(r"([0-9a-f]{12}-[0-9]{1,9}\.log):([0-9]{1,18}):([0-9]{1,18})")
 #: at most this much of one part is read for a tail
 TAIL_BYTES = 256 * 1024
-_NOFOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: a symlink is not followed, and a FIFO put where a file should be does not block the open (then refused)
+_NOFOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def slice_file_name(run: str, thread: int) -> str:

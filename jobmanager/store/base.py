@@ -167,18 +167,20 @@ class JobStore:
         measured choice (``Dialect.claims_ahead``)."""
         return False
 
-    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str) -> list[Claim | Later | None]:
+    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str, *,
+                    first_starts: bool = True) -> list[Claim | Later | None]:
         """Claim several tasks in one transaction, each decided as :meth:`claim_task` decides it; the
         result is aligned with ``wanted`` (None: not claimed, as claim_task's None). The first is the task
-        its worker starts at once; any other whose job is not safe to re-run, or that has lost an agent
-        before, is left alone (``LATER``: to be claimed when it starts)."""
+        its worker starts at once (if ``first_starts``); any other whose job is not safe to re-run, or that
+        has lost an agent before, is left alone (``LATER``: to be claimed when it starts)."""
         raise NotImplementedError
 
-    def release_tasks(self, agent: str, task_ids: Sequence[int], reason: str) -> Recovery:
-        """Give back tasks ``agent`` claimed and never started, as if unclaimed (no attempt spent, no loss,
-        the same dispatch; cancelled if a cancel was asked; queued without a message while the job is
-        paused). The dispatches to send are returned: the given-back tasks' (the messages the agent holds
-        are valid for them) and those of tasks a freed concurrency slot wakes."""
+    def release_tasks(self, agent: str, claims: Sequence[tuple[int, int]], reason: str) -> Recovery:
+        """Give back tasks ``agent`` claimed and never started, by (task id, dispatch) of the claim, as if
+        unclaimed (no attempt spent, no loss, the same dispatch; cancelled if a cancel was asked; queued
+        without a message while the job is paused). The dispatches to send are returned: the given-back
+        tasks' (the messages the agent holds are valid for them) and those of tasks a freed concurrency
+        slot wakes."""
         raise NotImplementedError
 
     def unstarted_change(self, task_id: int, agent: str, dispatch: int) -> str | None:

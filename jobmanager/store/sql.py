@@ -651,7 +651,8 @@ class SqlStore(JobStore):
     def claims_ahead(self) -> bool:
         return self.dialect.claims_ahead
 
-    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str) -> list[Claim | Later | None]:
+    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str, *,
+                    first_starts: bool = True) -> list[Claim | Later | None]:
         """Several claims in one transaction (an agent's batch, engine/prefetch.py): one read of the tasks
         without a lock, then each claim decided as :meth:`claim_task` decides it, in (job, task) order,
         the one lock order. On SQLite that is one write lock and one commit for the batch instead of one
@@ -659,13 +660,16 @@ class SqlStore(JobStore):
         that can be is one statement (as a hinted claim), all in one transaction (one commit). Only
         ``task_id`` and ``dispatch`` of each are used.
 
-        The first is the task its worker starts at once. Any other is left (``LATER``: claimed when it
-        starts) if its job is not safe to re-run or it has lost an agent before: an agent killed with
-        tasks claimed and not started counts each a loss (the store cannot tell them from started ones),
-        which must neither fail a task of a job that may not run twice nor let a task that kills its
-        agents fail its innocent neighbours batch after batch."""
-        if len(wanted) <= 1:
-            return [self.claim_task(w.task_id, w.dispatch, agent, job_id=w.job_id) for w in wanted]
+        The first is the task its worker starts at once (unless ``first_starts`` is False: the worker's
+        message was another kind). Any other is left (``LATER``: claimed when it starts) if its job is not
+        safe to re-run or it has lost an agent before: an agent killed with tasks claimed and not started
+        counts each a loss (the store cannot tell them from started ones), which must neither fail a task
+        of a job that may not run twice nor let a task that kills its agents fail its innocent neighbours
+        batch after batch."""
+        if len(wanted) == 1 and first_starts:
+            return [self.claim_task(wanted[0].task_id, wanted[0].dispatch, agent, job_id=wanted[0].job_id)]
+        if not wanted:
+            return []
         now = time.time()
         ids, values = self.dialect.in_("t.id", [w.task_id for w in wanted])
         read = {r["id"]: r for r in self._fetchall(
@@ -677,7 +681,7 @@ class SqlStore(JobStore):
             first = read.get(w.task_id)
             if first is None or first["dispatch"] != w.dispatch or first["state"] not in RUNNABLE_TASK:
                 continue
-            if i > 0 and (first["losses"] or not first["rerun_safe"]):
+            if (i > 0 or not first_starts) and (first["losses"] or not first["rerun_safe"]):
                 got[i] = LATER
             else:
                 todo.append((first["job_id"], w.task_id, i))
@@ -713,11 +717,11 @@ class SqlStore(JobStore):
     def _claim_of_one_job(self, c: Connection, job_id: int, items: list[tuple[Row, int, int]], agent: str,
                           now: float) -> list[tuple[int, Claim]] | None:
         """Several tasks of one job claimed in a few statements (SQLite, whose write lock is the whole
-        database): each task is claimed if its state and dispatch are still those read before the lock (the
-        UPDATE's condition, as in :meth:`_claim_locked`), their events are one INSERT, and a queued job moves
-        to running once. ``items``: (the task as read, the message's dispatch, its index in the batch).
-        None when a concurrency limit counts the job: each claim changes its count, so they are made one by
-        one."""
+        database): each task is claimed if its dispatch is still the one read before the lock and it is
+        still runnable (the UPDATE's condition: the message is still the task's), their events (from the
+        state read) are one INSERT, and a queued job moves to running once. ``items``: (the task as read,
+        the message's dispatch, its index in the batch). None when a concurrency limit counts the job: each
+        claim changes its count, so they are made one by one."""
         if self.limits.lock(c, "jobs j WHERE j.id = ?", (job_id,)):
             return None
         job = self._job_row(c, job_id)
@@ -834,18 +838,20 @@ class SqlStore(JobStore):
         ).fetchone()
         return row
 
-    def release_tasks(self, agent: str, task_ids: Sequence[int], reason: str) -> Recovery:
-        """Give back tasks ``agent`` claimed and did not start (a batch's tasks that waited too long, its
-        graceful stop, or one whose job was cancelled or paused after the claim): each goes back to the
-        queue as if it had not been claimed (no attempt spent, no loss, the same dispatch: the message the
-        agent holds stays valid), cancelled if a cancel was asked, queued without a message if its job is
-        paused. Tasks no longer running for ``agent`` are left alone."""
-        if not task_ids:
+    def release_tasks(self, agent: str, claims: Sequence[tuple[int, int]], reason: str) -> Recovery:
+        """Give back tasks ``agent`` claimed and did not start, as (task id, dispatch) of their claims (a
+        batch's tasks that waited too long, its graceful stop, or one whose job was cancelled or paused
+        after the claim): each goes back to the queue as if it had not been claimed (no attempt spent, no
+        loss, the same dispatch: the message the agent holds stays valid), cancelled if a cancel was asked,
+        queued without a message if its job is paused. A task no longer running for ``agent`` with that
+        dispatch (taken back meanwhile, and maybe claimed again) is left alone."""
+        if not claims:
             return Recovery()
+        dispatch_of = dict(claims)
 
         def release(c: Connection) -> Recovery:
             recovery = Recovery()
-            ids, values = self.dialect.in_("t.id", list(task_ids))
+            ids, values = self.dialect.in_("t.id", list(dispatch_of))
             limits = self.limits.lock(c, f"tasks t JOIN jobs j ON j.id = t.job_id WHERE {ids}", values)
             held = c.execute(f"SELECT t.id, t.job_id FROM tasks t WHERE {ids} ORDER BY t.job_id, t.id",
                              values).fetchall()
@@ -853,7 +859,8 @@ class SqlStore(JobStore):
                 self._job_row(c, job_id, lock=True)
             for ref in held:
                 task = self._task_row(c, ref["id"], lock=True)
-                if task is None or task["state"] != TaskState.RUNNING or task["agent"] != agent:
+                if (task is None or task["state"] != TaskState.RUNNING or task["agent"] != agent
+                        or task["dispatch"] != dispatch_of[task["id"]]):
                     continue
                 self._hand_back(c, task, agent, recovery, reason=reason, lost=False, unstarted=True)
             recovery.dispatches += self.limits.wake(c, limits)
