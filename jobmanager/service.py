@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -55,6 +56,7 @@ from jobmanager.schedules.schedules import (
 )
 from jobmanager.schedules.triggers import Trigger, local_label
 from jobmanager.store import JobStore, open_store
+from jobmanager.store.audit import AuditRecord
 from jobmanager.store.limits import describe_limit
 
 if TYPE_CHECKING:
@@ -317,7 +319,8 @@ class JobManager:
         """
         job = self._new_job(type, params, name=name, priority=priority, case=case, retries=retries, queue=queue,
                             soft_limit=soft_limit, hard_limit=hard_limit, notify=notify)
-        return self.engine.submit([job])[0]
+        with _audited_by_commit(self.store) as audit:
+            return self.engine.submit([job], audit)[0]
 
     def submit_many(self, jobs: Sequence[dict[str, Any]]) -> list[int]:
         """Submit many jobs at once; returns their ids, in order, once all of them are committed.
@@ -354,7 +357,8 @@ class JobManager:
                 types = ", ".join(sorted({jt.name for jt in allowed.values()}))
                 _audit_when_done(self.store, (self.user, self.interface, "submit_many", "job types", types[:200]),
                                  f"{len(items)} jobs")
-        return self.engine.submit(new)
+        with _audited_by_commit(self.store) as audit:
+            return self.engine.submit(new, audit)
 
     def _new_job(self, type: str, params: dict[str, Any] | None = None, *, name: str | None = None,
                  priority: int = 0, case: str | None = None, retries: int | None = None, queue: str | None = None,
@@ -1186,6 +1190,19 @@ def _audit_when_done(store: JobStore, row: AuditRow, detail: str) -> None:
         store.audit.record(*row, True, detail)
     else:
         pending.append((store, row, detail))
+
+
+@contextmanager
+def _audited_by_commit(store: JobStore) -> Iterator[list[AuditRecord]]:
+    """The rows the call in progress would write when it returns, handed to the one transaction that decides
+    its outcome (a submit's ``create_jobs``): the job and its audit row land together, all or none, with one
+    write lock taken instead of two (issue 18). They count as written once the block ends without an error;
+    if it raises, the call's end writes them as failed, as for any other action."""
+    pending: list[tuple[JobStore, AuditRow, str]] = getattr(_AUDIT, "pending", None) or []
+    mine = [p for p in pending if p[0] is store]
+    yield [(*row, True, detail) for _, row, detail in mine]
+    for p in mine:
+        pending.remove(p)
 
 
 def _audited(fn: Any) -> Any:

@@ -148,3 +148,46 @@ def test_the_thread_waits_while_the_agent_lacks_storage_and_not_for_other_troubl
         wait_for(lambda: ckpt.rounds > paused_at, timeout=10, what="checkpoints again once it is over")
     finally:
         ckpt.close()
+
+
+def test_a_writer_waits_for_the_lock_in_short_tries_and_gives_up_as_sqlite_would(tmp_path: Path) -> None:
+    """sqlite_files.begin_immediate (issue 18): a writer that finds the write lock taken tries again every
+    fraction of a millisecond and gets it once the holder commits; past its timeout it raises SQLite's own
+    "database is locked". Either way the connection's busy timeout is back for its other statements, and an
+    error that is not "busy" is raised at once."""
+    from jobmanager.sqlite_files import begin_immediate
+
+    path = tmp_path / "w.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode = WAL")
+    holder.execute("CREATE TABLE t (x)")
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=30)
+
+    def busy_timeout() -> int:
+        return int(waiter.execute("PRAGMA busy_timeout").fetchone()[0])
+
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        begin_immediate(waiter, 0.05)
+    assert busy_timeout() == 50 and not waiter.in_transaction
+
+    tries: list[str] = []
+    waiter.set_trace_callback(tries.append)
+    release = threading.Timer(0.2, lambda: holder.execute("COMMIT"))
+    release.start()
+    begin_immediate(waiter, 30)  # returns once the holder committed
+    release.join()
+    waiter.set_trace_callback(None)
+    assert waiter.in_transaction and not holder.in_transaction
+    waiter.execute("INSERT INTO t VALUES (1)")
+    waiter.execute("COMMIT")
+    assert tries.count("BEGIN IMMEDIATE") > 10  # tried again and again, not slept on SQLite's 1-2-5-10 ms steps
+    assert busy_timeout() == 30_000
+
+    waiter.execute("BEGIN")  # another error than "busy": raised at the first try
+    tries.clear()
+    waiter.set_trace_callback(tries.append)
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        begin_immediate(waiter, 30)
+    waiter.set_trace_callback(None)
+    assert tries.count("BEGIN IMMEDIATE") == 1 and busy_timeout() == 30_000

@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from jobmanager import BadParams, InvalidState, JobManager, NotFound, PermissionDenied
 from jobmanager.cli.main import cli
 
+from .backends import sqlite_only
+
 
 def audit_rows(home: Path, actor: str) -> list[dict]:
     with JobManager(home, user="admin") as admin:
@@ -111,3 +113,57 @@ def test_a_visible_job_refusal_names_the_missing_permission(home: Path, sam: Job
         vera.pause(job)
     rows = [r for r in audit_rows(home, "vera") if r["action"] == "pause"]
     assert len(rows) == 1 and not rows[0]["allowed"] and "needs the manage_jobs permission" in rows[0]["detail"]
+
+
+def test_a_submit_and_its_audit_row_are_one_transaction(jm: JobManager, home: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: the submit's audit row is written by the transaction that stores the job, so the two land
+    together or not at all (and a submit takes the store's write lock once, not twice). A transaction that
+    fails after the job's rows were inserted leaves neither the job nor a row saying it was done; the
+    call's end records it as failed."""
+    from jobmanager.store.sql import SqlStore
+
+    insert = SqlStore._insert_job
+
+    def insert_then_fail(self: SqlStore, c: object, **job: object) -> object:
+        insert(self, c, **job)  # type: ignore[arg-type]
+        raise RuntimeError("the disk caught fire")
+
+    before = jm.store.job_counts()
+    monkeypatch.setattr(SqlStore, "_insert_job", insert_then_fail)
+    with pytest.raises(RuntimeError, match="caught fire"):
+        jm.submit("sleep", {"tasks": 2})
+    with pytest.raises(RuntimeError, match="caught fire"):
+        jm.submit_many([{"type": "sleep", "params": {"tasks": 1}}] * 3)
+    monkeypatch.undo()
+    assert jm.store.job_counts() == before  # rolled back: no job, no task
+    rows = [r for r in audit_rows(home, "tester") if r["action"] in ("submit", "submit_many")]
+    assert [(r["action"], r["detail"]) for r in rows] == [
+        ("submit", "failed: the disk caught fire"), ("submit_many", "failed: the disk caught fire")]
+
+    job = jm.submit("sleep", {"tasks": 1}, name="kept")
+    ids = jm.submit_many([{"type": "sleep", "params": {"tasks": 1}}] * 2)
+    rows = [r for r in audit_rows(home, "tester") if r["action"] in ("submit", "submit_many")][2:]
+    assert [(r["action"], r["detail"]) for r in rows] == [("submit", "needs submit_jobs"),
+                                                          ("submit_many", "2 jobs")]
+    assert jm.job(job).name == "kept" and len(ids) == 2
+
+
+@sqlite_only
+def test_a_submit_takes_the_sqlite_write_lock_once(jm: JobManager) -> None:
+    """The job, its tasks, its events and its audit row in one BEGIN IMMEDIATE ... COMMIT (issue 18: a
+    second write transaction for the audit row waited for a busy agent's lock as long as the first)."""
+    jm.submit("sleep", {"tasks": 1})  # the connection and the user's grants are warm
+    statements: list[str] = []
+    conn = jm.store._conn()
+    conn.set_trace_callback(statements.append)
+    try:
+        jm.submit("sleep", {"tasks": 3})
+    finally:
+        conn.set_trace_callback(None)
+    writes = [i for i, s in enumerate(statements) if s.startswith("BEGIN IMMEDIATE")]
+    assert len(writes) == 1, statements
+    commit = statements.index("COMMIT", writes[0])
+    inside = statements[writes[0]:commit]
+    assert any(s.startswith("INSERT INTO jobs") for s in inside)
+    assert any(s.startswith("INSERT INTO audit") for s in inside), inside

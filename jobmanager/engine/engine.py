@@ -27,6 +27,7 @@ from jobmanager.engine.states import JobState as J
 from jobmanager.engine.states import TaskState as T
 from jobmanager.errors import NotFound, QueueNotReached
 from jobmanager.models import Completed, Dispatch, Finish, JobOptions, NewJob, NewTask, Outcome, Recovery
+from jobmanager.store.audit import AuditRecord
 from jobmanager.store.base import JobStore
 
 #: job transitions: action -> (states it may start from, states it may end in)
@@ -105,9 +106,10 @@ class Engine:
                                           f" up (the queue could not be written: {reason})"), stacklevel=5)
 
     # -- a user's actions (through the service) -----------------------------------------------------
-    def submit(self, jobs: Sequence[NewJob]) -> list[int]:
-        """Store queued jobs and their tasks in one transaction, then queue all their messages in one write."""
-        created = self.store.create_jobs(jobs)
+    def submit(self, jobs: Sequence[NewJob], audit: Sequence[AuditRecord] = ()) -> list[int]:
+        """Store queued jobs and their tasks (and the submit's ``audit`` rows) in one transaction, then queue
+        all their messages in one write."""
+        created = self.store.create_jobs(jobs, audit)
         ids = [job_id for job_id, _ in created]
         self._send_for_user(ids, [d for _, dispatches in created for d in dispatches])
         return ids

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from jobmanager.store.connection import Connection
     from jobmanager.store.sql import SqlStore
+
+#: one row as :meth:`AuditTrail.record` takes it: (actor, interface, action, target_kind, target, allowed, detail)
+AuditRecord = tuple[str, str, str, "str | None", "str | None", bool, "str | None"]
 
 
 class AuditTrail:
@@ -20,9 +25,17 @@ class AuditTrail:
         """One action: who (``actor``) did what (``action`` on ``target_kind`` ``target``) from where
         (``interface``: cli, python, dashboard, agent), whether it was allowed, and how it went."""
         with self._store._tx() as c:
-            c.execute("INSERT INTO audit (at, actor, interface, action, target_kind, target, allowed, detail)"
-                      " VALUES (?,?,?,?,?,?,?,?)",
-                      (time.time(), actor, interface, action, target_kind, target, int(allowed), detail))
+            self.write(c, [(actor, interface, action, target_kind, target, allowed, detail)])
+
+    @staticmethod
+    def write(c: Connection, records: Sequence[AuditRecord]) -> None:
+        """Add ``records`` inside the caller's transaction: an action whose outcome is that transaction (a
+        submit's) lands with its rows, all or none, and takes the write lock once rather than twice."""
+        if records:
+            at = time.time()
+            c.executemany("INSERT INTO audit (at, actor, interface, action, target_kind, target, allowed, detail)"
+                          " VALUES (?,?,?,?,?,?,?,?)",
+                          [(at, *r[:5], int(r[5]), r[6]) for r in records])
 
     def recent(self, limit: int = 200) -> list[dict[str, Any]]:
         """The newest rows first."""

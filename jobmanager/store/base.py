@@ -28,7 +28,7 @@ from jobmanager.models import (
 
 if TYPE_CHECKING:
     from jobmanager.store.accounts import Accounts
-    from jobmanager.store.audit import AuditTrail
+    from jobmanager.store.audit import AuditRecord, AuditTrail
     from jobmanager.store.limits import Limits
     from jobmanager.store.outbox import Outbox
     from jobmanager.store.schedules import Schedules
@@ -98,8 +98,10 @@ class JobStore:
         raise NotImplementedError
 
     # -- jobs --------------------------------------------------------------------------
-    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, list[Dispatch]]]:
+    def create_jobs(self, jobs: Sequence[NewJob],
+                    audit: Sequence[AuditRecord] = ()) -> list[tuple[int, list[Dispatch]]]:
         """Insert queued jobs and their queued tasks (with their options) in one transaction: all or none.
+        ``audit``: the submit's own audit rows, written in the same transaction (:meth:`AuditTrail.write`).
 
         Returns each job's id and the queue messages to send once they are committed, in order.
         """

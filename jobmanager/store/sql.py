@@ -65,7 +65,7 @@ from jobmanager.models import (
     Task,
 )
 from jobmanager.store.accounts import Accounts
-from jobmanager.store.audit import AuditTrail
+from jobmanager.store.audit import AuditRecord, AuditTrail
 from jobmanager.store.base import HISTORY_COLUMNS, SCHEMA_VERSION, HistoryBatch, JobStore
 from jobmanager.store.connection import Connection, Row, assignments, first_row
 from jobmanager.store.dialect import Dialect
@@ -170,13 +170,17 @@ class SqlStore(JobStore):
         """Begin with ``begin``, commit at the end; roll back on any error, even one from COMMIT itself
         (so the connection works again once the trouble is over)."""
         c = self._conn()
-        c.execute(begin)
+        self._begin(c, begin)
         try:
             yield c
             c.execute("COMMIT")
         except BaseException:
             self._rollback(c)
             raise
+
+    def _begin(self, c: Connection, begin: str) -> None:
+        """Begin a transaction with ``begin`` (a dialect's ``begin_read`` or ``begin_write``)."""
+        c.execute(begin)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -482,9 +486,12 @@ class SqlStore(JobStore):
         )
 
     # -- jobs ----------------------------------------------------------------------------------------
-    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, list[Dispatch]]]:
+    def create_jobs(self, jobs: Sequence[NewJob],
+                    audit: Sequence[AuditRecord] = ()) -> list[tuple[int, list[Dispatch]]]:
         with self._tx() as c:
-            return [self._insert_job(c, **vars(job)) for job in jobs]
+            created = [self._insert_job(c, **vars(job)) for job in jobs]
+            self.audit.write(c, audit)
+            return created
 
     def _insert_job(
         self, c: Connection, *, type: str, name: str, params: dict[str, Any], owner: str, case: str | None,
