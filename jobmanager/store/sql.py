@@ -170,17 +170,13 @@ class SqlStore(JobStore):
         """Begin with ``begin``, commit at the end; roll back on any error, even one from COMMIT itself
         (so the connection works again once the trouble is over)."""
         c = self._conn()
-        self._begin(c, begin)
+        c.execute(begin)
         try:
             yield c
             c.execute("COMMIT")
         except BaseException:
             self._rollback(c)
             raise
-
-    def _begin(self, c: Connection, begin: str) -> None:
-        """Begin a transaction with ``begin`` (a dialect's ``begin_read`` or ``begin_write``)."""
-        c.execute(begin)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:

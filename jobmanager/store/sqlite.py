@@ -4,9 +4,8 @@ Only what is SQLite's own lives here: the connection (one per thread and process
 autocommit, with its pragmas), WAL, and the per-state job counters that triggers
 keep (``job_counts``). Every store method is :class:`SqlStore`'s; writes begin
 with ``BEGIN IMMEDIATE`` (the dialect's), so the write lock is taken up front and
-a busy database waits (:func:`jobmanager.sqlite_files.begin_immediate`, tries every
-fraction of a millisecond) instead of failing half-way. SQLite needs no retries:
-its writers take turns, they never deadlock.
+a busy database waits (busy timeout) instead of failing half-way. SQLite needs no
+retries: its writers take turns, they never deadlock.
 """
 
 from __future__ import annotations
@@ -63,13 +62,6 @@ class SQLiteStore(SqlStore):
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn
-
-    def _begin(self, c: Connection, begin: str) -> None:
-        if begin == self.dialect.begin_write:
-            assert isinstance(c, sqlite3.Connection)
-            sqlite_files.begin_immediate(c, BUSY_TIMEOUT_S)
-        else:
-            c.execute(begin)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
