@@ -31,6 +31,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -90,12 +91,22 @@ def read_index(folder: Path, task_ids: Iterable[int]) -> dict[int, list[tuple[st
 
 def _read_plain(path: Path, most: int) -> bytes:
     """Up to ``most`` bytes of a plain file (b"" for a symlink, a folder, a missing file)."""
+    with _open_plain(path) as fd:
+        return b"" if fd is None else os.pread(fd, most, 0)
+
+
+@contextmanager
+def _open_plain(path: Path) -> Iterator[int | None]:
+    """A descriptor to read ``path`` if it is a plain file, None for anything else (missing, a symlink, which
+    is never followed, a folder, a FIFO, which is opened without blocking); closed at the block's end. Every
+    read of a job's log folder goes through it: the folder's names come from the folder, not from us."""
     try:
         fd = os.open(path, _NOFOLLOW)
     except OSError:
-        return b""
+        yield None
+        return
     try:
-        return os.pread(fd, most, 0) if _plain(fd) else b""
+        yield fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
     finally:
         os.close(fd)
 
@@ -131,23 +142,13 @@ class Part:
 
     def read(self, tail: int | None = None) -> bytes:
         """The part's bytes (its last ``tail`` bytes at most); b"" if the file is gone or not a plain file."""
-        try:
-            fd = os.open(self.path, _NOFOLLOW)
-        except OSError:
-            return b""
-        try:
-            if not _plain(fd):
+        with _open_plain(self.path) as fd:
+            if fd is None:
                 return b""
             start, end = self._range(fd)
             if tail is not None:
                 start = max(start, end - tail)
             return os.pread(fd, end - start, start) if end > start else b""
-        finally:
-            os.close(fd)
-
-
-def _plain(fd: int) -> bool:
-    return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
 def task_parts(folder: Path, old: Iterable[tuple[int, Path]], tasks: Iterable[_TaskRow],
