@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,7 +28,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import cpu_seconds, machine, median, start_agent_cli, stop, wait_registered  # noqa: E402
+from _common import (  # noqa: E402
+    cpu_seconds,
+    machine,
+    median,
+    scratch,
+    scratch_folders,
+    start_agent_cli,
+    stop,
+    wait_registered,
+)
 
 from jobmanager import JobManager  # noqa: E402
 from jobmanager.home import CONFIG_NAME, DEFAULT_CONFIG  # noqa: E402
@@ -154,20 +161,18 @@ def main() -> None:
     rates: dict[tuple[str, int], list[float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}
     redis_db = 1
-    for rnd in range(1, args.rounds + 1):
-        for backend in backends:
-            for k in counts:
-                tmp = Path(tempfile.mkdtemp(prefix=f"jmbench-{backend}-{k}-"))
-                try:
+    with scratch_folders() as folders:
+        for rnd in range(1, args.rounds + 1):
+            for backend in backends:
+                for k in counts:
+                    tmp = scratch(folders, f"jmbench-{backend}-{k}-")
                     r = run(tmp, backend, k, args.tasks, args.workers, args.seconds, args.per_job,
                             args.pg_url, args.redis_url, redis_db, args.timeout, many=args.submit == "many")
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                redis_db += 1
-                rates.setdefault((backend, k), []).append(r.rate)
-                cpu.setdefault((backend, k), []).append(1000 * r.cpu_s / r.tasks)
-                print(f"round {rnd} {backend:8s} {k} agents {r.tasks:6d} tasks {r.seconds:7.2f} s "
-                      f"{r.rate:8.1f} tasks/s  agent cpu {1000 * r.cpu_s / r.tasks:5.2f} ms/task", flush=True)
+                    redis_db += 1
+                    rates.setdefault((backend, k), []).append(r.rate)
+                    cpu.setdefault((backend, k), []).append(1000 * r.cpu_s / r.tasks)
+                    print(f"round {rnd} {backend:8s} {k} agents {r.tasks:6d} tasks {r.seconds:7.2f} s "
+                          f"{r.rate:8.1f} tasks/s  agent cpu {1000 * r.cpu_s / r.tasks:5.2f} ms/task", flush=True)
 
     print()
     print(f"{'backend':8s} {'agents':>6s} {'tasks/s':>9s} {'vs 1 agent':>10s} {'cpu ms/task':>11s}")

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import queue
-import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -49,7 +47,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _raw_consumer  # noqa: E402
-from _common import PYTHON, cpu_seconds, machine, median, start_agent_cli, stop, wait_registered  # noqa: E402
+from _common import (  # noqa: E402
+    PYTHON,
+    cpu_seconds,
+    machine,
+    median,
+    scratch,
+    scratch_folders,
+    start_agent_cli,
+    stop,
+    wait_registered,
+)
 
 from jobmanager import JobManager  # noqa: E402
 
@@ -212,23 +220,18 @@ def main() -> None:
     print(f"# throughput: {args.tasks} trivial tasks, {args.workers} thread workers, {args.rounds} rounds")
     print(f"# {machine()}")
     results: dict[str, list[Result]] = {v: [] for v in variants}
-    for rnd in range(1, args.rounds + 1):
-        for v in variants:
-            tmp = Path(tempfile.mkdtemp(prefix=f"jmbench-{v}-"))
-            try:
+    with scratch_folders(args.keep) as folders:
+        for rnd in range(1, args.rounds + 1):
+            for v in variants:
+                tmp = scratch(folders, f"jmbench-{v}-")
                 if v.startswith("raw-"):
                     r = run_raw(tmp, args.tasks, args.workers, v[4:], args.timeout)
                 else:
                     r = run_managed(tmp, args.tasks, args.workers, None if v.startswith("jm-1job") else args.per_job,
                                     args.timeout, feature=v.split("-", 2)[2] if v.count("-") == 2 else "")
-            finally:
-                if args.keep:
-                    print(f"#   kept {tmp}")
-                else:
-                    shutil.rmtree(tmp, ignore_errors=True)
-            results[v].append(r)
-            print(f"round {rnd} {v:15s} {r.tasks:6d} tasks {r.seconds:7.2f} s {r.rate:8.1f} tasks/s"
-                  f"  submit {r.submit_s:6.2f} s  cpu {1000 * r.cpu_s / r.tasks:5.2f} ms/task", flush=True)
+                results[v].append(r)
+                print(f"round {rnd} {v:15s} {r.tasks:6d} tasks {r.seconds:7.2f} s {r.rate:8.1f} tasks/s"
+                      f"  submit {r.submit_s:6.2f} s  cpu {1000 * r.cpu_s / r.tasks:5.2f} ms/task", flush=True)
 
     print()
     what = {"limit": "a limit row that matches nothing", "notify": "a notification rule on the job",
