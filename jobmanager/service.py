@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -214,7 +213,8 @@ class JobManager:
         action other than a read is written when the public method returns, with its
         outcome: "needs <permission>" when it succeeded, "failed: <reason>" when it
         then failed (bad input, wrong state), so the trail never shows a failed
-        action as done (see :func:`_audited`).
+        action as done (see :func:`_audited`); a submit's is written by the
+        transaction that stores its jobs (:class:`_AuditedByCommit`).
         """
         actor = self.actor
         if job is not None:
@@ -319,8 +319,8 @@ class JobManager:
         """
         job = self._new_job(type, params, name=name, priority=priority, case=case, retries=retries, queue=queue,
                             soft_limit=soft_limit, hard_limit=hard_limit, notify=notify)
-        with _audited_by_commit(self.store) as audit:
-            return self.engine.submit([job], audit)[0]
+        audit = _AuditedByCommit(self.store)
+        return self.engine.submit([job], audit.records, committed=audit.committed)[0]
 
     def submit_many(self, jobs: Sequence[dict[str, Any]]) -> list[int]:
         """Submit many jobs at once; returns their ids, in order, once all of them are committed.
@@ -357,8 +357,8 @@ class JobManager:
                 types = ", ".join(sorted({jt.name for jt in allowed.values()}))
                 _audit_when_done(self.store, (self.user, self.interface, "submit_many", "job types", types[:200]),
                                  f"{len(items)} jobs")
-        with _audited_by_commit(self.store) as audit:
-            return self.engine.submit(new, audit)
+        audit = _AuditedByCommit(self.store)
+        return self.engine.submit(new, audit.records, committed=audit.committed)
 
     def _new_job(self, type: str, params: dict[str, Any] | None = None, *, name: str | None = None,
                  priority: int = 0, case: str | None = None, retries: int | None = None, queue: str | None = None,
@@ -1192,23 +1192,34 @@ def _audit_when_done(store: JobStore, row: AuditRow, detail: str) -> None:
         pending.append((store, row, detail))
 
 
-@contextmanager
-def _audited_by_commit(store: JobStore) -> Iterator[list[AuditRecord]]:
-    """The rows the call in progress would write when it returns, handed to the one transaction that decides
-    its outcome (a submit's ``create_jobs``): the job and its audit row land together, all or none, with one
-    write lock taken instead of two (issue 18). They count as written once the block ends without an error;
-    if it raises, the call's end writes them as failed, as for any other action."""
-    pending: list[tuple[JobStore, AuditRow, str]] = getattr(_AUDIT, "pending", None) or []
-    mine = [p for p in pending if p[0] is store]
-    yield [(*row, True, detail) for _, row, detail in mine]
-    for p in mine:
-        pending.remove(p)
+class _AuditedByCommit:
+    """The rows the public call in progress would write when it returns, handed to the one transaction that
+    decides its outcome (a submit's ``create_jobs``): the job and its audit row land together, all or none,
+    and the submit takes the store's write lock once instead of twice (issue 18).
+
+    :meth:`committed` takes them off the call's list once that transaction has committed, so an error after
+    it (a Ctrl-C during the queue write) does not write them again as failed; if the transaction fails they
+    stay, and the call's end writes them as failed, as for any other action. Only the outermost public call
+    hands its rows over (a nested one would commit its caller's rows before the caller's outcome is known)."""
+
+    def __init__(self, store: JobStore) -> None:
+        pending: list[tuple[JobStore, AuditRow, str]] = getattr(_AUDIT, "pending", None) or []
+        outermost = getattr(_AUDIT, "method", None) in ("submit", "submit_many")
+        self._pending = pending
+        self._mine = [p for p in pending if p[0] is store] if outermost else []
+        self.records: list[AuditRecord] = [(*row, True, detail) for _, row, detail in self._mine]
+
+    def committed(self) -> None:
+        for p in self._mine:
+            self._pending.remove(p)
+        self._mine = []
 
 
 def _audited(fn: Any) -> Any:
     """Wrap a public method so that the audit rows of its allowed actions are written when it returns, with
     the outcome: a method that passed the permission check and then failed is recorded as "failed: <reason>",
-    never as done. Nested public calls (``log`` calls ``job``) are recorded by the outermost one."""
+    never as done. Nested public calls (``log`` calls ``job``) are recorded by the outermost one. A submit's rows
+    are written earlier, by the transaction that stores its jobs (:class:`_AuditedByCommit`)."""
 
     @functools.wraps(fn)
     def _audited_call(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from jobmanager import BadParams, InvalidState, JobManager, NotFound, PermissionDenied
 from jobmanager.cli.main import cli
 
-from .backends import sqlite_only
+from .backends import query_store, sqlite_only
 
 
 def audit_rows(home: Path, actor: str) -> list[dict]:
@@ -118,34 +118,65 @@ def test_a_visible_job_refusal_names_the_missing_permission(home: Path, sam: Job
 def test_a_submit_and_its_audit_row_are_one_transaction(jm: JobManager, home: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 18: the submit's audit row is written by the transaction that stores the job, so the two land
-    together or not at all (and a submit takes the store's write lock once, not twice). A transaction that
-    fails after the job's rows were inserted leaves neither the job nor a row saying it was done; the
-    call's end records it as failed."""
+    together or not at all (and a submit takes the store's write lock once, not twice).
+
+    - A transaction that fails after the job's rows were inserted leaves neither the job nor a row saying it
+      was done; the call's end records it as failed.
+    - A job whose audit row cannot be written is not stored either.
+    - An interruption after the commit (Ctrl-C during the queue write) leaves the one row that says it was
+      done, not a second one saying it failed: the job is stored."""
+    from jobmanager.engine.engine import Engine
+    from jobmanager.store.audit import AuditTrail
     from jobmanager.store.sql import SqlStore
 
+    def counts() -> tuple[int, int]:
+        return (query_store(home, "SELECT count(*) FROM jobs")[0][0],
+                query_store(home, "SELECT count(*) FROM tasks")[0][0])
+
+    def submits() -> list[tuple[str, str]]:
+        return [(r["action"], r["detail"]) for r in audit_rows(home, "tester")
+                if r["action"] in ("submit", "submit_many")]
+
+    before = counts()
     insert = SqlStore._insert_job
 
     def insert_then_fail(self: SqlStore, c: object, **job: object) -> object:
         insert(self, c, **job)  # type: ignore[arg-type]
         raise RuntimeError("the disk caught fire")
 
-    before = jm.store.job_counts()
-    monkeypatch.setattr(SqlStore, "_insert_job", insert_then_fail)
-    with pytest.raises(RuntimeError, match="caught fire"):
-        jm.submit("sleep", {"tasks": 2})
-    with pytest.raises(RuntimeError, match="caught fire"):
-        jm.submit_many([{"type": "sleep", "params": {"tasks": 1}}] * 3)
-    monkeypatch.undo()
-    assert jm.store.job_counts() == before  # rolled back: no job, no task
-    rows = [r for r in audit_rows(home, "tester") if r["action"] in ("submit", "submit_many")]
-    assert [(r["action"], r["detail"]) for r in rows] == [
-        ("submit", "failed: the disk caught fire"), ("submit_many", "failed: the disk caught fire")]
+    with monkeypatch.context() as patch:
+        patch.setattr(SqlStore, "_insert_job", insert_then_fail)
+        with pytest.raises(RuntimeError, match="caught fire"):
+            jm.submit("sleep", {"tasks": 2})
+        with pytest.raises(RuntimeError, match="caught fire"):
+            jm.submit_many([{"type": "sleep", "params": {"tasks": 1}}] * 3)
+    assert counts() == before  # rolled back: no job, no task
+    assert submits() == [("submit", "failed: the disk caught fire"), ("submit_many", "failed: the disk caught fire")]
+
+    write = AuditTrail.write
+
+    def refuse_done_rows(c: object, records: list) -> None:  # the "failed" row at the call's end still lands
+        if any(r[6] == "needs submit_jobs" for r in records):
+            raise RuntimeError("the audit table is full")
+        write(c, records)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AuditTrail, "write", staticmethod(refuse_done_rows))
+        with pytest.raises(RuntimeError, match="audit table is full"):
+            jm.submit("sleep", {"tasks": 2})
+    assert counts() == before  # no job without its audit row
+    assert submits()[-1] == ("submit", "failed: the audit table is full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "_send", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            jm.submit("sleep", {"tasks": 1}, name="interrupted")
+    assert counts()[0] == before[0] + 1  # stored before the interruption; an agent's sweep sends its messages
+    assert submits()[-1] == ("submit", "needs submit_jobs") and len(submits()) == 4
 
     job = jm.submit("sleep", {"tasks": 1}, name="kept")
     ids = jm.submit_many([{"type": "sleep", "params": {"tasks": 1}}] * 2)
-    rows = [r for r in audit_rows(home, "tester") if r["action"] in ("submit", "submit_many")][2:]
-    assert [(r["action"], r["detail"]) for r in rows] == [("submit", "needs submit_jobs"),
-                                                          ("submit_many", "2 jobs")]
+    assert submits()[-2:] == [("submit", "needs submit_jobs"), ("submit_many", "2 jobs")]
     assert jm.job(job).name == "kept" and len(ids) == 2
 
 

@@ -106,10 +106,12 @@ class Engine:
                                           f" up (the queue could not be written: {reason})"), stacklevel=5)
 
     # -- a user's actions (through the service) -----------------------------------------------------
-    def submit(self, jobs: Sequence[NewJob], audit: Sequence[AuditRecord] = ()) -> list[int]:
-        """Store queued jobs and their tasks (and the submit's ``audit`` rows) in one transaction, then queue
-        all their messages in one write."""
+    def submit(self, jobs: Sequence[NewJob], audit: Sequence[AuditRecord] = (),
+               committed: Callable[[], None] = lambda: None) -> list[int]:
+        """Store queued jobs and their tasks (and the submit's ``audit`` rows) in one transaction, call
+        ``committed``, then queue all their messages in one write."""
         created = self.store.create_jobs(jobs, audit)
+        committed()
         ids = [job_id for job_id, _ in created]
         self._send_for_user(ids, [d for _, dispatches in created for d in dispatches])
         return ids

@@ -103,7 +103,9 @@ def _open_plain(path: Path) -> Iterator[int | None]:
     try:
         fd = os.open(path, _NOFOLLOW)
     except OSError:
-        yield None
+        fd = None
+    if fd is None:
+        yield None  # outside the handler: an error of the caller's block is not chained to the OSError
         return
     try:
         yield fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
