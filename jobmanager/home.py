@@ -238,7 +238,7 @@ class Home:
         if not cfg.exists():
             create_private(cfg, DEFAULT_CONFIG)
         home = cls.open(root)
-        for sub in (home.logs_dir / "jobs", home.logs_dir / "agents", home.artifacts_dir,
+        for sub in (home.logs_dir / "jobs", home.logs_dir / "agents", home.thread_logs, home.artifacts_dir,
                     home.inputs_dir, home.path / NOTEBOOKS):
             sub.parent.mkdir(mode=0o700, exist_ok=True)
             sub.mkdir(mode=0o700, exist_ok=True)
@@ -285,8 +285,13 @@ class Home:
         """The home's own inputs folder: every job may read it (except inputs/cases/ of other cases)."""
         return self.path / INPUTS
 
+    @property
+    def thread_logs(self) -> Path:
+        """The worker threads' log files: every task's log is a part of one (jobmanager/engine/tasklogs.py)."""
+        return self.logs_dir / "threads"
+
     def job_logs(self, job_id: int) -> Path:
-        """The folder of a job's logs (removing it removes every log of the job)."""
+        """The folder of a job's finishing step's log (and its task logs in layouts before thread files)."""
         return self.logs_dir / "jobs" / str(int(job_id))
 
     def task_log(self, job_id: int, seq: int | None) -> Path:

@@ -42,7 +42,8 @@ class Task:
     waiting: str | None = None
     #: what a task that succeeded wants its reader to know (e.g. characters no font could draw)
     warning: str | None = None
-    #: where each attempt's log starts: ``<file>:<offset>:<n>`` tokens (jobmanager/engine/tasklogs.py)
+    #: each ended attempt's part of its thread's log file (earlier layouts: where it started), one token an
+    #: attempt (jobmanager/engine/tasklogs.py)
     log_slices: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,6 +205,9 @@ class Finish:
     dispatch: int | None = None
     #: when a task claimed with a batch began (its ``started_at`` until then is its claim's); None: at its claim
     started_at: float | None = None
+    #: the attempt's exact part of its thread's log file, appended to the task's ``log_slices``
+    #: (jobmanager/engine/tasklogs.py); None: nothing to record
+    log_part: str | None = None
 
 
 @dataclass

@@ -555,9 +555,11 @@ class JobManager:
         return (data for data in (p.read() for p in parts) if data)
 
     def _log_parts(self, job: Job, task: int | None = None) -> list[tasklogs.Part]:
-        """Where the job's (or one task's) log is: parts of files in the job's log folder, in reading order."""
+        """Where the job's (or one task's) log is: parts of the worker threads' files (and of the job's
+        folder, for tasks that ran in earlier layouts), in reading order."""
         old = [(t.seq, self.home.task_log(job.id, t.seq)) for t in job.tasks]
-        parts = list(tasklogs.task_parts(self.home.job_logs(job.id), old, job.tasks, task))
+        parts = list(tasklogs.task_parts(self.home.job_logs(job.id), self.home.thread_logs, job.id, old,
+                                         job.tasks, task, since=job.created_at))
         if task is None:
             parts.append(tasklogs.Part(self.home.task_log(job.id, None)))
         return parts

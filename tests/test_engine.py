@@ -271,25 +271,26 @@ def test_two_agents_share_work(jm: JobManager, start_agent) -> None:
     assert job.state == "completed" and {t.agent for t in job.tasks} == {"a1", "a2"}
 
 
-# -- task logs: parts of one append-only file per (job, worker thread) (issue 18) ---------------------------------
+# -- task logs: parts of one append-only file per worker thread (issue 18) ---------------------------------------
 def test_task_logs_are_parts_of_one_file_per_worker_thread(jm: JobManager, start_agent) -> None:
-    """No file per task: each worker thread appends the job's tasks to its own file, and each task's
-    log (``jm.log(job, task)``, the CLI's ``logs --task``) is exactly its part of it."""
+    """No file per task or job: each worker thread appends every task it runs, of any job, to its own file,
+    and each task's log (``jm.log(job, task)``, the CLI's ``logs --task``) is exactly its part of it."""
     from click.testing import CliRunner
 
     from jobmanager.cli.main import cli
-    from jobmanager.engine.tasklogs import SLICE_FILE, index_file_name, read_index
+    from jobmanager.engine.tasklogs import SLICE_FILE, index_file_name, parse_parts
 
     start_agent("a1", 2)
     job_id = jm.submit("sleep", {"tasks": 8, "seconds": 0.05})
+    other = jm.submit("sleep", {"tasks": 8, "seconds": 0.05})
     job = jm.wait(job_id, timeout=30)
-    assert job.state == "completed"
-    folder = jm.home.job_logs(job_id)
+    assert job.state == "completed" and jm.wait(other, timeout=30).state == "completed"
+    assert not jm.home.job_logs(job_id).exists()  # nothing created per job
+    folder = jm.home.thread_logs
     files = sorted(p.name for p in folder.glob("*.log"))
     assert 1 <= len(files) <= 2 and all(SLICE_FILE.fullmatch(f) for f in files), files
     assert sorted(p.name for p in folder.glob("*.idx")) == [index_file_name(f) for f in files]
-    parts = read_index(folder, [t.id for t in job.tasks])
-    assert all(len(parts[t.id]) == 1 for t in job.tasks) and all(t.log_slices is None for t in job.tasks)
+    assert all(len(parse_parts(t.log_slices)) == 1 for t in job.tasks), [t.log_slices for t in job.tasks]
     for n in range(1, 9):
         own = jm.log(job_id, task=n)
         assert own.startswith(f"--- job {job_id} task {n} ") and f"task {n}: done" in own
@@ -300,12 +301,14 @@ def test_task_logs_are_parts_of_one_file_per_worker_thread(jm: JobManager, start
     cli_out = CliRunner().invoke(cli, ["--home", str(jm.home.path), "--user", "tester", "logs", str(job_id),
                                        "--task", "3"]).output
     assert "task 3: done" in cli_out and "task 4:" not in cli_out
+    assert f"job {other} " not in whole and f"job {job_id} " not in jm.log(other)  # the same files, apart
 
 
 def test_a_running_task_log_is_followed_and_a_killed_attempt_stays_readable(jm: JobManager, start_agent) -> None:
     """A running task's part runs to what it wrote so far (the dashboard's tail -f reads it); SIGKILL the
-    agent mid-task: what the attempt wrote stays in the task's log, and the re-run has its own part."""
-    from jobmanager.engine.tasklogs import read_index
+    agent mid-task: what the attempt wrote stays in the task's log (found through its thread's index: no
+    outcome recorded its range), and the re-run has its own part."""
+    from jobmanager.engine.tasklogs import scan_thread_indexes
 
     victim = start_agent("solo", 1)
     job_id = jm.submit("sleep", {"tasks": 1, "seconds": 30, "steps": 30}, retries=1)
@@ -320,33 +323,60 @@ def test_a_running_task_log_is_followed_and_a_killed_attempt_stays_readable(jm: 
                    what="the second attempt's part", timeout=30)
     assert isinstance(log, str) and log.startswith(killed) and log.count(f"--- job {job_id} task 1 (") == 2
     task_id = jm.job(job_id).tasks[0].id
-    assert len(read_index(jm.home.job_logs(job_id), [task_id])[task_id]) == 2
-    assert len(list(jm.home.job_logs(job_id).glob("*.log"))) == 2  # one file per agent process and thread
+    assert len(scan_thread_indexes(jm.home.thread_logs, job_id, [task_id], 0)[task_id]) == 2
+    assert len(list(jm.home.thread_logs.glob("*.log"))) == 2  # one file per agent process and thread
     jm.cancel(job_id)
     assert jm.wait(job_id, timeout=30).state == "cancelled"
 
 
 def test_a_tasks_start_records_its_part_in_the_threads_index(jm: JobManager) -> None:
-    """Nothing is written for a job until one of its tasks starts (a claim that does not go through leaves no
-    file). A start appends the task's id, attempt and offset to the thread's index, so whichever thread
-    claimed it; the thread's next task of the job starts where the first one's records ended."""
+    """Nothing is written until a task starts (a claim that does not go through leaves no file). A start
+    appends the job, the task, the time and the offset to the thread's index; its end gives the exact range
+    its outcome stores; the thread's next task, of any job, starts where the first one's records ended."""
     import os
 
     from jobmanager.engine.logcapture import SliceFiles
-    from jobmanager.engine.tasklogs import read_index
+    from jobmanager.engine.tasklogs import parse_parts, scan_thread_indexes
 
     logs = SliceFiles(jm.home)
-    folder = jm.home.job_logs(7)
-    assert logs.path(7).parent == folder and not folder.exists()
-    fd = logs.begin(7, 70)  # task 70 starts
-    assert isinstance(fd, int)
-    name = logs.path(7).name
-    assert sorted(p.name for p in folder.iterdir()) == [name.replace(".log", ".idx"), name]
-    os.write(fd, b"first task\n")
-    assert logs.begin(7, 71) == fd
-    assert read_index(folder, [70, 71]) == {70: [(name, 0, 1)], 71: [(name, 11, 2)]}
-    assert read_index(folder, [71]) == {71: [(name, 11, 2)]}  # another job's ids: nothing
-    assert not jm.home.job_logs(8).exists()
+    folder = jm.home.thread_logs
+    assert logs.path().parent == folder and not any(folder.iterdir())
+    first = logs.begin(7, 70)  # job 7's task 70 starts
+    assert isinstance(first.target, int) and first.start == 0
+    name = logs.path().name
+    assert sorted(p.name for p in folder.iterdir()) == [name, name.replace(".log", ".idx")][::-1]
+    os.write(first.target, b"first task\n")
+    token = logs.end(first)
+    assert token is not None and [(n, s, e) for _, n, s, e in parse_parts(token)] == [(name, 0, 11)]
+    second = logs.begin(8, 71)  # another job's task: the same file, after the first part
+    assert (second.target, second.start) == (first.target, 11)
+    found = scan_thread_indexes(folder, 7, [70, 71], 0)
+    assert [(n, s, e) for _, n, s, e in found[70]] == [(name, 0, 11)] and 71 not in found  # 71 is job 8's
+    assert [(n, s, e) for _, n, s, e in scan_thread_indexes(folder, 8, [71], 0)[71]] == [(name, 11, None)]
+    assert not jm.home.job_logs(7).exists() and not jm.home.job_logs(8).exists()
+
+
+def test_a_start_the_index_cannot_take_moves_the_thread_to_new_files(jm: JobManager) -> None:
+    """If a start cannot be written to the thread's index, the thread leaves its files before the task logs
+    anything: a part found through an index never runs on into another job's part, and the task's range
+    is still exact for its outcome."""
+    import os
+
+    from jobmanager.engine.logcapture import SliceFiles
+    from jobmanager.engine.tasklogs import parse_parts
+
+    logs = SliceFiles(jm.home)
+    first = logs.begin(7, 70)
+    assert isinstance(first.target, int)
+    os.write(first.target, b"job 7\n")
+    old = logs.path().name
+    os.close(logs._mine().fds[1])  # the index's descriptor fails the next write, as a full disk would
+    logs._mine().fds = (first.target, os.open(os.devnull, os.O_RDONLY))
+    second = logs.begin(8, 80)
+    assert logs.path().name != old and second.start == 0 and second.name == logs.path().name
+    assert isinstance(second.target, int)
+    os.write(second.target, b"job 8\n")
+    assert [(n, s, e) for _, n, s, e in parse_parts(logs.end(second))] == [(second.name, 0, 6)]
 
 
 def test_hostile_index_lines_read_nothing_but_the_jobs_own_parts(jm: JobManager) -> None:
@@ -407,6 +437,44 @@ def test_log_parts_from_the_database_are_checked_and_old_task_files_still_read(j
     assert "SECRET" not in jm.log(job_id) and "SECRET" not in jm.log_tail(job_id)
     assert jm.log_tail(job_id, 1) == "second part"  # task 3's part is task 1's, read once (not again at the end)
     assert b"".join(jm.log_chunks(job_id)).decode() == jm.log(job_id)
+
+
+def test_parts_in_the_store_and_thread_indexes_are_checked(jm: JobManager) -> None:
+    """The thread files' layout, attacked from outside: ranges in ``log_slices`` that leave the folder,
+    follow a symlink, overlap another task's part, run backwards or past the end, or repeat; thread index
+    lines of another job, of another shape, a symlinked index, a FIFO. Each task reads its own part, once."""
+    import os
+
+    from .backends import write_store
+
+    job_id = jm.submit("sleep", {"tasks": 3})
+    first, second, third = (t.id for t in jm.job(job_id).tasks)
+    folder = jm.home.thread_logs
+    (folder / "aaaaaaaaaaaa-1.log").write_bytes(b"first part\nsecond part\n")
+    secret = jm.home.path / "secret.log"
+    secret.write_text("SECRET\n")
+    (folder / "bbbbbbbbbbbb-1.log").symlink_to(secret)
+    (folder / "cccccccccccc-1.log").write_bytes(b"lost part\nanother job's\n")
+    (folder / "cccccccccccc-1.idx").write_bytes(
+        f"{job_id} {third} 5 0\n{job_id + 1} {third} 6 10\n{job_id} {third} x 0\n../x 1 2 3\n"
+        f"{job_id} {first + 1000} 7 0\n{job_id} {third} 8 12".encode())  # the last line has no newline yet
+    (folder / "dddddddddddd-1.idx").symlink_to(folder / "cccccccccccc-1.idx")
+    os.mkfifo(folder / "eeeeeeeeeeee-1.idx")
+    hostile = " ".join([
+        "../secret.log@1@0-7", f"/{secret}@1@0-7", "bbbbbbbbbbbb-1.log@1@0-7", "aaaaaaaaaaaa-1.log@3@0-99999999999",
+        "aaaaaaaaaaaa-1.log@4@20-10", "aaaaaaaaaaaa-1.log@5@x-1", *["aaaaaaaaaaaa-1.log@6@0-23"] * 2000,
+    ])
+    write_store(jm.home.path, [
+        ("UPDATE tasks SET log_slices = ? WHERE id = ?", ("aaaaaaaaaaaa-1.log@1@0-11", first)),
+        ("UPDATE tasks SET log_slices = ? WHERE id = ?", ("aaaaaaaaaaaa-1.log@2@11-23", second)),
+        ("UPDATE tasks SET log_slices = ?, losses = 1 WHERE id = ?", (hostile, third)),
+    ])
+    assert jm.log(job_id, task=1) == "first part\n"
+    assert jm.log(job_id, task=2) == "second part\n"
+    assert jm.log(job_id, task=3) == "lost part\n"  # from the index, up to the next part; no stored range of it
+    whole = jm.log(job_id)
+    assert whole == "first part\nsecond part\nlost part\n" and "SECRET" not in jm.log_tail(job_id)
+    assert b"".join(jm.log_chunks(job_id)).decode() == whole
 
 
 def test_crafted_overlapping_log_parts_never_read_more_than_the_file(jm: JobManager) -> None:

@@ -158,14 +158,14 @@ def test_the_cli_refuses_bad_limits_with_one_line(home: Path, args: list[str]) -
 
 
 def test_hard_limited_tasks_log_into_their_own_parts(tl: JobManager, start_agent) -> None:
-    """A child process appends its task's records to its worker thread's file for the job, inside the part
+    """A child process appends its task's records to its worker thread's file, inside the part
     the thread's index recorded: one worker runs three child tasks one after another, each task's log is its
     own."""
     start(start_agent, workers=1)
     job_id = tl.submit("sleep", {"tasks": 3, "seconds": 0.05}, hard_limit=30)
     job = tl.wait(job_id, timeout=60)
     assert job.state == "completed"
-    assert len(list(tl.home.job_logs(job_id).glob("*.log"))) == 1  # one thread, one file (and its index)
+    assert len(list(tl.home.thread_logs.glob("*.log"))) == 1  # one thread, one file (and its index)
     for n in (1, 2, 3):
         own = tl.log(job_id, task=n)
         assert f"task {n}: sleeping" in own and f"task {n}: done" in own

@@ -64,13 +64,12 @@ def test_logs_and_artifacts_written_by_a_real_agent_are_private(jm: JobManager, 
     job_id = jm.submit("print_to_pdf", {"documents": [str(tmp_path / "page.txt")]})
     assert jm.wait(job_id, timeout=60).state == "completed"
     home = jm.home.path
-    logs = list(jm.home.job_logs(job_id).iterdir())  # the worker threads' files and finish.log
-    log = logs[0]
+    logs = [*jm.home.thread_logs.iterdir(), *jm.home.job_logs(job_id).iterdir()]  # threads' files, finish.log
     artifact = jm.home.job_artifacts(job_id) / "merged.pdf"
-    assert len(logs) >= 2 and artifact.is_file()
+    assert len(logs) >= 3 and artifact.is_file()
     for p in (*logs, artifact, jm.home.agent_log("a1")):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
-    for p in (log.parent, artifact.parent):
+    for p in (jm.home.thread_logs, jm.home.job_logs(job_id), artifact.parent):
         assert stat.S_IMODE(p.stat().st_mode) == 0o700, p
     assert loose(home) == []  # the SQLite -wal/-shm files too: they take the database file's mode
 

@@ -572,8 +572,10 @@ def test_failure_with_retries_left_becomes_retrying(store: JobStore) -> None:
 def test_finish_by_wrong_agent_is_not_recorded(store: JobStore) -> None:
     job_id, (d,) = make_job(store, 1)
     store.claim_task(d.task_id, 0, "a1")
-    assert store.finish_task(d.task_id, "a2", "succeeded").recorded is False
-    assert store.get_tasks(job_id)[0].state == "running"
+    assert store.finish_task(d.task_id, "a2", "succeeded", log_part="a2's").recorded is False
+    assert store.get_tasks(job_id)[0].state == "running" and store.get_tasks(job_id)[0].log_slices is None
+    assert store.finish_task(d.task_id, "a1", "succeeded", log_part="a1's").recorded is not False
+    assert store.get_tasks(job_id)[0].log_slices == "a1's"
 
 
 def test_progress_is_recorded_and_reports_cancel(store: JobStore) -> None:
@@ -980,8 +982,9 @@ def test_finish_tasks_writes_a_batch_as_single_finishes_would(store: JobStore) -
         assert store.claim_task(d.task_id, d.dispatch, "a1") is not None
     assert store.claim_task(other_d.task_id, other_d.dispatch, "a2") is not None
     t0 = time.time()
-    batch = [Finish(plain_d[0].task_id, "succeeded", at=t0 - 2), Finish(plain_d[1].task_id, "succeeded", at=t0 - 1),
-             Finish(plain_d[2].task_id, "failed", "flaky", "trace", at=t0),
+    batch = [Finish(plain_d[0].task_id, "succeeded", at=t0 - 2, log_part="p0"),
+             Finish(plain_d[1].task_id, "succeeded", at=t0 - 1),
+             Finish(plain_d[2].task_id, "failed", "flaky", "trace", at=t0, log_part="p2a"),
              *[Finish(d.task_id, "succeeded", at=t0) for d in fin_d],
              Finish(other_d.task_id, "succeeded", at=t0)]  # held by a2: skipped
     done = store.finish_tasks("a1", batch)
@@ -992,6 +995,7 @@ def test_finish_tasks_writes_a_batch_as_single_finishes_would(store: JobStore) -
     assert [t.state for t in tasks] == ["succeeded", "succeeded", "retrying"]
     assert [t.finished_at for t in tasks[:2]] == pytest.approx([t0 - 2, t0 - 1])  # each its own time
     assert tasks[2].error == "flaky" and tasks[2].traceback == "trace"
+    assert [t.log_slices for t in tasks] == ["p0", None, "p2a"]  # each attempt's log part, appended
     job = store.get_job(plain)
     assert (job.state, job.tasks_succeeded, job.tasks_failed) == ("running", 2, 0)
     assert store.get_tasks(other)[0].state == "running"
@@ -999,9 +1003,10 @@ def test_finish_tasks_writes_a_batch_as_single_finishes_would(store: JobStore) -
     assert store.begin_finalize(fin, "a3") is not None  # the finishing step, sent as a message, is free
     # the retried task ends the job in a second batch; events: one per finished task, once
     assert store.claim_task(plain_d[2].task_id, 1, "a1") is not None
-    again = store.finish_tasks("a1", [Finish(plain_d[2].task_id, "succeeded", at=time.time())])
+    again = store.finish_tasks("a1", [Finish(plain_d[2].task_id, "succeeded", at=time.time(), log_part="p2b")])
     assert again.job_states == {plain: "completed"}
-    assert store.finish_tasks("a1", [Finish(plain_d[2].task_id, "succeeded")]).recorded == []  # twice: no-op
+    assert store.finish_tasks("a1", [Finish(plain_d[2].task_id, "succeeded", log_part="x")]).recorded == []  # no-op
+    assert store.get_tasks(plain)[2].log_slices == "p2a p2b"
     events = store.events(plain)
     ends = [e["task_id"] for e in events if e["kind"] == "task" and e["to_state"] == "succeeded"]
     assert sorted(ends) == sorted(d.task_id for d in plain_d)
@@ -1023,12 +1028,15 @@ def test_a_batch_of_plain_successes(store: JobStore, monkeypatch: pytest.MonkeyP
     if not isinstance(store, SQLiteStore):
         monkeypatch.setattr(store.limits, "lock", lambda *a: pytest.fail("the general path was taken"))
     t0 = time.time()
-    batch = [Finish(d.task_id, "succeeded", at=t0 - i) for i, d in enumerate([*ends_d, *fin_d, goes_on_d[0]])]
+    batch = [Finish(d.task_id, "succeeded", at=t0 - i, log_part=f"part{i}" if i else None)
+             for i, d in enumerate([*ends_d, *fin_d, goes_on_d[0]])]
     done = store.finish_tasks("a1", batch)
     monkeypatch.undo()
     assert sorted(done.recorded) == sorted(f.task_id for f in batch)
     assert done.job_states == {ends: "completed"} and done.finalize == [fin] and done.dispatches == []
     assert [t.finished_at for t in store.get_tasks(ends)] == pytest.approx([t0, t0 - 1])
+    assert [t.log_slices for t in store.get_tasks(ends)] == [None, "part1"]
+    assert store.get_tasks(goes_on)[0].log_slices == "part3"
     assert [t.state for t in store.get_tasks(goes_on)] == ["succeeded", "queued", "queued"]
     assert [(j.state, j.tasks_succeeded) for j in map(store.get_job, (ends, fin, goes_on))] == [
         ("completed", 2), ("running", 1), ("running", 1)]

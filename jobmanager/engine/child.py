@@ -101,7 +101,7 @@ class ChildTasks:
         limit = job.hard_limit
         mp = self._context()
         ours, theirs = mp.Pipe()
-        log_path = self.logs.path(job.id)  # the thread's file, whose index recorded where this part begins
+        log_path = self.logs.path()  # the thread's file, whose index recorded where this part begins
         proc = mp.Process(target=_child_main, name=f"jm-task-{task.id}",
                           args=(theirs, self.home, jobtypes.imported(), self.agent, job, task, log_path))
         proc.start()
@@ -144,7 +144,7 @@ class ChildTasks:
         log.warning("job %s task %s: %s", job.id, task.seq, what)
         from jobmanager.engine.runner import task_header
 
-        with router().capture(self.logs.target(job.id), task_header(job, task, self.agent)):
+        with router().capture(self.logs.target(), task_header(job, task, self.agent)):
             logging.getLogger(f"jobmanager.job.{job.type}").error(what)
         return TaskState.FAILED, error, None
 

@@ -141,11 +141,12 @@ class Engine:
 
     # -- an agent's work (a queue failure raises: the agent's trouble log reports it) ----------------
     def finish_task(self, task_id: int, agent: str, state: str, *, error: str | None = None,
-                    traceback: str | None = None,
+                    traceback: str | None = None, log_part: str | None = None,
                     stored: Callable[[Callable[[], Outcome]], Outcome] = lambda fn: fn()) -> Outcome:
         """End a running task; a retry is queued. ``stored`` runs the store call (the runner's
         until-the-store-answers loop), so only the commit is repeated, never the send."""
-        outcome = stored(lambda: self.store.finish_task(task_id, agent, state, error=error, traceback=traceback))
+        outcome = stored(lambda: self.store.finish_task(task_id, agent, state, error=error, traceback=traceback,
+                                                               log_part=log_part))
         if outcome.retry is not None or outcome.wake:
             self._send(([outcome.retry] if outcome.retry is not None else []) + outcome.wake)
         return outcome

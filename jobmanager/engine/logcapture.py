@@ -1,18 +1,17 @@
-"""Route each task's Python logging to its job's log, one append-only file per (job, worker thread).
+"""Route each task's Python logging to its worker thread's log file: one append-only file per thread.
 
 Worker threads run tasks side by side, and Python logging is process-wide, so
 one root handler dispatches each record to the log file of the task running on
 the record's thread. Records from threads running no task pass through untouched.
 
-A task's records go to the file its worker thread keeps open for the task's job
-(:class:`SliceFiles`): creating a file per task was the largest and most erratic
-per-task cost of a trivial task (0.06 to 0.8 ms of CPU, issue 18). When a task starts,
-the thread appends where its part of that file starts to the file's index (see
-:mod:`jobmanager.engine.tasklogs`); it ends where the next part in the same file
-starts, or at the end of the file. Each record is one unbuffered ``write`` to a
-descriptor opened ``O_APPEND``, so what a task wrote is in the file even if its
-agent is SIGKILLed the next instant. The job's finishing step keeps its own
-``finish.log`` (one per job, not a per-task cost).
+A task's records go to the one file its worker thread appends every task to, whatever the job
+(:class:`SliceFiles`): creating a file per task, and then a folder and files per job, was the
+largest per-task cost of trivial tasks (issue 18). When a task starts, the thread appends where its
+part of that file starts to the thread's index; when it ends, its exact range goes to the store with
+its outcome (see :mod:`jobmanager.engine.tasklogs`). Each record is one unbuffered ``write`` to a
+descriptor opened ``O_APPEND``, so what a task wrote is in the file even if its agent is SIGKILLed
+the next instant. The job's finishing step keeps its own ``finish.log`` in the job's folder (one per
+job, not a per-task cost).
 """
 
 from __future__ import annotations
@@ -22,18 +21,16 @@ import os
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from jobmanager.engine.tasklogs import index_file_name, index_line, slice_file_name
+from jobmanager.engine.tasklogs import index_file_name, index_line, part_token, slice_file_name
 from jobmanager.home import Home
 from jobmanager.trouble import WriteTrouble
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-#: files a worker thread keeps open (its most recent jobs); an older one is closed and reopened if needed
-OPEN_PER_THREAD = 4
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -111,14 +108,33 @@ class TaskLogRouter(logging.Handler):
                 done.close()
 
 
+@dataclass(frozen=True)
+class Begun:
+    """An attempt's part as its start recorded it: where the task logs (the open descriptor, or the path
+    opened at its first record) and where in which thread file its records start."""
+
+    target: Path | int
+    name: str
+    start: int
+    at: float
+
+
 class SliceFiles:
-    """Each worker thread's open log file per job, ``logs/jobs/<job>/<run>-<n>.log``, and its index
-    ``<run>-<n>.idx`` (where each task's part starts).
+    """Each worker thread's one log file for every task it runs, ``logs/threads/<run>-<n>.log``, and its
+    index ``<run>-<n>.idx`` (where each attempt's part starts: job, task, time, offset).
 
     ``<run>`` is random per process (a restarted agent, or a forked worker process, never appends to a
-    file an earlier process wrote, so a killed task's part runs to the end of its file) and ``<n>``
-    numbers the process's threads: one writer per file, so a task's records are one contiguous part.
-    Names are built from these and the job's integer id only."""
+    file an earlier process wrote, so a killed task's part runs to the end of its dead process's file) and
+    ``<n>`` numbers the process's files: one writer per file, so a task's records are one contiguous part,
+    and one part follows another. Nothing is created per job or per task: a new job costs no folder and no
+    file (on ext4 creating them was most of a small job's agent time, issue 18). When an attempt ends, its
+    exact range goes to the store with its outcome (:meth:`end`); the index finds the parts whose outcome
+    was never written (a running task, an agent killed before its completer wrote).
+
+    If a start cannot be written to the index (a full disk), the thread leaves both files for new ones
+    before the task writes anything: a part found through an index then always ends where the next part of
+    its file starts, or at the end of a file nobody appends to after it, never inside another job's part.
+    """
 
     def __init__(self, home: Home) -> None:
         self.home = home
@@ -126,69 +142,86 @@ class SliceFiles:
         self._lock = threading.Lock()
         self._pid = 0
         self._run = ""
-        self._threads = 0
+        self._files = 0
 
-    def _mine(self) -> tuple[str, OrderedDict[int, tuple[int, int]]]:
-        """This thread's file name and its open (log, index) descriptors by job (reset in a forked child)."""
-        pid = os.getpid()
+    def _mine(self) -> threading.local:
+        """This thread's state: its file name and open (log, index) descriptors (reset in a forked child)."""
         local = self._local
-        if getattr(local, "pid", None) != pid:
-            with self._lock:
-                if self._pid != pid:
-                    self._pid, self._run, self._threads = pid, secrets.token_hex(6), 0
-                self._threads += 1
-                local.pid, local.name, local.files = pid, slice_file_name(self._run, self._threads), OrderedDict()
-        return local.name, local.files
+        if getattr(local, "pid", None) != os.getpid():
+            local.pid, local.fds = os.getpid(), None
+            self._new_name(local)
+        return local
 
-    def path(self, job_id: int) -> Path:
-        """This thread's log file for ``job_id`` (a hard-limit task's child process appends to it)."""
-        name, _ = self._mine()
-        return self.home.job_logs(job_id) / name
+    def _new_name(self, local: threading.local) -> None:
+        pid = os.getpid()
+        with self._lock:
+            if self._pid != pid:
+                self._pid, self._run, self._files = pid, secrets.token_hex(6), 0
+            self._files += 1
+            local.name = slice_file_name(self._run, self._files)
 
-    def _open(self, job_id: int) -> tuple[int, int]:
-        """This thread's open descriptors on its log file and index for ``job_id`` (opened, and an old
-        pair closed, on need)."""
-        name, files = self._mine()
-        fds = files.get(job_id)
-        if fds is not None:
-            files.move_to_end(job_id)
-            return fds
-        folder = self.home.job_logs(job_id)
-        fd = open_append(folder / name)
-        try:
-            fds = fd, open_append(folder / index_file_name(name))
-        except OSError:
-            os.close(fd)
-            raise
-        files[job_id] = fds
-        while len(files) > OPEN_PER_THREAD:
-            for old in files.popitem(last=False)[1]:
-                os.close(old)
+    def path(self) -> Path:
+        """This thread's log file (a hard-limit task's child process appends to it)."""
+        return self.home.thread_logs / self._mine().name
+
+    def _open(self) -> tuple[int, int]:
+        """This thread's open descriptors on its log file and its index (opened on first use)."""
+        local = self._mine()
+        if local.fds is None:
+            folder = self.home.thread_logs
+            fd = open_append(folder / local.name)
+            try:
+                local.fds = fd, open_append(folder / index_file_name(local.name))
+            except OSError:
+                os.close(fd)
+                raise
+        fds: tuple[int, int] = local.fds
         return fds
 
-    def target(self, job_id: int) -> Path | int:
-        """Where this thread's task of ``job_id`` logs: the open descriptor, or (if it cannot be opened now)
-        the path, opened again at the first record."""
-        try:
-            return self._open(job_id)[0]
-        except OSError:
-            return self.path(job_id)
+    def _leave(self) -> None:
+        """Close this thread's files and take a new name: the next task starts a new pair."""
+        local = self._mine()
+        if local.fds is not None:
+            for fd in local.fds:
+                os.close(fd)
+            local.fds = None
+        self._new_name(local)
 
-    def begin(self, job_id: int, task_id: int) -> Path | int:
-        """Record that an attempt of task ``task_id`` starts here now, then return where it logs
-        (:meth:`target`).
+    def target(self) -> Path | int:
+        """Where this thread's records go now: the open descriptor, or (if it cannot be opened now) the
+        path, opened again at the first record."""
+        try:
+            return self._open()[0]
+        except OSError:
+            return self.path()
+
+    def begin(self, job_id: int, task_id: int) -> Begun:
+        """Record that an attempt of task ``task_id`` of job ``job_id`` starts here now; return where it logs.
 
         The part's start is this thread's file size now: until the task ends nothing else writes the file
-        (one writer per file). It is appended to the file's index (one line, one ``write``), so it is on
-        disk before the task writes its first record, whichever thread claimed the task. If the index
-        cannot be written (a full disk), the task still runs; its records then read as part of the part
-        before it."""
+        (one writer per file). It is appended to the index (one line, one ``write``), so it is on disk
+        before the task writes its first record. If that fails, the thread moves to new files first (see
+        the class); the task still runs, and its range is still recorded with its outcome."""
+        at = time.time()
         try:
-            fd, index = self._open(job_id)
-            os.write(index, index_line(task_id, os.fstat(fd).st_size, time.time()))
+            fd, index = self._open()
+            start = os.fstat(fd).st_size
+            os.write(index, index_line(job_id, task_id, start, at))
         except OSError:
-            return self.path(job_id)
-        return fd
+            self._leave()
+            return Begun(self.target(), self._mine().name, 0, at)
+        return Begun(fd, self._mine().name, start, at)
+
+    def end(self, begun: Begun) -> str | None:
+        """The attempt's exact part, for its outcome (``tasks.log_slices``); None if its file is gone."""
+        try:
+            if isinstance(begun.target, int):
+                size = os.fstat(begun.target).st_size
+            else:
+                size = os.lstat(self.home.thread_logs / begun.name).st_size
+        except OSError:
+            return None
+        return part_token(begun.name, begun.at, begun.start, size)
 
 
 _ROUTER: TaskLogRouter | None = None

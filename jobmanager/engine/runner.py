@@ -94,7 +94,7 @@ class Runner:
         #: how a task's outcome is written; the agent retries it with back-off while the store cannot
         #: be written (a full disk), so an outcome is never dropped and the task never stays "running"
         self.until_stored: Callable[[Callable[[], Any]], Any] = lambda write: write()
-        #: each worker thread's open log file per job; a task's start records where its part begins
+        #: each worker thread's one log file; a task's start records where its part begins
         self.logs = SliceFiles(home)
         #: tasks of jobs with a hard time limit run in child processes it starts and may kill
         self.children = ChildTasks(home, agent, type(store).__module__, self.logs)
@@ -207,11 +207,12 @@ class Runner:
         writes it as the task's ``started_at``)."""
         state: str = TaskState.SUCCEEDED
         try:
-            log_to = self.logs.begin(job.id, task.id)
+            begun = self.logs.begin(job.id, task.id)
             if job.hard_limit is not None:
                 state, error, trace = self.children.run(job, task)
             else:
-                state, error, trace = run_task(self.home, self.store, self.agent, job, task, began, log_to=log_to)
+                state, error, trace = run_task(self.home, self.store, self.agent, job, task, began,
+                                               log_to=begun.target)
         finally:
             with self.counters.lock:
                 if state == TaskState.SUCCEEDED:
@@ -220,12 +221,13 @@ class Runner:
                     self.counters.failed += 1
         # a task's own text may hold NUL characters, which PostgreSQL's text columns refuse
         error, trace = _no_nul(error), _no_nul(trace)
+        part = self.logs.end(begun)
         if self.completer is not None:
             self.completer.finish(Finish(task.id, state, error, trace, time.time(), dispatch=task.dispatch,
-                                         started_at=began))
+                                         started_at=began, log_part=part))
             return True
         outcome = self.engine.finish_task(task.id, self.agent, state, error=error, traceback=trace,
-                                          stored=self.until_stored)
+                                          log_part=part, stored=self.until_stored)
         if outcome.finalize:
             with self.counters.lock:
                 self.counters.current.pop(task.id, None)

@@ -1,27 +1,32 @@
-"""Where a task's log is, and reading it back: parts of per-(job, worker thread) files, checked first.
+"""Where a task's log is, and reading it back: parts of per-thread files, checked first.
 
-Layout (issue 18): a worker thread appends every task of a job it runs to one file,
-``logs/jobs/<job>/<run>-<n>.log`` (:class:`jobmanager.engine.logcapture.SliceFiles`). When an attempt
-starts, the thread appends ``<task id> <time> <offset>`` to the file's index ``<run>-<n>.idx``: where
-that attempt's records start (``time``: microseconds since the epoch, which orders a task's attempts
-across files; attempt numbers do not, as a lost agent's attempt is given back and counted again).
-The index's n-th line is the file's n-th part. A part ends where the next part of the same file
-starts (one writer per file, tasks one after another; ``n`` orders parts that start at the same
-offset because a quiet task wrote nothing), else at the file's end, which is also what a running
-task has written so far and all a task whose agent was killed ever wrote.
+Layout (issue 18): a worker thread appends every task it runs, whatever the job, to one file,
+``logs/threads/<run>-<n>.log`` (:class:`jobmanager.engine.logcapture.SliceFiles`); nothing is created
+per job or per task. When an attempt starts, the thread appends ``<job> <task> <time> <offset>`` to the
+file's index ``<run>-<n>.idx`` (``time``: microseconds since the epoch, which orders a task's attempts;
+attempt numbers do not, as a lost agent's attempt is given back and counted again). When it ends, its
+exact range ``<run>-<n>.log@<time>@<start>-<end>`` is written with its outcome to the task's
+``log_slices`` column. So:
 
-The index is written by the thread that runs the attempt, when it starts, not by its claim: an agent
-may claim several tasks in one transaction and run them on any of its threads.
+- an attempt whose outcome was written is read from its range in the store;
+- a running attempt, or one whose agent was killed before its outcome was written, has no range yet: its
+  part is found in the tails of the thread indexes written since (its line is its thread's last, or
+  among the last few: the completer writes within milliseconds). It ends where the index's next part
+  starts, else at the file's end, which is also what a running task has written so far and all a task
+  whose agent was killed ever wrote.
 
-Homes from before: an earlier version's claim stored ``<file>:<offset>:<n>`` in the
-task's ``log_slices`` column (space-separated, in attempt order); those parts are still read, before
-the indexed ones. A task that ran in the oldest layout has its own ``task-NNNN.log`` (all its attempts);
-it is read first. The finishing step's ``finish.log`` is unchanged.
+Homes from before keep reading as they were written: parts of per-(job, thread) files in the job's folder
+``logs/jobs/<job>/<run>-<n>.log`` with their index ``<run>-<n>.idx`` (``<task> <time> <offset>``;
+a part ends where the next part of the same file starts), earlier ``<file>:<offset>:<n>`` tokens in
+``log_slices``, and the oldest ``task-NNNN.log`` (all of a task's attempts, read first). The finishing
+step's ``finish.log`` is unchanged.
 
 Everything read from the database or an index is checked before a file is touched: a part must name a
-file of the layout's exact shape (no separator, no dot-dot: it cannot leave the job's folder), an index
-line must be of its exact shape and name one of the job's own tasks, and a range is clamped to the
-file's size, so a bogus offset reads nothing and never allocates more than the file.
+file of the layout's exact shape (no separator, no dot-dot: it cannot leave its folder), an index line
+must be of its exact shape and name the job and one of its own tasks, a range is clamped to the file's
+size, and a job's parts of one file are kept disjoint, so a bogus value reads nothing and never more
+than the file. The home's folders are the boundary: a process that can write an index or the store
+could name other jobs' bytes of a thread file, as it could rewrite them.
 """
 
 from __future__ import annotations
@@ -41,6 +46,14 @@ SLICE_FILE = re.compile(r"[0-9a-f]{12}-[0-9]{1,9}\.log")
 #: its index: ``<12 hex digits>-<thread number>.idx``
 INDEX_FILE = re.compile(r"([0-9a-f]{12}-[0-9]{1,9})\.idx")
 _ENTRY = re.compile(rb"([0-9]{1,18}) ([0-9]{1,18}) ([0-9]{1,18})")
+#: a thread index's line: job, task, time, offset
+_THREAD_ENTRY = re.compile(rb"([0-9]{1,18}) ([0-9]{1,18}) ([0-9]{1,18}) ([0-9]{1,18})")
+#: an attempt's exact part in ``log_slices``: file, time, start, end
+_PART = re.compile(r"([0-9a-f]{12}-[0-9]{1,9}\.log)@([0-9]{1,18})@([0-9]{1,18})-([0-9]{1,18})")
+#: how much of a thread index's end is read to find the parts whose outcome was not written
+INDEX_TAIL = 64 * 1024
+#: thread indexes last written this long before the earliest such part could start are not read
+_MTIME_SLACK_S = 5.0
 #: an index is read up to this size (about 2.5 million parts)
 INDEX_BYTES = 64 * 1024 * 1024
 _TOKEN = re.compile(r"([0-9a-f]{12}-[0-9]{1,9}\.log):([0-9]{1,18}):([0-9]{1,18})")
@@ -62,9 +75,63 @@ def index_file_name(log_name: str) -> str:
     return log_name[: -len(".log")] + ".idx"
 
 
-def index_line(task_id: int, offset: int, at: float) -> bytes:
-    """What a thread appends to its file's index when an attempt starts at ``at``: where its records start."""
-    return b"%d %d %d\n" % (task_id, int(at * 1_000_000), offset)
+def index_line(job_id: int, task_id: int, offset: int, at: float) -> bytes:
+    """What a thread appends to its index when an attempt starts at ``at``: where its records start."""
+    return b"%d %d %d %d\n" % (job_id, task_id, int(at * 1_000_000), offset)
+
+
+def part_token(name: str, at: float, start: int, end: int) -> str:
+    """An attempt's exact part as its outcome stores it in ``log_slices`` (one token per attempt)."""
+    return f"{name}@{int(at * 1_000_000)}@{start}-{end}"
+
+
+def parse_parts(text: str | None) -> list[tuple[int, str, int, int]]:
+    """The (time, file name, start, end) exact parts of a ``log_slices`` value; other tokens are skipped."""
+    found = []
+    for token in (text or "").split()[:10_000]:
+        m = _PART.fullmatch(token)
+        if m and int(m.group(3)) <= int(m.group(4)):
+            found.append((int(m.group(2)), m.group(1), int(m.group(3)), int(m.group(4))))
+    return found
+
+
+def scan_thread_indexes(folder: Path, job_id: int, task_ids: Iterable[int],
+                        since: float) -> dict[int, list[tuple[int, str, int, int | None]]]:
+    """The parts the ends of the thread indexes written since ``since`` record for ``task_ids`` of
+    ``job_id``: task id -> (time, file name, start, end or None for the file's end)."""
+    wanted = set(task_ids)
+    found: dict[int, list[tuple[int, str, int, int | None]]] = {}
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return {}
+    for entry in entries:
+        m = INDEX_FILE.fullmatch(entry.name)
+        try:
+            if m is None or entry.stat(follow_symlinks=False).st_mtime < since - _MTIME_SLACK_S:
+                continue
+        except OSError:
+            continue
+        lines = _tail_lines(Path(entry.path), INDEX_TAIL)
+        parsed = [e for e in (_THREAD_ENTRY.fullmatch(line) for line in lines) if e is not None]
+        for i, e in enumerate(parsed):
+            if int(e.group(1)) == job_id and int(e.group(2)) in wanted:
+                end = int(parsed[i + 1].group(4)) if i + 1 < len(parsed) else None
+                found.setdefault(int(e.group(2)), []).append((int(e.group(3)), m.group(1) + ".log",
+                                                               int(e.group(4)), end))
+    return found
+
+
+def _tail_lines(path: Path, most: int) -> list[bytes]:
+    """The whole lines of the last ``most`` bytes of a plain file (a line still being written waits)."""
+    with _open_plain(path) as fd:
+        if fd is None:
+            return []
+        size = os.fstat(fd).st_size
+        start = max(0, size - most)
+        data = os.pread(fd, size - start, start)
+    lines = data.split(b"\n")[:-1]
+    return lines[1:] if start > 0 else lines  # the first may be cut
 
 
 def read_index(folder: Path, task_ids: Iterable[int]) -> dict[int, list[tuple[str, int, int]]]:
@@ -126,6 +193,9 @@ def parse_slices(text: str | None) -> list[tuple[str, int, int]]:
 class _TaskRow(Protocol):
     id: int
     seq: int
+    state: str
+    losses: int
+    started_at: float | None
     log_slices: str | None
 
 
@@ -153,11 +223,60 @@ class Part:
             return os.pread(fd, end - start, start) if end > start else b""
 
 
-def task_parts(folder: Path, old: Iterable[tuple[int, Path]], tasks: Iterable[_TaskRow],
-               seq: int | None = None) -> Iterator[Part]:
-    """The parts of the job's task logs in task order (only task ``seq``'s if given), each task's old
-    file first. ``folder`` is the job's log folder, ``old`` maps a task's seq to its old-layout file."""
+def task_parts(folder: Path, threads: Path, job_id: int, old: Iterable[tuple[int, Path]],
+               tasks: Iterable[_TaskRow], seq: int | None = None, since: float = 0.0) -> Iterator[Part]:
+    """The parts of the job's task logs in task order (only task ``seq``'s if given), each task's in the
+    order written: its old-layout file, its parts in the job's folder, then its parts of thread files.
+
+    ``folder`` is the job's log folder, ``threads`` the thread files' folder, ``old`` maps a task's seq to
+    its old-layout file, ``since`` is when the job was submitted (thread indexes last written before it are
+    not read)."""
     rows = list(tasks)
+    legacy = _legacy_parts(folder, rows, seq)
+    current = _thread_parts(threads, job_id, rows, since)
+    old_files = dict(old)
+    for t in rows:
+        if seq is not None and t.seq != seq:
+            continue
+        if t.seq in old_files:
+            yield Part(old_files[t.seq])
+        yield from legacy.get(t.id, [])
+        yield from current.get(t.id, [])
+
+
+def _thread_parts(threads: Path, job_id: int, rows: list[_TaskRow], since: float) -> dict[int, list[Part]]:
+    """Each task's parts of thread files, in the order they started: the exact ranges its outcomes stored,
+    and for a task running now or once lost, the parts the thread indexes record and no outcome did."""
+    own: dict[int, dict[tuple[str, int], tuple[int, int | None]]] = {}  # task -> (file, start) -> (time, end)
+    for t in rows:
+        own[t.id] = {(name, start): (at, end) for at, name, start, end in parse_parts(t.log_slices)}
+    unsure = [t for t in rows if t.state == "running" or t.losses]
+    if unsure:
+        lost = any(t.losses or t.started_at is None for t in unsure)
+        earliest = since if lost else min(t.started_at or since for t in unsure)
+        for task, scanned in scan_thread_indexes(threads, job_id, (t.id for t in unsure), earliest).items():
+            for at, name, start, end in scanned:
+                own[task].setdefault((name, start), (at, end))  # a stored range wins: its end is exact
+    by_file: dict[str, list[tuple[int, int | None, int, int]]] = {}  # file -> (start, end, time, task)
+    for task, ranges in own.items():
+        for (name, start), (at, end) in ranges.items():
+            by_file.setdefault(name, []).append((start, end, at, task))
+    kept: dict[int, list[tuple[int, Part]]] = {}
+    for name, in_file in by_file.items():
+        reach = 0  # a file's parts are kept disjoint: a crafted range never reads a byte twice
+        for start, end, at, task in sorted(in_file, key=lambda p: (p[0], p[1] is None, p[1] or 0)):
+            if start < reach:
+                continue
+            kept.setdefault(task, []).append((at, Part(threads / name, start, end)))
+            if end is None:
+                break  # to the file's end: nothing after it is of another part
+            reach = end
+    return {task: [part for _, part in sorted(timed, key=lambda p: p[0])] for task, timed in kept.items()}
+
+
+def _legacy_parts(folder: Path, rows: list[_TaskRow], seq: int | None) -> dict[int, list[Part]]:
+    """Each task's parts in its job's folder (the layout of sessions 13-15), in the order they started
+    (only task ``seq``'s if given: a part two tasks name is read once, for the first one read)."""
     indexed = read_index(folder, (t.id for t in rows))
     own = {t.id: parse_slices(t.log_slices) + indexed.get(t.id, []) for t in rows}
     order: dict[str, list[tuple[int, int]]] = {}  # file -> its parts' (n, start), sorted
@@ -167,20 +286,19 @@ def task_parts(folder: Path, old: Iterable[tuple[int, Path]], tasks: Iterable[_T
     for name in order:
         order[name] = _disjoint(order[name])
     kept = {(name, n, start) for name, parts in order.items() for n, start in parts}
-    old_files = dict(old)
     seen: set[tuple[str, int, int]] = set()
+    found: dict[int, list[Part]] = {}
     for t in rows:
         if seq is not None and t.seq != seq:
             continue
-        if t.seq in old_files:
-            yield Part(old_files[t.seq])
         for name, start, n in own[t.id]:
             if (name, n, start) not in kept or (name, n, start) in seen:
                 continue  # a part named twice, or one overlapping the file's earlier parts: never read twice
             seen.add((name, n, start))
             parts = order[name]
             i = bisect.bisect_right(parts, (n, start))
-            yield Part(folder / name, start, parts[i][1] if i < len(parts) else None)
+            found.setdefault(t.id, []).append(Part(folder / name, start, parts[i][1] if i < len(parts) else None))
+    return found
 
 
 def _disjoint(parts: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -209,8 +209,10 @@ class JobStore:
         *,
         error: str | None = None,
         traceback: str | None = None,
+        log_part: str | None = None,
     ) -> Outcome:
-        """End a running task (succeeded, failed or cancelled) held by ``agent``.
+        """End a running task (succeeded, failed or cancelled) held by ``agent``; ``log_part`` (the attempt's
+        part of its thread's log file) is appended to the task's ``log_slices``.
 
         A failure with attempts left becomes ``retrying`` with a new dispatch to
         send. When it was the job's last unfinished task, the job is settled in the

@@ -913,6 +913,7 @@ class SqlStore(JobStore):
         *,
         error: str | None = None,
         traceback: str | None = None,
+        log_part: str | None = None,
     ) -> Outcome:
         if state not in DONE_TASK:
             raise ValueError(f"finish_task: {state!r} is not a final task state")
@@ -926,6 +927,7 @@ class SqlStore(JobStore):
             task, job = locked
             if task["state"] != TaskState.RUNNING or task["agent"] != agent:
                 return Outcome(recorded=False)
+            self._append_log_parts(c, [(task_id, log_part)])
             if (state == TaskState.FAILED and task["attempts"] < task["max_attempts"]
                     and job["state"] not in FINISHED and not task["cancel_requested"]):
                 self._task_state(
@@ -1044,6 +1046,7 @@ class SqlStore(JobStore):
             if limits and done.recorded:
                 cases = {jobs[j]["case_id"] for j in {r["job_id"] for r in tasks}}
                 done.dispatches += self.limits.wake(c, limits, next(iter(cases)) if len(cases) == 1 else ALL_CASES)
+            self._append_log_parts(c, [(i, by_id[i].log_part) for i in done.recorded])
             started = [(i, by_id[i].started_at) for i in done.recorded if by_id[i].started_at is not None]
             if started:  # tasks claimed with a batch began after their claim (engine/prefetch.py)
                 sids, sid_values = self.dialect.in_("id", [i for i, _ in started])
@@ -1068,6 +1071,16 @@ class SqlStore(JobStore):
             return fast
         return self._retrying(write)
 
+    def _append_log_parts(self, c: Connection, parts: list[tuple[int, str | None]]) -> None:
+        """Append each task's ended attempt's log part to its ``log_slices`` (one statement)."""
+        parts = [(task_id, part) for task_id, part in parts if part]
+        if not parts:
+            return
+        ids, id_values = self.dialect.in_("id", [task_id for task_id, _ in parts])
+        c.execute(f"UPDATE tasks SET log_slices = COALESCE(log_slices || ' ', '') ||"
+                  f" CASE id {' '.join('WHEN ? THEN ?' for _ in parts)} END WHERE {ids}",
+                  (*[v for pair in parts for v in pair], *id_values))
+
     def _finish_succeeded_at_once(self, c: Connection, agent: str, finishes: Sequence[Finish]) -> Completed:
         """Tasks that succeeded without an error, in one statement (PostgreSQL): what the general path of
         :meth:`finish_tasks` writes for them, for those still running under ``agent`` with the dispatch they
@@ -1084,12 +1097,14 @@ class SqlStore(JobStore):
         done = Completed()
         now = time.time()
         row = c.execute(
-            "WITH fin AS (SELECT * FROM unnest(?::bigint[], ?::float8[], ?::bigint[], ?::float8[])"
-            " AS f(id, at, dispatch, started)),"
+            "WITH fin AS (SELECT * FROM unnest(?::bigint[], ?::float8[], ?::bigint[], ?::float8[], ?::text[])"
+            " AS f(id, at, dispatch, started, part)),"
             " locked AS (SELECT j.id FROM jobs j WHERE j.id IN (SELECT t.job_id FROM tasks t JOIN fin ON t.id = fin.id)"
             f" AND NOT EXISTS (SELECT 1 FROM limits l WHERE {COUNTS_JOB}) ORDER BY j.id FOR NO KEY UPDATE),"
             " written AS (UPDATE tasks SET state = 'succeeded', error = NULL, traceback = NULL, finished_at = fin.at,"
-            " started_at = COALESCE(fin.started, tasks.started_at)"
+            " started_at = COALESCE(fin.started, tasks.started_at),"
+            " log_slices = CASE WHEN fin.part IS NULL THEN tasks.log_slices"
+            " ELSE COALESCE(tasks.log_slices || ' ', '') || fin.part END"
             " FROM fin WHERE tasks.id = fin.id AND tasks.state = 'running' AND tasks.agent = ?"
             " AND (fin.dispatch IS NULL OR tasks.dispatch = fin.dispatch)"
             " AND tasks.job_id = ANY(ARRAY(SELECT id FROM locked))"
@@ -1104,7 +1119,7 @@ class SqlStore(JobStore):
             " (SELECT array_agg(id ORDER BY id) FROM counted WHERE left_to_run = 0) AS ended,"
             " (SELECT array_agg(id ORDER BY id) FROM counted WHERE left_to_run = 0 AND has_finish = 1) AS finishing",
             ([f.task_id for f in finishes], [f.at or now for f in finishes], [f.dispatch for f in finishes],
-             [f.started_at for f in finishes], agent, agent, now),
+             [f.started_at for f in finishes], [f.log_part for f in finishes], agent, agent, now),
         ).fetchone()
         done.recorded = list(row["recorded"] or [])
         finishing = set(row["finishing"] or [])
