@@ -8,8 +8,9 @@ One :class:`Home` owns the layout, so no other module builds paths by hand::
       queue.db             the Huey queue (SqliteHuey)
       inputs/              files jobs may read (documents, CSV sources); inputs/cases/<case>/ per case
       notebooks/           notebooks jobs may run (the default of notebook_dirs)
-      logs/jobs/<job>/     the job's logs: one append-only file per agent worker thread (each task's part
-                           of it is recorded in its row), finish.log; homes from before also task-NNNN.log
+      logs/threads/        one append-only file per agent worker thread, for every task it runs (each
+                           attempt's part of it is recorded with its outcome) and its index of starts
+      logs/jobs/<job>/     the job's finishing step's finish.log; homes from before also its task logs
       logs/agents/         one log file per agent
       artifacts/<job>/     files the job wrote (PDFs, exports...)
 

@@ -559,7 +559,7 @@ class JobManager:
         folder, for tasks that ran in earlier layouts), in reading order."""
         old = [(t.seq, self.home.task_log(job.id, t.seq)) for t in job.tasks]
         parts = list(tasklogs.task_parts(self.home.job_logs(job.id), self.home.thread_logs, job.id, old,
-                                         job.tasks, task, since=job.created_at))
+                                         job.tasks, task))
         if task is None:
             parts.append(tasklogs.Part(self.home.task_log(job.id, None)))
         return parts

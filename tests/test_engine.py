@@ -308,7 +308,7 @@ def test_a_running_task_log_is_followed_and_a_killed_attempt_stays_readable(jm: 
     """A running task's part runs to what it wrote so far (the dashboard's tail -f reads it); SIGKILL the
     agent mid-task: what the attempt wrote stays in the task's log (found through its thread's index: no
     outcome recorded its range), and the re-run has its own part."""
-    from jobmanager.engine.tasklogs import scan_thread_indexes
+    from jobmanager.engine.tasklogs import parse_marks, scan_thread_indexes
 
     victim = start_agent("solo", 1)
     job_id = jm.submit("sleep", {"tasks": 1, "seconds": 30, "steps": 30}, retries=1)
@@ -322,11 +322,14 @@ def test_a_running_task_log_is_followed_and_a_killed_attempt_stays_readable(jm: 
     log = wait_for(lambda: (t := jm.log(job_id, task=1)).count("task 1: sleeping") == 2 and t,
                    what="the second attempt's part", timeout=30)
     assert isinstance(log, str) and log.startswith(killed) and log.count(f"--- job {job_id} task 1 (") == 2
-    task_id = jm.job(job_id).tasks[0].id
-    assert len(scan_thread_indexes(jm.home.thread_logs, job_id, [task_id], 0)[task_id]) == 2
+    task = jm.job(job_id).tasks[0]
+    runs = parse_marks(task.log_slices)  # each claim marked its agent process's run
+    assert len(runs) == 2 and len(set(runs)) == 2, task.log_slices
+    assert len(scan_thread_indexes(jm.home.thread_logs, job_id, [task.id], runs)[task.id]) == 2
     assert len(list(jm.home.thread_logs.glob("*.log"))) == 2  # one file per agent process and thread
     jm.cancel(job_id)
     assert jm.wait(job_id, timeout=30).state == "cancelled"
+    assert jm.log(job_id, task=1).startswith(killed) and jm.log(job_id, task=1).count("task 1: sleeping") == 2
 
 
 def test_a_tasks_start_records_its_part_in_the_threads_index(jm: JobManager) -> None:
@@ -350,9 +353,19 @@ def test_a_tasks_start_records_its_part_in_the_threads_index(jm: JobManager) -> 
     assert token is not None and [(n, s, e) for _, n, s, e in parse_parts(token)] == [(name, 0, 11)]
     second = logs.begin(8, 71)  # another job's task: the same file, after the first part
     assert (second.target, second.start) == (first.target, 11)
-    found = scan_thread_indexes(folder, 7, [70, 71], 0)
+    found = scan_thread_indexes(folder, 7, [70, 71], [logs.run()])
     assert [(n, s, e) for _, n, s, e in found[70]] == [(name, 0, 11)] and 71 not in found  # 71 is job 8's
-    assert [(n, s, e) for _, n, s, e in scan_thread_indexes(folder, 8, [71], 0)[71]] == [(name, 11, None)]
+    running = scan_thread_indexes(folder, 8, [71], [logs.run()])[71]
+    assert [(n, s, e) for _, n, s, e in running] == [(name, 11, 11)]  # to the size before the index was read
+    os.write(second.target, b"second\n")
+    logs.begin(9, 90)  # the thread goes on with another job's task: the part read before stays the task's
+    os.write(second.target, b"job 9's\n")
+    from jobmanager.engine.tasklogs import Part
+
+    assert Part(folder / name, 11, running[0][3]).read() == b""
+    again = scan_thread_indexes(folder, 8, [71], [logs.run()])[71]
+    assert Part(folder / name, again[0][2], again[0][3]).read() == b"second\n"
+    assert scan_thread_indexes(folder, 8, [71], ["0" * 12]) == {}  # only the runs asked for are read
     assert not jm.home.job_logs(7).exists() and not jm.home.job_logs(8).exists()
 
 
@@ -377,6 +390,30 @@ def test_a_start_the_index_cannot_take_moves_the_thread_to_new_files(jm: JobMana
     assert isinstance(second.target, int)
     os.write(second.target, b"job 8\n")
     assert [(n, s, e) for _, n, s, e in parse_parts(logs.end(second))] == [(second.name, 0, 6)]
+
+
+def test_a_process_a_task_forks_does_not_log_into_its_threads_file(tmp_path) -> None:
+    """A task's forked helper (a multiprocessing pool it keeps) outlives the task; its records must not land
+    in whatever its parent thread runs next, another job's part of the same file."""
+    import logging
+    import os
+
+    from jobmanager.engine.logcapture import router
+
+    path = tmp_path / "thread.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with router().capture(fd, "job 1 task 1"):
+            logging.getLogger("jobmanager.job.test").warning("from the task")
+            pid = os.fork()
+            if pid == 0:  # the forked helper
+                logging.getLogger("jobmanager.job.test").warning("from the helper")
+                os._exit(0)
+            assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        os.close(fd)
+    text = path.read_text()
+    assert "from the task" in text and "from the helper" not in text, text
 
 
 def test_hostile_index_lines_read_nothing_but_the_jobs_own_parts(jm: JobManager) -> None:
@@ -405,9 +442,9 @@ def test_hostile_index_lines_read_nothing_but_the_jobs_own_parts(jm: JobManager)
 
 
 def test_log_parts_from_the_database_are_checked_and_old_task_files_still_read(jm: JobManager) -> None:
-    """A hostile ``log_slices`` value (another folder, a symlink, offsets past the end, a huge length)
-    reads nothing outside the job's own files; a task logged by an older version (task-NNNN.log) reads
-    as before, followed by any part written since."""
+    """The layout before thread files: a hostile ``log_slices`` value (another folder, a symlink, offsets
+    past the end, a huge length) reads nothing outside the job's own files; a task logged by an older
+    version (task-NNNN.log) reads as before, followed by any part written since."""
     from jobmanager.engine.tasklogs import parse_slices
 
     from .backends import write_store
@@ -450,6 +487,7 @@ def test_parts_in_the_store_and_thread_indexes_are_checked(jm: JobManager) -> No
     job_id = jm.submit("sleep", {"tasks": 3})
     first, second, third = (t.id for t in jm.job(job_id).tasks)
     folder = jm.home.thread_logs
+    marks = "@cccccccccccc @dddddddddddd @eeeeeeeeeeee @ffffffffffff"  # claims by these runs, no outcome stored
     (folder / "aaaaaaaaaaaa-1.log").write_bytes(b"first part\nsecond part\n")
     secret = jm.home.path / "secret.log"
     secret.write_text("SECRET\n")
@@ -459,7 +497,10 @@ def test_parts_in_the_store_and_thread_indexes_are_checked(jm: JobManager) -> No
         f"{job_id} {third} 5 0\n{job_id + 1} {third} 6 10\n{job_id} {third} x 0\n../x 1 2 3\n"
         f"{job_id} {first + 1000} 7 0\n{job_id} {third} 8 12".encode())  # the last line has no newline yet
     (folder / "dddddddddddd-1.idx").symlink_to(folder / "cccccccccccc-1.idx")
+    (folder / "dddddddddddd-1.log").write_bytes(b"not through a symlinked index\n")
     os.mkfifo(folder / "eeeeeeeeeeee-1.idx")
+    (folder / "ffffffffffff-1.idx").write_bytes(f"{job_id} {third} 9 0\n".encode())
+    (folder / "ffffffffffff-1.log").symlink_to(secret)  # its log a symlink: not read
     hostile = " ".join([
         "../secret.log@1@0-7", f"/{secret}@1@0-7", "bbbbbbbbbbbb-1.log@1@0-7", "aaaaaaaaaaaa-1.log@3@0-99999999999",
         "aaaaaaaaaaaa-1.log@4@20-10", "aaaaaaaaaaaa-1.log@5@x-1", *["aaaaaaaaaaaa-1.log@6@0-23"] * 2000,
@@ -467,7 +508,7 @@ def test_parts_in_the_store_and_thread_indexes_are_checked(jm: JobManager) -> No
     write_store(jm.home.path, [
         ("UPDATE tasks SET log_slices = ? WHERE id = ?", ("aaaaaaaaaaaa-1.log@1@0-11", first)),
         ("UPDATE tasks SET log_slices = ? WHERE id = ?", ("aaaaaaaaaaaa-1.log@2@11-23", second)),
-        ("UPDATE tasks SET log_slices = ?, losses = 1 WHERE id = ?", (hostile, third)),
+        ("UPDATE tasks SET log_slices = ? WHERE id = ?", (f"{marks} {hostile}", third)),
     ])
     assert jm.log(job_id, task=1) == "first part\n"
     assert jm.log(job_id, task=2) == "second part\n"

@@ -226,7 +226,7 @@ def test_claimed_tasks_that_wait_are_checked_before_they_start(home: Path, jm: J
 
 def held_then(jm: JobManager, job_id: int, action: str) -> None:
     """Wait until task 3 stalls with tasks claimed behind it, ``action`` the job, and check what they became."""
-    from jobmanager.engine.tasklogs import scan_thread_indexes
+    from jobmanager.engine.tasklogs import parse_marks, scan_thread_indexes
 
     wait_for(lambda: stalled(jm, job_id, 3), timeout=30, what="task 3 stalls")
     held = [n for n, t in tasks_of(jm, job_id).items() if n > 3 and t.state == "running"]
@@ -249,7 +249,9 @@ def held_then(jm: JobManager, job_id: int, action: str) -> None:
              what="the claimed tasks cancelled")  # once task 3 has seen the cancel and ended
     tasks = tasks_of(jm, job_id)
     assert {tasks[n].attempts for n in held} == {0}
-    started = scan_thread_indexes(jm.home.thread_logs, job_id, [tasks[n].id for n in held], 0)
+    runs = {run for n in held for run in parse_marks(tasks[n].log_slices)}
+    assert runs, "a claim ahead marks its agent's run"
+    started = scan_thread_indexes(jm.home.thread_logs, job_id, [tasks[n].id for n in held], runs)
     assert started == {}, started  # none of them began
 
 

@@ -209,6 +209,27 @@ def test_a_task_claimed_between_the_claims_read_and_its_lock_stays_with_the_firs
     assert [(e["agent"], e["message"]) for e in starts] == [("a2", "attempt 1")]
 
 
+def test_every_claim_path_marks_the_claiming_process_in_log_slices(store: JobStore) -> None:
+    """A claim appends ``@<run>`` (the agent process whose thread files will hold the attempt's log) on every
+    path: one claim (PostgreSQL's one statement, the general path), a batch of one job's tasks (SQLite's
+    one UPDATE), a batch across jobs; anything but 12 hex digits is refused before the store is touched."""
+    job_id, ds = make_job(store, 4, retries=1)
+    other, (o,) = make_job(store, 1)
+    claim = store.claim_task(ds[0].task_id, ds[0].dispatch, "a1", job_id=job_id, log_run="a" * 12)
+    assert claim is not None and claim.task.log_slices == "@" + "a" * 12
+    store.finish_task(ds[0].task_id, "a1", "failed", error="x", log_part="p1")  # retrying, dispatch 1
+    assert store.claim_task(ds[0].task_id, 1, "a2", log_run="b" * 12) is not None  # no hint: the general path
+    assert store.get_tasks(job_id)[0].log_slices == f"@{'a' * 12} p1 @{'b' * 12}"
+    got = store.claim_tasks([ds[1], ds[2], o, Dispatch(ds[3].task_id, ds[3].dispatch, 0, "default", job_id)],
+                            "a3", log_run="c" * 12)
+    assert all(g is not None and g is not LATER for g in got), got
+    assert [t.log_slices for t in store.get_tasks(job_id)[1:]] == ["@" + "c" * 12] * 3
+    assert store.get_tasks(other)[0].log_slices == "@" + "c" * 12
+    for bad in ("../x", "A" * 12, "a" * 13, ""):
+        with pytest.raises(ValueError):
+            store.claim_task(ds[1].task_id, ds[1].dispatch, "a4", log_run=bad)
+
+
 def test_a_queued_jobs_first_claim_writes_the_task_event_then_the_jobs(store: JobStore) -> None:
     """The first claim moves the job to running (PostgreSQL: in the same one statement as the task)."""
     job_id, (d, d2) = make_job(store)
@@ -573,9 +594,9 @@ def test_finish_by_wrong_agent_is_not_recorded(store: JobStore) -> None:
     job_id, (d,) = make_job(store, 1)
     store.claim_task(d.task_id, 0, "a1")
     assert store.finish_task(d.task_id, "a2", "succeeded", log_part="a2's").recorded is False
-    assert store.get_tasks(job_id)[0].state == "running" and store.get_tasks(job_id)[0].log_slices is None
+    assert store.get_tasks(job_id)[0].state == "running"
     assert store.finish_task(d.task_id, "a1", "succeeded", log_part="a1's").recorded is not False
-    assert store.get_tasks(job_id)[0].log_slices == "a1's"
+    assert store.get_tasks(job_id)[0].log_slices == "a2's a1's"  # each attempt's log part, recorded or not
 
 
 def test_progress_is_recorded_and_reports_cancel(store: JobStore) -> None:
@@ -1006,7 +1027,7 @@ def test_finish_tasks_writes_a_batch_as_single_finishes_would(store: JobStore) -
     again = store.finish_tasks("a1", [Finish(plain_d[2].task_id, "succeeded", at=time.time(), log_part="p2b")])
     assert again.job_states == {plain: "completed"}
     assert store.finish_tasks("a1", [Finish(plain_d[2].task_id, "succeeded", log_part="x")]).recorded == []  # no-op
-    assert store.get_tasks(plain)[2].log_slices == "p2a p2b"
+    assert store.get_tasks(plain)[2].log_slices == "p2a p2b x"  # but for its attempt's log part
     events = store.events(plain)
     ends = [e["task_id"] for e in events if e["kind"] == "task" and e["to_state"] == "succeeded"]
     assert sorted(ends) == sorted(d.task_id for d in plain_d)

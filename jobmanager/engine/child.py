@@ -7,8 +7,8 @@ forked, and each child is a cheap fork of a small server process that imported J
 agent's job type modules once). The child imports the same job types (entry points and the agent's
 ``--import`` modules), opens its own store connection (for ``ctx.progress``, ``ctx.cancelled`` and the
 outputs), runs the task with :func:`jobmanager.engine.runner.run_task` exactly as a worker thread
-would (the soft limit works there too), appends the task's log to its worker thread's file for the job
-(the part the claim recorded; the thread writes nothing while it waits), and sends back
+would (the soft limit works there too), appends the task's log to its worker thread's file
+(inside the part the thread's index recorded at the start; the thread writes nothing while it waits), and sends back
 (state, error, traceback). At the hard limit the worker thread ends the child (SIGTERM, then SIGKILL
 after :data:`TERM_GRACE_S`) and the task fails "timed out after S s (hard limit)".
 

@@ -38,7 +38,7 @@ def open_append(path: Path) -> int:
     """An append-only descriptor on ``path`` (created 0600, its folder 0700); never follows a symlink."""
     try:
         return os.open(path, _FLAGS, 0o600)
-    except FileNotFoundError:  # the folder is made only when missing: one system call less per job and thread
+    except FileNotFoundError:  # the folder is made only when missing: one system call less per file
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return os.open(path, _FLAGS, 0o600)
 
@@ -97,7 +97,7 @@ class TaskLogRouter(logging.Handler):
     def capture(self, target: Path | int, header: str) -> Iterator[None]:
         """Send this thread's records to ``target`` after a ``--- header`` line written at the first record
         (a quiet task writes nothing). A path is opened for appending at the first record and closed at
-        the end; a descriptor is borrowed (the worker thread's open file for the job) and stays open."""
+        the end; a descriptor is borrowed (the worker thread's open file) and stays open."""
         ident = threading.get_ident()
         self._targets[ident] = _Target(target, header)
         try:
@@ -152,13 +152,22 @@ class SliceFiles:
             self._new_name(local)
         return local
 
-    def _new_name(self, local: threading.local) -> None:
-        pid = os.getpid()
+    def run(self) -> str:
+        """This process's run: the prefix of its files' names (a claim records it, see
+        :meth:`jobmanager.store.base.JobStore.claim_task`)."""
         with self._lock:
-            if self._pid != pid:
-                self._pid, self._run, self._files = pid, secrets.token_hex(6), 0
+            return self._run_locked()
+
+    def _run_locked(self) -> str:
+        if self._pid != os.getpid():  # a forked process starts a run of its own
+            self._pid, self._run, self._files = os.getpid(), secrets.token_hex(6), 0
+        return self._run
+
+    def _new_name(self, local: threading.local) -> None:
+        with self._lock:
+            run = self._run_locked()
             self._files += 1
-            local.name = slice_file_name(self._run, self._files)
+            local.name = slice_file_name(run, self._files)
 
     def path(self) -> Path:
         """This thread's log file (a hard-limit task's child process appends to it)."""
@@ -206,7 +215,9 @@ class SliceFiles:
         try:
             fd, index = self._open()
             start = os.fstat(fd).st_size
-            os.write(index, index_line(job_id, task_id, start, at))
+            line = index_line(job_id, task_id, start, at)
+            if os.write(index, line) != len(line):  # a short write (a full disk): the index is unreliable
+                raise OSError("short write")
         except OSError:
             self._leave()
             return Begun(self.target(), self._mine().name, 0, at)
@@ -232,6 +243,9 @@ def router() -> TaskLogRouter:
     global _ROUTER
     if _ROUTER is None:
         _ROUTER = TaskLogRouter()
+        # A process a task forks (a multiprocessing pool it keeps) must not log into its parent thread's
+        # file: that thread goes on to other jobs' tasks. A child that runs a task captures its own.
+        os.register_at_fork(after_in_child=_ROUTER._targets.clear)
         root = logging.getLogger()
         root.addHandler(_ROUTER)
         if root.level > logging.INFO or root.level == logging.NOTSET:

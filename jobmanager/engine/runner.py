@@ -116,7 +116,7 @@ class Runner:
         else:
             token, claim = self.counters.claim_started(), None
             try:
-                claim = self.store.claim_task(task_id, dispatch, self.agent, job_id=job_id)
+                claim = self.store.claim_task(task_id, dispatch, self.agent, job_id=job_id, log_run=self.logs.run())
             finally:
                 self.counters.claim_ended(token, claim)
         if claim is None:
@@ -145,7 +145,8 @@ class Runner:
         first = None if wanted[0] is None else _key(wanted[0])  # a finishing step first: no run starts now
         token, answers = self.counters.claim_started(), []
         try:
-            answers = self.store.claim_tasks(asked, self.agent, first_starts=first is not None)
+            answers = self.store.claim_tasks(asked, self.agent, first_starts=first is not None,
+                                             log_run=self.logs.run())
         except Exception as exc:  # the store's trouble: each message is claimed on its own when it runs
             log.debug("a batch of %d claims failed (%s); claimed one by one", len(asked), exc)
             return [None] * len(wanted)
@@ -265,7 +266,7 @@ def _key(d: Dispatch) -> tuple[int, int]:
 
 
 def task_header(job: Job, task: Task, agent: str) -> str:
-    """The line that opens an attempt's part of the job's log file."""
+    """The line that opens an attempt's part of its thread's log file."""
     return f"job {job.id} task {task.seq} ({task.name}) attempt {task.attempts} on {agent}"
 
 
@@ -275,7 +276,7 @@ def run_task(home: Home, store: JobStore, agent: str, job: Job, task: Task,
     :meth:`Engine.finish_task`. The one way a task runs, in an agent's worker thread or in a task's
     child process (engine/child.py); a task's own failure is returned, never raised. The soft limit
     counts from ``started_at`` (default: the claim's). Its records are appended to ``log_to``, the
-    worker thread's file for the job (a descriptor in the thread, the path in a child process)."""
+    worker thread's file (a descriptor in the thread, the path in a child process)."""
     task_log = logging.getLogger(f"jobmanager.job.{job.type}")
     ctx = TaskContext(
         home=home, store=store, agent=agent, job_id=job.id, task_id=task.id,

@@ -8,12 +8,15 @@ attempt numbers do not, as a lost agent's attempt is given back and counted agai
 exact range ``<run>-<n>.log@<time>@<start>-<end>`` is written with its outcome to the task's
 ``log_slices`` column. So:
 
-- an attempt whose outcome was written is read from its range in the store;
-- a running attempt, or one whose agent was killed before its outcome was written, has no range yet: its
-  part is found in the tails of the thread indexes written since (its line is its thread's last, or
-  among the last few: the completer writes within milliseconds). It ends where the index's next part
-  starts, else at the file's end, which is also what a running task has written so far and all a task
-  whose agent was killed ever wrote.
+- an attempt whose outcome was written is read from its range in the store (an outcome the store did
+  not take, the task taken back meanwhile, still stores its range: its bytes are the task's either way);
+- each claim appends ``@<run>`` to ``log_slices``: the agent process that will log the attempt. A run
+  that claimed a task more often than it stored its parts has an attempt with no outcome (running now,
+  its agent killed, or stopped with the task handed back): its part is found in the tails of that run's
+  thread indexes only. It ends where the index's next part starts, else at the size the log file had
+  before the index was read (a start is written to the index before the records that follow it, so a
+  part never runs on into a later one): what a running task has written so far, all a task whose agent
+  was killed ever wrote.
 
 Homes from before keep reading as they were written: parts of per-(job, thread) files in the job's folder
 ``logs/jobs/<job>/<run>-<n>.log`` with their index ``<run>-<n>.idx`` (``<task> <time> <offset>``;
@@ -35,6 +38,7 @@ import bisect
 import os
 import re
 import stat
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,10 +54,10 @@ _ENTRY = re.compile(rb"([0-9]{1,18}) ([0-9]{1,18}) ([0-9]{1,18})")
 _THREAD_ENTRY = re.compile(rb"([0-9]{1,18}) ([0-9]{1,18}) ([0-9]{1,18}) ([0-9]{1,18})")
 #: an attempt's exact part in ``log_slices``: file, time, start, end
 _PART = re.compile(r"([0-9a-f]{12}-[0-9]{1,9}\.log)@([0-9]{1,18})@([0-9]{1,18})-([0-9]{1,18})")
+#: a claim's mark in ``log_slices``: the run of the agent process whose thread files will hold the attempt
+_MARK = re.compile(r"@([0-9a-f]{12})")
 #: how much of a thread index's end is read to find the parts whose outcome was not written
-INDEX_TAIL = 64 * 1024
-#: thread indexes last written this long before the earliest such part could start are not read
-_MTIME_SLACK_S = 5.0
+INDEX_TAIL = 256 * 1024
 #: an index is read up to this size (about 2.5 million parts)
 INDEX_BYTES = 64 * 1024 * 1024
 _TOKEN = re.compile(r"([0-9a-f]{12}-[0-9]{1,9}\.log):([0-9]{1,18}):([0-9]{1,18})")
@@ -95,31 +99,46 @@ def parse_parts(text: str | None) -> list[tuple[int, str, int, int]]:
     return found
 
 
+def parse_marks(text: str | None) -> list[str]:
+    """The runs of the ``@<run>`` marks claims appended to a ``log_slices`` value, one a claim."""
+    return [m.group(1) for m in map(_MARK.fullmatch, (text or "").split()[:10_000]) if m is not None]
+
+
 def scan_thread_indexes(folder: Path, job_id: int, task_ids: Iterable[int],
-                        since: float) -> dict[int, list[tuple[int, str, int, int | None]]]:
-    """The parts the ends of the thread indexes written since ``since`` record for ``task_ids`` of
-    ``job_id``: task id -> (time, file name, start, end or None for the file's end)."""
-    wanted = set(task_ids)
-    found: dict[int, list[tuple[int, str, int, int | None]]] = {}
+                        runs: Iterable[str]) -> dict[int, list[tuple[int, str, int, int]]]:
+    """The parts the ends of the thread indexes of ``runs`` record for ``task_ids`` of ``job_id``: task id ->
+    (time, file name, start, end).
+
+    A part ends where the index's next part starts; the last one at the size its log file had before the
+    index was read. A thread writes a start to the index before the records that follow it, so a part
+    never runs on into a part that started after the read, whatever the file holds by the time it is read."""
+    wanted, runs = set(task_ids), set(runs)
+    found: dict[int, list[tuple[int, str, int, int]]] = {}
     try:
-        entries = list(os.scandir(folder))
+        names = sorted(entry.name for entry in os.scandir(folder))
     except OSError:
         return {}
-    for entry in entries:
-        m = INDEX_FILE.fullmatch(entry.name)
-        try:
-            if m is None or entry.stat(follow_symlinks=False).st_mtime < since - _MTIME_SLACK_S:
-                continue
-        except OSError:
+    for index in names:
+        m = INDEX_FILE.fullmatch(index)
+        if m is None or m.group(1)[:12] not in runs:
             continue
-        lines = _tail_lines(Path(entry.path), INDEX_TAIL)
-        parsed = [e for e in (_THREAD_ENTRY.fullmatch(line) for line in lines) if e is not None]
+        log_name = m.group(1) + ".log"
+        size = _size(folder / log_name)
+        if size is None:
+            continue
+        parsed = [e for e in map(_THREAD_ENTRY.fullmatch, _tail_lines(folder / index, INDEX_TAIL)) if e is not None]
         for i, e in enumerate(parsed):
-            if int(e.group(1)) == job_id and int(e.group(2)) in wanted:
-                end = int(parsed[i + 1].group(4)) if i + 1 < len(parsed) else None
-                found.setdefault(int(e.group(2)), []).append((int(e.group(3)), m.group(1) + ".log",
-                                                               int(e.group(4)), end))
+            start = int(e.group(4))
+            end = int(parsed[i + 1].group(4)) if i + 1 < len(parsed) else size
+            if int(e.group(1)) == job_id and int(e.group(2)) in wanted and start <= end:
+                found.setdefault(int(e.group(2)), []).append((int(e.group(3)), log_name, start, end))
     return found
+
+
+def _size(path: Path) -> int | None:
+    """A plain file's size (None: missing, a symlink, not a plain file)."""
+    with _open_plain(path) as fd:
+        return None if fd is None else os.fstat(fd).st_size
 
 
 def _tail_lines(path: Path, most: int) -> list[bytes]:
@@ -166,7 +185,7 @@ def _read_plain(path: Path, most: int) -> bytes:
 def _open_plain(path: Path) -> Iterator[int | None]:
     """A descriptor to read ``path`` if it is a plain file, None for anything else (missing, a symlink, which
     is never followed, a folder, a FIFO, which is opened without blocking); closed at the block's end. Every
-    read of a job's log folder goes through it: the folder's names come from the folder, not from us."""
+    read of a log folder goes through it: the folder's names come from the folder, not from us."""
     try:
         fd = os.open(path, _NOFOLLOW)
     except OSError:
@@ -193,9 +212,6 @@ def parse_slices(text: str | None) -> list[tuple[str, int, int]]:
 class _TaskRow(Protocol):
     id: int
     seq: int
-    state: str
-    losses: int
-    started_at: float | None
     log_slices: str | None
 
 
@@ -224,16 +240,15 @@ class Part:
 
 
 def task_parts(folder: Path, threads: Path, job_id: int, old: Iterable[tuple[int, Path]],
-               tasks: Iterable[_TaskRow], seq: int | None = None, since: float = 0.0) -> Iterator[Part]:
+               tasks: Iterable[_TaskRow], seq: int | None = None) -> Iterator[Part]:
     """The parts of the job's task logs in task order (only task ``seq``'s if given), each task's in the
     order written: its old-layout file, its parts in the job's folder, then its parts of thread files.
 
     ``folder`` is the job's log folder, ``threads`` the thread files' folder, ``old`` maps a task's seq to
-    its old-layout file, ``since`` is when the job was submitted (thread indexes last written before it are
-    not read)."""
+    its old-layout file."""
     rows = list(tasks)
     legacy = _legacy_parts(folder, rows, seq)
-    current = _thread_parts(threads, job_id, rows, since)
+    current = _thread_parts(threads, job_id, rows, None if seq is None else {t.id for t in rows if t.seq == seq})
     old_files = dict(old)
     for t in rows:
         if seq is not None and t.seq != seq:
@@ -244,33 +259,38 @@ def task_parts(folder: Path, threads: Path, job_id: int, old: Iterable[tuple[int
         yield from current.get(t.id, [])
 
 
-def _thread_parts(threads: Path, job_id: int, rows: list[_TaskRow], since: float) -> dict[int, list[Part]]:
+def _thread_parts(threads: Path, job_id: int, rows: list[_TaskRow],
+                  only: set[int] | None = None) -> dict[int, list[Part]]:
     """Each task's parts of thread files, in the order they started: the exact ranges its outcomes stored,
-    and for a task running now or once lost, the parts the thread indexes record and no outcome did."""
-    own: dict[int, dict[tuple[str, int], tuple[int, int | None]]] = {}  # task -> (file, start) -> (time, end)
+    and for each claim with no outcome stored (a running task, one whose agent was killed or stopped, an
+    outcome the store did not take), the parts its agent process's thread indexes record. The indexes are
+    read for the tasks ``only`` names (None: all); every task's stored ranges count for disjointness."""
+    own: dict[int, dict[tuple[str, int], tuple[int, int]]] = {}  # task -> (file, start) -> (time, end)
+    unsure: dict[int, set[str]] = {}  # task -> runs that claimed it more often than they stored its parts
     for t in rows:
-        own[t.id] = {(name, start): (at, end) for at, name, start, end in parse_parts(t.log_slices)}
-    unsure = [t for t in rows if t.state == "running" or t.losses]
+        exact = parse_parts(t.log_slices)
+        own[t.id] = {(name, start): (at, end) for at, name, start, end in exact}
+        stored = Counter(name[:12] for _, name, _, _ in exact)
+        runs = {run for run, n in Counter(parse_marks(t.log_slices)).items() if n > stored[run]}
+        if runs and (only is None or t.id in only):
+            unsure[t.id] = runs
     if unsure:
-        lost = any(t.losses or t.started_at is None for t in unsure)
-        earliest = since if lost else min(t.started_at or since for t in unsure)
-        for task, scanned in scan_thread_indexes(threads, job_id, (t.id for t in unsure), earliest).items():
+        found = scan_thread_indexes(threads, job_id, unsure, set().union(*unsure.values()))
+        for task, scanned in found.items():
             for at, name, start, end in scanned:
-                own[task].setdefault((name, start), (at, end))  # a stored range wins: its end is exact
-    by_file: dict[str, list[tuple[int, int | None, int, int]]] = {}  # file -> (start, end, time, task)
+                if name[:12] in unsure[task]:
+                    own[task].setdefault((name, start), (at, end))  # a stored range wins
+    by_file: dict[str, list[tuple[int, int, int, int]]] = {}  # file -> (start, end, time, task)
     for task, ranges in own.items():
         for (name, start), (at, end) in ranges.items():
             by_file.setdefault(name, []).append((start, end, at, task))
     kept: dict[int, list[tuple[int, Part]]] = {}
     for name, in_file in by_file.items():
         reach = 0  # a file's parts are kept disjoint: a crafted range never reads a byte twice
-        for start, end, at, task in sorted(in_file, key=lambda p: (p[0], p[1] is None, p[1] or 0)):
-            if start < reach:
-                continue
-            kept.setdefault(task, []).append((at, Part(threads / name, start, end)))
-            if end is None:
-                break  # to the file's end: nothing after it is of another part
-            reach = end
+        for start, end, at, task in sorted(in_file):
+            if start >= reach:
+                kept.setdefault(task, []).append((at, Part(threads / name, start, end)))
+                reach = end
     return {task: [part for _, part in sorted(timed, key=lambda p: p[0])] for task, timed in kept.items()}
 
 

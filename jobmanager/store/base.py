@@ -147,12 +147,14 @@ class JobStore:
         raise NotImplementedError
 
     # -- what agents do with tasks -------------------------------------------------------
-    def claim_task(self, task_id: int, dispatch: int, agent: str, job_id: int | None = None) -> Claim | None:
+    def claim_task(self, task_id: int, dispatch: int, agent: str, job_id: int | None = None, *,
+                   log_run: str | None = None) -> Claim | None:
         """Move a queued task to running for ``agent``, counting an attempt.
 
         ``job_id``: the job the message says the task is of, a hint the claim checks (a wrong one claims
-        nothing through it). Where the attempt's log starts is not the claim's business: the thread that
-        runs it records that in its log file's index (jobmanager/engine/tasklogs.py).
+        nothing through it). ``log_run``: the claiming agent process's log run (12 hex digits), appended to
+        the task's ``log_slices`` as ``@<run>``: until the attempt's outcome stores its exact part, a reader
+        finds it in that process's thread indexes (jobmanager/engine/tasklogs.py).
 
         Returns None (and changes nothing) when the message is stale: the task is
         not runnable any more, its dispatch counter moved on, or its job is paused
@@ -169,8 +171,8 @@ class JobStore:
         measured choice (``Dialect.claims_ahead``)."""
         return False
 
-    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str, *,
-                    first_starts: bool = True) -> list[Claim | Later | None]:
+    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str, *, first_starts: bool = True,
+                    log_run: str | None = None) -> list[Claim | Later | None]:
         """Claim several tasks in one transaction, each decided as :meth:`claim_task` decides it; the
         result is aligned with ``wanted`` (None: not claimed, as claim_task's None). The first is the task
         its worker starts at once (if ``first_starts``); any other whose job is not safe to re-run, or that

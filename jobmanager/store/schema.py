@@ -304,8 +304,9 @@ CREATE INDEX IF NOT EXISTS notifications_job ON notifications (job_id, id);
 INSERT INTO meta (key, value) SELECT 'notify_cursor', CAST(COALESCE(MAX(id), 0) AS TEXT) FROM events WHERE 1 = 1
     ON CONFLICT (key) DO NOTHING;
 """),
-    # Task logs as parts of per-(job, worker thread) files (issue 18): each claim appends where its
-    # attempt's records start, ``<file>:<offset>:<n>`` (jobmanager/engine/tasklogs.py).
+    # Task logs as parts of worker threads' files (issue 18): each attempt's part, one token an attempt.
+    # Written first by claims (``<file>:<offset>:<n>``), now by outcomes (``<file>@<time>@<start>-<end>``);
+    # both are read (jobmanager/engine/tasklogs.py).
     3: _script("""
 ALTER TABLE tasks ADD COLUMN log_slices TEXT;
 """),

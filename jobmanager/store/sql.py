@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -105,9 +106,25 @@ _CLAIM_READ = "SELECT id, job_id, seq, state, dispatch FROM tasks WHERE id = ?"
 
 
 #: what a claim writes into the task row (both claim paths), with the agent and the time
+#: then its log mark twice (``@<run>``, appended to ``log_slices``; None: none), see _claim_params
 _CLAIM_SET = ("state = 'running', agent = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL,"
               " progress_done = NULL, progress_total = NULL, error = NULL, traceback = NULL, cancel_requested = 0,"
-              " waiting = NULL, warning = NULL")
+              " waiting = NULL, warning = NULL, log_slices = COALESCE(log_slices || ' ' || ?, ?, log_slices)")
+
+
+def _claim_params(agent: str, now: float, mark: str | None) -> tuple[str, float, str | None, str | None]:
+    """The parameters of :data:`_CLAIM_SET`."""
+    return agent, now, mark, mark
+
+
+def _log_mark(log_run: str | None) -> str | None:
+    """What a claim appends to the task's ``log_slices``: which agent process will log its attempt
+    (jobmanager/engine/tasklogs.py), so a reader knows whose thread files hold an attempt with no outcome."""
+    if log_run is None:
+        return None
+    if not re.fullmatch(r"[0-9a-f]{12}", log_run):
+        raise ValueError(f"not a log run: {log_run!r}")
+    return "@" + log_run
 
 
 def _attempt(n: object) -> str:
@@ -623,15 +640,16 @@ class SqlStore(JobStore):
         return [dict(r) for r in rows]
 
     # -- what agents do with tasks ----------------------------------------------------------------------
-    def claim_task(self, task_id: int, dispatch: int, agent: str, job_id: int | None = None) -> Claim | None:
-        now = time.time()
+    def claim_task(self, task_id: int, dispatch: int, agent: str, job_id: int | None = None, *,
+                   log_run: str | None = None) -> Claim | None:
+        now, mark = time.time(), _log_mark(log_run)
         hinted = False
         if job_id is not None and self.dialect.writes_in_with:
             hinted = True
             # The message names the task's job: PostgreSQL claims in one statement without reading the task
             # first (the statement checks the hint). Anything that does not go through is decided below,
             # from a read.
-            claim = self._claim_in_one_statement(job_id, task_id, dispatch, RUNNABLE_TASK, agent, now)
+            claim = self._claim_in_one_statement(job_id, task_id, dispatch, RUNNABLE_TASK, agent, now, mark)
             if claim is not None:
                 return claim
         # The write lock is the store's bottleneck (one writer on SQLite): what needs no lock happens
@@ -641,21 +659,22 @@ class SqlStore(JobStore):
         if first is None or first["dispatch"] != dispatch or first["state"] not in RUNNABLE_TASK:
             return None
         if self.dialect.writes_in_with and not (hinted and first["job_id"] == job_id):  # a right hint was tried
-            claim = self._claim_in_one_statement(first["job_id"], task_id, dispatch, (first["state"],), agent, now)
+            claim = self._claim_in_one_statement(first["job_id"], task_id, dispatch, (first["state"],), agent, now,
+                                                 mark)
             if claim is not None:
                 return claim
         # Every other claim (SQLite's; on PostgreSQL one a limit counts, one that did not go through above,
         # which this path decides again and explains). A deadlock (PostgreSQL) runs it again, as in every
         # other transition.
-        rows = self._retrying(lambda c: self._claim_locked(c, first, dispatch, agent, now))
+        rows = self._retrying(lambda c: self._claim_locked(c, first, dispatch, agent, now, mark))
         return None if rows is None else Claim(self._to_task(rows[0]), self._to_job(rows[1]))
 
     @property
     def claims_ahead(self) -> bool:
         return self.dialect.claims_ahead
 
-    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str, *,
-                    first_starts: bool = True) -> list[Claim | Later | None]:
+    def claim_tasks(self, wanted: Sequence[Dispatch], agent: str, *, first_starts: bool = True,
+                    log_run: str | None = None) -> list[Claim | Later | None]:
         """Several claims in one transaction (an agent's batch, engine/prefetch.py): one read of the tasks
         without a lock, then each claim decided as :meth:`claim_task` decides it, in (job, task) order,
         the one lock order. On SQLite that is one write lock and one commit for the batch instead of one
@@ -670,10 +689,11 @@ class SqlStore(JobStore):
         of a job that may not run twice nor let a task that kills its agents fail its innocent neighbours
         batch after batch."""
         if len(wanted) == 1 and first_starts:
-            return [self.claim_task(wanted[0].task_id, wanted[0].dispatch, agent, job_id=wanted[0].job_id)]
+            return [self.claim_task(wanted[0].task_id, wanted[0].dispatch, agent, job_id=wanted[0].job_id,
+                                    log_run=log_run)]
         if not wanted:
             return []
-        now = time.time()
+        now, mark = time.time(), _log_mark(log_run)
         ids, values = self.dialect.in_("t.id", [w.task_id for w in wanted])
         read = {r["id"]: r for r in self._fetchall(
             "SELECT t.id, t.job_id, t.seq, t.state, t.dispatch, t.losses, j.rerun_safe FROM tasks t"
@@ -695,30 +715,30 @@ class SqlStore(JobStore):
             for job_id, group in itertools.groupby(todo, key=lambda t: t[0]):
                 items = [(read[task_id], wanted[i].dispatch, i) for _, task_id, i in group]
                 if not self.dialect.row_locks and len(items) > 1:
-                    together = self._claim_of_one_job(c, job_id, items, agent, now)
+                    together = self._claim_of_one_job(c, job_id, items, agent, now, mark)
                     if together is not None:
                         for i, one in together:
                             got_now[i] = one
                         continue
                 for first, dispatch, i in items:
-                    got_now[i] = self._claim_one_of_batch(c, job_id, first, dispatch, agent, now)
+                    got_now[i] = self._claim_one_of_batch(c, job_id, first, dispatch, agent, now, mark)
             return got_now
 
         return self._retrying(claim) if todo else got
 
     def _claim_one_of_batch(self, c: Connection, job_id: int, first: Row, dispatch: int, agent: str,
-                            now: float) -> Claim | None:
+                            now: float, mark: str | None) -> Claim | None:
         """One claim of a batch, in its transaction: PostgreSQL's one statement if it goes through, else
         the general path."""
         if self.dialect.writes_in_with:
-            row = self._claim_statement(c, job_id, first["id"], dispatch, (first["state"],), agent, now)
+            row = self._claim_statement(c, job_id, first["id"], dispatch, (first["state"],), agent, now, mark)
             if row is not None:
                 return self._one_statement_claim(row)
-        rows = self._claim_locked(c, first, dispatch, agent, now)
+        rows = self._claim_locked(c, first, dispatch, agent, now, mark)
         return None if rows is None else Claim(self._to_task(rows[0]), self._to_job(rows[1]))
 
     def _claim_of_one_job(self, c: Connection, job_id: int, items: list[tuple[Row, int, int]], agent: str,
-                          now: float) -> list[tuple[int, Claim]] | None:
+                          now: float, mark: str | None) -> list[tuple[int, Claim]] | None:
         """Several tasks of one job claimed in a few statements (SQLite, whose write lock is the whole
         database): each task is claimed if its dispatch is still the one read before the lock and it is
         still runnable (the UPDATE's condition: the message is still the task's), their events (from the
@@ -735,7 +755,8 @@ class SqlStore(JobStore):
         when = " ".join("WHEN ? THEN ?" for _ in items)
         claimed = c.execute(
             f"UPDATE tasks SET {_CLAIM_SET} WHERE {ids} AND {states} AND dispatch = CASE id {when} END RETURNING *",
-            (agent, now, *values, *state_values, *[v for first, dispatch, _ in items for v in (first["id"], dispatch)]),
+            (*_claim_params(agent, now, mark), *values, *state_values,
+             *[v for first, dispatch, _ in items for v in (first["id"], dispatch)]),
         ).fetchall()
         if not claimed:
             return []
@@ -753,7 +774,7 @@ class SqlStore(JobStore):
         return [(read[r["id"]][1], Claim(self._to_task(r), as_job)) for r in claimed]
 
     def _claim_locked(self, c: Connection, first: Row, dispatch: int, agent: str,
-                      now: float) -> tuple[Row, Row] | None:
+                      now: float, mark: str | None) -> tuple[Row, Row] | None:
         """A claim's general path in transaction ``c``: the claimed task row and its job's row, or None."""
         # The task is not read again under the lock: with row locks it is (_lock_task_and_job); without
         # them (SQLite) the UPDATE below is conditional on the state and dispatch read before, so a task
@@ -776,7 +797,7 @@ class SqlStore(JobStore):
             return None
         claimed = first_row(c.execute(
             f"UPDATE tasks SET {_CLAIM_SET} WHERE id = ? AND state = ? AND dispatch = ? RETURNING *",
-            (agent, now, task_id, task["state"], task["dispatch"]),
+            (*_claim_params(agent, now, mark), task_id, task["state"], task["dispatch"]),
         ))
         if claimed is None:
             return None
@@ -790,12 +811,12 @@ class SqlStore(JobStore):
         return claimed, job
 
     def _claim_in_one_statement(self, job_id: int, task_id: int, dispatch: int, states: tuple[str, ...],
-                                agent: str, now: float) -> Claim | None:
+                                agent: str, now: float, mark: str | None) -> Claim | None:
         """A claim in one statement, its own transaction (PostgreSQL; :meth:`_claim_statement`). None when it did
         not go through (including a deadlock): the general path then decides."""
         try:
             with self._storage_errors():
-                row = self._claim_statement(self._conn(), job_id, task_id, dispatch, states, agent, now)
+                row = self._claim_statement(self._conn(), job_id, task_id, dispatch, states, agent, now, mark)
         except self.retryable:
             return None
         return None if row is None else self._one_statement_claim(row)
@@ -805,7 +826,7 @@ class SqlStore(JobStore):
         return Claim(self._to_task(row), self._to_job(json.loads(job) if isinstance(job, str) else job))
 
     def _claim_statement(self, c: Connection, job_id: int, task_id: int, dispatch: int, states: tuple[str, ...],
-                         agent: str, now: float) -> Row | None:
+                         agent: str, now: float, mark: str | None) -> Row | None:
         """A claim in one statement (PostgreSQL): task ``task_id`` of job ``job_id`` in one of ``states`` with
         ``dispatch``, the job queued or running and counted by no concurrency limit, the common case. None
         when it did not go through (the task or the job is not as said, a limit counts it): the general
@@ -836,7 +857,7 @@ class SqlStore(JobStore):
             " UNION ALL SELECT ?, id, NULL, NULL, 'job', 'queued', 'running', ?, NULL FROM started)"
             " SELECT claimed.*, COALESCE((SELECT row_to_json(s) FROM started s), row_to_json(job)) AS job_row"
             " FROM claimed, job",
-            (job_id, task_id, dispatch, *states, task_id, dispatch, *states, agent, now,
+            (job_id, task_id, dispatch, *states, task_id, dispatch, *states, *_claim_params(agent, now, mark),
              now, now, now, TaskState.RUNNING, agent, _attempt(""), now, agent),
         ).fetchone()
         return row
@@ -925,9 +946,9 @@ class SqlStore(JobStore):
             if locked is None:
                 return Outcome(recorded=False)
             task, job = locked
+            self._append_log_parts(c, [(task_id, log_part)])  # the attempt's own bytes, even if taken back
             if task["state"] != TaskState.RUNNING or task["agent"] != agent:
                 return Outcome(recorded=False)
-            self._append_log_parts(c, [(task_id, log_part)])
             if (state == TaskState.FAILED and task["attempts"] < task["max_attempts"]
                     and job["state"] not in FINISHED and not task["cancel_requested"]):
                 self._task_state(
@@ -1046,7 +1067,8 @@ class SqlStore(JobStore):
             if limits and done.recorded:
                 cases = {jobs[j]["case_id"] for j in {r["job_id"] for r in tasks}}
                 done.dispatches += self.limits.wake(c, limits, next(iter(cases)) if len(cases) == 1 else ALL_CASES)
-            self._append_log_parts(c, [(i, by_id[i].log_part) for i in done.recorded])
+            # every attempt's part, recorded or not (taken back meanwhile): its own bytes either way
+            self._append_log_parts(c, [(t["id"], by_id[t["id"]].log_part) for t in tasks])
             started = [(i, by_id[i].started_at) for i in done.recorded if by_id[i].started_at is not None]
             if started:  # tasks claimed with a batch began after their claim (engine/prefetch.py)
                 sids, sid_values = self.dialect.in_("id", [i for i, _ in started])
